@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Builds the local cluster's images as OCI archives, with no registry.
+
+pause: a static C program. probe: a Debian rootfs (mmdebstrap) with python3,
+the pinned IPC wheels and the probes package. nginx: a Debian rootfs with
+nginx, for the reverse-proxy pattern. Each archive is keyed by its inputs, so
+`build` is a no-op until one changes; `import` loads them into containerd.
+
+    images.py build              print the archive paths
+    images.py import --address SOCK
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PROJECT = HERE.parent
+CACHE = Path(os.environ.get("PODSHARE_CACHE", "/var/cache/podshare")) / "images"
+SITE_PACKAGES = "usr/local/lib/python3.11/dist-packages"
+# Left out of every rootfs: documentation and package lists nothing reads at run time.
+EXCLUDES = ("usr/share/doc/", "usr/share/man/", "usr/share/locale/", "usr/share/info/",
+            "var/lib/apt/lists/", "var/cache/apt/", "var/cache/debconf/", "dev/")
+
+
+def read_env() -> dict[str, str]:
+    env = {}
+    for line in (HERE / "images.env").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return env
+
+
+def fingerprint(*parts: bytes | str | Path) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path):
+            files = sorted(p for p in part.rglob("*") if p.is_file() and "__pycache__" not in p.parts) \
+                if part.is_dir() else [part]
+            for f in files:
+                h.update(str(f.relative_to(PROJECT)).encode() + b"\0" + f.read_bytes())
+        else:
+            h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def run(*cmd: str | Path, **kw) -> None:
+    subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def debian_rootfs(suite: str, packages: list[str]) -> Path:
+    """A cached minbase rootfs with `packages`; about 30 s to make the first time."""
+    target = CACHE / f"rootfs-{suite}-{fingerprint(suite, *packages)}"
+    if (target / ".complete").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    print(f"mmdebstrap {suite} {' '.join(packages)}", file=sys.stderr)
+    run("mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(packages)}",
+        "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*", suite, target)
+    (target / ".complete").touch()
+    return target
+
+
+def wheels(requirements: Path) -> Path:
+    """The probe's pinned IPC libraries as manylinux wheels for Debian's CPython 3.11."""
+    target = CACHE / f"wheels-{fingerprint(requirements)}"
+    if (target / ".complete").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    run(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary", ":all:",
+        "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
+        "--target", target, "-r", requirements)
+    (target / ".complete").touch()
+    return target
+
+
+def _add_tree(tar: tarfile.TarFile, source: Path, prefix: str) -> None:
+    """Add `source`'s contents under `prefix`, symlinks (e.g. usr-merge's /lib64) as links."""
+    for dirpath, dirnames, filenames in os.walk(source):
+        dirnames.sort()
+        rel_dir = Path(dirpath).relative_to(source)
+        for name in sorted(dirnames + filenames):
+            rel = (Path(prefix) / rel_dir / name).as_posix()
+            if name in (".complete", "__pycache__") or rel.startswith(EXCLUDES):
+                continue
+            tar.add(os.path.join(dirpath, name), arcname=rel, recursive=False)
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), mode
+    tar.addfile(info, io.BytesIO(data))
+
+
+def oci_archive(ref: str, out: Path, fill_layer, config: dict) -> Path:
+    """Write an OCI image layout tar (one uncompressed layer) that `ctr images import` takes."""
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        layer_path = Path(tmp) / "layer.tar"
+        with tarfile.open(layer_path, "w", format=tarfile.PAX_FORMAT) as layer:
+            fill_layer(layer)
+        h = hashlib.sha256()
+        with open(layer_path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        layer_digest = "sha256:" + h.hexdigest()
+        image_config = {
+            "architecture": "amd64", "os": "linux", "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        }
+        config_bytes = json.dumps(image_config, sort_keys=True).encode()
+        config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+        manifest = {
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest, "size": len(config_bytes)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": layer_digest, "size": layer_path.stat().st_size}],
+        }
+        manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
+        manifest_digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+        index = {"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": len(manifest_bytes),
+            "platform": {"architecture": "amd64", "os": "linux"},
+            "annotations": {"io.containerd.image.name": ref,
+                            "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[-1]},
+        }]}
+        partial = Path(tmp) / "image.tar"
+        with tarfile.open(partial, "w") as archive:
+            _add_bytes(archive, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+            _add_bytes(archive, "index.json", json.dumps(index).encode())
+            _add_bytes(archive, f"blobs/sha256/{config_digest[7:]}", config_bytes)
+            _add_bytes(archive, f"blobs/sha256/{manifest_digest[7:]}", manifest_bytes)
+            archive.add(layer_path, arcname=f"blobs/sha256/{layer_digest[7:]}")
+        partial.rename(out)
+    return out
+
+
+def pause_image(ref: str) -> Path:
+    source = HERE / "images" / "pause.c"
+    out = CACHE / f"pause-{fingerprint(source, Path(__file__), ref)}.tar"
+    if out.exists():
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = Path(tmp) / "pause"
+        run("gcc", "-static", "-Os", "-s", "-o", binary, source)
+
+        def fill(layer):
+            layer.add(binary, arcname="pause")
+        return oci_archive(ref, out, fill, {"Entrypoint": ["/pause"], "User": "65535:65535"})
+
+
+def probe_image(ref: str, suite: str) -> Path:
+    packages = ["python3"]
+    requirements = PROJECT / "probes" / "requirements.txt"
+    out = CACHE / f"probe-{fingerprint(suite, *packages, requirements, PROJECT / 'probes', Path(__file__), ref)}.tar"
+    if out.exists():
+        return out
+    rootfs, site = debian_rootfs(suite, packages), wheels(requirements)
+
+    def fill(layer):
+        _add_tree(layer, rootfs, "")
+        _add_tree(layer, site, SITE_PACKAGES)
+        _add_tree(layer, PROJECT / "probes", "opt/podshare/probes")
+    return oci_archive(ref, out, fill, {
+        "Entrypoint": ["python3", "-m", "probes"], "Cmd": ["agent"], "User": "65532:65532",
+        "WorkingDir": "/opt/podshare",
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "PYTHONPATH=/opt/podshare", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"],
+    })
+
+
+def nginx_image(ref: str, suite: str) -> Path:
+    packages = ["nginx-light"]
+    out = CACHE / f"nginx-{fingerprint(suite, *packages, Path(__file__), ref)}.tar"
+    if out.exists():
+        return out
+    rootfs = debian_rootfs(suite, packages)
+    return oci_archive(ref, out, lambda layer: _add_tree(layer, rootfs, ""), {
+        "Entrypoint": ["nginx", "-g", "daemon off;"], "User": "65532:65532",
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+    })
+
+
+def build_all() -> list[Path]:
+    env = read_env()
+    suite = env["DEBIAN_SUITE"]
+    return [pause_image(env["PAUSE_IMAGE"]), probe_image(env["PROBE_IMAGE"], suite),
+            nginx_image(env["NGINX_IMAGE"], suite)]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("build")
+    imp = sub.add_parser("import")
+    imp.add_argument("--address", required=True, help="containerd socket")
+    args = p.parse_args()
+    archives = build_all()
+    if args.cmd == "import":
+        for archive in archives:
+            run("ctr", "--address", args.address, "-n", "k8s.io", "images", "import",
+                "--platform", "linux/amd64", archive, stdout=subprocess.DEVNULL)
+    for archive in archives:
+        print(archive)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the local cluster needs from Debian's packages. Idempotent and
+# quick when everything is already there. Kubernetes itself is built from its
+# Go module (build-binaries.sh); etcd too (see k8s/cmd/etcd/main.go for why).
+set -euo pipefail
+pkgs=(containerd runc containernetworking-plugins iptables conntrack
+      mmdebstrap iproute2 openssl gcc libc6-dev ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  # policy-rc.d keeps the packages' init scripts from starting a containerd of
+  # their own: the cluster starts its runtime itself, with its own config.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,140 @@
+"""`python -m probes VERB --flags`: one JSON object on stdout per verb."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from . import agent, files, identity, net, posix, sysv
+from .holding import DEFAULT_HOLD_SECONDS, release
+from .output import emit, failure, ok
+
+
+def stop_agent(_args) -> dict:
+    """SIGTERM the agent in this container: kubelet then restarts the container."""
+    stopped = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"probes" in argv and b"agent" in argv:
+            try:
+                os.kill(int(entry), signal.SIGTERM)
+                stopped.append(int(entry))
+            except OSError as exc:
+                return failure(exc, pid=int(entry))
+    return ok(stopped=stopped)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="probes", description=__doc__)
+    verbs = p.add_subparsers(dest="verb", required=True)
+
+    def verb(name, func, help_):
+        sp = verbs.add_parser(name, help=help_)
+        sp.set_defaults(func=func)
+        return sp
+
+    def holding(sp):
+        sp.add_argument("--seconds", type=float, default=DEFAULT_HOLD_SECONDS)
+        return sp
+
+    verb("agent", None, "the container's main process").add_argument("--port", type=int)
+    verb("identity", identity.identity, "hostname, namespace inodes, uid")
+    verb("release", release, "release every holding verb in this container")
+    verb("stop-agent", stop_agent, "SIGTERM this container's agent")
+    verb("loopback", net.loopback_addresses, "loopback address families present")
+
+    sp = verb("connect", net.connect, "TCP connect, read the peer's JSON line")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, required=True)
+    sp.add_argument("--timeout", type=float, default=3.0)
+    sp = verb("bind", net.bind, "try to bind and listen on a TCP port")
+    sp.add_argument("--host", default="0.0.0.0")
+    sp.add_argument("--port", type=int, required=True)
+    holding(verb("hold-port", net.hold_port, "listen on a port until released")).add_argument(
+        "--port", type=int, required=True)
+    for name, func, help_ in (("hold-unix", net.hold_unix, "listen on a unix socket until released"),
+                              ("connect-unix", net.connect_unix, "connect to a unix socket")):
+        sp = verb(name, func, help_)
+        where = sp.add_mutually_exclusive_group(required=True)
+        where.add_argument("--path")
+        where.add_argument("--abstract")
+        if name == "hold-unix":
+            holding(sp)
+        else:
+            sp.add_argument("--timeout", type=float, default=3.0)
+
+    for prefix, mod, key in (("sysv", sysv, ("--key", int)), ("posix", posix, ("--name", str))):
+        def keyed(name, func, help_):
+            sp = verb(f"{prefix}-{name}", func, help_)
+            sp.add_argument(key[0], type=key[1], required=True)
+            return sp
+        keyed("sem-create", mod.sem_create, "create a semaphore").add_argument("--value", type=int, default=0)
+        keyed("sem-info", mod.sem_info, "a semaphore's value")
+        sp = keyed("shm-write", mod.shm_write, "create shared memory and write a payload")
+        sp.add_argument("--size", type=int, default=4096)
+        sp.add_argument("--seed", default="podshare")
+        sp = keyed("shm-read", mod.shm_read, "read shared memory")
+        if prefix == "sysv":
+            sp.add_argument("--size", type=int, default=4096)
+        keyed("mq-send", mod.mq_send, "send one message").add_argument("--text", required=True)
+        keyed("mq-receive", mod.mq_receive, "receive one message without blocking")
+        if prefix == "sysv":
+            sp = keyed("sem-acquire", sysv.sem_acquire, "block until the semaphore is released")
+            sp.add_argument("--timeout", type=float, default=10.0)
+            keyed("sem-release", sysv.sem_release, "release (V) a semaphore")
+            verbs.choices["sysv-mq-send"].add_argument("--type", type=int, default=1)
+            keyed("remove", sysv.remove, "remove an object").add_argument(
+                "--kind", choices=("sem", "shm", "mq"), required=True)
+        else:
+            keyed("unlink", posix.unlink, "unlink an object").add_argument(
+                "--kind", choices=("sem", "shm", "mq"), required=True)
+    verb("filesystem", posix.filesystem, "statfs and mount of a path").add_argument("--path", required=True)
+
+    def pathed(name, func, help_):
+        sp = verb(name, func, help_)
+        sp.add_argument("--path", required=True)
+        return sp
+    sp = pathed("write", files.write, "write a seeded payload")
+    sp.add_argument("--size", type=int, default=65536)
+    sp.add_argument("--seed", default="podshare")
+    sp.add_argument("--fsync", action="store_true")
+    pathed("read", files.read, "digest of a file").add_argument("--text", action="store_true")
+    pathed("append", files.append, "append text").add_argument("--text", required=True)
+    pathed("rename", files.rename, "rename a file").add_argument("--to", required=True)
+    pathed("delete", files.delete, "unlink a file")
+    pathed("list", files.listdir, "list a directory")
+    for name, func in (("hold-lock", files.hold_lock), ("try-lock", files.try_lock)):
+        sp = pathed(name, func, "an exclusive lock")
+        sp.add_argument("--kind", choices=("flock", "fcntl"), default="flock")
+        if name == "hold-lock":
+            holding(sp)
+    sp = pathed("watch", files.watch, "inotify events until NAME is written and closed")
+    sp.add_argument("--name", required=True)
+    sp.add_argument("--timeout", type=float, default=10.0)
+    for name, func in (("hold-mmap", files.hold_mmap), ("mmap-write", files.mmap_write)):
+        sp = pathed(name, func, "MAP_SHARED a file")
+        sp.add_argument("--size", type=int, default=4096)
+        sp.add_argument("--seed", default="podshare")
+        if name == "hold-mmap":
+            holding(sp)
+    pathed("fill", files.fill, "write zeros until size or ENOSPC").add_argument("--size", type=int, required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.verb == "agent":
+        agent.run(args)
+        return 0
+    result = args.func(args)
+    emit(result)
+    return 0 if result.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

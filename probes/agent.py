@@ -1,0 +1,46 @@
+"""The container's main process: a TCP listener that names its container.
+
+Each connection gets one JSON line with the container name and a boot id that
+is new for every start, so a restart is visible from outside.
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import uuid
+
+from .netutil import listen_tcp
+
+
+def run(args) -> None:
+    port = args.port or int(os.environ.get("PODSHARE_PORT", "7001"))
+    identity = {
+        "container": os.environ.get("PODSHARE_CONTAINER", ""),
+        "boot_id": uuid.uuid4().hex,
+        "pid": os.getpid(),
+        "port": port,
+    }
+    # PID 1 gets no default signal action: exit at once on SIGTERM so pod
+    # deletion never waits out the grace period.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    listener = listen_tcp(port)
+    print(json.dumps({"agent": "listening", **identity}), flush=True)
+    line = (json.dumps(identity) + "\n").encode()
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ)
+    while True:
+        for _ in sel.select():
+            try:
+                conn, _addr = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                try:
+                    conn.sendall(line)
+                except OSError:
+                    pass

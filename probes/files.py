@@ -1,0 +1,202 @@
+"""File verbs for the pod's volumes: content, metadata, locks, inotify, mmap."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import mmap
+import os
+import select
+import struct
+import time
+
+from . import payload
+from .holding import Holder
+from .output import failure, ok, signal_ready
+
+
+def write(args) -> dict:
+    data = payload.generate(args.size, args.seed)
+    try:
+        with open(args.path, "wb") as f:
+            f.write(data)
+            if args.fsync:
+                os.fsync(f.fileno())
+    except OSError as exc:
+        return failure(exc, path=args.path)
+    return ok(path=args.path, size=len(data), sha256=payload.digest(data))
+
+
+def append(args) -> dict:
+    try:
+        with open(args.path, "ab") as f:
+            f.write(args.text.encode())
+        size = os.path.getsize(args.path)
+    except OSError as exc:
+        return failure(exc, path=args.path)
+    return ok(path=args.path, size=size)
+
+
+def read(args) -> dict:
+    try:
+        with open(args.path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return failure(exc, path=args.path)
+    fields = {"path": args.path, "size": len(data), "sha256": payload.digest(data)}
+    if args.text:
+        fields["text"] = data.decode(errors="replace")
+    return ok(**fields)
+
+
+def rename(args) -> dict:
+    try:
+        os.rename(args.path, args.to)
+    except OSError as exc:
+        return failure(exc, path=args.path, to=args.to)
+    return ok(path=args.path, to=args.to)
+
+
+def delete(args) -> dict:
+    try:
+        os.unlink(args.path)
+    except OSError as exc:
+        return failure(exc, path=args.path)
+    return ok(path=args.path)
+
+
+def listdir(args) -> dict:
+    try:
+        entries = sorted(os.listdir(args.path))
+    except OSError as exc:
+        return failure(exc, path=args.path)
+    return ok(path=args.path, entries=entries)
+
+
+def _lock(fd: int, kind: str, blocking: bool) -> None:
+    if kind == "flock":
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    else:  # fcntl: POSIX record lock on the whole file
+        fcntl.lockf(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+
+
+def hold_lock(args) -> dict:
+    holder = Holder(args.seconds)
+    try:
+        fd = os.open(args.path, os.O_RDWR | os.O_CREAT, 0o644)
+        _lock(fd, args.kind, blocking=True)
+    except OSError as exc:
+        return failure(exc, path=args.path, kind=args.kind)
+    holder.ready(path=args.path, kind=args.kind)
+    holder.wait()
+    os.close(fd)
+    return ok(path=args.path, kind=args.kind, **holder.summary())
+
+
+def try_lock(args) -> dict:
+    """A non-blocking attempt; EAGAIN means another process holds the lock."""
+    try:
+        fd = os.open(args.path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        return failure(exc, path=args.path, kind=args.kind)
+    try:
+        _lock(fd, args.kind, blocking=False)
+    except OSError as exc:
+        if exc.errno == errno.EACCES:  # fcntl may say EACCES for a conflicting lock
+            exc.errno = errno.EAGAIN
+        return failure(exc, path=args.path, kind=args.kind)
+    finally:
+        os.close(fd)
+    return ok(path=args.path, kind=args.kind)
+
+
+# inotify through libc: the stdlib has no binding, and the probe must not
+# depend on anything the image lacks.
+_IN_FLAGS = {0x2: "IN_MODIFY", 0x8: "IN_CLOSE_WRITE", 0x40: "IN_MOVED_FROM",
+             0x80: "IN_MOVED_TO", 0x100: "IN_CREATE", 0x200: "IN_DELETE"}
+_EVENT = struct.Struct("iIII")
+
+
+def watch(args) -> dict:
+    """Report inotify events in a directory until `name` is closed after writing."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0 or libc.inotify_add_watch(fd, args.path.encode(), sum(_IN_FLAGS)) < 0:
+        return failure(OSError(ctypes.get_errno(), "inotify"), path=args.path)
+    signal_ready(path=args.path)
+    events, deadline, done = [], time.monotonic() + args.timeout, False
+    try:
+        while not done:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return failure(OSError(errno.ETIMEDOUT, "no close-write event for the file"),
+                               path=args.path, events=events)
+            buf = os.read(fd, 65536)
+            offset = 0
+            while offset < len(buf):
+                _wd, mask, _cookie, length = _EVENT.unpack_from(buf, offset)
+                name = buf[offset + _EVENT.size: offset + _EVENT.size + length].rstrip(b"\0").decode()
+                offset += _EVENT.size + length
+                names = [n for bit, n in _IN_FLAGS.items() if mask & bit]
+                events.append({"name": name, "mask": names})
+                done = done or (name == args.name and "IN_CLOSE_WRITE" in names)
+    finally:
+        os.close(fd)
+    return ok(path=args.path, events=events)
+
+
+def hold_mmap(args) -> dict:
+    """Map a file MAP_SHARED, write a pattern, and report what the mapping holds
+    when released: another container's writes must show up here."""
+    holder = Holder(args.seconds)
+    data = payload.generate(args.size, args.seed)
+    try:
+        fd = os.open(args.path, os.O_RDWR | os.O_CREAT, 0o644)
+        os.ftruncate(fd, args.size)
+        m = mmap.mmap(fd, args.size, mmap.MAP_SHARED)
+    except OSError as exc:
+        return failure(exc, path=args.path)
+    m[:] = data
+    holder.ready(path=args.path, sha256=payload.digest(data))
+    holder.wait()
+    seen = payload.digest(m[:])
+    m.close()
+    os.close(fd)
+    return ok(path=args.path, written_sha256=payload.digest(data), mapped_sha256=seen, **holder.summary())
+
+
+def mmap_write(args) -> dict:
+    """Map the file MAP_SHARED, report what is mapped, then overwrite it."""
+    data = payload.generate(args.size, args.seed)
+    try:
+        fd = os.open(args.path, os.O_RDWR)
+        m = mmap.mmap(fd, args.size, mmap.MAP_SHARED)
+    except OSError as exc:
+        return failure(exc, path=args.path)
+    before = payload.digest(m[:])
+    m[:] = data
+    m.close()
+    os.close(fd)
+    return ok(path=args.path, mapped_before_sha256=before, written_sha256=payload.digest(data))
+
+
+def fill(args) -> dict:
+    """Write up to `size` bytes; a size-limited tmpfs stops us with ENOSPC."""
+    chunk = b"\0" * (1 << 20)
+    written = 0
+    try:
+        with open(args.path, "wb") as f:
+            while written < args.size:
+                n = min(len(chunk), args.size - written)
+                f.write(chunk[:n])
+                f.flush()
+                written += n
+    except OSError as exc:
+        return failure(exc, path=args.path, written=written)
+    finally:
+        try:
+            os.unlink(args.path)
+        except OSError:
+            pass
+    return ok(path=args.path, written=written)

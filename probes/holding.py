@@ -1,0 +1,88 @@
+"""Verbs that hold a resource (a port, a lock, a mapping) across other execs.
+
+A holder installs its release handler, takes the resource, prints one ready
+line on stderr, then serves or waits until `probes release` sends it SIGUSR1
+or its deadline passes, so nothing outlives a failed test.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import time
+
+from .output import ok, signal_ready
+
+HOLDER_PREFIX = b"hold-"
+DEFAULT_HOLD_SECONDS = 60.0
+
+
+class Released(Exception):
+    pass
+
+
+def _raise_released(*_):
+    raise Released
+
+
+class Holder:
+    """Context for one holding verb: arm the release signal, announce, wait."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.started = time.monotonic()
+        self.released = False
+        signal.signal(signal.SIGUSR1, _raise_released)
+
+    def ready(self, **fields) -> None:
+        signal_ready(pid=os.getpid(), **fields)
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def wait(self) -> None:
+        """Block until released or the deadline."""
+        try:
+            while self.remaining() > 0:
+                select.select([], [], [], self.remaining())
+        except Released:
+            self.released = True
+
+    def serve(self, listener: socket.socket, reply: bytes) -> int:
+        """Answer each connection with `reply` until released; returns the count."""
+        served = 0
+        try:
+            while self.remaining() > 0:
+                readable, _, _ = select.select([listener], [], [], self.remaining())
+                if readable:
+                    conn, _ = listener.accept()
+                    with conn:
+                        conn.sendall(reply)
+                    served += 1
+        except Released:
+            self.released = True
+        return served
+
+    def summary(self) -> dict:
+        return {"released": self.released, "held_s": round(time.monotonic() - self.started, 3)}
+
+
+def release(_args) -> dict:
+    """Send SIGUSR1 to every holding verb running in this container."""
+    released = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"probes" in argv and any(a.startswith(HOLDER_PREFIX) for a in argv):
+            try:
+                os.kill(int(entry), signal.SIGUSR1)
+                released.append(int(entry))
+            except ProcessLookupError:
+                pass
+    return ok(released=released)

@@ -1,0 +1,93 @@
+"""Network verbs: loopback reachability, the shared port space, unix sockets."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+from .holding import Holder
+from .netutil import listen_tcp, read_json_line
+from .output import failure, ok
+
+
+def _me() -> dict:
+    return {"container": os.environ.get("PODSHARE_CONTAINER", ""), "pid": os.getpid()}
+
+
+def connect(args) -> dict:
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(args.timeout)
+            s.connect((args.host, args.port))
+            return ok(peer=read_json_line(s), host=args.host, port=args.port)
+    except OSError as exc:
+        return failure(exc, host=args.host, port=args.port)
+
+
+def bind(args) -> dict:
+    """Try to take a port the way a server would (no SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((args.host, args.port))
+            s.listen(1)
+            return ok(host=args.host, port=args.port)
+    except OSError as exc:
+        return failure(exc, host=args.host, port=args.port)
+
+
+def hold_port(args) -> dict:
+    holder = Holder(args.seconds)
+    try:
+        listener = listen_tcp(args.port)
+    except OSError as exc:
+        return failure(exc, port=args.port)
+    with listener:
+        holder.ready(port=args.port)
+        served = holder.serve(listener, (json.dumps(_me()) + "\n").encode())
+    return ok(port=args.port, served=served, **holder.summary())
+
+
+def _unix_address(args) -> str | bytes:
+    # An abstract address lives in the network namespace, not the file system.
+    return b"\0" + args.abstract.encode() if args.abstract else args.path
+
+
+def hold_unix(args) -> dict:
+    holder = Holder(args.seconds)
+    address = _unix_address(args)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(address)
+        listener.listen(4)
+    except OSError as exc:
+        listener.close()
+        return failure(exc)
+    with listener:
+        holder.ready()
+        served = holder.serve(listener, (json.dumps(_me()) + "\n").encode())
+    if args.path:
+        os.unlink(args.path)
+    return ok(served=served, **holder.summary())
+
+
+def connect_unix(args) -> dict:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(args.timeout)
+            s.connect(_unix_address(args))
+            return ok(peer=read_json_line(s))
+    except OSError as exc:
+        return failure(exc)
+
+
+def loopback_addresses(_args) -> dict:
+    """Which loopback families this network namespace has (::1 needs IPv6)."""
+    ipv6 = False
+    try:
+        with open("/proc/net/if_inet6") as f:
+            ipv6 = any(line.split()[0] == "0" * 31 + "1" for line in f)
+    except OSError:
+        pass
+    return ok(ipv4=True, ipv6=ipv6)

@@ -1,0 +1,117 @@
+"""POSIX IPC verbs: shm_open, named semaphores, mq_open, and /dev/shm itself."""
+from __future__ import annotations
+
+import mmap
+import os
+
+import posix_ipc
+
+from . import payload
+from .output import failure, ok
+
+TMPFS_MAGIC = 0x01021994
+
+
+def _name(args) -> str:
+    return args.name if args.name.startswith("/") else "/" + args.name
+
+
+def shm_write(args) -> dict:
+    data = payload.generate(args.size, args.seed)
+    try:
+        shm = posix_ipc.SharedMemory(_name(args), posix_ipc.O_CREX, mode=0o600, size=args.size)
+        with mmap.mmap(shm.fd, args.size) as m:
+            m.write(data)
+        shm.close_fd()
+    except (posix_ipc.Error, OSError) as exc:
+        return failure(exc, name=_name(args))
+    return ok(name=_name(args), size=args.size, sha256=payload.digest(data))
+
+
+def shm_read(args) -> dict:
+    try:
+        shm = posix_ipc.SharedMemory(_name(args))
+        with mmap.mmap(shm.fd, shm.size, prot=mmap.PROT_READ) as m:
+            data = m[: shm.size]
+        shm.close_fd()
+    except (posix_ipc.Error, OSError) as exc:
+        return failure(exc, name=_name(args))
+    return ok(name=_name(args), size=len(data), sha256=payload.digest(data))
+
+
+def sem_create(args) -> dict:
+    try:
+        sem = posix_ipc.Semaphore(_name(args), posix_ipc.O_CREX, mode=0o600, initial_value=args.value)
+        value = sem.value
+        sem.close()
+    except (posix_ipc.Error, OSError) as exc:
+        return failure(exc, name=_name(args))
+    return ok(name=_name(args), value=value)
+
+
+def sem_info(args) -> dict:
+    try:
+        sem = posix_ipc.Semaphore(_name(args))
+        value = sem.value
+        sem.close()
+    except (posix_ipc.Error, OSError) as exc:
+        return failure(exc, name=_name(args))
+    return ok(name=_name(args), value=value)
+
+
+def mq_send(args) -> dict:
+    try:
+        mq = posix_ipc.MessageQueue(_name(args), posix_ipc.O_CREAT, mode=0o600)
+        mq.send(args.text.encode(), timeout=0)
+        queued = mq.current_messages
+        mq.close()
+    except (posix_ipc.Error, OSError) as exc:
+        return failure(exc, name=_name(args))
+    return ok(name=_name(args), queued=queued)
+
+
+def mq_receive(args) -> dict:
+    try:
+        mq = posix_ipc.MessageQueue(_name(args))
+        message, priority = mq.receive(timeout=0)
+        mq.close()
+    except (posix_ipc.Error, OSError) as exc:
+        return failure(exc, name=_name(args))
+    return ok(name=_name(args), text=message.decode(), priority=priority)
+
+
+def unlink(args) -> dict:
+    try:
+        {"shm": posix_ipc.unlink_shared_memory, "sem": posix_ipc.unlink_semaphore,
+         "mq": posix_ipc.unlink_message_queue}[args.kind](_name(args))
+    except (posix_ipc.Error, OSError) as exc:
+        return failure(exc, name=_name(args), kind=args.kind)
+    return ok(name=_name(args), kind=args.kind)
+
+
+def mount_of(path: str) -> dict:
+    """The mountinfo entry for `path`: file system type, source and options."""
+    best: dict = {}
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            fields = left.split()
+            mountpoint = fields[4]
+            if real == mountpoint or real.startswith(mountpoint.rstrip("/") + "/"):
+                if len(mountpoint) >= len(best.get("mountpoint", "")):
+                    fstype, source, super_opts = right.split()[:3]
+                    best = {"mountpoint": mountpoint, "fstype": fstype, "source": source,
+                            "options": fields[5] + "," + super_opts}
+    return best
+
+
+def filesystem(args) -> dict:
+    """statfs and mountinfo of a path: /dev/shm's tmpfs, a volume's medium."""
+    try:
+        st = os.statvfs(args.path)
+        mount = mount_of(args.path)
+    except OSError as exc:
+        return failure(exc, path=args.path)
+    return ok(path=args.path, size_bytes=st.f_blocks * st.f_frsize,
+              free_bytes=st.f_bavail * st.f_frsize, **mount)

@@ -1,0 +1,100 @@
+"""System V IPC verbs: semaphores, shared memory segments, message queues."""
+from __future__ import annotations
+
+import time
+
+import sysv_ipc
+
+from . import payload
+from .output import failure, ok, signal_ready
+
+
+def sem_create(args) -> dict:
+    try:
+        sem = sysv_ipc.Semaphore(args.key, sysv_ipc.IPC_CREX, mode=0o600, initial_value=args.value)
+    except (sysv_ipc.Error, OSError) as exc:
+        return failure(exc, key=args.key)
+    return ok(key=args.key, id=sem.id, value=sem.value)
+
+
+def sem_info(args) -> dict:
+    try:
+        sem = sysv_ipc.Semaphore(args.key)
+        return ok(key=args.key, id=sem.id, value=sem.value, waiting=sem.waiting_for_nonzero)
+    except (sysv_ipc.Error, OSError) as exc:
+        return failure(exc, key=args.key)
+
+
+def sem_acquire(args) -> dict:
+    """Block in semop until another process releases the semaphore (or timeout)."""
+    try:
+        sem = sysv_ipc.Semaphore(args.key)
+    except (sysv_ipc.Error, OSError) as exc:
+        return failure(exc, key=args.key)
+    signal_ready(key=args.key)
+    start = time.monotonic()
+    try:
+        sem.acquire(args.timeout)
+    except (sysv_ipc.Error, OSError) as exc:
+        return failure(exc, key=args.key, waited_s=round(time.monotonic() - start, 3))
+    return ok(key=args.key, waited_s=round(time.monotonic() - start, 3))
+
+
+def sem_release(args) -> dict:
+    try:
+        sem = sysv_ipc.Semaphore(args.key)
+        sem.release()
+        return ok(key=args.key, value=sem.value)
+    except (sysv_ipc.Error, OSError) as exc:
+        return failure(exc, key=args.key)
+
+
+def shm_write(args) -> dict:
+    data = payload.generate(args.size, args.seed)
+    try:
+        seg = sysv_ipc.SharedMemory(args.key, sysv_ipc.IPC_CREX, mode=0o600, size=args.size)
+        seg.write(data)
+        seg.detach()
+    except (sysv_ipc.Error, OSError) as exc:
+        return failure(exc, key=args.key)
+    return ok(key=args.key, id=seg.id, size=args.size, sha256=payload.digest(data))
+
+
+def shm_read(args) -> dict:
+    try:
+        seg = sysv_ipc.SharedMemory(args.key)
+        data = seg.read(args.size)
+        seg.detach()
+    except (sysv_ipc.Error, OSError) as exc:
+        return failure(exc, key=args.key)
+    return ok(key=args.key, id=seg.id, size=len(data), sha256=payload.digest(data))
+
+
+def mq_send(args) -> dict:
+    try:
+        mq = sysv_ipc.MessageQueue(args.key, sysv_ipc.IPC_CREAT, mode=0o600)
+        mq.send(args.text.encode(), block=False, type=args.type)
+        return ok(key=args.key, id=mq.id, queued=mq.current_messages)
+    except (sysv_ipc.Error, OSError) as exc:
+        return failure(exc, key=args.key)
+
+
+def mq_receive(args) -> dict:
+    try:
+        mq = sysv_ipc.MessageQueue(args.key)
+        message, mtype = mq.receive(block=False)
+        return ok(key=args.key, id=mq.id, text=message.decode(), type=mtype)
+    except (sysv_ipc.Error, OSError) as exc:
+        return failure(exc, key=args.key)
+
+
+_KINDS = {"sem": sysv_ipc.Semaphore, "shm": sysv_ipc.SharedMemory, "mq": sysv_ipc.MessageQueue}
+
+
+def remove(args) -> dict:
+    try:
+        obj = _KINDS[args.kind](args.key)
+        obj.remove()
+        return ok(key=args.key, kind=args.kind)
+    except (sysv_ipc.Error, OSError) as exc:
+        return failure(exc, key=args.key, kind=args.kind)
