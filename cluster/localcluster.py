@@ -451,10 +451,11 @@ def _our_shims() -> list[int]:
 
 def _mounts_under(*roots: str) -> list[str]:
     found = []
+    real_roots = [os.path.realpath(r) for r in roots]  # /var/run is a link to /run
     with open("/proc/self/mountinfo") as f:
         for line in f:
             mountpoint = line.split()[4].replace("\\040", " ")
-            if any(mountpoint == r or mountpoint.startswith(r.rstrip("/") + "/") for r in roots):
+            if any(mountpoint == r or mountpoint.startswith(r.rstrip("/") + "/") for r in real_roots):
                 found.append(mountpoint)
     return sorted(found, key=len, reverse=True)
 
@@ -495,7 +496,10 @@ def teardown() -> list[str]:
             problems.append(f"mount {mountpoint}")
     if netns.is_dir():
         for ns in netns.glob("cni-*"):  # the CRI plugin's network namespaces
-            ns.unlink(missing_ok=True)
+            try:
+                ns.unlink()
+            except OSError as exc:
+                problems.append(f"netns {ns}: {exc.strerror}")
     if Path(f"/sys/class/net/{BRIDGE}").exists():
         sh("ip", "link", "delete", BRIDGE, check=False)
     _remove_iptables_rules()
