@@ -1,0 +1,6 @@
+"""podshare: does a Kubernetes pod's containers really share what Kubernetes promises?"""
+
+__version__ = "0.1.0"
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "podshare"}
+RUN_ID_LABEL = "podshare.io/run-id"

@@ -1,0 +1,41 @@
+"""What a test saw: explicit fields plus a transcript of every probe exec.
+
+The plugin makes one Evidence per test and activates it; the pod layer writes
+each exec into whichever Evidence is active, so a report reader sees the
+commands and their JSON answers without re-running anything.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+_active: "Evidence | None" = None
+
+
+class Evidence(dict):
+    """A dict of named facts, plus the exec transcript and the pods involved."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transcript: list[dict[str, Any]] = []
+        self.pods: list[Any] = []  # pod handles, for diagnostics when the test fails
+
+    def record_exec(self, pod: Any, container: str, command: str, result: dict, ms: float) -> None:
+        self.transcript.append({"pod": pod.name, "container": container, "command": command,
+                                "result": result, "ms": round(ms, 1)})
+        self.touch(pod)
+
+    def touch(self, pod: Any) -> None:
+        if all(p is not pod for p in self.pods):
+            self.pods.append(pod)
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self, "transcript": self.transcript} if self.transcript else dict(self)
+
+
+def activate(evidence: "Evidence | None") -> None:
+    global _active
+    _active = evidence
+
+
+def active() -> "Evidence | None":
+    return _active

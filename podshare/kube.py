@@ -1,0 +1,312 @@
+"""The kube layer: the only code in podshare that talks to the Kubernetes API.
+
+Config loading, create/delete, waits (through podshare.retry), the exec
+subresource with stdout and stderr kept apart, events and logs. Every API
+failure leaves here as a KubeError with one line naming the cause.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.config.config_exception import ConfigException
+from kubernetes.stream import stream
+
+from .retry import NotYet, wait_until
+
+# Waiting reasons after which a pod never becomes ready without a change by a person.
+TERMINAL_WAITING_REASONS = frozenset({
+    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+    "CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+})
+
+
+class KubeError(Exception):
+    """A failure talking to the cluster, described in one line."""
+
+
+class PodNotReady(KubeError):
+    """The pod reached a state from which it will not become ready by itself."""
+
+
+def _describe(exc: ApiException, action: str) -> str:
+    try:
+        message = json.loads(exc.body or "{}").get("message") or exc.reason
+    except ValueError:
+        message = exc.reason
+    if exc.status == 401:
+        return f"{action}: unauthorized (401): the credentials in the kubeconfig are wrong or expired"
+    if exc.status == 403:
+        return f"{action}: forbidden (403), RBAC does not allow it: {message}"
+    return f"{action}: {exc.status} {message}"
+
+
+def api_call(action: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
+    """Call the API, turning client exceptions into one-line KubeErrors."""
+    try:
+        return fn(*args, **kwargs)
+    except ApiException as exc:
+        raise KubeError(_describe(exc, action)) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise KubeError(f"{action}: cannot reach the API server: {reason}") from None
+
+
+@dataclass
+class ExecResult:
+    stdout: str
+    stderr: str
+    exit_code: int | None
+
+    def json(self) -> dict:
+        """The probe protocol: exactly one JSON object on stdout."""
+        lines = [line for line in self.stdout.splitlines() if line.strip()]
+        if len(lines) != 1:
+            raise KubeError(f"expected one JSON line from the probe, got {len(lines)}: "
+                            f"stdout={self.stdout[:300]!r} stderr={self.stderr[-300:]!r}")
+        return json.loads(lines[0])
+
+
+@dataclass
+class RunningExec:
+    """An exec that keeps running while the test does other things.
+
+    A pump thread drains the websocket; `wait_ready` returns once the probe
+    printed its ready line on stderr, `result` once the command exited.
+    """
+    ws: Any
+    timeout: float
+    _out: list[str] = field(default_factory=list)
+    _err: list[str] = field(default_factory=list)
+    _ready: threading.Event = field(default_factory=threading.Event)
+    _done: threading.Event = field(default_factory=threading.Event)
+    _exit_code: int | None = None
+    _error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._pump, daemon=True, name="podshare-exec").start()
+
+    def _pump(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        try:
+            while self.ws.is_open() and time.monotonic() < deadline:
+                self.ws.update(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
+                if self.ws.peek_stdout():
+                    self._out.append(self.ws.read_stdout())
+                if self.ws.peek_stderr():
+                    self._err.append(self.ws.read_stderr())
+                    if any('"ready": true' in line for line in "".join(self._err).splitlines()):
+                        self._ready.set()
+            if self.ws.is_open():
+                self.ws.close()
+                self._error = TimeoutError(f"exec still running after {self.timeout:g}s")
+            else:
+                self._exit_code = self.ws.returncode
+        except Exception as exc:  # surfaced by result()
+            self._error = exc
+        finally:
+            self._done.set()
+            self._ready.set()
+
+    def wait_ready(self, timeout: float) -> None:
+        if not self._ready.wait(timeout):
+            raise KubeError(f"the probe did not report ready within {timeout:g}s; stderr={''.join(self._err)[-300:]!r}")
+        if self._done.is_set() and not any('"ready": true' in e for e in self._err):
+            raise KubeError(f"the probe exited before it was ready: stdout={''.join(self._out)[:300]!r} "
+                            f"stderr={''.join(self._err)[-300:]!r}")
+
+    def result(self, timeout: float | None = None) -> ExecResult:
+        if not self._done.wait(self.timeout if timeout is None else timeout):
+            raise KubeError("exec did not finish in time")
+        if self._error:
+            raise KubeError(f"exec failed: {self._error}")
+        return ExecResult("".join(self._out), "".join(self._err), self._exit_code)
+
+
+class Kube:
+    """A connection to one cluster."""
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
+        cfg = client.Configuration()
+        self.context = context
+        path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser("~/.kube/config")
+        in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ and not (kubeconfig or context or os.environ.get("KUBECONFIG"))
+        try:
+            if in_cluster:
+                config.load_incluster_config(client_configuration=cfg)
+                self.context, self.source = "in-cluster", "in-cluster service account"
+            elif not os.path.exists(path):
+                raise KubeError(f"no kubeconfig at {path} (set --kubeconfig, $KUBECONFIG or ~/.kube/config) "
+                                "and not running inside a cluster")
+            else:
+                config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
+                if not context:
+                    _, active = config.list_kube_config_contexts(config_file=path)
+                    self.context = active["name"]
+                self.source = f"kubeconfig {path}"
+        except (ConfigException, OSError, TypeError, ValueError) as exc:
+            raise KubeError(f"cannot load the cluster config from {path}: {exc}") from None
+        cfg.retries = 2
+        self.server = cfg.host
+        self.core = client.CoreV1Api(client.ApiClient(cfg))
+        self._version = client.VersionApi(client.ApiClient(cfg))
+        # stream() swaps the ApiClient's request method while it connects:
+        # execs get their own client and connect one at a time.
+        self._exec_core = client.CoreV1Api(client.ApiClient(cfg))
+        self._exec_lock = threading.Lock()
+
+    # ------------------------------------------------------------ cluster
+    def server_version(self) -> str:
+        return api_call("read the server version", self._version.get_code).git_version
+
+    def node(self, name: str) -> client.V1Node:
+        return api_call(f"read node {name}", self.core.read_node, name)
+
+    # ------------------------------------------------------------ namespaces
+    def namespace_exists(self, name: str) -> bool:
+        try:
+            self.core.read_namespace(name)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise KubeError(_describe(exc, f"read namespace {name}")) from None
+
+    def create_namespace(self, name: str, labels: dict[str, str]) -> None:
+        body = {"metadata": {"name": name, "labels": labels}}
+        api_call(f"create namespace {name}", self.core.create_namespace, body)
+
+    def delete_namespace(self, name: str, timeout: float) -> list[str]:
+        """Delete and wait until gone; returns what remained if the wait timed out."""
+        try:
+            self.core.delete_namespace(name, propagation_policy="Foreground")
+        except ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise KubeError(_describe(exc, f"delete namespace {name}")) from None
+
+        def gone():
+            if self.namespace_exists(name):
+                raise NotYet(f"namespace {name} still exists")
+        try:
+            wait_until(gone, timeout=timeout, what=f"namespace {name} to be deleted")
+            return []
+        except Exception:
+            pods = api_call("list pods", self.core.list_namespaced_pod, name).items
+            return [f"pod/{p.metadata.name}" for p in pods] or [f"namespace/{name}"]
+
+    def list_namespaces(self, label_selector: str) -> list[client.V1Namespace]:
+        return api_call("list namespaces", self.core.list_namespace, label_selector=label_selector).items
+
+    # ------------------------------------------------------------ objects
+    def create(self, namespace: str, body: dict) -> Any:
+        kind = body["kind"]
+        fn = {"Pod": self.core.create_namespaced_pod, "ConfigMap": self.core.create_namespaced_config_map,
+              "Service": self.core.create_namespaced_service}[kind]
+        return api_call(f"create {kind.lower()} {body['metadata']['name']} in {namespace}", fn, namespace, body)
+
+    def read_pod(self, namespace: str, name: str) -> client.V1Pod:
+        return api_call(f"read pod {name}", self.core.read_namespaced_pod, name, namespace)
+
+    def read_service(self, namespace: str, name: str) -> client.V1Service:
+        return api_call(f"read service {name}", self.core.read_namespaced_service, name, namespace)
+
+    def delete(self, namespace: str, kind: str, name: str) -> None:
+        fn = {"Pod": self.core.delete_namespaced_pod, "ConfigMap": self.core.delete_namespaced_config_map,
+              "Service": self.core.delete_namespaced_service}[kind]
+        try:
+            fn(name, namespace, grace_period_seconds=0 if kind == "Pod" else None)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise KubeError(_describe(exc, f"delete {kind.lower()} {name}")) from None
+
+    def delete_pod(self, namespace: str, name: str, timeout: float) -> None:
+        """Delete a pod and wait until the API no longer has it."""
+        uid = None
+        try:
+            uid = self.core.read_namespaced_pod(name, namespace).metadata.uid
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+        self.delete(namespace, "Pod", name)
+
+        def gone():
+            try:
+                pod = self.core.read_namespaced_pod(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+                raise
+            if pod.metadata.uid == uid:
+                raise NotYet(f"pod {name} is {pod.status.phase}, deletion pending")
+        wait_until(gone, timeout=timeout, what=f"pod {name} to be deleted")
+
+    # ------------------------------------------------------------ pod state
+    @staticmethod
+    def pod_problem(pod: client.V1Pod) -> str | None:
+        """A one-line reason when the pod cannot become ready by itself."""
+        status = pod.status
+        if status.phase in ("Failed", "Succeeded") and pod.spec.restart_policy != "Always":
+            return f"pod {pod.metadata.name} is {status.phase}: {status.reason or ''} {status.message or ''}".strip()
+        for cond in status.conditions or []:
+            if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
+                return f"pod {pod.metadata.name} is unschedulable: {cond.message}"
+        for cs in (status.init_container_statuses or []) + (status.container_statuses or []):
+            waiting = cs.state and cs.state.waiting
+            if waiting and waiting.reason in TERMINAL_WAITING_REASONS:
+                return f"container {cs.name} of pod {pod.metadata.name} is {waiting.reason}: {waiting.message or ''}".strip()
+        return None
+
+    def wait_for_pod(self, namespace: str, name: str, timeout: float,
+                     ready: Callable[[client.V1Pod], bool] | None = None) -> client.V1Pod:
+        """Wait until the pod is Running with every container ready (or `ready`
+        holds), failing fast on terminal states."""
+        def all_ready(pod):
+            statuses = pod.status.container_statuses or []
+            return pod.status.phase == "Running" and statuses and all(s.ready for s in statuses)
+        accept = ready or all_ready
+
+        def check():
+            pod = self.read_pod(namespace, name)
+            problem = self.pod_problem(pod)
+            if problem:
+                raise PodNotReady(problem)
+            if not accept(pod):
+                waiting = [f"{s.name}:{s.state.waiting.reason}" for s in pod.status.container_statuses or []
+                           if s.state and s.state.waiting]
+                raise NotYet(f"phase {pod.status.phase} {' '.join(waiting)}".strip())
+            return pod
+        return wait_until(check, timeout=timeout, what=f"pod {namespace}/{name}")
+
+    def events(self, namespace: str, name: str) -> list[str]:
+        items = api_call("list events", self.core.list_namespaced_event, namespace,
+                         field_selector=f"involvedObject.name={name}").items
+        items.sort(key=lambda e: (e.last_timestamp or e.event_time or e.metadata.creation_timestamp).isoformat()
+                   if (e.last_timestamp or e.event_time or e.metadata.creation_timestamp) else "")
+        return [f"{e.type} {e.reason}: {e.message}" for e in items]
+
+    def logs(self, namespace: str, pod: str, container: str, previous: bool = False, tail: int = 50) -> str:
+        try:
+            return self.core.read_namespaced_pod_log(pod, namespace, container=container,
+                                                     previous=previous, tail_lines=tail)
+        except ApiException as exc:
+            return f"(no logs: {exc.status} {exc.reason})"
+
+    # ------------------------------------------------------------ exec
+    def exec_start(self, namespace: str, pod: str, container: str, argv: list[str],
+                   timeout: float = 60.0) -> RunningExec:
+        with self._exec_lock:
+            ws = api_call(f"exec in {pod}/{container}", stream, self._exec_core.connect_get_namespaced_pod_exec,
+                          pod, namespace, container=container, command=argv, stdin=False, stdout=True,
+                          stderr=True, tty=False, _preload_content=False)
+        return RunningExec(ws, timeout)
+
+    def exec(self, namespace: str, pod: str, container: str, argv: list[str], timeout: float = 60.0) -> ExecResult:
+        return self.exec_start(namespace, pod, container, argv, timeout).result()

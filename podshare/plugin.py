@@ -1,0 +1,396 @@
+"""The pytest plugin (entry point `pytest11: podshare`): options, markers,
+fixtures, and the hooks that turn outcomes and evidence into reports."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from . import MANAGED_BY, RUN_ID_LABEL, __version__, evidence as evidence_mod
+from .kube import Kube, KubeError
+from .pods import Pod, ProbeContainer, load_manifest, render, start_pods
+from .report import Check, RunReport
+from .retry import GaveUp
+from .settings import Settings, add_options
+
+MARKERS = {
+    "identity": "hostname and namespace identity of the pod's containers",
+    "network": "localhost and the shared port space",
+    "ipc": "System V semaphores, shared memory and message queues",
+    "posix": "POSIX shared memory, semaphores, message queues and /dev/shm",
+    "volume": "emptyDir volumes shared between containers",
+    "lifecycle": "container restart and pod recreation",
+}
+PSA_LABELS = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
+HARNESS_ERRORS = (KubeError, GaveUp)
+
+SESSION = pytest.StashKey["PodshareSession"]()
+EVIDENCE = pytest.StashKey[evidence_mod.Evidence]()
+DIAGNOSTICS = pytest.StashKey[list]()
+
+
+class PodshareSession:
+    """Per-run state: settings, the cluster connection, the namespace, the report."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config, self.settings = config, settings
+        self.run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.started = time.time()
+        self.started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self.cluster: dict[str, Any] = {}
+        self.checks: dict[str, Check] = {}
+        self._kube: Kube | KubeError | None = None
+        self.namespace: str | None = None
+        self.leftovers: list[str] = []
+        self.pods: list[Pod] = []  # every pod this run created, for diagnostics
+
+    @property
+    def kube(self) -> Kube:
+        """Connect once; a failure is remembered, so every test reports the same cause quickly."""
+        if self._kube is None:
+            try:
+                self._kube = Kube(self.settings.kubeconfig, self.settings.kube_context)
+                self.cluster.update(context=self._kube.context, server=self._kube.server,
+                                    server_version=self._kube.server_version())
+            except KubeError as exc:
+                self._kube = exc
+        if isinstance(self._kube, KubeError):
+            raise self._kube
+        return self._kube
+
+    def learn_node(self, node: str) -> None:
+        """Node facts for the report; reading nodes is optional (cluster-scoped)."""
+        if self.cluster.get("node") == node:
+            return
+        self.cluster["node"] = node
+        try:
+            info = self.kube.node(node).status.node_info
+            self.cluster.update(os_image=info.os_image, kernel=info.kernel_version,
+                                container_runtime=info.container_runtime_version,
+                                kubelet=info.kubelet_version)
+        except KubeError as exc:
+            self.cluster["node_info"] = f"unavailable: {exc}"
+
+    def labels(self) -> dict[str, str]:
+        return {**MANAGED_BY, RUN_ID_LABEL: self.run_id}
+
+
+# ------------------------------------------------------------------ hooks
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    if config.option.help:
+        return
+    settings = Settings.from_config(config)
+    config.stash[SESSION] = PodshareSession(config, settings)
+    if not config.option.collectonly and not getattr(config.option, "xmlpath", None):
+        config.option.xmlpath = str(Path(settings.reports_dir) / "junit.xml")
+    # SIGTERM (CI cancelling a job) gets the same clean teardown as Ctrl-C.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _session(config: pytest.Config) -> PodshareSession | None:
+    return config.stash.get(SESSION, None)
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    ps = _session(config)
+    if ps is None or config.option.collectonly or not any("kube" in getattr(i, "fixturenames", ()) for i in items):
+        return []
+    try:
+        ps.kube
+    except KubeError as exc:
+        return [f"podshare: {exc}"]
+    c = ps.cluster
+    return [f"podshare {__version__}: context {c['context']}, server {c['server']}, Kubernetes {c['server_version']}, "
+            f"run {ps.run_id}"]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    report = yield
+    ev = item.stash.get(EVIDENCE, None)
+    ps = _session(item.config)
+    # The pods the test touched; when a fixture failed before any exec, every pod of the run.
+    pods = (ev.pods if ev is not None and ev.pods else None) or (ps.pods if ps else [])
+    if report.failed and pods and DIAGNOSTICS not in item.stash:
+        dumps = []
+        for pod in pods:
+            try:
+                dumps.append(pod.diagnostics())
+            except Exception as exc:  # diagnostics must never hide the failure itself
+                dumps.append({"pod": pod.name, "error": str(exc)})
+        item.stash[DIAGNOSTICS] = dumps
+        report.sections.append(("podshare diagnostics", json.dumps(dumps, indent=2, default=str)))
+    if report.when == "teardown" and ev is not None:
+        item.user_properties.append(("evidence", json.dumps(ev.as_json(), default=str)))
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem) -> Iterator[None]:
+    reports: list[pytest.TestReport] = []
+
+    class Collector:
+        def pytest_runtest_logreport(self, report):
+            if report.nodeid == item.nodeid:
+                reports.append(report)
+    collector = Collector()
+    item.config.pluginmanager.register(collector)
+    try:
+        return (yield)
+    finally:
+        item.config.pluginmanager.unregister(collector)
+        _record_outcome(item, reports)
+
+
+def _claim_of(item: pytest.Item) -> str:
+    doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
+    first = doc.strip().split("\n\n")[0]
+    return " ".join(first.split()) or item.name
+
+
+def _record_outcome(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
+    ps = _session(item.config)
+    if ps is None or not reports:
+        return
+    outcome, message = "passed", ""
+    for r in reports:
+        if r.failed:
+            outcome = "failed" if r.when == "call" else "error"
+            message = _short_message(r)
+            break
+        if r.skipped:
+            outcome = "skipped"
+            message = r.longrepr[2] if isinstance(r.longrepr, tuple) else str(r.longrepr)
+    ev = item.stash.get(EVIDENCE, None)
+    ps.checks[item.nodeid] = Check(
+        id=item.nodeid, claim=_claim_of(item), outcome=outcome,
+        duration_s=round(sum(r.duration for r in reports), 3),
+        evidence=ev.as_json() if ev is not None else {}, message=message,
+        markers=sorted(m.name for m in item.iter_markers() if m.name in MARKERS),
+        diagnostics=item.stash.get(DIAGNOSTICS, []))
+
+
+def _short_message(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        return crash.message
+    return str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    ps = _session(session.config)
+    if ps is None or session.config.option.collectonly or not ps.checks:
+        return
+    run = {"id": ps.run_id, "started_at": ps.started_at, "duration_s": round(time.time() - ps.started, 2),
+           "podshare_version": __version__, "pytest_args": list(session.config.invocation_params.args),
+           "namespace": ps.namespace, "leftovers": ps.leftovers}
+    report = RunReport(run=run, cluster=ps.cluster, checks=list(ps.checks.values()))
+    paths = report.write(Path(ps.settings.reports_dir))
+    ps.report_paths = paths
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    ps = _session(config)
+    if ps is None or not getattr(ps, "report_paths", None):
+        return
+    terminalreporter.section("podshare")
+    c = ps.cluster
+    if c.get("node"):
+        terminalreporter.write_line(f"node {c['node']}: {c.get('os_image', '?')}, kernel {c.get('kernel', '?')}, "
+                                    f"runtime {c.get('container_runtime', '?')}")
+    for p in ps.report_paths:
+        terminalreporter.write_line(f"report: {p}")
+    if ps.leftovers:
+        terminalreporter.write_line(f"NOT CLEANED UP: {', '.join(ps.leftovers)}", red=True)
+
+
+# ------------------------------------------------------------------ fixtures
+
+@pytest.fixture(scope="session")
+def podshare_session(pytestconfig: pytest.Config) -> PodshareSession:
+    ps = _session(pytestconfig)
+    assert ps is not None
+    return ps
+
+
+@pytest.fixture(scope="session")
+def kube(podshare_session: PodshareSession) -> Kube:
+    """The cluster connection; every test errors with the same one-line cause if it fails."""
+    try:
+        return podshare_session.kube
+    except KubeError as exc:
+        failure = str(exc)
+    pytest.fail(failure, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def run_namespace(kube: Kube, podshare_session: PodshareSession, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per run (restricted Pod Security), or --namespace as given."""
+    ps = podshare_session
+    given = ps.settings.namespace
+    try:
+        if given:
+            if not kube.namespace_exists(given):
+                pytest.fail(f"namespace {given!r} does not exist (--namespace uses an existing one)", pytrace=False)
+            name = given
+        else:
+            name = f"podshare-{ps.run_id}"
+            kube.create_namespace(name, {**ps.labels(), **PSA_LABELS})
+    except KubeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    ps.namespace = name
+    yield name
+    if _keep(ps, request.session):
+        print(f"\npodshare: kept namespace {name} (--keep={ps.settings.keep})", file=sys.stderr)
+        return
+    if given:
+        return  # pods podshare made there are deleted by their own fixtures
+    ps.leftovers = kube.delete_namespace(name, timeout=max(60.0, ps.settings.pod_timeout))
+
+
+def _keep(ps: PodshareSession, session: pytest.Session) -> bool:
+    return ps.settings.keep == "always" or (ps.settings.keep == "on-failure" and session.testsfailed > 0)
+
+
+class PodFactory:
+    """Creates pods from manifests/ in the run's namespace; deletes them at the end."""
+
+    def __init__(self, kube: Kube, ps: PodshareSession, namespace: str) -> None:
+        self.kube, self.ps, self.namespace = kube, ps, namespace
+        self.created = ps.pods
+
+    def pod(self, manifest: str, name: str, node: str | None = None) -> Pod:
+        body = render(load_manifest(manifest), name=name, settings=self.ps.settings,
+                      run_id=self.ps.run_id, node=node or self.ps.settings.node)
+        pod = Pod(self.kube, self.namespace, body, self.ps.settings.pod_timeout)
+        self.created.append(pod)
+        return pod
+
+    def cleanup(self, keep: bool) -> None:
+        for pod in reversed(self.created):
+            if not keep:
+                try:
+                    self.kube.delete(self.namespace, "Pod", pod.name)
+                except KubeError as exc:
+                    self.ps.leftovers.append(f"pod/{pod.name}: {exc}")
+
+
+@pytest.fixture(scope="session")
+def pod_factory(kube: Kube, podshare_session: PodshareSession, run_namespace: str,
+                request: pytest.FixtureRequest) -> Iterator[PodFactory]:
+    factory = PodFactory(kube, podshare_session, run_namespace)
+    yield factory
+    factory.cleanup(keep=_keep(podshare_session, request.session))
+
+
+def _started(pods: list[Pod], ps: PodshareSession) -> None:
+    try:
+        start_pods(pods)
+    except HARNESS_ERRORS as exc:
+        pytest.fail(str(exc), pytrace=False)
+    ps.learn_node(pods[0].node)
+
+
+@pytest.fixture(scope="session")
+def probe_pods(pod_factory: PodFactory, podshare_session: PodshareSession) -> tuple[Pod, Pod]:
+    """The probe pod and, on the same node, the stranger pod (the negative control).
+    The stranger is created as soon as the probe pod is scheduled, so both start together."""
+    probe = pod_factory.pod("probe-pod.yaml", "podshare-probe")
+    try:
+        probe.create()
+        node = probe.wait_scheduled()
+        stranger = pod_factory.pod("stranger-pod.yaml", "podshare-stranger", node=node)
+        stranger.create()
+    except HARNESS_ERRORS as exc:
+        pytest.fail(str(exc), pytrace=False)
+    _started([probe, stranger], podshare_session)
+    return probe, stranger
+
+
+@pytest.fixture(scope="session")
+def probe_pod(probe_pods: tuple[Pod, Pod]) -> Pod:
+    return probe_pods[0]
+
+
+@pytest.fixture(scope="session")
+def stranger_pod(probe_pods: tuple[Pod, Pod]) -> Pod:
+    return probe_pods[1]
+
+
+@pytest.fixture
+def alpha(probe_pod: Pod) -> ProbeContainer:
+    return probe_pod.container("alpha")
+
+
+@pytest.fixture
+def beta(probe_pod: Pod) -> ProbeContainer:
+    return probe_pod.container("beta")
+
+
+@pytest.fixture
+def stranger(stranger_pod: Pod) -> ProbeContainer:
+    return stranger_pod.container("stranger")
+
+
+@pytest.fixture
+def lifecycle_pod(pod_factory: PodFactory, podshare_session: PodshareSession, request: pytest.FixtureRequest) -> Pod:
+    """A probe pod of the test's own: lifecycle claims restart and recreate it."""
+    pod = pod_factory.pod("probe-pod.yaml", f"podshare-lifecycle-{len(pod_factory.created)}")
+    _started([pod], podshare_session)
+    return pod
+
+
+@pytest.fixture(autouse=True)
+def _podshare_evidence(request: pytest.FixtureRequest) -> Iterator[None]:
+    ev = evidence_mod.Evidence()
+    request.node.stash[EVIDENCE] = ev
+    evidence_mod.activate(ev)
+    yield
+    evidence_mod.activate(None)
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest) -> evidence_mod.Evidence:
+    """The test's evidence: facts it records appear in every report."""
+    return request.node.stash[EVIDENCE]
+
+
+@pytest.fixture
+def ipc_key() -> int:
+    """A System V key no other test uses."""
+    return int.from_bytes(os.urandom(4), "big") & 0x3FFFFFFF | 0x10000
+
+
+@pytest.fixture
+def ipc_name() -> str:
+    """A POSIX IPC / file / socket name no other test uses."""
+    return "podshare-" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A port above the agents' (7001-7003) for claims about the port space."""
+    return 20000 + int.from_bytes(os.urandom(2), "big") % 20000

@@ -1,0 +1,239 @@
+"""The pod layer: a probe-pod handle over the kube layer.
+
+render manifest -> create -> wait -> exec(container, verb, flags) ->
+restart / delete / recreate, plus the diagnostics a failed test attaches.
+"""
+from __future__ import annotations
+
+import copy
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import MANAGED_BY, RUN_ID_LABEL, evidence
+from .kube import Kube, RunningExec
+from .retry import NotYet, wait_until
+
+MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+IMAGE_PLACEHOLDERS = {"PROBE_IMAGE": "probe_image", "NGINX_IMAGE": "nginx_image"}
+PROBE = ["python3", "-m", "probes"]
+READY_TIMEOUT = 15.0
+
+
+def load_manifest(name_or_path: str | Path) -> dict:
+    path = Path(name_or_path)
+    if not path.is_absolute() and not path.exists():
+        path = MANIFESTS / path
+    return yaml.safe_load(path.read_text())
+
+
+def pin_to_node(spec: dict, node: str) -> None:
+    """Require a node by name through the scheduler (as DaemonSets do), so an
+    unschedulable pod still reports the scheduler's reason."""
+    spec.setdefault("affinity", {})["nodeAffinity"] = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}
+
+
+def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str | None = None) -> dict:
+    """Fill a manifest template with this run's name, labels, images and node."""
+    body = copy.deepcopy(manifest)
+    meta = body.setdefault("metadata", {})
+    meta["name"] = name
+    meta.pop("namespace", None)
+    meta["labels"] = {**meta.get("labels", {}), **MANAGED_BY, RUN_ID_LABEL: run_id}
+    spec = body["spec"]
+    for c in spec.get("initContainers", []) + spec.get("containers", []):
+        if c.get("image") in IMAGE_PLACEHOLDERS:
+            c["image"] = getattr(settings, IMAGE_PLACEHOLDERS[c["image"]])
+        c["imagePullPolicy"] = settings.image_pull_policy
+    if settings.image_pull_secret:
+        spec["imagePullSecrets"] = [{"name": settings.image_pull_secret}]
+    if node:
+        pin_to_node(spec, node)
+    return body
+
+
+class ProbeContainer:
+    """One container of a probe pod: runs probe verbs through exec."""
+
+    def __init__(self, pod: "Pod", name: str) -> None:
+        self.pod, self.name = pod, name
+
+    def __repr__(self) -> str:
+        return f"<{self.pod.name}/{self.name}>"
+
+    @property
+    def port(self) -> int:
+        """The agent's port, from the container's PODSHARE_PORT."""
+        for c in self.pod.body["spec"]["containers"]:
+            if c["name"] == self.name:
+                return int(next(e["value"] for e in c.get("env", []) if e["name"] == "PODSHARE_PORT"))
+        raise KeyError(self.name)
+
+    @staticmethod
+    def argv(verb: str, flags: dict[str, Any]) -> list[str]:
+        args = [*PROBE, verb]
+        for key, value in flags.items():
+            if value is None or value is False:
+                continue
+            args.append("--" + key.replace("_", "-"))
+            if value is not True:
+                args.append(str(value))
+        return args
+
+    def run(self, verb: str, **flags: Any) -> dict:
+        """Run a one-shot verb; returns its JSON answer and records it as evidence."""
+        argv = self.argv(verb, flags)
+        start = time.monotonic()
+        result = self.pod.kube.exec(self.pod.namespace, self.pod.name, self.name, argv).json()
+        self._record(argv, result, start)
+        return result
+
+    def start(self, verb: str, **flags: Any) -> "Background":
+        """Start a verb that keeps running (a holder, a waiter) while the test goes on."""
+        argv = self.argv(verb, flags)
+        running = self.pod.kube.exec_start(self.pod.namespace, self.pod.name, self.name, argv)
+        return Background(self, argv, running)
+
+    def _record(self, argv: list[str], result: dict, start: float) -> None:
+        ev = evidence.active()
+        if ev is not None:
+            ev.record_exec(self.pod, self.name, shlex.join(argv[len(PROBE):]),
+                           result, (time.monotonic() - start) * 1000)
+
+
+class Background:
+    """A verb running in a container. As a context manager: waits until the
+    probe says it holds its resource, and releases it on the way out."""
+
+    def __init__(self, container: ProbeContainer, argv: list[str], running: RunningExec) -> None:
+        self.container, self.argv, self.running = container, argv, running
+        self.started = time.monotonic()
+        self._result: dict | None = None
+
+    def wait_ready(self) -> "Background":
+        self.running.wait_ready(READY_TIMEOUT)
+        return self
+
+    def result(self) -> dict:
+        if self._result is None:
+            self._result = self.running.result().json()
+            self.container._record(self.argv, self._result, self.started)
+        return self._result
+
+    def release(self) -> dict:
+        """Ask the holder to let go (SIGUSR1 via `probes release`) and return its answer."""
+        if self._result is None:
+            self.container.run("release")
+        return self.result()
+
+    def __enter__(self) -> "Background":
+        return self.wait_ready()
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.release()
+        except Exception:
+            if exc[0] is None:
+                raise
+
+
+class Pod:
+    """A pod podshare created: its manifest, its state, its containers."""
+
+    def __init__(self, kube: Kube, namespace: str, body: dict, timeout: float) -> None:
+        self.kube, self.namespace, self.body, self.timeout = kube, namespace, body, timeout
+        self.name: str = body["metadata"]["name"]
+        self.uid: str | None = None
+        self.node: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<pod {self.namespace}/{self.name}>"
+
+    def container(self, name: str) -> ProbeContainer:
+        return ProbeContainer(self, name)
+
+    def create(self) -> "Pod":
+        created = self.kube.create(self.namespace, self.body)
+        self.uid = created.metadata.uid
+        ev = evidence.active()
+        if ev is not None:
+            ev.touch(self)
+        return self
+
+    def wait_scheduled(self) -> str:
+        def scheduled():
+            pod = self.kube.read_pod(self.namespace, self.name)
+            problem = self.kube.pod_problem(pod)
+            if problem:
+                from .kube import PodNotReady
+                raise PodNotReady(problem)
+            if not pod.spec.node_name:
+                raise NotYet("not yet scheduled")
+            return pod.spec.node_name
+        self.node = wait_until(scheduled, timeout=self.timeout, what=f"pod {self.name} to be scheduled")
+        return self.node
+
+    def wait_ready(self) -> "Pod":
+        pod = self.kube.wait_for_pod(self.namespace, self.name, self.timeout)
+        self.uid, self.node = pod.metadata.uid, pod.spec.node_name
+        return self
+
+    def status(self):
+        return self.kube.read_pod(self.namespace, self.name)
+
+    def restart_count(self, container: str) -> int:
+        statuses = self.status().status.container_statuses or []
+        return next(s.restart_count for s in statuses if s.name == container)
+
+    def restart_container(self, container: str) -> int:
+        """Stop the container's main process and wait until kubelet has restarted
+        it and it is ready again; returns the new restart count."""
+        before = self.restart_count(container)
+        self.container(container).run("stop-agent")
+
+        def restarted(pod) -> bool:
+            cs = next(s for s in pod.status.container_statuses if s.name == container)
+            return cs.restart_count > before and cs.ready
+        self.kube.wait_for_pod(self.namespace, self.name, self.timeout, ready=restarted)
+        return self.restart_count(container)
+
+    def delete(self) -> None:
+        self.kube.delete_pod(self.namespace, self.name, timeout=self.timeout)
+
+    def recreate(self) -> "Pod":
+        """Delete the pod, wait until it is gone, and create it again with the same name."""
+        self.delete()
+        return self.create().wait_ready()
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Status, events and container logs: what a person needs when a claim fails."""
+        try:
+            pod = self.status()
+        except Exception as exc:  # the pod may be what is gone
+            return {"pod": self.name, "error": str(exc)}
+        containers = {}
+        for cs in (pod.status.init_container_statuses or []) + (pod.status.container_statuses or []):
+            state = cs.state.to_dict() if cs.state else {}
+            entry = {"ready": cs.ready, "restart_count": cs.restart_count,
+                     "state": {k: v for k, v in state.items() if v},
+                     "logs": self.kube.logs(self.namespace, self.name, cs.name)}
+            if cs.restart_count:
+                entry["previous_logs"] = self.kube.logs(self.namespace, self.name, cs.name, previous=True)
+            containers[cs.name] = entry
+        return {"pod": self.name, "namespace": self.namespace, "uid": pod.metadata.uid, "node": pod.spec.node_name,
+                "phase": pod.status.phase, "events": self.kube.events(self.namespace, self.name),
+                "containers": containers}
+
+
+def start_pods(pods: list[Pod]) -> None:
+    """Create the pods not created yet, then wait for all: their start-up overlaps."""
+    for pod in pods:
+        if pod.uid is None:
+            pod.create()
+    for pod in pods:
+        pod.wait_ready()

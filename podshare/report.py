@@ -1,0 +1,117 @@
+"""The report model and its three renderings: results.json, report.html, summary.md.
+
+Built from test outcomes and evidence only; knows nothing of pytest or Kubernetes.
+"""
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+OUTCOMES = ("passed", "failed", "error", "skipped")
+
+
+@dataclass
+class Check:
+    id: str
+    claim: str
+    outcome: str
+    duration_s: float
+    evidence: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    markers: list[str] = field(default_factory=list)
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RunReport:
+    run: dict[str, Any]
+    cluster: dict[str, Any]
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        counts = Counter(c.outcome for c in self.checks)
+        return {o: counts.get(o, 0) for o in OUTCOMES} | {"total": len(self.checks)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run": self.run, "cluster": self.cluster,
+                "checks": [asdict(c) for c in self.checks], "summary": self.summary}
+
+    def write(self, directory: Path) -> list[Path]:
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = [directory / "results.json", directory / "report.html", directory / "summary.md"]
+        paths[0].write_text(json.dumps(self.to_json(), indent=2, default=str) + "\n")
+        paths[1].write_text(render_html(self))
+        paths[2].write_text(render_markdown(self))
+        return paths
+
+
+_ICON = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️"}
+
+
+def _cluster_line(cluster: dict[str, Any]) -> str:
+    keys = ("server_version", "context", "node", "os_image", "kernel", "container_runtime", "runtime_class")
+    return ", ".join(f"{k.replace('_', ' ')}: {cluster[k]}" for k in keys if cluster.get(k))
+
+
+def render_markdown(report: RunReport) -> str:
+    s = report.summary
+    lines = [f"# podshare: {s['passed']} passed, {s['failed']} failed, {s['error']} errors, {s['skipped']} skipped",
+             "", _cluster_line(report.cluster), "",
+             "| | claim | outcome | time | note |", "|---|---|---|---|---|"]
+    for c in report.checks:
+        note = c.message.splitlines()[0][:160] if c.message else ""
+        lines.append(f"| {_ICON.get(c.outcome, '')} | {c.claim} (`{c.id.split('::')[-1]}`) | {c.outcome} "
+                     f"| {c.duration_s:.2f}s | {note.replace('|', '/')} |")
+    lines.append("")
+    lines.append(f"Run {report.run.get('id')} took {report.run.get('duration_s', 0):.1f}s; "
+                 "evidence for every claim is in results.json and report.html.")
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
+h1{font-size:1.4em} .meta{color:#555}
+.counts span{display:inline-block;margin-right:1em;padding:.2em .6em;border-radius:4px;font-weight:600}
+.passed{background:#e6f4ea}.failed{background:#fde7e9}.error{background:#fbe3c6}.skipped{background:#eceff1}
+details{border:1px solid #ddd;border-radius:4px;margin:.3em 0;padding:.3em .6em}
+summary{cursor:pointer} summary .o{display:inline-block;width:5.5em;font-weight:600}
+pre{background:#f7f7f7;padding:.6em;overflow:auto;max-height:30em;font-size:12px}
+.claim{font-weight:600} .id{color:#777;font-size:12px}
+"""
+
+
+def render_html(report: RunReport) -> str:
+    """One self-contained page: counts, cluster, then every claim with its evidence."""
+    e = html.escape
+    s = report.summary
+    counts = "".join(f'<span class="{o}">{s[o]} {o}</span>' for o in OUTCOMES)
+    rows = []
+    for c in report.checks:
+        body = []
+        if c.message:
+            body.append(f"<h4>Message</h4><pre>{e(c.message)}</pre>")
+        if c.evidence:
+            body.append(f"<h4>Evidence</h4><pre>{e(json.dumps(c.evidence, indent=2, default=str))}</pre>")
+        if c.diagnostics:
+            body.append(f"<h4>Pod diagnostics</h4><pre>{e(json.dumps(c.diagnostics, indent=2, default=str))}</pre>")
+        open_attr = " open" if c.outcome in ("failed", "error") else ""
+        rows.append(
+            f'<details class="{c.outcome}"{open_attr}><summary><span class="o">{_ICON.get(c.outcome, "")} '
+            f'{c.outcome}</span> <span class="claim">{e(c.claim)}</span> '
+            f'<span class="id">{e(c.id)} · {c.duration_s:.2f}s</span></summary>{"".join(body)}</details>')
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>podshare report {e(str(report.run.get('id')))}</title>
+<style>{_CSS}</style></head><body>
+<h1>podshare: do the containers of one pod share what Kubernetes promises?</h1>
+<p class="counts">{counts}</p>
+<p class="meta">{e(_cluster_line(report.cluster))}</p>
+<p class="meta">run {e(str(report.run.get('id')))}, started {e(str(report.run.get('started_at')))},
+{report.run.get('duration_s', 0):.1f}s, podshare {e(str(report.run.get('podshare_version')))}</p>
+{''.join(rows)}
+</body></html>
+"""

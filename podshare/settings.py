@@ -1,0 +1,94 @@
+"""podshare's options: each settable on the command line, in
+`[tool.pytest.ini_options]` or through an environment variable (in that order
+of precedence). One table, so help, ini and env never drift apart."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from . import __version__
+
+KEEP_CHOICES = ("never", "on-failure", "always")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    env: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    type: type = str
+
+    @property
+    def dest(self) -> str:
+        return "podshare_" + self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def ini(self) -> str:
+        return "podshare_" + self.flag.lstrip("-").replace("-", "_")
+
+
+OPTIONS = (
+    Option("--kubeconfig", "PODSHARE_KUBECONFIG", None, "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)"),
+    Option("--kube-context", "PODSHARE_KUBE_CONTEXT", None, "kubeconfig context (default: the current one)"),
+    Option("--namespace", "PODSHARE_NAMESPACE", None,
+           "run in this existing namespace instead of a generated per-run one (no cluster-scoped rights needed)"),
+    Option("--probe-image", "PODSHARE_PROBE_IMAGE", f"podshare/probe:{__version__}",
+           "probe image (build it from probes/Containerfile)"),
+    Option("--nginx-image", "PODSHARE_NGINX_IMAGE", "docker.io/library/nginx:1.27",
+           "nginx image for the reverse-proxy pattern"),
+    Option("--image-pull-policy", "PODSHARE_IMAGE_PULL_POLICY", "IfNotPresent", "imagePullPolicy of every pod",
+           PULL_POLICIES),
+    Option("--image-pull-secret", "PODSHARE_IMAGE_PULL_SECRET", None, "name of an imagePullSecret in the namespace"),
+    Option("--node", "PODSHARE_NODE", None, "run the pods on this node (default: wherever the scheduler puts them)"),
+    Option("--keep", "PODSHARE_KEEP", "never", "keep the namespace and pods after the run", KEEP_CHOICES),
+    Option("--reports-dir", "PODSHARE_REPORTS_DIR", "reports", "where results.json, report.html, summary.md and junit.xml go"),
+    Option("--pod-timeout", "PODSHARE_POD_TIMEOUT", 120.0, "seconds to wait for a pod to become ready", type=float),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    kubeconfig: str | None
+    kube_context: str | None
+    namespace: str | None
+    probe_image: str
+    nginx_image: str
+    image_pull_policy: str
+    image_pull_secret: str | None
+    node: str | None
+    keep: str
+    reports_dir: str
+    pod_timeout: float
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> "Settings":
+        values = {}
+        for opt in OPTIONS:
+            raw = config.getoption(opt.dest)
+            if raw is None:
+                raw = os.environ.get(opt.env) or config.getini(opt.ini) or opt.default
+            if raw is not None and opt.type is float:
+                try:
+                    raw = float(raw)
+                except ValueError:
+                    raise pytest.UsageError(f"{opt.flag} must be a number of seconds, not {raw!r}") from None
+                if raw <= 0:
+                    raise pytest.UsageError(f"{opt.flag} must be positive, not {raw:g}")
+            if opt.choices and raw not in opt.choices:
+                raise pytest.UsageError(f"{opt.flag} must be one of {', '.join(opt.choices)}, not {raw!r}")
+            values[opt.flag[2:].replace("-", "_")] = raw
+        return cls(**values)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("podshare", "podshare: pod sharing conformance")
+    for opt in OPTIONS:
+        group.addoption(opt.flag, dest=opt.dest, default=None, help=f"{opt.help} [env {opt.env}; ini {opt.ini}]"
+                        + (f" (default {opt.default})" if opt.default is not None else ""))
+        parser.addini(opt.ini, help=opt.help, default=None)

@@ -1,0 +1,64 @@
+"""Lifecycle: the pod, not the container, owns its volumes and IPC namespace.
+A container restart keeps them; deleting and recreating the pod (same name)
+starts from nothing."""
+import pytest
+
+pytestmark = pytest.mark.lifecycle
+
+
+def _leave_traces(alpha, key: int, name: str) -> dict:
+    return {
+        "disk": alpha.run("write", path=f"/data/disk/{name}", size=65536, seed=name),
+        "memory": alpha.run("write", path=f"/data/memory/{name}", size=65536, seed=name),
+        "sysv_shm": alpha.run("sysv-shm-write", key=key, size=4096, seed=name),
+        "sysv_sem": alpha.run("sysv-sem-create", key=key, value=2),
+        "posix_shm": alpha.run("posix-shm-write", name=name, size=4096, seed=name),
+    }
+
+
+def _look_for_traces(container, key: int, name: str) -> dict:
+    return {
+        "disk": container.run("read", path=f"/data/disk/{name}"),
+        "memory": container.run("read", path=f"/data/memory/{name}"),
+        "sysv_shm": container.run("sysv-shm-read", key=key, size=4096),
+        "sysv_sem": container.run("sysv-sem-info", key=key),
+        "posix_shm": container.run("posix-shm-read", name=name),
+    }
+
+
+def test_volume_and_ipc_objects_survive_a_container_restart(lifecycle_pod, ipc_key, ipc_name, evidence):
+    """After alpha's process is killed and kubelet restarts it (restartCount goes up,
+    a new boot id answers), the volume files and the System V and /dev/shm
+    objects are all still there, unchanged."""
+    alpha, beta = lifecycle_pod.container("alpha"), lifecycle_pod.container("beta")
+    before = _leave_traces(alpha, ipc_key, ipc_name)
+    assert all(r["ok"] for r in before.values()), before
+    boot_before = beta.run("connect", port=alpha.port)["peer"]["boot_id"]
+    restarts_before = lifecycle_pod.restart_count("alpha")
+    restarts_after = lifecycle_pod.restart_container("alpha")
+    boot_after = beta.run("connect", port=alpha.port)["peer"]["boot_id"]
+    after = _look_for_traces(alpha, ipc_key, ipc_name)
+    evidence.update(restart_count=[restarts_before, restarts_after], boot_ids=[boot_before, boot_after],
+                    before=before, after=after)
+    assert restarts_after > restarts_before and boot_after != boot_before, "alpha was not restarted"
+    for what in ("disk", "memory", "sysv_shm", "posix_shm"):
+        assert after[what]["ok"], f"{what} is gone after the container restart: {after[what]}"
+        assert after[what]["sha256"] == before[what]["sha256"], f"{what} changed across the restart"
+    assert after["sysv_sem"]["ok"] and after["sysv_sem"]["value"] == 2
+
+
+def test_recreated_pod_starts_without_the_old_volume_and_ipc_objects(lifecycle_pod, ipc_key, ipc_name, evidence):
+    """After the pod is deleted and created again with the same name, it has a new
+    UID, its volumes are empty and the old IPC objects are gone."""
+    alpha = lifecycle_pod.container("alpha")
+    before = _leave_traces(alpha, ipc_key, ipc_name)
+    assert all(r["ok"] for r in before.values()), before
+    uid_before = lifecycle_pod.uid
+    lifecycle_pod.recreate()
+    after = _look_for_traces(lifecycle_pod.container("alpha"), ipc_key, ipc_name)
+    listing = {v: alpha.run("list", path=f"/data/{v}") for v in ("disk", "memory")}
+    evidence.update(uids=[uid_before, lifecycle_pod.uid], before=before, after=after, listing=listing)
+    assert lifecycle_pod.uid != uid_before
+    for what, result in after.items():
+        assert not result["ok"] and result["errno"] == "ENOENT", f"{what} survived the pod's recreation: {result}"
+    assert listing["disk"]["entries"] == [] and listing["memory"]["entries"] == []

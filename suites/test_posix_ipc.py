@@ -1,0 +1,55 @@
+"""POSIX IPC: shm_open objects and named semaphores live in the pod's /dev/shm
+and message queues in its IPC namespace, so all are shared by the pod's
+containers and by no other pod. Broken in the wild by per-container /dev/shm
+(dockerd private IPC, Kata) and /dev/shm permissions under gVisor."""
+import pytest
+
+pytestmark = pytest.mark.posix
+
+
+def test_shm_open_object_written_in_alpha_is_read_in_beta(alpha, beta, stranger, ipc_name, evidence):
+    """A POSIX shared memory object written in alpha (as a non-root user) is read
+    byte-exact in beta; it does not exist for the stranger pod."""
+    written = alpha.run("posix-shm-write", name=ipc_name, size=1 << 20, seed=ipc_name)
+    read = beta.run("posix-shm-read", name=ipc_name)
+    foreign = stranger.run("posix-shm-read", name=ipc_name)
+    who = beta.run("identity")
+    evidence.update(alpha=written, beta=read, stranger=foreign, uid=who["uid"])
+    assert who["uid"] != 0, "the probe runs as root; the claim is about non-root containers"
+    assert written["ok"], written
+    assert read["ok"], f"beta cannot open alpha's shared memory: {read.get('errno')}"
+    assert (read["size"], read["sha256"]) == (written["size"], written["sha256"])
+    assert not foreign["ok"] and foreign["errno"] == "ENOENT"
+
+
+def test_named_semaphore_created_in_alpha_is_visible_in_beta(alpha, beta, stranger, ipc_name, evidence):
+    """A POSIX named semaphore created in alpha opens in beta with its value; not in the stranger pod."""
+    created = alpha.run("posix-sem-create", name=ipc_name, value=5)
+    seen = beta.run("posix-sem-info", name=ipc_name)
+    foreign = stranger.run("posix-sem-info", name=ipc_name)
+    evidence.update(alpha=created, beta=seen, stranger=foreign)
+    assert created["ok"], created
+    assert seen["ok"] and seen["value"] == 5, f"beta does not see alpha's semaphore: {seen}"
+    assert not foreign["ok"] and foreign["errno"] == "ENOENT"
+
+
+def test_message_queue_opened_in_alpha_delivers_to_beta(alpha, beta, stranger, ipc_name, evidence):
+    """A POSIX message queue (mq_open) made in alpha delivers alpha's message to beta;
+    the queue does not exist for the stranger pod."""
+    text = f"posix hello {ipc_name}"
+    sent = alpha.run("posix-mq-send", name=ipc_name, text=text)
+    foreign = stranger.run("posix-mq-receive", name=ipc_name)
+    received = beta.run("posix-mq-receive", name=ipc_name)
+    evidence.update(alpha=sent, beta=received, stranger=foreign)
+    assert sent["ok"], sent
+    assert received["ok"] and received["text"] == text, f"beta did not receive alpha's message: {received}"
+    assert not foreign["ok"] and foreign["errno"] == "ENOENT"
+
+
+def test_dev_shm_is_one_tmpfs_for_the_pod(alpha, beta, evidence):
+    """/dev/shm is a tmpfs, the same mount in every container (its size is reported:
+    64 MiB is the common default)."""
+    fs = {c.name: c.run("filesystem", path="/dev/shm") for c in (alpha, beta)}
+    evidence.update(dev_shm=fs, size_mib=fs["alpha"].get("size_bytes", 0) / 2**20)
+    assert fs["alpha"]["ok"] and fs["alpha"]["fstype"] == "tmpfs", fs["alpha"]
+    assert fs["alpha"]["size_bytes"] == fs["beta"]["size_bytes"] > 0
