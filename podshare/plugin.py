@@ -97,6 +97,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.help:
         return
     settings = Settings.from_config(config)
+    try:
+        load_manifest(settings.pod_manifest)
+    except (OSError, ValueError) as exc:
+        raise pytest.UsageError(f"--pod-manifest {settings.pod_manifest}: {exc}") from None
     config.stash[SESSION] = PodshareSession(config, settings)
     if not config.option.collectonly and not getattr(config.option, "xmlpath", None):
         config.option.xmlpath = str(Path(settings.reports_dir) / "junit.xml")
@@ -318,7 +322,7 @@ def _started(pods: list[Pod], ps: PodshareSession) -> None:
 def probe_pods(pod_factory: PodFactory, podshare_session: PodshareSession) -> tuple[Pod, Pod]:
     """The probe pod and, on the same node, the stranger pod (the negative control).
     The stranger is created as soon as the probe pod is scheduled, so both start together."""
-    probe = pod_factory.pod("probe-pod.yaml", "podshare-probe")
+    probe = pod_factory.pod(podshare_session.settings.pod_manifest, "podshare-probe")
     try:
         probe.create()
         node = probe.wait_scheduled()
@@ -358,7 +362,7 @@ def stranger(stranger_pod: Pod) -> ProbeContainer:
 @pytest.fixture
 def lifecycle_pod(pod_factory: PodFactory, podshare_session: PodshareSession, request: pytest.FixtureRequest) -> Pod:
     """A probe pod of the test's own: lifecycle claims restart and recreate it."""
-    pod = pod_factory.pod("probe-pod.yaml", f"podshare-lifecycle-{len(pod_factory.created)}")
+    pod = pod_factory.pod(podshare_session.settings.pod_manifest, f"podshare-lifecycle-{len(pod_factory.created)}")
     _started([pod], podshare_session)
     return pod
 

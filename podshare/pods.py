@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from . import MANAGED_BY, RUN_ID_LABEL, evidence
+from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL, evidence
 from .kube import Kube, RunningExec
 from .retry import NotYet, wait_until
 
@@ -44,7 +44,7 @@ def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str |
     meta = body.setdefault("metadata", {})
     meta["name"] = name
     meta.pop("namespace", None)
-    meta["labels"] = {**meta.get("labels", {}), **MANAGED_BY, RUN_ID_LABEL: run_id}
+    meta["labels"] = {**meta.get("labels", {}), **MANAGED_BY, RUN_ID_LABEL: run_id, POD_LABEL: name}
     spec = body["spec"]
     for c in spec.get("initContainers", []) + spec.get("containers", []):
         if c.get("image") in IMAGE_PLACEHOLDERS:

@@ -48,6 +48,8 @@ OPTIONS = (
     Option("--node", "PODSHARE_NODE", None, "run the pods on this node (default: wherever the scheduler puts them)"),
     Option("--keep", "PODSHARE_KEEP", "never", "keep the namespace and pods after the run", KEEP_CHOICES),
     Option("--reports-dir", "PODSHARE_REPORTS_DIR", "reports", "where results.json, report.html, summary.md and junit.xml go"),
+    Option("--pod-manifest", "PODSHARE_POD_MANIFEST", "probe-pod.yaml",
+           "the probe pod manifest: your own variant of manifests/probe-pod.yaml (runtimeClass, annotations, volumes)"),
     Option("--pod-timeout", "PODSHARE_POD_TIMEOUT", 120.0, "seconds to wait for a pod to become ready", type=float),
 )
 
@@ -64,6 +66,7 @@ class Settings:
     node: str | None
     keep: str
     reports_dir: str
+    pod_manifest: str
     pod_timeout: float
 
     @classmethod

@@ -10,7 +10,6 @@ import os
 import selectors
 import signal
 import socket
-import sys
 import uuid
 
 from .netutil import listen_tcp
@@ -26,8 +25,8 @@ def run(args) -> None:
     }
     # PID 1 gets no default signal action: exit at once on SIGTERM so pod
     # deletion never waits out the grace period.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGINT, lambda *_: os._exit(0))
     listener = listen_tcp(port)
     print(json.dumps({"agent": "listening", **identity}), flush=True)
     line = (json.dumps(identity) + "\n").encode()

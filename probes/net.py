@@ -26,10 +26,12 @@ def connect(args) -> dict:
 
 
 def bind(args) -> dict:
-    """Try to take a port the way a server would (no SO_REUSEADDR)."""
+    """Try to take a port the way a server would: SO_REUSEADDR (so TIME_WAIT
+    leftovers do not count), and still EADDRINUSE while anyone listens on it."""
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((args.host, args.port))
             s.listen(1)
             return ok(host=args.host, port=args.port)

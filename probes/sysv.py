@@ -1,6 +1,8 @@
 """System V IPC verbs: semaphores, shared memory segments, message queues."""
 from __future__ import annotations
 
+import errno
+import signal
 import time
 
 import sysv_ipc
@@ -31,12 +33,23 @@ def sem_acquire(args) -> dict:
         sem = sysv_ipc.Semaphore(args.key)
     except (sysv_ipc.Error, OSError) as exc:
         return failure(exc, key=args.key)
+    # The PyPI wheel is built without semtimedop: bound the wait with an
+    # interval timer whose signal interrupts semop instead.
+    expired: list[bool] = []
+    signal.signal(signal.SIGALRM, lambda *_: expired.append(True))
     signal_ready(key=args.key)
     start = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, args.timeout)
     try:
-        sem.acquire(args.timeout)
+        sem.acquire()
     except (sysv_ipc.Error, OSError) as exc:
-        return failure(exc, key=args.key, waited_s=round(time.monotonic() - start, 3))
+        waited = round(time.monotonic() - start, 3)
+        if expired:
+            return failure(OSError(errno.EAGAIN, f"not released within {args.timeout:g}s"),
+                           key=args.key, waited_s=waited)
+        return failure(exc, key=args.key, waited_s=waited)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
     return ok(key=args.key, waited_s=round(time.monotonic() - start, 3))
 
 

@@ -70,7 +70,7 @@ def test_inotify_in_beta_sees_alpha_write(alpha, beta, volume, ipc_name, evidenc
     """The log-watcher pattern: beta watches the volume with inotify and sees
     alpha's file written and closed."""
     name = f"{ipc_name}.log"
-    watcher = beta.start("watch", path=volume, name=name, timeout=20).wait_ready()
+    watcher = beta.start("watch", path=volume, name=name, timeout=5).wait_ready()
     written = alpha.run("write", path=f"{volume}/{name}", size=4096, seed=name)
     events = watcher.result()
     evidence.update(alpha=written, beta=events)

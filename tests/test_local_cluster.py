@@ -1,0 +1,59 @@
+"""Smoke test of the cluster the suites run on, end to end through real
+components: scheduler, kubelet + containerd, the exec subresource, the pod
+network and kube-proxy. Needs a cluster (`make test` brings the local one up)."""
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from podshare import MANAGED_BY, POD_LABEL
+from podshare.retry import NotYet, wait_until
+
+
+@pytest.fixture(scope="module")
+def smoke_pod(pod_factory):
+    pod = pod_factory.pod("probe-pod.yaml", "podshare-smoke")
+    pod.create().wait_ready()
+    return pod
+
+
+def read_agent(host: str, port: int) -> dict:
+    try:
+        with socket.create_connection((host, port), timeout=2) as s:
+            line = s.makefile().readline()
+    except OSError as exc:
+        raise NotYet(f"{host}:{port}: {exc}") from None
+    if not line:
+        raise NotYet(f"{host}:{port}: closed without an answer")
+    return json.loads(line)
+
+
+def test_two_container_pod_is_scheduled_and_answers_exec_in_both(kube, smoke_pod):
+    events = kube.events(smoke_pod.namespace, smoke_pod.name)
+    assert any(e.startswith("Normal Scheduled") for e in events), events  # placed by kube-scheduler
+    for name in ("alpha", "beta"):
+        assert smoke_pod.container(name).run("identity")["container"] == name
+
+
+def test_one_container_reaches_the_other_over_loopback(smoke_pod):
+    answer = smoke_pod.container("beta").run("connect", host="127.0.0.1", port=7001)
+    assert answer["ok"] and answer["peer"]["container"] == "alpha"
+
+
+def test_nodeport_service_answers_from_the_host_through_kube_proxy(kube, smoke_pod, run_namespace):
+    service = kube.create(run_namespace, {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "podshare-smoke", "labels": dict(MANAGED_BY)},
+        "spec": {"type": "NodePort", "selector": {POD_LABEL: smoke_pod.name},
+                 "ports": [{"port": 7001, "targetPort": 7001}]}})
+    try:
+        node_port = service.spec.ports[0].node_port
+        node_ip = next(a.address for a in kube.node(smoke_pod.node).status.addresses if a.type == "InternalIP")
+        for host in ("127.0.0.1", node_ip):
+            answer = wait_until(lambda: read_agent(host, node_port), timeout=30,
+                                what=f"NodePort {node_port} on {host}")
+            assert answer["container"] == "alpha"
+    finally:
+        kube.delete(run_namespace, "Service", "podshare-smoke")

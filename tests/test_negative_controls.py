@@ -1,0 +1,52 @@
+"""Every check can fail: the suites run against deliberately broken variants
+of the probe pod (--pod-manifest) must fail exactly the claims each variant
+breaks, and pass the rest. Needs a cluster, like the suites."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import PROJECT
+
+VARIANTS = Path(__file__).resolve().parent / "variants"
+
+VOLUME_SHARING = {f"suites/test_volumes.py::{name}[{vol}]" for vol in ("disk", "memory") for name in (
+    "test_file_written_in_alpha_is_read_byte_exact_in_beta", "test_rename_append_and_delete_are_seen_at_once",
+    "test_inotify_in_beta_sees_alpha_write", "test_unix_socket_file_in_the_volume_connects",
+    "test_shared_mappings_are_coherent")} | {
+    f"suites/test_volumes.py::test_lock_held_in_alpha_blocks_beta[{vol}-{kind}]"
+    for vol in ("disk", "memory") for kind in ("flock", "fcntl")}
+
+
+def run_suites(tmp_path: Path, manifest: str, marker: str) -> dict[str, str]:
+    """Run the suites in a pytest of their own; return claim id -> outcome."""
+    reports = tmp_path / "reports"
+    subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", "-m", marker,
+                    "--pod-manifest", str(VARIANTS / manifest), "--reports-dir", str(reports)],
+                   cwd=PROJECT, env=os.environ, capture_output=True, text=True, timeout=600)
+    results = json.loads((reports / "results.json").read_text())
+    return {c["id"]: c["outcome"] for c in results["checks"]}
+
+
+@pytest.mark.usefixtures("kube")
+def test_split_volumes_fail_exactly_the_volume_sharing_claims(tmp_path):
+    outcomes = run_suites(tmp_path, "split-volumes.yaml", "volume")
+    failed = {claim for claim, outcome in outcomes.items() if outcome == "failed"}
+    assert failed == VOLUME_SHARING
+    assert outcomes["suites/test_volumes.py::test_memory_volume_is_tmpfs_and_honours_its_size_limit"] == "passed"
+
+
+@pytest.mark.usefixtures("kube")
+def test_private_dev_shm_fails_the_dev_shm_claims_and_nothing_else(tmp_path):
+    outcomes = run_suites(tmp_path, "private-dev-shm.yaml", "posix or ipc")
+    failed = {claim.split("::")[1] for claim, outcome in outcomes.items() if outcome == "failed"}
+    assert failed == {"test_shm_open_object_written_in_alpha_is_read_in_beta",
+                      "test_named_semaphore_created_in_alpha_is_visible_in_beta",
+                      "test_dev_shm_is_one_tmpfs_for_the_pod"}
+    assert all(outcome == "passed" for claim, outcome in outcomes.items() if "sysv" in claim)
+    assert outcomes["suites/test_posix_ipc.py::test_message_queue_opened_in_alpha_delivers_to_beta"] == "passed"

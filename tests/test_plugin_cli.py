@@ -1,0 +1,53 @@
+"""The plugin from a user's seat: help, collection and option errors work
+without any cluster, and a missing cluster is one clear line, not a traceback."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from .conftest import PROJECT
+
+NO_CLUSTER = {**os.environ, "KUBECONFIG": "/nonexistent/kubeconfig"}
+
+
+def pytest_run(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=PROJECT,
+                          capture_output=True, text=True, env=env or NO_CLUSTER, timeout=120)
+
+
+def test_help_lists_every_option_without_a_cluster():
+    out = pytest_run("--help")
+    assert out.returncode == 0
+    for flag in ("--kube-context", "--kubeconfig", "--namespace", "--probe-image", "--image-pull-policy",
+                 "--image-pull-secret", "--node", "--keep", "--reports-dir", "--pod-timeout", "--pod-manifest"):
+        assert flag in out.stdout, flag
+
+
+def test_collect_only_works_without_a_cluster_and_markers_are_strict():
+    out = pytest_run("suites", "--collect-only", "-q", "--strict-markers", "-m", "ipc or posix")
+    assert out.returncode == 0, out.stdout + out.stderr
+    collected = [line for line in out.stdout.splitlines() if "::" in line]
+    assert collected and all("sysv" in line or "posix" in line for line in collected)
+
+
+def test_invalid_option_values_are_usage_errors():
+    for args, words in ((("--keep", "sometimes"), "--keep must be one of"),
+                        (("--pod-timeout", "soon"), "--pod-timeout must be a number"),
+                        (("--image-pull-policy", "Maybe"), "--image-pull-policy must be one of"),
+                        (("--pod-manifest", "/nope.yaml"), "--pod-manifest /nope.yaml")):
+        out = pytest_run("suites", *args)
+        assert out.returncode == 4, (args, out.stdout, out.stderr)
+        assert words in out.stderr
+
+
+def test_environment_variables_set_options():
+    out = pytest_run("suites", "--collect-only", "-q", env={**NO_CLUSTER, "PODSHARE_KEEP": "often"})
+    assert out.returncode == 4 and "--keep must be one of" in out.stderr
+
+
+def test_missing_kubeconfig_fails_every_claim_with_one_line():
+    out = pytest_run("suites/test_identity.py", "-q", "--reports-dir", "/tmp/podshare-no-cluster")
+    assert out.returncode == 1
+    assert "no kubeconfig at /nonexistent/kubeconfig" in out.stdout
+    assert "Traceback" not in out.stdout

@@ -1,0 +1,221 @@
+"""The probe verbs against real kernel objects on this host. Namespaces made
+with `unshare` stand in for containers: the same IPC/network namespace must
+see an object, another one must not (the same check the suites make in pods)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from .conftest import finish, needs_root, wait_ready
+
+OTHER_IPC = ("unshare", "--ipc")
+# A private IPC namespace with its own /dev/shm: what dockerd's private IPC mode gives a container.
+OTHER_IPC_AND_SHM = ("unshare", "--ipc", "--mount", "--propagation", "private", "sh", "-c",
+                     'mount -t tmpfs tmpfs /dev/shm && exec "$@"', "sh")
+OTHER_NET = ("unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh")
+
+
+@pytest.fixture
+def key() -> int:
+    return int.from_bytes(os.urandom(4), "big") & 0x3FFFFFFF | 0x10000
+
+
+@pytest.fixture
+def name() -> str:
+    return "podshare-test-" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def cleanup_sysv(run_probe, key):
+    yield
+    for kind in ("sem", "shm", "mq"):
+        run_probe("sysv-remove", "--key", str(key), "--kind", kind)
+
+
+@pytest.fixture
+def cleanup_posix(run_probe, name):
+    yield
+    for kind in ("sem", "shm", "mq"):
+        run_probe("posix-unlink", "--name", name, "--kind", kind)
+
+
+@needs_root
+@pytest.mark.usefixtures("cleanup_sysv")
+class TestSystemV:
+    def test_semaphore_is_visible_in_the_same_ipc_namespace_only(self, run_probe, key):
+        created = run_probe("sysv-sem-create", "--key", str(key), "--value", "3")
+        assert created["ok"] and created["value"] == 3
+        assert run_probe("sysv-sem-info", "--key", str(key))["value"] == 3
+        other = run_probe("sysv-sem-info", "--key", str(key), prefix=OTHER_IPC)
+        assert other == {"ok": False, "errno": "ENOENT", "key": key, "detail": other["detail"]}
+
+    def test_blocked_acquire_is_seen_and_woken_by_another_process(self, run_probe, start_probe, key):
+        run_probe("sysv-sem-create", "--key", str(key), "--value", "0")
+        waiter = start_probe("sysv-sem-acquire", "--key", str(key), "--timeout", "10")
+        wait_ready(waiter)
+        deadline = time.monotonic() + 5
+        while run_probe("sysv-sem-info", "--key", str(key))["waiting"] < 1:
+            assert time.monotonic() < deadline, "the waiter never showed up in semncnt"
+        assert run_probe("sysv-sem-release", "--key", str(key))["ok"]
+        assert finish(waiter)["ok"]
+
+    def test_acquire_times_out_when_nobody_releases(self, run_probe, key):
+        run_probe("sysv-sem-create", "--key", str(key), "--value", "0")
+        result = run_probe("sysv-sem-acquire", "--key", str(key), "--timeout", "0.2")
+        assert not result["ok"] and result["errno"] == "EAGAIN"
+
+    def test_shared_memory_is_byte_exact_and_private_to_the_namespace(self, run_probe, key):
+        written = run_probe("sysv-shm-write", "--key", str(key), "--size", "65536", "--seed", "s")
+        read = run_probe("sysv-shm-read", "--key", str(key), "--size", "65536")
+        assert read["sha256"] == written["sha256"] and read["size"] == 65536
+        assert run_probe("sysv-shm-read", "--key", str(key), prefix=OTHER_IPC)["errno"] == "ENOENT"
+
+    def test_message_queue_delivers_within_the_namespace(self, run_probe, key):
+        assert run_probe("sysv-mq-send", "--key", str(key), "--text", "hi", "--type", "4")["ok"]
+        assert run_probe("sysv-mq-receive", "--key", str(key), prefix=OTHER_IPC)["errno"] == "ENOENT"
+        got = run_probe("sysv-mq-receive", "--key", str(key))
+        assert (got["text"], got["type"]) == ("hi", 4)
+        assert run_probe("sysv-mq-receive", "--key", str(key))["errno"] == "EAGAIN"  # empty now
+
+
+@needs_root
+@pytest.mark.usefixtures("cleanup_posix")
+class TestPosix:
+    def test_shm_open_object_is_private_to_a_separate_dev_shm(self, run_probe, name):
+        written = run_probe("posix-shm-write", "--name", name, "--size", "8192", "--seed", "x")
+        assert run_probe("posix-shm-read", "--name", name)["sha256"] == written["sha256"]
+        assert run_probe("posix-shm-read", "--name", name, prefix=OTHER_IPC_AND_SHM)["errno"] == "ENOENT"
+
+    def test_named_semaphore_value_is_shared(self, run_probe, name):
+        assert run_probe("posix-sem-create", "--name", name, "--value", "5")["ok"]
+        assert run_probe("posix-sem-info", "--name", name)["value"] == 5
+        assert run_probe("posix-sem-info", "--name", name, prefix=OTHER_IPC_AND_SHM)["errno"] == "ENOENT"
+
+    def test_message_queue_belongs_to_the_ipc_namespace(self, run_probe, name):
+        assert run_probe("posix-mq-send", "--name", name, "--text", "m")["ok"]
+        assert run_probe("posix-mq-receive", "--name", name, prefix=OTHER_IPC)["errno"] == "ENOENT"
+        assert run_probe("posix-mq-receive", "--name", name)["text"] == "m"
+
+    def test_dev_shm_is_reported_as_tmpfs(self, run_probe):
+        fs = run_probe("filesystem", "--path", "/dev/shm")
+        assert fs["fstype"] == "tmpfs" and fs["size_bytes"] > 0 and fs["mountpoint"] == "/dev/shm"
+
+
+class TestNetwork:
+    def test_agent_names_itself_and_exits_quickly_on_sigterm(self, start_probe):
+        port = 20000 + os.getpid() % 10000
+        agent = start_probe("agent", "--port", str(port))
+        assert '"listening"' in agent.stdout.readline()
+        answers = [finish_connect(port) for _ in range(2)]
+        assert answers[0]["boot_id"] == answers[1]["boot_id"] and answers[0]["port"] == port
+        start = time.monotonic()
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=5) == 0
+        assert time.monotonic() - start < 0.1, "the agent must exit within 100 ms of SIGTERM"
+
+    def test_held_port_is_in_use_until_released(self, run_probe, start_probe):
+        port = 21000 + os.getpid() % 10000
+        holder = start_probe("hold-port", "--port", str(port))
+        wait_ready(holder)
+        assert run_probe("connect", "--port", str(port))["ok"]
+        assert run_probe("bind", "--port", str(port))["errno"] == "EADDRINUSE"
+        assert run_probe("release")["released"] == [holder.pid]
+        held = finish(holder)
+        assert held["released"] and held["served"] == 1
+        assert run_probe("bind", "--port", str(port))["ok"]
+
+    @needs_root
+    def test_other_network_namespace_has_its_own_ports_and_loopback(self, run_probe, start_probe):
+        port = 22000 + os.getpid() % 10000
+        holder = start_probe("hold-port", "--port", str(port))
+        wait_ready(holder)
+        assert run_probe("bind", "--port", str(port), prefix=OTHER_NET)["ok"]
+        assert run_probe("connect", "--port", str(port), prefix=OTHER_NET)["errno"] == "ECONNREFUSED"
+        run_probe("release")
+        finish(holder)
+
+    @needs_root
+    def test_abstract_socket_is_reachable_in_the_same_network_namespace_only(self, run_probe, start_probe):
+        name = "podshare-test-" + uuid.uuid4().hex[:8]
+        holder = start_probe("hold-unix", "--abstract", name)
+        wait_ready(holder)
+        assert run_probe("connect-unix", "--abstract", name)["ok"]
+        assert run_probe("connect-unix", "--abstract", name, prefix=OTHER_NET)["errno"] == "ECONNREFUSED"
+        run_probe("release")
+        assert finish(holder)["released"]
+
+    def test_holder_lets_go_at_its_deadline_without_release(self, start_probe):
+        holder = start_probe("hold-port", "--port", str(23000 + os.getpid() % 10000), "--seconds", "0.3")
+        wait_ready(holder)
+        result = finish(holder)
+        assert result["ok"] and not result["released"]
+
+
+def finish_connect(port: int) -> dict:
+    import json
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        return json.loads(s.makefile().readline())
+
+
+class TestFiles:
+    def test_write_then_read_is_byte_exact(self, run_probe, tmp_path):
+        path = str(tmp_path / "f")
+        written = run_probe("write", "--path", path, "--size", "100000", "--seed", "a")
+        assert run_probe("read", "--path", path)["sha256"] == written["sha256"]
+        other = run_probe("write", "--path", path, "--size", "100000", "--seed", "b")
+        assert other["sha256"] != written["sha256"]
+
+    @pytest.mark.parametrize("kind", ["flock", "fcntl"])
+    def test_lock_held_by_one_process_blocks_another(self, run_probe, start_probe, tmp_path, kind):
+        path = str(tmp_path / "lock")
+        holder = start_probe("hold-lock", "--path", path, "--kind", kind)
+        wait_ready(holder)
+        assert run_probe("try-lock", "--path", path, "--kind", kind)["errno"] == "EAGAIN"
+        run_probe("release")
+        assert finish(holder)["released"]
+        assert run_probe("try-lock", "--path", path, "--kind", kind)["ok"]
+
+    def test_watch_reports_close_write_of_the_named_file(self, run_probe, start_probe, tmp_path):
+        watcher = start_probe("watch", "--path", str(tmp_path), "--name", "x.log", "--timeout", "10")
+        wait_ready(watcher)
+        run_probe("write", "--path", str(tmp_path / "x.log"), "--size", "10")
+        events = finish(watcher)["events"]
+        assert {"name": "x.log", "mask": ["IN_CLOSE_WRITE"]} in events
+
+    def test_watch_fails_when_nothing_is_written(self, run_probe, tmp_path):
+        result = run_probe("watch", "--path", str(tmp_path), "--name", "never", "--timeout", "0.2")
+        assert not result["ok"] and result["errno"] == "ETIMEDOUT"
+
+    def test_shared_mappings_see_each_other(self, run_probe, start_probe, tmp_path):
+        path = str(tmp_path / "map")
+        holder = start_probe("hold-mmap", "--path", path, "--size", "4096", "--seed", "one")
+        ready = wait_ready(holder)
+        write = run_probe("mmap-write", "--path", path, "--size", "4096", "--seed", "two")
+        assert write["mapped_before_sha256"] == ready["sha256"]
+        run_probe("release")
+        assert finish(holder)["mapped_sha256"] == write["written_sha256"]
+
+    @needs_root
+    def test_fill_stops_with_enospc_on_a_small_tmpfs(self, run_probe):
+        small_tmpfs = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                       'mount -t tmpfs -o size=2m tmpfs /mnt && exec "$@"', "sh")
+        result = run_probe("fill", "--path", "/mnt/f", "--size", str(4 << 20), prefix=small_tmpfs)
+        assert not result["ok"] and result["errno"] == "ENOSPC" and result["written"] <= 2 << 20
+
+
+@needs_root
+def test_identity_reports_different_namespaces_after_unshare(run_probe):
+    here = run_probe("identity")["namespaces"]
+    there = run_probe("identity", prefix=("unshare", "--ipc", "--uts"))["namespaces"]
+    assert here["ipc"] != there["ipc"] and here["uts"] != there["uts"] and here["net"] == there["net"]
+
+
+def test_unknown_key_errors_are_errno_names(run_probe):
+    result = run_probe("sysv-shm-read", "--key", "1")
+    assert result["ok"] is False and result["errno"] in ("ENOENT", "EACCES")
