@@ -65,7 +65,8 @@ def wait_for(what: str, probe, timeout: float, watch: tuple[str, ...] = ()) -> N
     def attempt():
         for name in watch:
             if not alive(name):
-                raise ClusterError(f"{name} exited while waiting for {what}\n{log_tail(name)}")
+                code = _children[name].returncode if name in _children else "?"
+                raise ClusterError(f"{name} exited (status {code}) while waiting for {what}\n{log_tail(name)}")
         if not probe():
             raise TimeoutError(what)
     try:
@@ -108,7 +109,12 @@ def recorded_pid(name: str) -> int | None:
         return None
 
 
+_children: dict[str, subprocess.Popen] = {}  # started by this invocation
+
+
 def alive(name: str) -> bool:
+    if name in _children:
+        return _children[name].poll() is None
     pid = recorded_pid(name)
     if pid is None:
         return False
@@ -129,22 +135,25 @@ def start(name: str, argv: list[str], env: dict | None = None) -> None:
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, **(env or {})})
     pidfile(name).write_text(str(proc.pid))
+    _children[name] = proc
 
 
 def stop(name: str, grace: float = 10.0) -> None:
+    """SIGTERM, wait up to `grace`, then SIGKILL; only ever our own recorded PID."""
     pid = recorded_pid(name)
     if pid is None or not alive(name):
         return
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while alive(name) and time.monotonic() < deadline:
-        time.sleep(0.05)  # bounded reap of our own child; nothing to retry
-    if alive(name):
-        os.kill(pid, signal.SIGKILL)
     try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+        for attempt in Retrying(stop=stop_after_delay(grace), wait=wait_exponential(multiplier=0.02, max=0.5),
+                                retry=retry_if_exception_type(TimeoutError), reraise=True):
+            with attempt:
+                if alive(name):
+                    raise TimeoutError(name)
+    except TimeoutError:
+        os.kill(pid, signal.SIGKILL)
+    if name in _children:
+        _children.pop(name).wait()
 
 
 # ---------------------------------------------------------------- PKI
