@@ -166,6 +166,9 @@ class Kube:
     def server_version(self) -> str:
         return api_call("read the server version", self._version.get_code).git_version
 
+    def nodes(self) -> list[client.V1Node]:
+        return api_call("list nodes", self.core.list_node).items
+
     def node(self, name: str) -> client.V1Node:
         return api_call(f"read node {name}", self.core.read_node, name)
 

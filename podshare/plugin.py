@@ -126,8 +126,15 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
     except KubeError as exc:
         return [f"podshare: {exc}"]
     c = ps.cluster
-    return [f"podshare {__version__}: context {c['context']}, server {c['server']}, Kubernetes {c['server_version']}, "
-            f"run {ps.run_id}"]
+    lines = [f"podshare {__version__}: context {c['context']}, server {c['server']}, "
+             f"Kubernetes {c['server_version']}, run {ps.run_id}"]
+    try:
+        nodes = [ps.kube.node(ps.settings.node)] if ps.settings.node else ps.kube.nodes()
+        lines += [f"podshare node {n.metadata.name}: {n.status.node_info.container_runtime_version}, "
+                  f"{n.status.node_info.os_image}, kernel {n.status.node_info.kernel_version}" for n in nodes[:5]]
+    except KubeError as exc:  # reading nodes is cluster-scoped and optional
+        lines.append(f"podshare nodes: not readable ({exc}); the node is named after the pods start")
+    return lines
 
 
 @pytest.hookimpl(wrapper=True)
@@ -148,6 +155,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         report.sections.append(("podshare diagnostics", json.dumps(dumps, indent=2, default=str)))
     if report.when == "teardown" and ev is not None:
         item.user_properties.append(("evidence", json.dumps(ev.as_json(), default=str)))
+        if DIAGNOSTICS in item.stash:
+            item.user_properties.append(("diagnostics", json.dumps(item.stash[DIAGNOSTICS], default=str)))
     return report
 
 

@@ -67,6 +67,10 @@ def render_markdown(report: RunReport) -> str:
         note = c.message.splitlines()[0][:160] if c.message else ""
         lines.append(f"| {_ICON.get(c.outcome, '')} | {c.claim} (`{c.id.split('::')[-1]}`) | {c.outcome} "
                      f"| {c.duration_s:.2f}s | {note.replace('|', '/')} |")
+    for c in report.checks:
+        if c.diagnostics:
+            lines += ["", f"<details><summary>{c.outcome}: {c.id} — pod status, events and logs</summary>", "",
+                      "```json", json.dumps(c.diagnostics, indent=1, default=str), "```", "</details>"]
     lines.append("")
     lines.append(f"Run {report.run.get('id')} took {report.run.get('duration_s', 0):.1f}s; "
                  "evidence for every claim is in results.json and report.html.")

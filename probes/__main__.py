@@ -2,31 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 
 from . import agent, files, identity, net, posix, sysv
-from .holding import DEFAULT_HOLD_SECONDS, release
-from .output import emit, failure, ok
+from .holding import DEFAULT_HOLD_SECONDS, release, same_container_processes, signal_processes
+from .output import emit, ok
 
 
 def stop_agent(_args) -> dict:
     """SIGTERM the agent in this container: kubelet then restarts the container."""
-    stopped = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"probes" in argv and b"agent" in argv:
-            try:
-                os.kill(int(entry), signal.SIGTERM)
-                stopped.append(int(entry))
-            except OSError as exc:
-                return failure(exc, pid=int(entry))
-    return ok(stopped=stopped)
+    agents = same_container_processes(lambda argv: b"agent" in argv)
+    return ok(stopped=signal_processes(agents, signal.SIGTERM))
 
 
 def _parser() -> argparse.ArgumentParser:

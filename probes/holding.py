@@ -68,21 +68,38 @@ class Holder:
         return {"released": self.released, "held_s": round(time.monotonic() - self.started, 3)}
 
 
-def release(_args) -> dict:
-    """Send SIGUSR1 to every holding verb running in this container."""
-    released = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
+def same_container_processes(match) -> list[int]:
+    """PIDs of processes in this container (same pid and mount namespace as
+    us) whose argv satisfies `match`; on a node, other pods' probes are not ours."""
+    mine = {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in ("pid", "mnt")}
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        if int(entry) == os.getpid():
             continue
         try:
+            if any(os.stat(f"/proc/{entry}/ns/{ns}").st_ino != ino for ns, ino in mine.items()):
+                continue
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"probes" in argv and any(a.startswith(HOLDER_PREFIX) for a in argv):
-            try:
-                os.kill(int(entry), signal.SIGUSR1)
-                released.append(int(entry))
-            except ProcessLookupError:
-                pass
-    return ok(released=released)
+        if b"probes" in argv and match(argv):
+            found.append(int(entry))
+    return found
+
+
+def signal_processes(pids: list[int], signum: int) -> list[int]:
+    done = []
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+            done.append(pid)
+        except ProcessLookupError:
+            pass
+    return done
+
+
+def release(_args) -> dict:
+    """Send SIGUSR1 to every holding verb running in this container."""
+    holders = same_container_processes(lambda argv: any(a.startswith(HOLDER_PREFIX) for a in argv))
+    return ok(released=signal_processes(holders, signal.SIGUSR1))

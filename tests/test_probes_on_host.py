@@ -219,3 +219,31 @@ def test_identity_reports_different_namespaces_after_unshare(run_probe):
 def test_unknown_key_errors_are_errno_names(run_probe):
     result = run_probe("sysv-shm-read", "--key", "1")
     assert result["ok"] is False and result["errno"] in ("ENOENT", "EACCES")
+
+
+class TestMoreVerbs:
+    def test_append_rename_delete_and_list(self, run_probe, tmp_path):
+        a, b = str(tmp_path / "a"), str(tmp_path / "b")
+        assert run_probe("append", "--path", a, "--text", "x")["size"] == 1
+        assert run_probe("rename", "--path", a, "--to", b)["ok"]
+        assert run_probe("list", "--path", str(tmp_path))["entries"] == ["b"]
+        assert run_probe("read", "--path", b, "--text")["text"] == "x"
+        assert run_probe("delete", "--path", b)["ok"]
+        assert run_probe("delete", "--path", b)["errno"] == "ENOENT"
+
+    def test_loopback_reports_families(self, run_probe):
+        result = run_probe("loopback")
+        assert result["ipv4"] is True and isinstance(result["ipv6"], bool)
+
+    @needs_root
+    def test_loopback_without_ipv6_in_a_namespace_that_disabled_it(self, run_probe):
+        no_v6 = ("unshare", "--net", "sh", "-c",
+                 'sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.lo.disable_ipv6=1 && exec "$@"', "sh")
+        assert run_probe("loopback", prefix=no_v6)["ipv6"] is False
+
+    def test_stop_agent_terminates_the_agent(self, run_probe, start_probe):
+        agent = start_probe("agent", "--port", str(24000 + os.getpid() % 10000))
+        agent.stdout.readline()
+        stopped = run_probe("stop-agent")
+        assert agent.pid in stopped["stopped"]
+        assert agent.wait(timeout=5) == 0
