@@ -17,7 +17,7 @@ import pytest
 
 from . import MANAGED_BY, RUN_ID_LABEL, __version__, evidence as evidence_mod
 from .kube import Kube, KubeError
-from .pods import Pod, ProbeContainer, load_manifest, render, start_pods
+from .pods import Pod, ProbeContainer, load_manifest, load_manifests, render, start_pods
 from .report import Check, RunReport
 from .retry import GaveUp
 from .settings import Settings, add_options
@@ -29,6 +29,7 @@ MARKERS = {
     "posix": "POSIX shared memory, semaphores, message queues and /dev/shm",
     "volume": "emptyDir volumes shared between containers",
     "lifecycle": "container restart and pod recreation",
+    "pattern": "multi-container patterns: reverse proxy, log watcher, data loader, native sidecar",
 }
 PSA_LABELS = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
 HARNESS_ERRORS = (KubeError, GaveUp)
@@ -289,26 +290,54 @@ def _keep(ps: PodshareSession, session: pytest.Session) -> bool:
 
 
 class PodFactory:
-    """Creates pods from manifests/ in the run's namespace; deletes them at the end."""
+    """Creates pods and their companions (ConfigMaps, Services) from manifests/
+    in the run's namespace; deletes them, newest first, at the end of the run."""
 
     def __init__(self, kube: Kube, ps: PodshareSession, namespace: str) -> None:
         self.kube, self.ps, self.namespace = kube, ps, namespace
         self.created = ps.pods
+        self.others: list[tuple[str, str]] = []  # (kind, name) of non-pod objects
 
-    def pod(self, manifest: str, name: str, node: str | None = None) -> Pod:
-        body = render(load_manifest(manifest), name=name, settings=self.ps.settings,
+    def pod(self, manifest: str | dict, name: str, node: str | None = None) -> Pod:
+        template = manifest if isinstance(manifest, dict) else load_manifest(manifest)
+        body = render(template, name=name, settings=self.ps.settings,
                       run_id=self.ps.run_id, node=node or self.ps.settings.node)
         pod = Pod(self.kube, self.namespace, body, self.ps.settings.pod_timeout)
         self.created.append(pod)
         return pod
 
+    def apply(self, manifest: str) -> dict[str, Any]:
+        """Create every object of a multi-document manifest, keyed "Kind/name";
+        pods are created, not waited for (see start)."""
+        made: dict[str, Any] = {}
+        try:
+            for doc in load_manifests(manifest):
+                kind, name = doc["kind"], doc["metadata"]["name"]
+                if kind == "Pod":
+                    made[f"Pod/{name}"] = self.pod(doc, name).create()
+                    continue
+                body = render(doc, name=name, settings=self.ps.settings, run_id=self.ps.run_id)
+                made[f"{kind}/{name}"] = self.kube.create(self.namespace, body)
+                self.others.append((kind, name))
+        except HARNESS_ERRORS as exc:
+            failure = str(exc)
+        else:
+            return made
+        pytest.fail(failure, pytrace=False)
+
+    def start(self, *pods: Pod) -> None:
+        """Wait until the pods are ready; a pod that cannot start fails the test in one line."""
+        _started(list(pods), self.ps)
+
     def cleanup(self, keep: bool) -> None:
-        for pod in reversed(self.created):
-            if not keep:
-                try:
-                    self.kube.delete(self.namespace, "Pod", pod.name)
-                except KubeError as exc:
-                    self.ps.leftovers.append(f"pod/{pod.name}: {exc}")
+        if keep:
+            return
+        doomed = [("Pod", p.name) for p in reversed(self.created)] + list(reversed(self.others))
+        for kind, name in doomed:
+            try:
+                self.kube.delete(self.namespace, kind, name)
+            except KubeError as exc:
+                self.ps.leftovers.append(f"{kind.lower()}/{name}: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -323,8 +352,11 @@ def _started(pods: list[Pod], ps: PodshareSession) -> None:
     try:
         start_pods(pods)
     except HARNESS_ERRORS as exc:
-        pytest.fail(str(exc), pytrace=False)
-    ps.learn_node(pods[0].node)
+        failure = str(exc)
+    else:
+        ps.learn_node(pods[0].node)
+        return
+    pytest.fail(failure, pytrace=False)
 
 
 @pytest.fixture(scope="session")

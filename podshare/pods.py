@@ -23,11 +23,18 @@ PROBE = ["python3", "-m", "probes"]
 READY_TIMEOUT = 15.0
 
 
-def load_manifest(name_or_path: str | Path) -> dict:
+def _manifest_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
-    if not path.is_absolute() and not path.exists():
-        path = MANIFESTS / path
-    return yaml.safe_load(path.read_text())
+    return path if path.is_absolute() or path.exists() else MANIFESTS / path
+
+
+def load_manifest(name_or_path: str | Path) -> dict:
+    return yaml.safe_load(_manifest_path(name_or_path).read_text())
+
+
+def load_manifests(name_or_path: str | Path) -> list[dict]:
+    """All documents of a multi-document manifest (ConfigMap, Pod, Service...)."""
+    return [d for d in yaml.safe_load_all(_manifest_path(name_or_path).read_text()) if d]
 
 
 def pin_to_node(spec: dict, node: str) -> None:
@@ -44,7 +51,10 @@ def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str |
     meta = body.setdefault("metadata", {})
     meta["name"] = name
     meta.pop("namespace", None)
-    meta["labels"] = {**meta.get("labels", {}), **MANAGED_BY, RUN_ID_LABEL: run_id, POD_LABEL: name}
+    meta["labels"] = {**meta.get("labels", {}), **MANAGED_BY, RUN_ID_LABEL: run_id}
+    if body.get("kind", "Pod") != "Pod":
+        return body
+    meta["labels"][POD_LABEL] = name
     spec = body["spec"]
     for c in spec.get("initContainers", []) + spec.get("containers", []):
         if c.get("image") in IMAGE_PLACEHOLDERS:

@@ -5,7 +5,7 @@ import argparse
 import signal
 import sys
 
-from . import agent, files, identity, net, posix, sysv
+from . import agent, files, identity, net, patterns, posix, sysv
 from .holding import DEFAULT_HOLD_SECONDS, release, same_container_processes, signal_processes
 from .output import emit, ok
 
@@ -14,6 +14,10 @@ def stop_agent(_args) -> dict:
     """SIGTERM the agent in this container: kubelet then restarts the container."""
     agents = same_container_processes(lambda argv: b"agent" in argv)
     return ok(stopped=signal_processes(agents, signal.SIGTERM))
+
+
+# Verbs that are a container's main process: they run until SIGTERM.
+MAIN_PROCESSES = {"agent": agent.run, "web": patterns.web, "follow": patterns.follow}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,7 +33,22 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--seconds", type=float, default=DEFAULT_HOLD_SECONDS)
         return sp
 
-    verb("agent", None, "the container's main process").add_argument("--port", type=int)
+    sp = verb("agent", None, "the container's main process")
+    sp.add_argument("--port", type=int)
+    sp.add_argument("--startup-read", help="read and checksum this file at start (data-loader pattern)")
+    sp = verb("web", None, "HTTP app main process: answers with its container name")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=5000)
+    sp = verb("follow", None, "main process: follow a log file with inotify, serve the lines seen")
+    sp.add_argument("--path", required=True, help="directory")
+    sp.add_argument("--name", required=True, help="file name in it")
+    sp.add_argument("--port", type=int, required=True)
+    sp = verb("write-log", patterns.write_log, "append numbered lines, rotating once")
+    sp.add_argument("--path", required=True)
+    sp.add_argument("--lines", type=int, default=200)
+    sp.add_argument("--rotate-at", type=int, default=0)
+    sp.add_argument("--prefix", default="line")
+    sp.add_argument("--interval", type=float, default=0.0)
     verb("identity", identity.identity, "hostname, namespace inodes, uid")
     verb("release", release, "release every holding verb in this container")
     verb("stop-agent", stop_agent, "SIGTERM this container's agent")
@@ -39,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, required=True)
     sp.add_argument("--timeout", type=float, default=3.0)
+    sp = verb("http-get", net.http_get, "HTTP GET a URL, report status and JSON body")
+    sp.add_argument("--url", required=True)
+    sp.add_argument("--timeout", type=float, default=5.0)
     sp = verb("bind", net.bind, "try to bind and listen on a TCP port")
     sp.add_argument("--host", default="0.0.0.0")
     sp.add_argument("--port", type=int, required=True)
@@ -115,8 +137,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.verb == "agent":
-        agent.run(args)
+    if args.verb in MAIN_PROCESSES:
+        MAIN_PROCESSES[args.verb](args)
         return 0
     result = args.func(args)
     emit(result)

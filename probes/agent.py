@@ -9,10 +9,22 @@ import json
 import os
 import selectors
 import signal
-import socket
+import time
 import uuid
 
+from . import payload
 from .netutil import listen_tcp
+from .output import failure, ok
+
+
+def _read_at_start(path: str) -> dict:
+    """What a data-consuming app does first: read its input and checksum it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return failure(exc, path=path)
+    return ok(path=path, size=len(data), sha256=payload.digest(data), at=time.time())
 
 
 def run(args) -> None:
@@ -27,6 +39,8 @@ def run(args) -> None:
     # deletion never waits out the grace period.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+    if args.startup_read:
+        identity["startup_read"] = _read_at_start(args.startup_read)
     listener = listen_tcp(port)
     print(json.dumps({"agent": "listening", **identity}), flush=True)
     line = (json.dumps(identity) + "\n").encode()

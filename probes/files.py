@@ -111,19 +111,26 @@ def try_lock(args) -> dict:
     return ok(path=args.path, kind=args.kind)
 
 
-# inotify through libc: the stdlib has no binding, and the probe must not
-# depend on anything the image lacks.
 _IN_FLAGS = {0x2: "IN_MODIFY", 0x8: "IN_CLOSE_WRITE", 0x40: "IN_MOVED_FROM",
              0x80: "IN_MOVED_TO", 0x100: "IN_CREATE", 0x200: "IN_DELETE"}
 _EVENT = struct.Struct("iIII")
 
 
-def watch(args) -> dict:
-    """Report inotify events in a directory until `name` is closed after writing."""
+def _inotify(directory: str, mask: int) -> int:
+    """An inotify descriptor watching `directory` (libc; the stdlib has no binding)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     fd = libc.inotify_init1(os.O_CLOEXEC)
-    if fd < 0 or libc.inotify_add_watch(fd, args.path.encode(), sum(_IN_FLAGS)) < 0:
-        return failure(OSError(ctypes.get_errno(), "inotify"), path=args.path)
+    if fd < 0 or libc.inotify_add_watch(fd, directory.encode(), mask) < 0:
+        raise OSError(ctypes.get_errno(), f"inotify on {directory}")
+    return fd
+
+
+def watch(args) -> dict:
+    """Report inotify events in a directory until `name` is closed after writing."""
+    try:
+        fd = _inotify(args.path, sum(_IN_FLAGS))
+    except OSError as exc:
+        return failure(exc, path=args.path)
     signal_ready(path=args.path)
     events, deadline, done = [], time.monotonic() + args.timeout, False
     try:

@@ -93,3 +93,23 @@ def loopback_addresses(_args) -> dict:
     except OSError:
         pass
     return ok(ipv4=True, ipv6=ipv6)
+
+
+def http_get(args) -> dict:
+    """GET a URL; the answer's status and JSON body (the web app's self-description)."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(args.url, timeout=args.timeout) as r:
+            body = r.read()
+            status = r.status
+    except urllib.error.HTTPError as exc:
+        return ok(url=args.url, status=exc.code, body=None)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = exc.reason if isinstance(getattr(exc, "reason", None), OSError) else exc
+        return failure(reason if isinstance(reason, OSError) else OSError(0, str(reason)), url=args.url)
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = body[:200].decode(errors="replace")
+    return ok(url=args.url, status=status, body=parsed)

@@ -27,7 +27,7 @@ def listen_tcp(port: int, host: str | None = None) -> socket.socket:
     return s
 
 
-def read_json_line(sock: socket.socket, limit: int = 65536) -> dict:
+def read_json_line(sock: socket.socket, limit: int = 1 << 20) -> dict:
     buf = b""
     while not buf.endswith(b"\n") and len(buf) < limit:
         chunk = sock.recv(4096)

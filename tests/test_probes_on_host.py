@@ -247,3 +247,32 @@ class TestMoreVerbs:
         stopped = run_probe("stop-agent")
         assert agent.pid in stopped["stopped"]
         assert agent.wait(timeout=5) == 0
+
+
+class TestPatternProcesses:
+    def test_web_app_answers_with_its_container_and_the_request(self, start_probe):
+        import json
+        import urllib.request
+        port = 25000 + os.getpid() % 10000
+        app = start_probe("web", "--host", "127.0.0.1", "--port", str(port))
+        assert '"listening"' in app.stdout.readline()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/hello", headers={"X-Test": "1"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            answer = json.loads(r.read())
+        assert answer["path"] == "/hello" and answer["headers"]["X-Test"] == "1" and answer["client"] == "127.0.0.1"
+        app.send_signal(signal.SIGTERM)
+        assert app.wait(timeout=5) == 0
+
+    def test_follower_sees_every_line_in_order_across_a_rotation(self, run_probe, start_probe, tmp_path):
+        port = 26000 + os.getpid() % 10000
+        follower = start_probe("follow", "--path", str(tmp_path), "--name", "app.log", "--port", str(port))
+        assert '"follow"' in follower.stdout.readline()
+        written = run_probe("write-log", "--path", str(tmp_path / "app.log"), "--lines", "500", "--rotate-at", "250")
+        assert written["rotated_to"]
+        deadline = time.monotonic() + 10
+        while True:
+            seen = finish_connect(port)
+            if len(seen["lines"]) >= 500 or time.monotonic() > deadline:
+                break
+        assert seen["lines"] == [f"line {n:06d}" for n in range(1, 501)]
+        assert seen["rotations"] == 1

@@ -1,0 +1,42 @@
+"""Data loader: an init container fills an emptyDir that the main containers
+read when they start."""
+import json
+
+import pytest
+
+pytestmark = pytest.mark.pattern
+
+
+@pytest.fixture(scope="module")
+def loader_pod(pod_factory):
+    pod = pod_factory.apply("patterns/data-loader.yaml")["Pod/podshare-loader"]
+    pod_factory.start(pod)
+    return pod
+
+
+def test_init_container_completed_before_the_main_containers_started(loader_pod, evidence):
+    """The init container's successful exit is in the pod status, and it finished
+    before either main container started."""
+    status = loader_pod.status().status
+    init = status.init_container_statuses[0].state.terminated
+    started = {c.name: c.state.running.started_at for c in status.container_statuses}
+    evidence.update(loader_exit_code=init.exit_code, loader_reason=init.reason,
+                    loader_finished_at=init.finished_at.isoformat(),
+                    main_started_at={k: v.isoformat() for k, v in started.items()})
+    assert init.exit_code == 0 and init.reason == "Completed"
+    assert all(t >= init.finished_at for t in started.values())
+
+
+def test_main_containers_read_the_data_set_byte_exact_at_start(kube, loader_pod, evidence):
+    """Each main container checksummed the data set as its first act, and the
+    checksum equals what the init container wrote (4 MiB)."""
+    loaded = json.loads(kube.logs(loader_pod.namespace, loader_pod.name, "loader").strip().splitlines()[-1])
+    alpha, beta = loader_pod.container("alpha"), loader_pod.container("beta")
+    # Each agent reports what it read at start; ask it from the other container.
+    reads = {"alpha": beta.run("connect", port=alpha.port)["peer"]["startup_read"],
+             "beta": alpha.run("connect", port=beta.port)["peer"]["startup_read"]}
+    evidence.update(loader=loaded, startup_reads=reads)
+    assert loaded["ok"] and loaded["size"] == 4 << 20
+    for name, read in reads.items():
+        assert read["ok"], f"{name} could not read the data set at start: {read}"
+        assert (read["size"], read["sha256"]) == (loaded["size"], loaded["sha256"]), f"{name} read other bytes"

@@ -1,0 +1,61 @@
+"""Native sidecar: an init container with restartPolicy Always (Kubernetes
+1.29+) runs beside the main container for the pod's life. Broken in the wild
+by admission webhooks that dropped the unknown restartPolicy field, turning the
+sidecar into a plain init container that blocks the pod."""
+import re
+
+import pytest
+
+pytestmark = pytest.mark.pattern
+
+
+@pytest.fixture(scope="module")
+def sidecar_pod(pod_factory, podshare_session):
+    version = podshare_session.cluster.get("server_version", "")
+    found = re.match(r"v?(\d+)\.(\d+)", version)
+    if found and (int(found[1]), int(found[2])) < (1, 29):
+        pytest.skip(f"native sidecars need Kubernetes 1.29+, the server is {version}")
+    pod = pod_factory.apply("patterns/native-sidecar.yaml")["Pod/podshare-sidecar"]
+    pod_factory.start(pod)
+    return pod
+
+
+def test_restart_policy_always_survived_admission(sidecar_pod, evidence):
+    """Read back from the API, the sidecar init container still has restartPolicy Always."""
+    spec = sidecar_pod.status().spec.init_containers[0]
+    evidence.update(init_container=spec.name, restart_policy=spec.restart_policy)
+    assert spec.restart_policy == "Always"
+
+
+def test_sidecar_runs_before_the_main_container_starts_and_the_pod_is_ready(sidecar_pod, evidence):
+    """The sidecar is running (started) and was started before the main container;
+    the pod is Ready."""
+    status = sidecar_pod.status().status
+    sidecar = status.init_container_statuses[0]
+    main = status.container_statuses[0]
+    ready = next(c.status for c in status.conditions if c.type == "Ready")
+    evidence.update(sidecar_started_at=sidecar.state.running and sidecar.state.running.started_at.isoformat(),
+                    main_started_at=main.state.running.started_at.isoformat(), sidecar_started=sidecar.started,
+                    pod_ready=ready)
+    assert sidecar.state.running is not None and sidecar.started, "the sidecar is not running"
+    assert sidecar.state.running.started_at <= main.state.running.started_at
+    assert ready == "True"
+
+
+def test_sidecar_shares_localhost_ipc_and_volume_with_the_main_container(sidecar_pod, ipc_key, ipc_name, evidence):
+    """The sidecar and the main container reach each other on 127.0.0.1, see each
+    other's System V semaphore and read each other's files in the emptyDir."""
+    sidecar, main = sidecar_pod.container("sidecar"), sidecar_pod.container("main")
+    checks = {
+        "main_to_sidecar": main.run("connect", port=7005),
+        "sidecar_to_main": sidecar.run("connect", port=7001),
+        "sem_created": sidecar.run("sysv-sem-create", key=ipc_key, value=4),
+        "sem_seen": main.run("sysv-sem-info", key=ipc_key),
+        "file_written": sidecar.run("write", path=f"/data/disk/{ipc_name}", size=65536, seed=ipc_name),
+        "file_read": main.run("read", path=f"/data/disk/{ipc_name}"),
+    }
+    evidence.update(checks)
+    assert checks["main_to_sidecar"]["ok"] and checks["main_to_sidecar"]["peer"]["container"] == "sidecar"
+    assert checks["sidecar_to_main"]["ok"] and checks["sidecar_to_main"]["peer"]["container"] == "main"
+    assert checks["sem_seen"]["ok"] and checks["sem_seen"]["value"] == 4
+    assert checks["file_read"]["ok"] and checks["file_read"]["sha256"] == checks["file_written"]["sha256"]
