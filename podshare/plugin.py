@@ -11,13 +11,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 import pytest
 
 from . import MANAGED_BY, RUN_ID_LABEL, __version__, evidence as evidence_mod
 from .kube import Kube, KubeError
-from .pods import Pod, ProbeContainer, load_manifest, load_manifests, render, start_pods
+from .pods import Pod, ProbeContainer, ProbeSet, load_manifest, load_manifests, probe_manifest_problem, render, start_pods
 from .report import Check, RunReport
 from .retry import GaveUp
 from .settings import Settings, add_options
@@ -31,11 +31,11 @@ MARKERS = {
     "lifecycle": "container restart and pod recreation",
     "pattern": "multi-container patterns: reverse proxy, log watcher, data loader, native sidecar",
 }
-PSA_LABELS = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
 HARNESS_ERRORS = (KubeError, GaveUp)
 
 SESSION = pytest.StashKey["PodshareSession"]()
 EVIDENCE = pytest.StashKey[evidence_mod.Evidence]()
+SESSION_STOP = pytest.StashKey[str]()
 DIAGNOSTICS = pytest.StashKey[list]()
 
 
@@ -44,7 +44,10 @@ class PodshareSession:
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config, self.settings = config, settings
-        self.run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.run_id = settings.run_id or (
+            dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6])
+        # Every object name ends in this, so runs sharing a namespace never collide.
+        self.suffix = self.run_id[-6:].lower()
         self.started = time.time()
         self.started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.cluster: dict[str, Any] = {}
@@ -53,6 +56,7 @@ class PodshareSession:
         self.namespace: str | None = None
         self.leftovers: list[str] = []
         self.pods: list[Pod] = []  # every pod this run created, for diagnostics
+        self.fatal: str | None = None
 
     @property
     def kube(self) -> Kube:
@@ -98,10 +102,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.help:
         return
     settings = Settings.from_config(config)
-    try:
-        load_manifest(settings.pod_manifest)
-    except (OSError, ValueError) as exc:
-        raise pytest.UsageError(f"--pod-manifest {settings.pod_manifest}: {exc}") from None
+    problem = probe_manifest_problem(settings.pod_manifest)
+    if problem:
+        raise pytest.UsageError(f"--pod-manifest {settings.pod_manifest}: {problem}")
     config.stash[SESSION] = PodshareSession(config, settings)
     if not config.option.collectonly and not getattr(config.option, "xmlpath", None):
         config.option.xmlpath = str(Path(settings.reports_dir) / "junit.xml")
@@ -176,6 +179,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem) -> Iterator[None]:
     finally:
         item.config.pluginmanager.unregister(collector)
         _record_outcome(item, reports)
+        if SESSION_STOP in item.config.stash:
+            item.session.shouldstop = f"podshare: {item.config.stash[SESSION_STOP]}"
 
 
 def _claim_of(item: pytest.Item) -> str:
@@ -218,7 +223,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ps = _session(session.config)
     if ps is None or session.config.option.collectonly or not ps.checks:
         return
-    run = {"id": ps.run_id, "started_at": ps.started_at, "duration_s": round(time.time() - ps.started, 2),
+    run = {"id": ps.run_id, "started_at": ps.started_at, "fatal": ps.fatal, "duration_s": round(time.time() - ps.started, 2),
            "podshare_version": __version__, "pytest_args": list(session.config.invocation_params.args),
            "namespace": ps.namespace, "leftovers": ps.leftovers}
     report = RunReport(run=run, cluster=ps.cluster, checks=list(ps.checks.values()))
@@ -257,7 +262,7 @@ def kube(podshare_session: PodshareSession) -> Kube:
         return podshare_session.kube
     except KubeError as exc:
         failure = str(exc)
-    pytest.fail(failure, pytrace=False)
+    _fatal(podshare_session, failure)
 
 
 @pytest.fixture(scope="session")
@@ -268,13 +273,15 @@ def run_namespace(kube: Kube, podshare_session: PodshareSession, request: pytest
     try:
         if given:
             if not kube.namespace_exists(given):
-                pytest.fail(f"namespace {given!r} does not exist (--namespace uses an existing one)", pytrace=False)
+                raise KubeError(f"namespace {given!r} does not exist (--namespace uses an existing one)")
             name = given
         else:
             name = f"podshare-{ps.run_id}"
-            kube.create_namespace(name, {**ps.labels(), **PSA_LABELS})
+            level = ps.settings.pod_security
+            psa = {f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "warn", "audit")}
+            kube.create_namespace(name, {**ps.labels(), **psa})
     except KubeError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        _fatal(ps, str(exc))
     ps.namespace = name
     yield name
     if _keep(ps, request.session):
@@ -298,27 +305,38 @@ class PodFactory:
         self.created = ps.pods
         self.others: list[tuple[str, str]] = []  # (kind, name) of non-pod objects
 
-    def pod(self, manifest: str | dict, name: str, node: str | None = None) -> Pod:
+    def pod(self, manifest: str | dict, base_name: str, node: str | None = None,
+            renamed: dict[str, str] | None = None) -> Pod:
         template = manifest if isinstance(manifest, dict) else load_manifest(manifest)
-        body = render(template, name=name, settings=self.ps.settings,
-                      run_id=self.ps.run_id, node=node or self.ps.settings.node)
+        body = render(template, name=f"{base_name}-{self.ps.suffix}", settings=self.ps.settings,
+                      run_id=self.ps.run_id, node=node or self.ps.settings.node, renamed=renamed)
         pod = Pod(self.kube, self.namespace, body, self.ps.settings.pod_timeout)
         self.created.append(pod)
         return pod
 
+    def probe_set(self, base_name: str) -> ProbeSet:
+        """The probe pod(s) of --pod-manifest: one pod normally, several in a variant."""
+        docs = [d for d in load_manifests(self.ps.settings.pod_manifest) if d.get("kind", "Pod") == "Pod"]
+        if len(docs) == 1:
+            return ProbeSet([self.pod(docs[0], base_name)])
+        return ProbeSet([self.pod(d, f"{base_name}-{d['metadata']['name']}") for d in docs])
+
     def apply(self, manifest: str) -> dict[str, Any]:
-        """Create every object of a multi-document manifest, keyed "Kind/name";
-        pods are created, not waited for (see start)."""
+        """Create every object of a multi-document manifest, keyed "Kind/name" by
+        the template's names; pods are created, not waited for (see start)."""
+        docs = load_manifests(manifest)
+        renamed = {d["metadata"]["name"]: f"{d['metadata']['name']}-{self.ps.suffix}" for d in docs}
         made: dict[str, Any] = {}
         try:
-            for doc in load_manifests(manifest):
+            for doc in docs:
                 kind, name = doc["kind"], doc["metadata"]["name"]
                 if kind == "Pod":
-                    made[f"Pod/{name}"] = self.pod(doc, name).create()
+                    made[f"Pod/{name}"] = self.pod(doc, name, renamed=renamed).create()
                     continue
-                body = render(doc, name=name, settings=self.ps.settings, run_id=self.ps.run_id)
+                body = render(doc, name=renamed[name], settings=self.ps.settings, run_id=self.ps.run_id,
+                              renamed=renamed)
                 made[f"{kind}/{name}"] = self.kube.create(self.namespace, body)
-                self.others.append((kind, name))
+                self.others.append((kind, renamed[name]))
         except HARNESS_ERRORS as exc:
             failure = str(exc)
         else:
@@ -348,6 +366,14 @@ def pod_factory(kube: Kube, podshare_session: PodshareSession, run_namespace: st
     factory.cleanup(keep=_keep(podshare_session, request.session))
 
 
+def _fatal(ps: PodshareSession, reason: str) -> NoReturn:
+    """A failure no claim can get past (no cluster, no namespace, pods that cannot
+    start): fail this test with the one-line reason and stop the session."""
+    ps.fatal = reason
+    ps.config.stash[SESSION_STOP] = reason
+    pytest.fail(reason, pytrace=False)
+
+
 def _started(pods: list[Pod], ps: PodshareSession) -> None:
     try:
         start_pods(pods)
@@ -356,42 +382,45 @@ def _started(pods: list[Pod], ps: PodshareSession) -> None:
     else:
         ps.learn_node(pods[0].node)
         return
-    pytest.fail(failure, pytrace=False)
+    _fatal(ps, failure)
 
 
 @pytest.fixture(scope="session")
-def probe_pods(pod_factory: PodFactory, podshare_session: PodshareSession) -> tuple[Pod, Pod]:
+def probe_pods(pod_factory: PodFactory, podshare_session: PodshareSession) -> tuple[ProbeSet, Pod]:
     """The probe pod and, on the same node, the stranger pod (the negative control).
     The stranger is created as soon as the probe pod is scheduled, so both start together."""
-    probe = pod_factory.pod(podshare_session.settings.pod_manifest, "podshare-probe")
+    probes = pod_factory.probe_set("podshare-probe")
     try:
-        probe.create()
-        node = probe.wait_scheduled()
+        for pod in probes.pods:
+            pod.create()
+        node = probes.main.wait_scheduled()
         stranger = pod_factory.pod("stranger-pod.yaml", "podshare-stranger", node=node)
         stranger.create()
     except HARNESS_ERRORS as exc:
-        pytest.fail(str(exc), pytrace=False)
-    _started([probe, stranger], podshare_session)
-    return probe, stranger
+        failure = str(exc)
+    else:
+        _started([*probes.pods, stranger], podshare_session)
+        return probes, stranger
+    _fatal(podshare_session, failure)
 
 
 @pytest.fixture(scope="session")
-def probe_pod(probe_pods: tuple[Pod, Pod]) -> Pod:
+def probe_pod(probe_pods: tuple[ProbeSet, Pod]) -> ProbeSet:
     return probe_pods[0]
 
 
 @pytest.fixture(scope="session")
-def stranger_pod(probe_pods: tuple[Pod, Pod]) -> Pod:
+def stranger_pod(probe_pods: tuple[ProbeSet, Pod]) -> Pod:
     return probe_pods[1]
 
 
 @pytest.fixture
-def alpha(probe_pod: Pod) -> ProbeContainer:
+def alpha(probe_pod: ProbeSet) -> ProbeContainer:
     return probe_pod.container("alpha")
 
 
 @pytest.fixture
-def beta(probe_pod: Pod) -> ProbeContainer:
+def beta(probe_pod: ProbeSet) -> ProbeContainer:
     return probe_pod.container("beta")
 
 
@@ -401,11 +430,11 @@ def stranger(stranger_pod: Pod) -> ProbeContainer:
 
 
 @pytest.fixture
-def lifecycle_pod(pod_factory: PodFactory, podshare_session: PodshareSession, request: pytest.FixtureRequest) -> Pod:
-    """A probe pod of the test's own: lifecycle claims restart and recreate it."""
-    pod = pod_factory.pod(podshare_session.settings.pod_manifest, f"podshare-lifecycle-{len(pod_factory.created)}")
-    _started([pod], podshare_session)
-    return pod
+def lifecycle_pod(pod_factory: PodFactory, podshare_session: PodshareSession) -> ProbeSet:
+    """Probe pod(s) of the test's own: lifecycle claims restart and recreate them."""
+    probes = pod_factory.probe_set(f"podshare-lifecycle{len(pod_factory.created)}")
+    _started(probes.pods, podshare_session)
+    return probes
 
 
 @pytest.fixture(autouse=True)

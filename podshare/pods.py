@@ -1,4 +1,4 @@
-"""The pod layer: a probe-pod handle over the kube layer.
+"""The pod layer: probe-pod handles over the kube layer.
 
 render manifest -> create -> wait -> exec(container, verb, flags) ->
 restart / delete / recreate, plus the diagnostics a failed test attaches.
@@ -37,6 +37,18 @@ def load_manifests(name_or_path: str | Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(_manifest_path(name_or_path).read_text()) if d]
 
 
+def probe_manifest_problem(path: str | Path) -> str | None:
+    """Why a --pod-manifest cannot serve as the probe pod(s), or None."""
+    try:
+        pods = [d for d in load_manifests(path) if d.get("kind") == "Pod"]
+    except (OSError, yaml.YAMLError) as exc:
+        return str(exc).splitlines()[0]
+    names = [c.get("name") for p in pods for c in p.get("spec", {}).get("containers", [])]
+    if not pods or "alpha" not in names or "beta" not in names:
+        return "it must hold one or more Pods with containers named alpha and beta"
+    return None
+
+
 def pin_to_node(spec: dict, node: str) -> None:
     """Require a node by name through the scheduler (as DaemonSets do), so an
     unschedulable pod still reports the scheduler's reason."""
@@ -45,17 +57,30 @@ def pin_to_node(spec: dict, node: str) -> None:
             {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}
 
 
-def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str | None = None) -> dict:
-    """Fill a manifest template with this run's name, labels, images and node."""
+def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str | None = None,
+           renamed: dict[str, str] | None = None) -> dict:
+    """Fill a manifest template with this run's name, labels, images and node.
+
+    `renamed` maps the template's object names to this run's, so a pod's
+    ConfigMap volumes and a Service's pod selector follow their objects."""
+    renamed = renamed or {}
     body = copy.deepcopy(manifest)
     meta = body.setdefault("metadata", {})
     meta["name"] = name
     meta.pop("namespace", None)
     meta["labels"] = {**meta.get("labels", {}), **MANAGED_BY, RUN_ID_LABEL: run_id}
-    if body.get("kind", "Pod") != "Pod":
+    kind = body.get("kind", "Pod")
+    if kind == "Service":
+        selector = body["spec"].get("selector", {})
+        if POD_LABEL in selector:
+            selector[POD_LABEL] = renamed.get(selector[POD_LABEL], selector[POD_LABEL])
+    if kind != "Pod":
         return body
     meta["labels"][POD_LABEL] = name
     spec = body["spec"]
+    for volume in spec.get("volumes", []):
+        if "configMap" in volume:
+            volume["configMap"]["name"] = renamed.get(volume["configMap"]["name"], volume["configMap"]["name"])
     for c in spec.get("initContainers", []) + spec.get("containers", []):
         if c.get("image") in IMAGE_PLACEHOLDERS:
             c["image"] = getattr(settings, IMAGE_PLACEHOLDERS[c["image"]])
@@ -215,11 +240,6 @@ class Pod:
     def delete(self) -> None:
         self.kube.delete_pod(self.namespace, self.name, timeout=self.timeout)
 
-    def recreate(self) -> "Pod":
-        """Delete the pod, wait until it is gone, and create it again with the same name."""
-        self.delete()
-        return self.create().wait_ready()
-
     def diagnostics(self) -> dict[str, Any]:
         """Status, events and container logs: what a person needs when a claim fails."""
         try:
@@ -247,3 +267,49 @@ def start_pods(pods: list[Pod]) -> None:
             pod.create()
     for pod in pods:
         pod.wait_ready()
+
+
+class ProbeSet:
+    """The probe containers as a manifest lays them out: normally one pod with
+    alpha and beta; a variant may spread them over several pods (which the
+    claims must then catch). Pod-level questions go to alpha's pod."""
+
+    def __init__(self, pods: list[Pod]) -> None:
+        self.pods = pods
+
+    def __repr__(self) -> str:
+        return f"<probes in {', '.join(p.name for p in self.pods)}>"
+
+    def pod_of(self, container: str) -> Pod:
+        for pod in self.pods:
+            if any(c["name"] == container for c in pod.body["spec"]["containers"]):
+                return pod
+        raise KeyError(f"no container {container!r} in the probe manifest")
+
+    def container(self, name: str) -> ProbeContainer:
+        return self.pod_of(name).container(name)
+
+    @property
+    def main(self) -> Pod:
+        return self.pod_of("alpha")
+
+    name = property(lambda self: self.main.name)
+    body = property(lambda self: self.main.body)
+    uid = property(lambda self: self.main.uid)
+    node = property(lambda self: self.main.node)
+    namespace = property(lambda self: self.main.namespace)
+
+    def restart_count(self, container: str) -> int:
+        return self.pod_of(container).restart_count(container)
+
+    def restart_container(self, container: str) -> int:
+        return self.pod_of(container).restart_container(container)
+
+    def recreate(self) -> "ProbeSet":
+        """Delete every pod of the set, then create them again with the same names."""
+        for pod in self.pods:
+            pod.delete()
+        for pod in self.pods:
+            pod.uid = None
+        start_pods(self.pods)
+        return self

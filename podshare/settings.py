@@ -4,6 +4,7 @@ of precedence). One table, so help, ini and env never drift apart."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,10 @@ OPTIONS = (
     Option("--reports-dir", "PODSHARE_REPORTS_DIR", "reports", "where results.json, report.html, summary.md and junit.xml go"),
     Option("--pod-manifest", "PODSHARE_POD_MANIFEST", "probe-pod.yaml",
            "the probe pod manifest: your own variant of manifests/probe-pod.yaml (runtimeClass, annotations, volumes)"),
+    Option("--pod-security", "PODSHARE_POD_SECURITY", "restricted",
+           "Pod Security level of the generated namespace (a variant with hostIPC or hostPath needs privileged)",
+           ("restricted", "baseline", "privileged")),
+    Option("--run-id", "PODSHARE_RUN_ID", None, "the run's id (default: time and a random suffix); names and labels use it"),
     Option("--pod-timeout", "PODSHARE_POD_TIMEOUT", 120.0, "seconds to wait for a pod to become ready", type=float),
 )
 
@@ -67,6 +72,8 @@ class Settings:
     keep: str
     reports_dir: str
     pod_manifest: str
+    pod_security: str
+    run_id: str | None
     pod_timeout: float
 
     @classmethod
@@ -83,6 +90,8 @@ class Settings:
                     raise pytest.UsageError(f"{opt.flag} must be a number of seconds, not {raw!r}") from None
                 if raw <= 0:
                     raise pytest.UsageError(f"{opt.flag} must be positive, not {raw:g}")
+            if opt.flag == "--run-id" and raw is not None and not re.fullmatch(r"[a-z0-9]([a-z0-9-]{4,38}[a-z0-9])", raw):
+                raise pytest.UsageError(f"--run-id must be 6-40 lowercase letters, digits and '-', not {raw!r}")
             if opt.choices and raw not in opt.choices:
                 raise pytest.UsageError(f"{opt.flag} must be one of {', '.join(opt.choices)}, not {raw!r}")
             values[opt.flag[2:].replace("-", "_")] = raw

@@ -110,8 +110,9 @@ def filesystem(args) -> dict:
     """statfs and mountinfo of a path: /dev/shm's tmpfs, a volume's medium."""
     try:
         st = os.statvfs(args.path)
+        device = os.stat(args.path).st_dev  # one file system instance <=> one device number
         mount = mount_of(args.path)
     except OSError as exc:
         return failure(exc, path=args.path)
-    return ok(path=args.path, size_bytes=st.f_blocks * st.f_frsize,
+    return ok(path=args.path, device=f"{os.major(device)}:{os.minor(device)}", size_bytes=st.f_blocks * st.f_frsize,
               free_bytes=st.f_bavail * st.f_frsize, **mount)

@@ -25,7 +25,8 @@ def test_alpha_listener_answers_beta_on_ipv6_loopback(alpha, beta, stranger, evi
     seen = beta.run("connect", host="::1", port=alpha.port)
     refused = stranger.run("connect", host="::1", port=alpha.port)
     evidence.update(beta=seen, stranger=refused)
-    assert seen["ok"] and seen["peer"]["container"] == "alpha"
+    assert seen["ok"], f"beta could not reach alpha on [::1]:{alpha.port}: {seen.get('errno')}"
+    assert seen["peer"]["container"] == "alpha"
     assert not refused["ok"] and refused["errno"] == "ECONNREFUSED"
 
 
@@ -36,5 +37,6 @@ def test_abstract_unix_socket_of_alpha_is_reachable_from_beta(alpha, beta, stran
         seen = beta.run("connect-unix", abstract=ipc_name)
         refused = stranger.run("connect-unix", abstract=ipc_name)
     evidence.update(beta=seen, stranger=refused)
-    assert seen["ok"] and seen["peer"]["container"] == "alpha"
+    assert seen["ok"], f"beta could not reach alpha's abstract socket @{ipc_name}: {seen.get('errno')}"
+    assert seen["peer"]["container"] == "alpha"
     assert not refused["ok"] and refused["errno"] == "ECONNREFUSED"

@@ -46,10 +46,12 @@ def test_message_queue_opened_in_alpha_delivers_to_beta(alpha, beta, stranger, i
     assert not foreign["ok"] and foreign["errno"] == "ENOENT"
 
 
-def test_dev_shm_is_one_tmpfs_for_the_pod(alpha, beta, evidence):
-    """/dev/shm is a tmpfs, the same mount in every container (its size is reported:
-    64 MiB is the common default)."""
-    fs = {c.name: c.run("filesystem", path="/dev/shm") for c in (alpha, beta)}
+def test_dev_shm_is_one_tmpfs_for_the_pod(alpha, beta, stranger, evidence):
+    """/dev/shm is a tmpfs, the same file system (device) in every container of the
+    pod and another one in the stranger pod; its size is reported (64 MiB is the
+    common default)."""
+    fs = {c.name: c.run("filesystem", path="/dev/shm") for c in (alpha, beta, stranger)}
     evidence.update(dev_shm=fs, size_mib=fs["alpha"].get("size_bytes", 0) / 2**20)
     assert fs["alpha"]["ok"] and fs["alpha"]["fstype"] == "tmpfs", fs["alpha"]
-    assert fs["alpha"]["size_bytes"] == fs["beta"]["size_bytes"] > 0
+    assert fs["alpha"]["device"] == fs["beta"]["device"], "alpha and beta have different /dev/shm file systems"
+    assert fs["stranger"]["device"] != fs["alpha"]["device"], "the stranger pod has the same /dev/shm"

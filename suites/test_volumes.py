@@ -99,6 +99,7 @@ def test_shared_mappings_are_coherent(alpha, beta, volume, ipc_name, evidence):
         beta_write = beta.run("mmap-write", path=path, size=65536, seed="beta")
     alpha_view = hold.result()
     evidence.update(alpha=alpha_view, beta=beta_write)
+    assert beta_write["ok"], f"beta cannot map alpha's file: {beta_write}"
     assert beta_write["mapped_before_sha256"] == alpha_view["written_sha256"], "beta's mapping missed alpha's write"
     assert alpha_view["mapped_sha256"] == beta_write["written_sha256"], "alpha's mapping missed beta's write"
 

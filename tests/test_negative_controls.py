@@ -50,3 +50,15 @@ def test_private_dev_shm_fails_the_dev_shm_claims_and_nothing_else(tmp_path):
                       "test_dev_shm_is_one_tmpfs_for_the_pod"}
     assert all(outcome == "passed" for claim, outcome in outcomes.items() if "sysv" in claim)
     assert outcomes["suites/test_posix_ipc.py::test_message_queue_opened_in_alpha_delivers_to_beta"] == "passed"
+
+
+@pytest.mark.usefixtures("kube")
+def test_split_pods_fail_every_sharing_claim(tmp_path):
+    """alpha and beta in two pods: only the per-container and per-pod claims pass."""
+    outcomes = run_suites(tmp_path, "split-pods.yaml", "not pattern")
+    passed = {claim.split("::")[1] for claim, outcome in outcomes.items() if outcome == "passed"}
+    assert passed == {"test_mount_and_pid_namespaces_are_per_container",
+                      "test_volume_and_ipc_objects_survive_a_container_restart",
+                      "test_recreated_pod_starts_without_the_old_volume_and_ipc_objects",
+                      "test_memory_volume_is_tmpfs_and_honours_its_size_limit"}
+    assert all(outcome in ("passed", "failed") for outcome in outcomes.values()), outcomes
