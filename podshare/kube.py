@@ -208,6 +208,11 @@ class Kube:
     def list_namespaces(self, label_selector: str) -> list[client.V1Namespace]:
         return api_call("list namespaces", self.core.list_namespace, label_selector=label_selector).items
 
+    def list_labelled(self, namespace: str, kind: str, label_selector: str) -> list[Any]:
+        fn = {"Pod": self.core.list_namespaced_pod, "ConfigMap": self.core.list_namespaced_config_map,
+              "Service": self.core.list_namespaced_service}[kind]
+        return api_call(f"list {kind.lower()}s in {namespace}", fn, namespace, label_selector=label_selector).items
+
     # ------------------------------------------------------------ objects
     def create(self, namespace: str, body: dict) -> Any:
         kind = body["kind"]

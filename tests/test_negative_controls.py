@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -25,12 +26,14 @@ VOLUME_SHARING = {f"suites/test_volumes.py::{name}[{vol}]" for vol in ("disk", "
 
 
 def run_suites(tmp_path: Path, manifest: str, marker: str, *extra: str) -> dict[str, str]:
-    """Run the suites in a pytest of their own; return claim id -> outcome."""
-    reports = tmp_path / "reports"
+    """Run the suites in a pytest of their own; return claim id -> outcome. A
+    failing run must clean up like a passing one: its namespace is gone after."""
+    reports, run_id = tmp_path / "reports", "variant-" + uuid.uuid4().hex[:8]
     subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", "-m", marker,
-                    "--pod-manifest", str(VARIANTS / manifest), "--reports-dir", str(reports), *extra],
-                   cwd=PROJECT, env=os.environ, capture_output=True, text=True, timeout=600)
+                    "--pod-manifest", str(VARIANTS / manifest), "--reports-dir", str(reports), "--run-id", run_id,
+                    *extra], cwd=PROJECT, env=os.environ, capture_output=True, text=True, timeout=600)
     results = json.loads((reports / "results.json").read_text())
+    assert results["run"]["leftovers"] == [] and results["run"]["fatal"] is None, results["run"]
     return {c["id"]: c["outcome"] for c in results["checks"]}
 
 

@@ -1,0 +1,58 @@
+"""`podshare gc`: remove what earlier runs left behind.
+
+    podshare gc [--older-than 1h] [--namespace NS] [--dry-run]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from .gc import collect, find_orphans
+from .kube import Kube, KubeError
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
+    if not found:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 30m, 2h)")
+    return float(found[1]) * UNITS[found[2] or "s"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="podshare", description="podshare housekeeping")
+    sub = p.add_subparsers(dest="command", required=True)
+    gc = sub.add_parser("gc", help="delete namespaces and objects of earlier runs, by label and age")
+    gc.add_argument("--older-than", type=duration, default=duration("1h"),
+                    help="only what is at least this old (default 1h, so running runs are safe)")
+    gc.add_argument("--namespace", help="collect podshare's objects inside this namespace (runs made with --namespace)")
+    gc.add_argument("--run-id", help="only this run's objects")
+    gc.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    gc.add_argument("--timeout", type=duration, default=duration("120s"), help="wait this long for each namespace")
+    gc.add_argument("--kubeconfig")
+    gc.add_argument("--kube-context")
+    args = p.parse_args(argv)
+    try:
+        kube = Kube(args.kubeconfig, args.kube_context)
+        orphans = find_orphans(kube, args.older_than, args.namespace, args.run_id)
+        for o in orphans:
+            print(("would delete " if args.dry_run else "deleting ") + str(o))
+        if not orphans:
+            print("podshare gc: nothing to collect")
+        if args.dry_run or not orphans:
+            return 0
+        remaining = collect(kube, orphans, args.timeout)
+    except KubeError as exc:
+        print(f"podshare gc: {exc}", file=sys.stderr)
+        return 1
+    if remaining:
+        print(f"podshare gc: still there after {args.timeout:g}s: {', '.join(remaining)}", file=sys.stderr)
+        return 1
+    print(f"podshare gc: removed {len(orphans)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

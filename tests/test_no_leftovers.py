@@ -1,0 +1,108 @@
+"""No leftovers: after a passing run, Ctrl-C or SIGTERM in the middle, the run's
+namespace is gone; --keep keeps it; after SIGKILL, `podshare gc` removes the
+orphan by its labels and never touches anything podshare did not create.
+Against a cluster, with the suites run in pytest processes of their own."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from podshare import MANAGED_BY, RUN_ID_LABEL
+from podshare.retry import NotYet, wait_until
+
+from .conftest import PROJECT
+
+
+def start_run(run_id: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
+                             "--run-id", run_id, "--reports-dir", f"/tmp/podshare-{run_id}", *args],
+                            cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def new_run_id() -> str:
+    return "leftover-" + uuid.uuid4().hex[:8]
+
+
+def namespaces_of(kube, run_id: str) -> list[str]:
+    return [n.metadata.name for n in kube.list_namespaces(f"{RUN_ID_LABEL}={run_id}")]
+
+
+def wait_for_running_probes(kube, run_id: str) -> None:
+    """Until the run's probe pods are running: the middle of a run."""
+    def running():
+        for ns in namespaces_of(kube, run_id):
+            pods = kube.core.list_namespaced_pod(ns).items
+            if any(p.status.phase == "Running" for p in pods):
+                return
+        raise NotYet("no running pod yet")
+    wait_until(running, timeout=120, what=f"run {run_id} to have running pods")
+
+
+def test_a_passing_run_leaves_nothing(kube):
+    run_id = new_run_id()
+    run = start_run(run_id, "-m", "identity")
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, out
+    assert namespaces_of(kube, run_id) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_cleans_up(kube, signum):
+    run_id = new_run_id()
+    run = start_run(run_id, "-m", "not pattern")
+    wait_for_running_probes(kube, run_id)
+    run.send_signal(signum)
+    out, _ = run.communicate(timeout=180)
+    assert run.returncode != 0, out
+    assert namespaces_of(kube, run_id) == [], out
+
+
+def test_keep_always_keeps_the_namespace_and_gc_removes_it_by_run_id(kube):
+    run_id = new_run_id()
+    run = start_run(run_id, "-m", "identity", "--keep", "always")
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, out
+    kept = namespaces_of(kube, run_id)
+    assert kept == [f"podshare-{run_id}"]
+    gc = subprocess.run([sys.executable, "-m", "podshare", "gc", "--older-than", "0", "--run-id", run_id],
+                        capture_output=True, text=True, timeout=180)
+    assert gc.returncode == 0, gc.stdout + gc.stderr
+    assert namespaces_of(kube, run_id) == []
+
+
+@pytest.fixture
+def decoys(kube):
+    """Namespaces that look like podshare's but are not: gc must leave them alone."""
+    names = {f"podshare-decoy-{uuid.uuid4().hex[:6]}": {},                         # no labels
+             f"podshare-decoy-{uuid.uuid4().hex[:6]}": dict(MANAGED_BY),           # no run id
+             f"podshare-decoy-{uuid.uuid4().hex[:6]}": {RUN_ID_LABEL: "someone"}}  # not managed by podshare
+    for name, labels in names.items():
+        kube.create_namespace(name, labels)
+    yield list(names)
+    for name in names:
+        kube.delete_namespace(name, timeout=60)
+
+
+def test_after_sigkill_gc_removes_the_orphans_and_nothing_else(kube, decoys, run_namespace):
+    run_id = new_run_id()
+    run = start_run(run_id, "-m", "not pattern")
+    wait_for_running_probes(kube, run_id)
+    run.kill()
+    run.communicate(timeout=30)
+    assert namespaces_of(kube, run_id) == [f"podshare-{run_id}"], "SIGKILL should leave the namespace behind"
+    listed = subprocess.run([sys.executable, "-m", "podshare", "gc", "--older-than", "0", "--dry-run"],
+                            capture_output=True, text=True, timeout=60).stdout
+    assert f"podshare-{run_id}" in listed and not any(d in listed for d in decoys)
+    gc = subprocess.run([sys.executable, "-m", "podshare", "gc", "--older-than", "0", "--run-id", run_id],
+                        capture_output=True, text=True, timeout=180)
+    assert gc.returncode == 0, gc.stdout + gc.stderr
+    assert namespaces_of(kube, run_id) == []
+    assert all(kube.namespace_exists(d) for d in decoys)
+    young = subprocess.run([sys.executable, "-m", "podshare", "gc", "--dry-run"], capture_output=True, text=True,
+                           timeout=60).stdout
+    assert run_namespace not in young  # the default age (1h) spares runs in progress, like this session's
