@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ class KubeError(Exception):
     """A failure talking to the cluster, described in one line."""
 
 
+class AccessDenied(KubeError):
+    """401 or 403: no test can get past it."""
+
+
 class PodNotReady(KubeError):
     """The pod reached a state from which it will not become ready by itself."""
 
@@ -41,6 +46,11 @@ def _describe(exc: ApiException, action: str) -> str:
         message = json.loads(exc.body or "{}").get("message") or exc.reason
     except ValueError:
         message = exc.reason
+    # exec is a websocket: its refusals arrive as a failed handshake, status 0.
+    handshake = re.search(r"Handshake status (\d+)", str(exc.reason or ""))
+    if exc.status == 0 and handshake:
+        exc.status = int(handshake[1])
+        message = f"{action} refused: {exc.reason}"
     if exc.status == 401:
         return f"{action}: unauthorized (401): the credentials in the kubeconfig are wrong or expired"
     if exc.status == 403:
@@ -53,7 +63,8 @@ def api_call(action: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
     try:
         return fn(*args, **kwargs)
     except ApiException as exc:
-        raise KubeError(_describe(exc, action)) from None
+        message = _describe(exc, action)
+        raise (AccessDenied if exc.status in (401, 403) else KubeError)(message) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise KubeError(f"{action}: cannot reach the API server: {reason}") from None
@@ -156,7 +167,10 @@ class Kube:
         cfg.retries = 2
         self.server = cfg.host
         self.core = client.CoreV1Api(client.ApiClient(cfg))
-        self._version = client.VersionApi(client.ApiClient(cfg))
+        self._version = client.VersionApi(self.core.api_client)
+        self._rbac = client.RbacAuthorizationV1Api(self.core.api_client)
+        self.configuration = cfg
+        self.warnings: list[str] = []
         # stream() swaps the ApiClient's request method while it connects:
         # execs get their own client and connect one at a time.
         self._exec_core = client.CoreV1Api(client.ApiClient(cfg))
@@ -214,11 +228,46 @@ class Kube:
         return api_call(f"list {kind.lower()}s in {namespace}", fn, namespace, label_selector=label_selector).items
 
     # ------------------------------------------------------------ objects
+    def _namespaced(self, verb: str) -> dict[str, Callable]:
+        rbac = self._rbac
+        return {"Pod": getattr(self.core, f"{verb}_namespaced_pod"),
+                "ConfigMap": getattr(self.core, f"{verb}_namespaced_config_map"),
+                "Service": getattr(self.core, f"{verb}_namespaced_service"),
+                "ServiceAccount": getattr(self.core, f"{verb}_namespaced_service_account"),
+                "Role": getattr(rbac, f"{verb}_namespaced_role"),
+                "RoleBinding": getattr(rbac, f"{verb}_namespaced_role_binding")}
+
     def create(self, namespace: str, body: dict) -> Any:
+        kind, name = body["kind"], body["metadata"]["name"]
+        create = self._namespaced("create")[kind]
+        with_info = getattr(create.__self__, create.__name__ + "_with_http_info")
+        created, _status, headers = api_call(f"create {kind.lower()} {name} in {namespace}", with_info,
+                                             namespace, body, _return_http_data_only=False)
+        # Admission warnings (e.g. Pod Security "would violate ...") come as headers.
+        if headers and headers.get("Warning"):
+            self.warnings.append(f"{kind} {namespace}/{name}: {headers.get('Warning')}")
+        return created
+
+    def create_cluster_scoped(self, body: dict) -> Any:
         kind = body["kind"]
-        fn = {"Pod": self.core.create_namespaced_pod, "ConfigMap": self.core.create_namespaced_config_map,
-              "Service": self.core.create_namespaced_service}[kind]
-        return api_call(f"create {kind.lower()} {body['metadata']['name']} in {namespace}", fn, namespace, body)
+        fn = {"ClusterRole": self._rbac.create_cluster_role,
+              "ClusterRoleBinding": self._rbac.create_cluster_role_binding}[kind]
+        return api_call(f"create {kind} {body['metadata']['name']}", fn, body)
+
+    def delete_cluster_scoped(self, kind: str, name: str) -> None:
+        fn = {"ClusterRole": self._rbac.delete_cluster_role,
+              "ClusterRoleBinding": self._rbac.delete_cluster_role_binding}[kind]
+        try:
+            fn(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise KubeError(_describe(exc, f"delete {kind} {name}")) from None
+
+    def service_account_token(self, namespace: str, name: str, seconds: int = 3600) -> str:
+        """A short-lived token for a ServiceAccount (TokenRequest API)."""
+        body = {"spec": {"expirationSeconds": seconds}}
+        return api_call(f"request a token for {namespace}/{name}", self.core.create_namespaced_service_account_token,
+                        name, namespace, body).status.token
 
     def read_pod(self, namespace: str, name: str) -> client.V1Pod:
         return api_call(f"read pod {name}", self.core.read_namespaced_pod, name, namespace)
@@ -227,8 +276,7 @@ class Kube:
         return api_call(f"read service {name}", self.core.read_namespaced_service, name, namespace)
 
     def delete(self, namespace: str, kind: str, name: str) -> None:
-        fn = {"Pod": self.core.delete_namespaced_pod, "ConfigMap": self.core.delete_namespaced_config_map,
-              "Service": self.core.delete_namespaced_service}[kind]
+        fn = self._namespaced("delete")[kind]
         try:
             fn(name, namespace, grace_period_seconds=0 if kind == "Pod" else None)
         except ApiException as exc:
@@ -269,7 +317,12 @@ class Kube:
         for cs in (status.init_container_statuses or []) + (status.container_statuses or []):
             waiting = cs.state and cs.state.waiting
             if waiting and waiting.reason in TERMINAL_WAITING_REASONS:
-                return f"container {cs.name} of pod {pod.metadata.name} is {waiting.reason}: {waiting.message or ''}".strip()
+                last = cs.last_state and cs.last_state.terminated
+                detail = waiting.message or (last and f"{last.reason}: {last.message or ''}") or ""
+                hint = ""
+                if "python3" in detail and ("not found" in detail or "no such file" in detail):
+                    hint = f" (is {cs.image} a podshare probe image? it needs python3 and the probes package)"
+                return f"container {cs.name} of pod {pod.metadata.name} is {waiting.reason}: {detail}{hint}".strip()
         return None
 
     def wait_for_pod(self, namespace: str, name: str, timeout: float,

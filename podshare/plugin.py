@@ -16,7 +16,7 @@ from typing import Any, Iterator, NoReturn
 import pytest
 
 from . import MANAGED_BY, RUN_ID_LABEL, __version__, evidence as evidence_mod
-from .kube import Kube, KubeError
+from .kube import AccessDenied, Kube, KubeError
 from .pods import Pod, ProbeContainer, ProbeSet, load_manifest, load_manifests, probe_manifest_problem, render, start_pods
 from .report import Check, RunReport
 from .retry import GaveUp
@@ -144,6 +144,8 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     report = yield
+    if call.excinfo is not None and isinstance(call.excinfo.value, AccessDenied):
+        item.config.stash[SESSION_STOP] = str(call.excinfo.value)  # no later test gets further
     ev = item.stash.get(EVIDENCE, None)
     ps = _session(item.config)
     # The pods the test touched; when a fixture failed before any exec, every pod of the run.
@@ -225,7 +227,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     run = {"id": ps.run_id, "started_at": ps.started_at, "fatal": ps.fatal, "duration_s": round(time.time() - ps.started, 2),
            "podshare_version": __version__, "pytest_args": list(session.config.invocation_params.args),
-           "namespace": ps.namespace, "leftovers": ps.leftovers}
+           "namespace": ps.namespace, "leftovers": ps.leftovers,
+           "api_warnings": ps._kube.warnings if isinstance(ps._kube, Kube) else []}
     report = RunReport(run=run, cluster=ps.cluster, checks=list(ps.checks.values()))
     paths = report.write(Path(ps.settings.reports_dir))
     ps.report_paths = paths
@@ -244,6 +247,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line(f"report: {p}")
     if ps.leftovers:
         terminalreporter.write_line(f"NOT CLEANED UP: {', '.join(ps.leftovers)}", red=True)
+    if isinstance(ps._kube, Kube) and ps._kube.warnings:
+        for warning in ps._kube.warnings:
+            terminalreporter.write_line(f"API warning: {warning}", yellow=True)
 
 
 # ------------------------------------------------------------------ fixtures

@@ -5,9 +5,13 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+
+from podshare import MANAGED_BY, RUN_ID_LABEL
+from podshare.pods import load_manifests
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -58,3 +62,80 @@ def finish(proc: subprocess.Popen, timeout: float = 10) -> dict:
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="unshare of IPC/net namespaces needs root")
+
+
+def kubeconfig_for(path: Path, kube, *, token: str | None = None, server: str | None = None) -> Path:
+    """A kubeconfig for the same cluster: with the given token, or the test's own
+    credentials; optionally pointing at another server."""
+    import base64
+    cfg = kube.configuration
+    b64 = lambda p: base64.b64encode(Path(p).read_bytes()).decode()  # noqa: E731
+    if token:
+        user = {"token": token}
+    elif cfg.cert_file:
+        user = {"client-certificate-data": b64(cfg.cert_file), "client-key-data": b64(cfg.key_file)}
+    else:
+        user = {"token": cfg.api_key.get("authorization", "").removeprefix("Bearer ")}
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "c", "cluster": {"server": server or cfg.host,
+                                               "certificate-authority-data": b64(cfg.ssl_ca_cert)}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "test", "context": {"cluster": "c", "user": "u"}}]}))
+    return path
+
+
+def run_suites_as(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The suites in a pytest process of their own, without the outer KUBECONFIG."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "PODSHARE_KUBECONFIG")}
+    return subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", *args],
+                          cwd=PROJECT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+RESTRICTED = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "warn", "audit")}
+
+
+def rbac(kind: str) -> dict:
+    return next(d for d in load_manifests("rbac.yaml") if d["kind"] == kind)
+
+
+@pytest.fixture
+def account(kube, podshare_session, tmp_path):
+    """A ServiceAccount in a namespace of its own, bound to nothing until asked,
+    and a kubeconfig with its token."""
+    suffix = uuid.uuid4().hex[:6]
+    namespace = f"podshare-rbac-{suffix}"
+    kube.create_namespace(namespace, {**MANAGED_BY, RUN_ID_LABEL: podshare_session.run_id, **RESTRICTED})
+    kube.create(namespace, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "runner"}})
+    subject = [{"kind": "ServiceAccount", "name": "runner", "namespace": namespace}]
+    cluster_objects = []
+
+    class Account:
+        name = f"system:serviceaccount:{namespace}:runner"
+        home = namespace
+
+        def bind_cluster_role(self):
+            role = {**rbac("ClusterRole"), "metadata": {"name": f"podshare-test-{suffix}"}}
+            binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                       "metadata": {"name": f"podshare-test-{suffix}"}, "subjects": subject,
+                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                   "name": role["metadata"]["name"]}}
+            for body in (role, binding):
+                kube.create_cluster_scoped(body)
+                cluster_objects.append((body["kind"], body["metadata"]["name"]))
+
+        def bind_role_in(self, target: str):
+            kube.create(target, {**rbac("Role"), "metadata": {"name": "podshare"}})
+            kube.create(target, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                                 "metadata": {"name": "podshare"}, "subjects": subject,
+                                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                             "name": "podshare"}})
+
+        def kubeconfig(self):
+            token = kube.service_account_token(namespace, "runner", 3600)
+            return kubeconfig_for(tmp_path / "sa.kubeconfig", kube, token=token)
+
+    yield Account()
+    for kind, name in reversed(cluster_objects):
+        kube.delete_cluster_scoped(kind, name)
+    kube.delete_namespace(namespace, timeout=120)

@@ -1,0 +1,75 @@
+"""Clean failure: bad input and broken clusters end the run within seconds,
+non-zero, with one line naming the cause (no traceback, no waiting out
+--pod-timeout). Each case against the real cluster."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from .conftest import kubeconfig_for, run_suites_as
+
+FAST = 60.0  # well under --pod-timeout below: a fail-fast path, not a timeout
+
+
+def expect_clean_failure(args: list[str], cause: str) -> str:
+    """Run the identity claims with `args`; return the one line that says why they could not run."""
+    start = time.monotonic()
+    run = run_suites_as("-m", "identity", "--pod-timeout", "300", *args, timeout=240)
+    elapsed = time.monotonic() - start
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    assert elapsed < FAST, f"took {elapsed:.0f}s: {output[-2000:]}"
+    interrupted = [line for line in output.splitlines() if "Interrupted: podshare:" in line]
+    assert len(interrupted) == 1 and cause in interrupted[0], output[-3000:]
+    assert "Traceback" not in output
+    print(f"{elapsed:.1f}s: {interrupted[0]}")
+    return interrupted[0]
+
+
+@pytest.fixture
+def admin_kubeconfig(kube, tmp_path) -> str:
+    """The test's own credentials, written out for the inner pytest."""
+    return str(kubeconfig_for(tmp_path / "admin.kubeconfig", kube))
+
+
+def test_unreachable_api_server(kube, tmp_path):
+    config = kubeconfig_for(tmp_path / "k", kube, token="x", server="https://127.0.0.1:1")
+    expect_clean_failure(["--kubeconfig", str(config)], "cannot reach the API server")
+
+
+def test_context_that_does_not_exist(admin_kubeconfig):
+    expect_clean_failure(["--kubeconfig", admin_kubeconfig, "--kube-context", "no-such-context"],
+                         "cannot load the cluster config")
+
+
+def test_wrong_token(kube, tmp_path):
+    config = kubeconfig_for(tmp_path / "k", kube, token="not-a-valid-token")
+    expect_clean_failure(["--kubeconfig", str(config)], "unauthorized (401)")
+
+
+def test_rbac_forbidden_names_the_verb_and_resource(account):
+    line = expect_clean_failure(["--kubeconfig", str(account.kubeconfig())], "forbidden (403)")
+    assert 'cannot create resource "namespaces"' in line
+
+
+def test_probe_image_that_does_not_exist(admin_kubeconfig):
+    expect_clean_failure(["--kubeconfig", admin_kubeconfig, "--probe-image", "podshare.local/no-such-image:1",
+                          "--image-pull-policy", "IfNotPresent"], "ErrImagePull")
+
+
+def test_image_without_the_probe_program(admin_kubeconfig):
+    nginx = os.environ.get("PODSHARE_NGINX_IMAGE", "docker.io/library/nginx:1.27")
+    line = expect_clean_failure(["--kubeconfig", admin_kubeconfig, "--probe-image", nginx], "python3")
+    assert "a podshare probe image?" in line
+
+
+def test_unschedulable_pod_gives_the_scheduler_reason(admin_kubeconfig):
+    line = expect_clean_failure(["--kubeconfig", admin_kubeconfig, "--node", "no-such-node"], "unschedulable")
+    assert "nodes are available" in line
+
+
+def test_namespace_that_does_not_exist(admin_kubeconfig):
+    expect_clean_failure(["--kubeconfig", admin_kubeconfig, "--namespace", "no-such-namespace"],
+                         "namespace 'no-such-namespace' does not exist")

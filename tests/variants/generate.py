@@ -1,0 +1,75 @@
+"""Writes the broken variants of manifests/probe-pod.yaml used by the negative
+controls; run it after changing the probe pod:  python tests/variants/generate.py"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+BASE = yaml.safe_load((HERE.parent.parent / "manifests" / "probe-pod.yaml").read_text())
+
+
+def save(name: str, docs: list[dict], why: str) -> None:
+    header = "".join(f"# {line}\n" for line in why.strip().splitlines())
+    (HERE / name).write_text(header + yaml.safe_dump_all(docs, sort_keys=False))
+
+
+def variant(change) -> dict:
+    doc = copy.deepcopy(BASE)
+    change(doc["spec"])
+    return doc
+
+
+def split_volumes(spec):
+    spec["containers"][1]["volumeMounts"] = [{"name": "beta-disk", "mountPath": "/data/disk"},
+                                             {"name": "beta-memory", "mountPath": "/data/memory"}]
+    spec["volumes"] += [{"name": "beta-disk", "emptyDir": {}},
+                        {"name": "beta-memory", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]
+
+
+def private_dev_shm(spec):
+    spec["containers"][0]["volumeMounts"] = spec["containers"][0]["volumeMounts"] + [
+        {"name": "alpha-shm", "mountPath": "/dev/shm"}]
+    spec["volumes"] += [{"name": "alpha-shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}]
+
+
+def host_path(spec):
+    spec["volumes"][0] = {"name": "disk", "hostPath": {"path": "/var/lib/podshare/variant-hostpath",
+                                                       "type": "Directory"}}
+
+
+def split_pods() -> list[dict]:
+    docs = []
+    for i, container in enumerate(BASE["spec"]["containers"]):
+        doc = copy.deepcopy(BASE)
+        doc["metadata"]["name"] = container["name"]
+        doc["spec"]["containers"] = [doc["spec"]["containers"][i]]
+        docs.append(doc)
+    return docs
+
+
+if __name__ == "__main__":
+    save("split-volumes.yaml", [variant(split_volumes)], """
+Broken on purpose: beta mounts emptyDirs of its own at the same paths,
+so nothing written in a volume by alpha reaches beta. The volume claims must fail.""")
+    save("private-dev-shm.yaml", [variant(private_dev_shm)], """
+Broken on purpose: alpha has a /dev/shm of its own (as with a per-container
+/dev/shm). POSIX shm_open objects and named semaphores, which live there,
+must no longer be shared; System V objects and POSIX queues still are.""")
+    save("split-pods.yaml", split_pods(), """
+Broken on purpose: alpha and beta in two pods instead of one. Every claim
+about what the containers of one pod share must fail; only the per-container
+ones (mount and pid namespaces, the Memory volume's own size limit) pass.""")
+    save("host-network.yaml", [variant(lambda s: s.update(hostNetwork=True))], """
+Broken on purpose: hostNetwork. The containers still share a network namespace,
+but it is the node's, and so is the hostname: the hostname claim must fail.
+Needs --pod-security privileged.""")
+    save("host-ipc.yaml", [variant(lambda s: s.update(hostIPC=True))], """
+Broken on purpose: hostIPC. System V objects and /dev/shm are the node's, so
+they outlive the pod: the recreated-pod claim must fail. Needs --pod-security privileged.""")
+    save("host-path.yaml", [variant(host_path)], """
+Broken on purpose: a hostPath directory in place of the disk emptyDir. Still
+shared by the containers, but it outlives the pod: the recreated-pod claim must
+fail. The directory must exist and be writable by uid 65532. Needs --pod-security privileged.""")
