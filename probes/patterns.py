@@ -9,7 +9,7 @@ import signal
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from .files import _EVENT, _inotify
+from .files import _inotify
 from .netutil import listen_tcp
 from .output import failure, ok
 
@@ -66,53 +66,59 @@ def write_log(args) -> dict:
 
 
 class _Follower:
-    """tail -F with inotify: reads appended lines, and across a rename keeps
-    reading the old file to its end before switching to the new one."""
-
-    IN_MODIFY, IN_MOVED_FROM, IN_CREATE = 0x2, 0x40, 0x100  # the create wakes us for a new file
+    """tail -F with inotify. Events only wake it; each wake-up reconciles by
+    inode, so no line is lost or reordered however late it wakes: it finishes
+    the file it holds open (a rename does not affect an open descriptor), or,
+    if the file was rotated before it ever opened it, reads the rotated file
+    (NAME.1) first, and only then moves on to the new NAME."""
 
     def __init__(self, directory: str, name: str) -> None:
-        self.directory, self.name = directory, name
         self.path = os.path.join(directory, name)
         self.lines: list[str] = []
         self.rotations = 0
-        self._partial = b""
         self._file = None
-        self.inotify = _inotify(directory, self.IN_MODIFY | self.IN_MOVED_FROM | self.IN_CREATE)
-        self._open()
+        self._inode: int | None = None
+        self._done: set[int] = set()  # inodes read to the end
+        self._partial = b""
+        # create, modify, rename: every way the log can change
+        self.inotify = _inotify(directory, 0x2 | 0x8 | 0x40 | 0x80 | 0x100)
 
-    def _open(self) -> None:
-        try:
-            self._file = open(self.path, "rb")
-        except FileNotFoundError:
-            self._file = None
-
-    def _drain(self) -> None:
-        if self._file is None:
-            return
-        data = self._partial + self._file.read()
+    def _read(self, f) -> None:
+        data = self._partial + f.read()
         *complete, self._partial = data.split(b"\n")
         self.lines += [line.decode(errors="replace") for line in complete]
 
-    def on_events(self) -> None:
-        buf = os.read(self.inotify, 65536)
-        offset = 0
-        while offset < len(buf):
-            _wd, mask, _cookie, length = _EVENT.unpack_from(buf, offset)
-            name = buf[offset + _EVENT.size: offset + _EVENT.size + length].rstrip(b"\0").decode()
-            offset += _EVENT.size + length
-            if name != self.name:
-                continue
-            self._drain()
-            if mask & self.IN_MOVED_FROM:  # rotated away: the open fd still reads the old file
-                self._drain()
-                if self._file:
-                    self._file.close()
-                self._file, self._partial = None, b""
+    def _inode_of(self, path: str) -> int | None:
+        try:
+            return os.stat(path).st_ino
+        except FileNotFoundError:
+            return None
+
+    def catch_up(self) -> None:
+        os.read(self.inotify, 65536)  # the events themselves are only a wake-up
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        if self._file:
+            self._read(self._file)
+        current = self._inode_of(self.path)
+        if current is None or current == self._inode:
+            return
+        if self._file:  # rotated away: the writer is done with it, our descriptor still reads it
+            self._read(self._file)
+            self._file.close()
+            self._done.add(self._inode)
+            self.rotations += 1
+        else:
+            rotated = self.path + ".1"
+            inode = self._inode_of(rotated)
+            if inode is not None and inode not in self._done:  # rotated before we ever opened it
+                with open(rotated, "rb") as f:
+                    self._read(f)
+                self._done.add(inode)
                 self.rotations += 1
-            if self._file is None:  # after a rotation, or the file appears for the first time
-                self._open()
-                self._drain()
+        self._file, self._inode = open(self.path, "rb"), current
+        self._read(self._file)
 
 
 def follow(args) -> None:
@@ -120,14 +126,14 @@ def follow(args) -> None:
     one JSON line per TCP connection."""
     _exit_on_sigterm()
     follower = _Follower(args.path, args.name)
-    follower._drain()
+    follower.reconcile()
     listener = listen_tcp(args.port)
     container = os.environ.get("PODSHARE_CONTAINER", "")
     print(json.dumps({"follow": args.name, "port": args.port}), flush=True)
     while True:
         readable, _, _ = select.select([follower.inotify, listener], [], [])
         if follower.inotify in readable:
-            follower.on_events()
+            follower.catch_up()
         if listener in readable:
             conn, _ = listener.accept()
             with conn:

@@ -276,3 +276,12 @@ class TestPatternProcesses:
                 break
         assert seen["lines"] == [f"line {n:06d}" for n in range(1, 501)]
         assert seen["rotations"] == 1
+
+    def test_follower_started_after_the_rotation_still_reads_everything_in_order(self, run_probe, start_probe,
+                                                                               tmp_path):
+        run_probe("write-log", "--path", str(tmp_path / "app.log"), "--lines", "300", "--rotate-at", "100")
+        port = 27000 + os.getpid() % 10000
+        follower = start_probe("follow", "--path", str(tmp_path), "--name", "app.log", "--port", str(port))
+        assert '"follow"' in follower.stdout.readline()
+        seen = finish_connect(port)
+        assert seen["lines"] == [f"line {n:06d}" for n in range(1, 301)] and seen["rotations"] == 1

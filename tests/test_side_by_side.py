@@ -1,0 +1,52 @@
+"""Runs side by side: two runs at once against the same cluster, each in a
+namespace of its own or both in one given namespace, do not collide and both
+pass (object names carry the run's suffix)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from .conftest import PROJECT, RESTRICTED
+
+
+def start(tmp_path, name: str, *args: str) -> tuple[subprocess.Popen, object]:
+    reports = tmp_path / name
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
+                             "--reports-dir", str(reports), *args], cwd=PROJECT, env=os.environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, reports
+
+
+def both_pass(runs) -> None:
+    for proc, reports in runs:
+        out, _ = proc.communicate(timeout=900)
+        results = json.loads((reports / "results.json").read_text())
+        assert proc.returncode == 0, out[-3000:]
+        assert results["summary"]["failed"] == results["summary"]["error"] == 0
+        assert results["run"]["leftovers"] == []
+
+
+def test_two_runs_at_once_in_their_own_namespaces(kube, tmp_path):
+    both_pass([start(tmp_path, "first"), start(tmp_path, "second")])
+
+
+@pytest.fixture
+def shared_namespace(kube, podshare_session):
+    from podshare import MANAGED_BY, RUN_ID_LABEL
+    name = f"podshare-shared-{uuid.uuid4().hex[:6]}"
+    kube.create_namespace(name, {**MANAGED_BY, RUN_ID_LABEL: podshare_session.run_id, **RESTRICTED})
+    yield name
+    kube.delete_namespace(name, timeout=120)
+
+
+def test_two_runs_at_once_in_one_given_namespace(kube, tmp_path, shared_namespace):
+    both_pass([start(tmp_path, "first", "--namespace", shared_namespace),
+               start(tmp_path, "second", "--namespace", shared_namespace)])
+    left = [p.metadata.name for p in kube.core.list_namespaced_pod(shared_namespace).items
+            if not p.metadata.deletion_timestamp]
+    assert left == []
