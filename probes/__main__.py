@@ -11,9 +11,14 @@ from .output import emit, ok
 
 
 def stop_agent(_args) -> dict:
-    """SIGTERM the agent in this container: kubelet then restarts the container."""
+    """SIGTERM the agent in this container: kubelet then restarts the container.
+
+    The answer is printed before the signal is sent: when the agent is the
+    container's PID 1, its exit kills this process too."""
     agents = same_container_processes(lambda argv: b"agent" in argv)
-    return ok(stopped=signal_processes(agents, signal.SIGTERM))
+    emit(ok(stopping=agents))
+    signal_processes(agents, signal.SIGTERM)
+    return {}
 
 
 # Verbs that are a container's main process: they run until SIGTERM.
@@ -141,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         MAIN_PROCESSES[args.verb](args)
         return 0
     result = args.func(args)
-    emit(result)
-    return 0 if result.get("ok") else 1
+    if result:  # a verb that printed its own answer returns {}
+        emit(result)
+    return 0 if result.get("ok", True) else 1
 
 
 if __name__ == "__main__":

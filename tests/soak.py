@@ -45,6 +45,10 @@ def main() -> int:
                 durations[c["id"]].append(c["duration_s"])
             failures.update(bad)
             ok = proc.returncode == 0 and not bad
+            if not ok:  # keep the evidence of a failed run
+                kept = Path(args.out).parent / f"soak-run-{i}"
+                subprocess.run(["cp", "-r", str(reports), str(kept)], check=False)
+                (kept / "pytest-output.txt").write_text(proc.stdout + proc.stderr)
             runs.append({"run": i, "ok": ok, "exit": proc.returncode, "wall_s": round(wall, 1),
                          "summary": results["summary"], "failed": bad, "leftovers": results["run"].get("leftovers")})
             print(f"run {i:3d}/{args.runs}: {'pass' if ok else 'FAIL'} {results['summary']} in {wall:.1f}s"

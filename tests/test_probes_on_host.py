@@ -245,7 +245,7 @@ class TestMoreVerbs:
         agent = start_probe("agent", "--port", str(24000 + os.getpid() % 10000))
         agent.stdout.readline()
         stopped = run_probe("stop-agent")
-        assert agent.pid in stopped["stopped"]
+        assert agent.pid in stopped["stopping"]
         assert agent.wait(timeout=5) == 0
 
 
