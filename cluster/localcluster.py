@@ -337,7 +337,7 @@ def up(args) -> int:
         teardown()
     t0 = time.monotonic()
     bindir = Path(sh(HERE / "build-binaries.sh", capture=True).stdout.strip())
-    archives = sh(sys.executable, HERE / "images.py", "build", capture=True).stdout.split()
+    sh(sys.executable, HERE / "images.py", "build", capture=True)  # so the import below finds them built
     t_built = time.monotonic()
     ip, images = node_ip(), read_images()
     STATE.mkdir(parents=True)

@@ -83,7 +83,8 @@ h1{font-size:1.4em} .meta{color:#555}
 .counts span{display:inline-block;margin-right:1em;padding:.2em .6em;border-radius:4px;font-weight:600}
 .passed{background:#e6f4ea}.failed{background:#fde7e9}.error{background:#fbe3c6}.skipped{background:#eceff1}
 details{border:1px solid #ddd;border-radius:4px;margin:.3em 0;padding:.3em .6em}
-summary{cursor:pointer} summary .o{display:inline-block;width:5.5em;font-weight:600}
+summary{cursor:pointer} summary .o{display:inline-block;width:5.5em;font-weight:600;text-transform:uppercase;font-size:12px}
+details.passed .o{color:#137333} details.failed .o{color:#c5221f} details.error .o{color:#b06000} details.skipped .o{color:#5f6368}
 pre{background:#f7f7f7;padding:.6em;overflow:auto;max-height:30em;font-size:12px}
 .claim{font-weight:600} .id{color:#777;font-size:12px}
 """
@@ -105,8 +106,7 @@ def render_html(report: RunReport) -> str:
             body.append(f"<h4>Pod diagnostics</h4><pre>{e(json.dumps(c.diagnostics, indent=2, default=str))}</pre>")
         open_attr = " open" if c.outcome in ("failed", "error") else ""
         rows.append(
-            f'<details class="{c.outcome}"{open_attr}><summary><span class="o">{_ICON.get(c.outcome, "")} '
-            f'{c.outcome}</span> <span class="claim">{e(c.claim)}</span> '
+            f'<details class="{c.outcome}"{open_attr}><summary><span class="o">{c.outcome}</span> <span class="claim">{e(c.claim)}</span> '
             f'<span class="id">{e(c.id)} · {c.duration_s:.2f}s</span></summary>{"".join(body)}</details>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>podshare report {e(str(report.run.get('id')))}</title>

@@ -4,12 +4,17 @@ network and kube-proxy. Needs a cluster (`make test` brings the local one up).""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
 from podshare import MANAGED_BY, POD_LABEL
 from podshare.retry import NotYet, wait_until
+
+from .conftest import PROJECT
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +62,25 @@ def test_nodeport_service_answers_from_the_host_through_kube_proxy(kube, smoke_p
             assert answer["container"] == "alpha"
     finally:
         kube.delete(run_namespace, "Service", "podshare-smoke")
+
+
+local_only = pytest.mark.skipif(not os.environ.get("PODSHARE_LOCAL_CLUSTER"),
+                                reason="about the bundled local cluster, which is not the one in use")
+
+
+@local_only
+def test_a_second_up_while_the_cluster_runs_says_so_and_fails():
+    second = subprocess.run([sys.executable, str(PROJECT / "cluster" / "localcluster.py"), "up"],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+
+
+@local_only
+def test_status_sees_every_component_running():
+    status = subprocess.run([sys.executable, str(PROJECT / "cluster" / "localcluster.py"), "status"],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stdout
+    for component in ("containerd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                      "kubelet", "kube-proxy"):
+        assert component in status.stdout

@@ -4,7 +4,6 @@ orphan by its labels and never touches anything podshare did not create.
 Against a cluster, with the suites run in pytest processes of their own."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
