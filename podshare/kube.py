@@ -278,7 +278,7 @@ class Kube:
     def delete(self, namespace: str, kind: str, name: str) -> None:
         fn = self._namespaced("delete")[kind]
         try:
-            fn(name, namespace, grace_period_seconds=0 if kind == "Pod" else None)
+            fn(name, namespace)  # the pod's own grace period: kubelet confirms the containers ended
         except ApiException as exc:
             if exc.status != 404:
                 raise KubeError(_describe(exc, f"delete {kind.lower()} {name}")) from None

@@ -37,6 +37,7 @@ SESSION = pytest.StashKey["PodshareSession"]()
 EVIDENCE = pytest.StashKey[evidence_mod.Evidence]()
 SESSION_STOP = pytest.StashKey[str]()
 DIAGNOSTICS = pytest.StashKey[list]()
+REPORTS = pytest.StashKey[list]()
 
 
 class PodshareSession:
@@ -144,6 +145,7 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     report = yield
+    item.stash.setdefault(REPORTS, []).append(report)  # setup, call, teardown: one check
     if call.excinfo is not None and isinstance(call.excinfo.value, AccessDenied):
         item.config.stash[SESSION_STOP] = str(call.excinfo.value)  # no later test gets further
     ev = item.stash.get(EVIDENCE, None)
@@ -168,19 +170,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem) -> Iterator[None]:
-    reports: list[pytest.TestReport] = []
-
-    class Collector:
-        def pytest_runtest_logreport(self, report):
-            if report.nodeid == item.nodeid:
-                reports.append(report)
-    collector = Collector()
-    item.config.pluginmanager.register(collector)
     try:
         return (yield)
     finally:
-        item.config.pluginmanager.unregister(collector)
-        _record_outcome(item, reports)
+        _record_outcome(item, item.stash.get(REPORTS, []))
         if SESSION_STOP in item.config.stash:
             item.session.shouldstop = f"podshare: {item.config.stash[SESSION_STOP]}"
 
