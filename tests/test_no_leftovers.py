@@ -17,10 +17,17 @@ from podshare.retry import NotYet, wait_until
 from .conftest import PROJECT
 
 
+def _as_in_a_terminal() -> None:
+    # A background job of a non-interactive shell (as CI may run us) inherits
+    # SIGINT ignored; a person's Ctrl-C reaches a pytest that has it by default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_run(run_id: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
                              "--run-id", run_id, "--reports-dir", f"/tmp/podshare-{run_id}", *args],
-                            cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_as_in_a_terminal)
 
 
 def new_run_id() -> str:
