@@ -87,6 +87,8 @@ summary{cursor:pointer} summary .o{display:inline-block;width:5.5em;font-weight:
 details.passed .o{color:#137333} details.failed .o{color:#c5221f} details.error .o{color:#b06000} details.skipped .o{color:#5f6368}
 pre{background:#f7f7f7;padding:.6em;overflow:auto;max-height:30em;font-size:12px}
 .claim{font-weight:600} .id{color:#777;font-size:12px}
+h2{font-size:1.1em;margin:1.2em 0 .3em} h2 .tally{font-weight:400;color:#555;font-size:.85em}
+.fatal{background:#fde7e9;padding:.5em;border-radius:4px;font-weight:600}
 """
 
 
@@ -95,19 +97,20 @@ def render_html(report: RunReport) -> str:
     e = html.escape
     s = report.summary
     counts = "".join(f'<span class="{o}">{s[o]} {o}</span>' for o in OUTCOMES)
+    areas: dict[str, list[Check]] = {}
+    for c in report.checks:  # grouped by area (the claim's marker), in run order
+        areas.setdefault(c.markers[0] if c.markers else "other", []).append(c)
     rows = []
-    for c in report.checks:
-        body = []
-        if c.message:
-            body.append(f"<h4>Message</h4><pre>{e(c.message)}</pre>")
-        if c.evidence:
-            body.append(f"<h4>Evidence</h4><pre>{e(json.dumps(c.evidence, indent=2, default=str))}</pre>")
-        if c.diagnostics:
-            body.append(f"<h4>Pod diagnostics</h4><pre>{e(json.dumps(c.diagnostics, indent=2, default=str))}</pre>")
-        open_attr = " open" if c.outcome in ("failed", "error") else ""
-        rows.append(
-            f'<details class="{c.outcome}"{open_attr}><summary><span class="o">{c.outcome}</span> <span class="claim">{e(c.claim)}</span> '
-            f'<span class="id">{e(c.id)} · {c.duration_s:.2f}s</span></summary>{"".join(body)}</details>')
+    for area, checks in areas.items():
+        tally = Counter(c.outcome for c in checks)
+        rows.append(f'<h2>{e(area)} <span class="tally">' + ", ".join(
+            f"{tally[o]} {o}" for o in OUTCOMES if tally[o]) + "</span></h2>")
+        rows += [_html_check(c) for c in checks]
+    problems = ""
+    if report.run.get("fatal"):
+        problems += f'<p class="fatal">Could not check the claims: {e(str(report.run["fatal"]))}</p>'
+    if report.run.get("leftovers"):
+        problems += f'<p class="fatal">Not cleaned up: {e(", ".join(report.run["leftovers"]))}</p>'
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>podshare report {e(str(report.run.get('id')))}</title>
 <style>{_CSS}</style></head><body>
@@ -116,6 +119,21 @@ def render_html(report: RunReport) -> str:
 <p class="meta">{e(_cluster_line(report.cluster))}</p>
 <p class="meta">run {e(str(report.run.get('id')))}, started {e(str(report.run.get('started_at')))},
 {report.run.get('duration_s', 0):.1f}s, podshare {e(str(report.run.get('podshare_version')))}</p>
-{''.join(rows)}
+{problems}{''.join(rows)}
 </body></html>
 """
+
+
+def _html_check(c: Check) -> str:
+    e = html.escape
+    body = []
+    if c.message:
+        body.append(f"<h4>Message</h4><pre>{e(c.message)}</pre>")
+    if c.evidence:
+        body.append(f"<h4>Evidence</h4><pre>{e(json.dumps(c.evidence, indent=2, default=str))}</pre>")
+    if c.diagnostics:
+        body.append(f"<h4>Pod diagnostics</h4><pre>{e(json.dumps(c.diagnostics, indent=2, default=str))}</pre>")
+    open_attr = " open" if c.outcome in ("failed", "error") else ""
+    return (f'<details class="{c.outcome}"{open_attr}><summary><span class="o">{c.outcome}</span> '
+            f'<span class="claim">{e(c.claim)}</span> <span class="id">{e(c.id)} · {c.duration_s:.2f}s</span>'
+            f'</summary>{"".join(body)}</details>')

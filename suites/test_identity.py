@@ -9,8 +9,9 @@ def test_hostname_is_the_pod_name_in_every_container(probe_pod, stranger_pod, al
     """Every container's hostname is the pod's name (one UTS namespace per pod)."""
     hostnames = {c.name: c.run("identity")["hostname"] for c in (alpha, beta, stranger)}
     evidence["hostnames"] = hostnames
-    assert hostnames["alpha"] == probe_pod.name
-    assert hostnames["beta"] == probe_pod.name
+    for name in ("alpha", "beta"):
+        assert hostnames[name] == probe_pod.name, \
+            f"{name}'s hostname is {hostnames[name]!r}, not the pod's name {probe_pod.name!r}"
     assert hostnames["stranger"] == stranger_pod.name != probe_pod.name
 
 
