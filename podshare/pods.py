@@ -15,7 +15,6 @@ import yaml
 
 from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL, evidence
 from .kube import Kube, KubeError, RunningExec
-from .retry import NotYet, wait_until
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 IMAGE_PLACEHOLDERS = {"PROBE_IMAGE": "probe_image", "NGINX_IMAGE": "nginx_image"}
@@ -201,16 +200,9 @@ class Pod:
         return self
 
     def wait_scheduled(self) -> str:
-        def scheduled():
-            pod = self.kube.read_pod(self.namespace, self.name)
-            problem = self.kube.pod_problem(pod)
-            if problem:
-                from .kube import PodNotReady
-                raise PodNotReady(problem)
-            if not pod.spec.node_name:
-                raise NotYet("not yet scheduled")
-            return pod.spec.node_name
-        self.node = wait_until(scheduled, timeout=self.timeout, what=f"pod {self.name} to be scheduled")
+        """Wait only until the scheduler has placed the pod (same fail-fast as wait_ready)."""
+        pod = self.kube.wait_for_pod(self.namespace, self.name, self.timeout, ready=lambda p: bool(p.spec.node_name))
+        self.node = pod.spec.node_name
         return self.node
 
     def wait_ready(self) -> "Pod":
