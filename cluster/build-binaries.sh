@@ -6,7 +6,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${PODSHARE_CACHE:-/var/cache/podshare}
-k8s_version=$(cd "$here/k8s" && go list -m -f "{{.Version}}" k8s.io/kubernetes)
+go=$("$here/go-toolchain.sh")
+export GOTOOLCHAIN=local
+k8s_version=$(cd "$here/k8s" && "$go" list -m -f "{{.Version}}" k8s.io/kubernetes)
 minor=$(echo "$k8s_version" | cut -d. -f2)
 
 ldflags="-s -w"
@@ -15,7 +17,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
-key=$( { cat "$here/k8s/go.mod" "$here/k8s/go.sum" "$here/k8s/cmd/etcd/main.go"; echo "$ldflags"; go version; } | sha256sum | cut -c1-16)
+key=$( { cat "$here/k8s/go.mod" "$here/k8s/go.sum" "$here/k8s/cmd/etcd/main.go"; echo "$ldflags"; "$go" version; } | sha256sum | cut -c1-16)
 out="$cache/bin/$key"
 components=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd)
 
@@ -28,7 +30,7 @@ tmp="$out.tmp.$$"
 mkdir -p "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
-(cd "$here/k8s" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/" \
+(cd "$here/k8s" && CGO_ENABLED=0 "$go" build -trimpath -ldflags "$ldflags" -o "$tmp/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler \

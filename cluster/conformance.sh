@@ -6,8 +6,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 kubeconfig=${KUBECONFIG:-$HOME/.kube/config}
 if [ -f "${kubeconfig%%:*}" ] || [ -n "${KUBERNETES_SERVICE_HOST:-}" ]; then
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e . >/dev/null 2>&1 || true
-  exec python3 -m pytest suites "$@"
+  "$here/bootstrap.sh" python || exit 1
+  exec .venv/bin/python -m pytest suites "$@"
 fi
 echo "podshare: no kubeconfig context; using the bundled local cluster" >&2
-exec "$here/with-cluster.sh" python3 -m pytest suites "$@"
+exec "$here/with-cluster.sh" python -m pytest suites "$@"

@@ -2,7 +2,7 @@
 """Builds the local cluster's images as OCI archives, with no registry.
 
 pause: a static C program. probe: a Debian rootfs (mmdebstrap) with python3,
-the pinned IPC wheels and the probes package. nginx: a Debian rootfs with
+the IPC wheels from requirements.lock and the probes package. nginx: a Debian rootfs with
 nginx, for the reverse-proxy pattern. Each archive is keyed by its inputs, so
 `build` is a no-op until one changes; `import` loads them into containerd.
 
@@ -23,10 +23,14 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lockfile  # noqa: E402  (cluster/ is not a package)
+
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 CACHE = Path(os.environ.get("PODSHARE_CACHE", "/var/cache/podshare")) / "images"
 SITE_PACKAGES = "usr/local/lib/python3.11/dist-packages"
+PROBE_LIBRARIES = ["posix_ipc", "sysv_ipc"]  # what probes/ imports beyond the standard library
 # Left out of every rootfs: documentation and package lists nothing reads at run time.
 EXCLUDES = ("usr/share/doc/", "usr/share/man/", "usr/share/locale/", "usr/share/info/",
             "var/lib/apt/lists/", "var/cache/apt/", "var/cache/debconf/", "dev/")
@@ -73,15 +77,19 @@ def debian_rootfs(suite: str, packages: list[str]) -> Path:
     return target
 
 
-def wheels(requirements: Path) -> Path:
-    """The probe's pinned IPC libraries as manylinux wheels for Debian's CPython 3.11."""
-    target = CACHE / f"wheels-{fingerprint(requirements)}"
+def wheels(lock: Path, names: list[str]) -> Path:
+    """The probe's IPC libraries as manylinux wheels for Debian's CPython 3.11, at
+    the versions and hashes of the project's lock (the ones the harness runs)."""
+    target = CACHE / f"wheels-{fingerprint(lock, *names)}"
     if (target / ".complete").exists():
         return target
     shutil.rmtree(target, ignore_errors=True)
-    run(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary", ":all:",
-        "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
-        "--target", target, "-r", requirements)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as requirements:
+        requirements.write(lockfile.select(lock.read_text(), names))
+        requirements.flush()
+        run(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--require-hashes",
+            "--only-binary", ":all:", "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
+            "--target", target, "-r", requirements.name)
     (target / ".complete").touch()
     return target
 
@@ -167,11 +175,11 @@ def pause_image(ref: str) -> Path:
 
 def probe_image(ref: str, suite: str) -> Path:
     packages = ["python3"]
-    requirements = PROJECT / "probes" / "requirements.txt"
-    out = CACHE / f"probe-{fingerprint(suite, *packages, requirements, PROJECT / 'probes', Path(__file__), ref)}.tar"
+    lock = PROJECT / "requirements.lock"
+    out = CACHE / f"probe-{fingerprint(suite, *packages, lock, *PROBE_LIBRARIES, PROJECT / 'probes', Path(__file__), ref)}.tar"
     if out.exists():
         return out
-    rootfs, site = debian_rootfs(suite, packages), wheels(requirements)
+    rootfs, site = debian_rootfs(suite, packages), wheels(lock, PROBE_LIBRARIES)
 
     def fill(layer):
         _add_tree(layer, rootfs, "")

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Installs what the local cluster needs from Debian's packages. Idempotent and
-# quick when everything is already there. Kubernetes itself is built from its
-# Go module (build-binaries.sh); etcd too (see k8s/cmd/etcd/main.go for why).
+# Installs what podshare needs from Debian's packages. Idempotent and quick
+# when everything is already there.
+#   install-deps.sh          everything the local cluster needs (and python)
+#   install-deps.sh python   only what the project virtualenv needs
+# Kubernetes itself is built from its Go module (build-binaries.sh, with the Go
+# toolchain from go-toolchain.sh); etcd too (see k8s/cmd/etcd/main.go for why).
 set -euo pipefail
-pkgs=(containerd runc containernetworking-plugins iptables conntrack
-      mmdebstrap iproute2 openssl gcc libc6-dev ca-certificates)
+pkgs=(python3 python3-venv)
+if [ "${1:-all}" != python ]; then
+  pkgs+=(containerd runc containernetworking-plugins iptables conntrack
+         mmdebstrap iproute2 openssl gcc libc6-dev ca-certificates curl unzip)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

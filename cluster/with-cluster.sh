@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Runs a command against the bundled local cluster: installs what is missing,
 # brings the cluster up, exports KUBECONFIG and the local image names, runs
-# the command, and takes the cluster down again whatever happened.
-#   cluster/with-cluster.sh pytest suites
+# the command with the project virtualenv first on PATH, and takes the
+# cluster down again whatever happened.
+#   cluster/with-cluster.sh python -m pytest suites
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 "$here/bootstrap.sh" || exit 1
+export PATH="$here/../.venv/bin:$PATH"
 
 cleanup() {
   trap - EXIT INT TERM
-  python3 "$here/localcluster.py" down || echo "podshare: cluster down reported leftovers" >&2
+  python "$here/localcluster.py" down || echo "podshare: cluster down reported leftovers" >&2
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-if ! out=$(python3 "$here/localcluster.py" up); then
+if ! out=$(python "$here/localcluster.py" up); then
   echo "podshare: the local cluster did not come up (log tails above); failing, not skipping" >&2
   exit 1
 fi

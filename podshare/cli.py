@@ -1,10 +1,12 @@
-"""`podshare gc`: remove what earlier runs left behind.
+"""The podshare command.
 
-    podshare gc [--older-than 1h] [--namespace NS] [--dry-run]
+    podshare run [PYTEST ARGS]   the conformance suites as installed (pytest --pyargs podshare.suites)
+    podshare gc [--older-than 1h] [--namespace NS] [--dry-run]   remove what earlier runs left behind
 """
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 
@@ -21,9 +23,22 @@ def duration(text: str) -> float:
     return float(found[1]) * UNITS[found[2] or "s"]
 
 
+def run_suites(pytest_args: list[str]) -> int:
+    """The suites shipped in the package, so an installed podshare (a wheel, pipx)
+    needs no checkout; every pytest and podshare option passes through. A fresh
+    interpreter, so pytest's assertion rewriting sees podshare before it is imported."""
+    os.execv(sys.executable, [sys.executable, "-m", "pytest", "--pyargs", "podshare.suites",
+                              "-p", "no:cacheprovider", *pytest_args])
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="podshare", description="podshare housekeeping")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:
+        return run_suites(argv[1:])
+    p = argparse.ArgumentParser(prog="podshare", description="podshare: do a pod's containers share what Kubernetes promises?")
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the conformance suites; the rest of the line goes to pytest (see pytest --help)",
+                   add_help=False)
     gc = sub.add_parser("gc", help="delete namespaces and objects of earlier runs, by label and age")
     gc.add_argument("--older-than", type=duration, default=duration("1h"),
                     help="only what is at least this old (default 1h, so running runs are safe)")

@@ -16,7 +16,9 @@ import yaml
 from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL, evidence
 from .kube import Kube, KubeError, RunningExec
 
-MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+# Inside the package when installed from a wheel; at the top of a checkout otherwise.
+MANIFESTS = next(p for p in (Path(__file__).resolve().parent / "manifests",
+                             Path(__file__).resolve().parent.parent / "manifests") if p.is_dir())
 IMAGE_PLACEHOLDERS = {"PROBE_IMAGE": "probe_image", "NGINX_IMAGE": "nginx_image"}
 PROBE = ["python3", "-m", "probes"]
 READY_TIMEOUT = 15.0
