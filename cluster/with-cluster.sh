@@ -7,7 +7,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 "$here/bootstrap.sh" || exit 1
-export PATH="$here/../.venv/bin:$PATH"
+export PATH="$(cd "$here/.." && pwd)/.venv/bin:$PATH"
 
 cleanup() {
   trap - EXIT INT TERM
