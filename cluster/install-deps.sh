@@ -9,7 +9,7 @@ set -euo pipefail
 pkgs=(python3 python3-venv)
 if [ "${1:-all}" != python ]; then
   pkgs+=(containerd runc containernetworking-plugins iptables conntrack
-         mmdebstrap iproute2 openssl gcc libc6-dev ca-certificates curl unzip)
+         mmdebstrap iproute2 openssl gcc libc6-dev ca-certificates curl unzip crun runsc)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

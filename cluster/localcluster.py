@@ -45,6 +45,8 @@ COMPONENTS = ("containerd", "etcd", "kube-apiserver", "kube-controller-manager",
 # Kernel settings kube-proxy and the bridge need; the old values come back on `down`.
 SYSCTLS = {"net/bridge/bridge-nf-call-iptables": "1", "net/ipv4/conf/all/route_localnet": "1"}
 CHAIN_PREFIXES = ("KUBE-", "CNI-")
+# RuntimeClass name -> containerd runtime (handler); runc is also the default.
+RUNTIME_CLASSES = {"runc": "runc", "crun": "crun", "gvisor": "gvisor"}
 
 
 class ClusterError(Exception):
@@ -250,6 +252,22 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+    # crun under the same shim, with a state root of its own.
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun.options]
+        BinaryName = "/usr/bin/crun"
+        Root = "/run/containerd/crun"
+        SystemdCgroup = false
+    # gVisor: Debian's runsc behind our wrapper (cluster/runtimes/runsc-podshare);
+    # every container of a pod under one root, so runsc finds the pod's sandbox.
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.gvisor]
+      runtime_type = "io.containerd.runc.v2"
+      pod_annotations = ["dev.gvisor.*"]
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.gvisor.options]
+        BinaryName = "{HERE / 'runtimes' / 'runsc-podshare'}"
+        Root = "/run/containerd/runsc"
+        SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN}"
     conf_dir = "{cni}"
@@ -297,11 +315,15 @@ def read_images() -> dict[str, str]:
     return env
 
 
-def https_get(path: str) -> tuple[int, dict]:
+def https_get(path: str, body: dict | None = None) -> tuple[int, dict]:
+    """GET `path` from the API server as admin (POST `body` when given)."""
     ctx = ssl.create_default_context(cafile=str(STATE / "pki" / "ca.crt"))
     ctx.load_cert_chain(STATE / "pki" / "admin.crt", STATE / "pki" / "admin.key")
+    request = urllib.request.Request(f"https://127.0.0.1:{API_PORT}{path}",
+                                     data=json.dumps(body).encode() if body else None,
+                                     headers={"Content-Type": "application/json"} if body else {})
     try:
-        with urllib.request.urlopen(f"https://127.0.0.1:{API_PORT}{path}", context=ctx, timeout=5) as r:
+        with urllib.request.urlopen(request, context=ctx, timeout=5) as r:
             body = r.read()
             return r.status, (json.loads(body) if body.startswith(b"{") else {})
     except urllib.error.HTTPError as exc:
@@ -352,6 +374,7 @@ def up(args) -> int:
         saved[key] = path.read_text().strip()
         path.write_text(value)
     (STATE / "sysctls.json").write_text(json.dumps(saved))
+    bind_v2_controllers_to_v1()
     pki, state = STATE / "pki", str(STATE)
     try:
         start("containerd", ["containerd", "--config", STATE / "containerd.toml"])
@@ -409,6 +432,12 @@ def up(args) -> int:
         wait_for("the default ServiceAccount",
                  lambda: https_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200, 60, watch)
         wait_for("kube-proxy healthz", lambda: http_ok("http://127.0.0.1:10256/healthz"), 60, watch)
+        for name, handler in RUNTIME_CLASSES.items():
+            code, _ = https_get("/apis/node.k8s.io/v1/runtimeclasses", {
+                "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                "metadata": {"name": name}, "handler": handler})
+            if code not in (200, 201):
+                raise ClusterError(f"creating RuntimeClass {name}: HTTP {code}")
     except (ClusterError, subprocess.CalledProcessError, OSError) as exc:
         print(f"podshare cluster: up failed: {exc}", file=sys.stderr)
         if not args.keep_on_failure:
@@ -446,6 +475,7 @@ def _kill_cgroup_tree(root: Path) -> None:
 
 
 def _our_shims() -> list[int]:
+    """containerd shims of this cluster, and the gVisor processes behind them."""
     pids = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -454,6 +484,11 @@ def _our_shims() -> list[int]:
             continue
         if argv and argv[0].endswith(b"containerd-shim-runc-v2") and \
                 any(str(STATE).encode() in a for a in argv):
+            pids.append(int(entry))
+        # gVisor's sandboxes, gofers and our wrapper's holders live outside the
+        # kubepods cgroups (--ignore-cgroups): found by runsc's root or the wrapper.
+        elif any(b"/run/containerd/runsc" in a for a in argv) or \
+                any(a.endswith(b"runtimes/runsc-podshare") for a in argv[:2]):
             pids.append(int(entry))
     return pids
 
@@ -481,6 +516,22 @@ def _remove_iptables_rules() -> None:
         kept = [line for line in dump.splitlines()
                 if not any(p in line for p in CHAIN_PREFIXES) and not line.startswith("#")]
         sh(restore, input="\n".join(kept) + "\n", capture=True)
+
+
+def bind_v2_controllers_to_v1() -> None:
+    """crun refuses a hybrid cgroup layout whose cgroup2 has any controller (here:
+    hugetlb, which no v1 hierarchy holds). A controller no cgroup2 subtree uses
+    can move to a v1 hierarchy of its own: do that, and record it for `down`."""
+    unified = Path("/sys/fs/cgroup/unified")
+    if not (unified / "cgroup.controllers").exists() or (unified / "cgroup.subtree_control").read_text().strip():
+        return
+    moved = []
+    for controller in (unified / "cgroup.controllers").read_text().split():
+        target = Path("/sys/fs/cgroup") / controller
+        target.mkdir(exist_ok=True)
+        sh("mount", "-t", "cgroup", "-o", controller, "cgroup", target)
+        moved.append(str(target))
+    (STATE / "cgroup-v1-mounts.json").write_text(json.dumps(moved))
 
 
 def teardown() -> list[str]:
@@ -512,6 +563,13 @@ def teardown() -> list[str]:
     if Path(f"/sys/class/net/{BRIDGE}").exists():
         sh("ip", "link", "delete", BRIDGE, check=False)
     _remove_iptables_rules()
+    moved = STATE / "cgroup-v1-mounts.json"
+    for target in (json.loads(moved.read_text()) if moved.exists() else []):
+        # unmounted, the controller goes back to cgroup2
+        if sh("umount", target, check=False, capture=True).returncode != 0:
+            problems.append(f"cgroup mount {target}")
+        else:
+            Path(target).rmdir()
     saved = STATE / "sysctls.json"
     if saved.exists():
         for key, value in json.loads(saved.read_text()).items():

@@ -39,3 +39,10 @@ def activate(evidence: "Evidence | None") -> None:
 
 def active() -> "Evidence | None":
     return _active
+
+
+def describe(answer: dict) -> str:
+    """A probe's failed answer in words for a claim's message: errno and detail."""
+    if answer.get("ok"):
+        return "ok"
+    return " ".join(str(answer[k]) for k in ("errno", "detail") if answer.get(k)) or str(answer)

@@ -30,7 +30,12 @@ TERMINAL_WAITING_REASONS = frozenset({
 
 
 class KubeError(Exception):
-    """A failure talking to the cluster, described in one line."""
+    """A failure talking to the cluster, described in one line; `status` is the
+    HTTP status where the API answered (callers test `.status == 404`)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class AccessDenied(KubeError):
@@ -53,9 +58,17 @@ def _describe(exc: ApiException, action: str) -> str:
         message = f"{action} refused: {exc.reason}"
     if exc.status == 401:
         return f"{action}: unauthorized (401): the credentials in the kubeconfig are wrong or expired"
+    if exc.status == 403 and "violates PodSecurity" in str(message):
+        return (f"{action}: refused by Pod Security admission (403), not by RBAC: {message} "
+                "(a variant that needs this runs with --pod-security privileged)")
     if exc.status == 403:
         return f"{action}: forbidden (403), RBAC does not allow it: {message}"
     return f"{action}: {exc.status} {message}"
+
+
+def to_manifest(obj: Any) -> Any:
+    """An API object as a manifest spells it (camelCase dicts), for checks and evidence."""
+    return client.ApiClient().sanitize_for_serialization(obj)
 
 
 def api_call(action: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
@@ -64,7 +77,7 @@ def api_call(action: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
         return fn(*args, **kwargs)
     except ApiException as exc:
         message = _describe(exc, action)
-        raise (AccessDenied if exc.status in (401, 403) else KubeError)(message) from None
+        raise (AccessDenied if exc.status in (401, 403) else KubeError)(message, exc.status) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise KubeError(f"{action}: cannot reach the API server: {reason}") from None
@@ -169,6 +182,7 @@ class Kube:
         self.core = client.CoreV1Api(client.ApiClient(cfg))
         self._version = client.VersionApi(self.core.api_client)
         self._rbac = client.RbacAuthorizationV1Api(self.core.api_client)
+        self._node_api = client.NodeV1Api(self.core.api_client)
         self.configuration = cfg
         self.warnings: list[str] = []
         # stream() swaps the ApiClient's request method while it connects:
@@ -185,6 +199,9 @@ class Kube:
 
     def node(self, name: str) -> client.V1Node:
         return api_call(f"read node {name}", self.core.read_node, name)
+
+    def runtime_class(self, name: str) -> client.V1RuntimeClass:
+        return api_call(f"read RuntimeClass {name}", self._node_api.read_runtime_class, name)
 
     # ------------------------------------------------------------ namespaces
     def namespace_exists(self, name: str) -> bool:

@@ -17,8 +17,9 @@ import pytest
 
 from . import MANAGED_BY, RUN_ID_LABEL, __version__, evidence as evidence_mod
 from .kube import AccessDenied, Kube, KubeError
-from .pods import Pod, ProbeContainer, ProbeSet, load_manifest, load_manifests, probe_manifest_problem, render, start_pods
-from .report import Check, RunReport
+from .pods import (Pod, ProbeContainer, ProbeSet, load_manifest, load_manifests, probe_manifest_problem, render,
+                   start_pods, start_pods_for_claims)
+from .report import Check, KnownDivergences, RunReport
 from .retry import GaveUp
 from .settings import Settings, add_options
 
@@ -37,6 +38,7 @@ SESSION = pytest.StashKey["PodshareSession"]()
 EVIDENCE = pytest.StashKey[evidence_mod.Evidence]()
 SESSION_STOP = pytest.StashKey[str]()
 DIAGNOSTICS = pytest.StashKey[list]()
+KNOWN = pytest.StashKey[tuple]()  # (outcome, message) where --known-divergences decided it
 REPORTS = pytest.StashKey[list]()
 
 
@@ -58,6 +60,9 @@ class PodshareSession:
         self.leftovers: list[str] = []
         self.pods: list[Pod] = []  # every pod this run created, for diagnostics
         self.fatal: str | None = None
+        self.interrupted: str | None = None  # Ctrl-C or SIGTERM, with what it said
+        self.known_divergences = KnownDivergences.load(settings.known_divergences)
+        self.collection_errors: list[str] = []
 
     @property
     def kube(self) -> Kube:
@@ -89,6 +94,15 @@ class PodshareSession:
     def labels(self) -> dict[str, str]:
         return {**MANAGED_BY, RUN_ID_LABEL: self.run_id}
 
+    # Hooks pytest calls without a config; registered with the plugin manager
+    # as this object's methods, so they reach the run's state.
+    def pytest_keyboard_interrupt(self, excinfo) -> None:
+        self.interrupted = str(excinfo.value) or "KeyboardInterrupt"
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collection_errors.append(f"{report.nodeid}: {_short_message(report)}")
+
 
 # ------------------------------------------------------------------ hooks
 
@@ -106,7 +120,11 @@ def pytest_configure(config: pytest.Config) -> None:
     problem = probe_manifest_problem(settings.pod_manifest)
     if problem:
         raise pytest.UsageError(f"--pod-manifest {settings.pod_manifest}: {problem}")
-    config.stash[SESSION] = PodshareSession(config, settings)
+    try:
+        config.stash[SESSION] = PodshareSession(config, settings)
+    except (OSError, ValueError) as exc:
+        raise pytest.UsageError(f"--known-divergences: {exc}") from None
+    config.pluginmanager.register(config.stash[SESSION], "podshare-session")
     if not config.option.collectonly and not getattr(config.option, "xmlpath", None):
         config.option.xmlpath = str(Path(settings.reports_dir) / "junit.xml")
     # SIGTERM (CI cancelling a job) gets the same clean teardown as Ctrl-C.
@@ -145,6 +163,8 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     report = yield
+    if report.when == "call":
+        _apply_known_divergence(item, report)
     item.stash.setdefault(REPORTS, []).append(report)  # setup, call, teardown: one check
     if call.excinfo is not None and isinstance(call.excinfo.value, AccessDenied):
         item.config.stash[SESSION_STOP] = str(call.excinfo.value)  # no later test gets further
@@ -168,6 +188,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     return report
 
 
+def _apply_known_divergence(item: pytest.Item, report: pytest.TestReport) -> None:
+    """A claim the operator listed as a known divergence of its RuntimeClass: its
+    failure is reported as that (an expected failure, with the reason and what was
+    seen), and its passing fails the run (strict: the list is out of date)."""
+    ps = _session(item.config)
+    runtime_class = _runtime_class_of(item)
+    if ps is None or not runtime_class or not ps.known_divergences:
+        return
+    listed = ps.known_divergences.match(_claim_id(item), runtime_class)
+    if listed is None:
+        return
+    if report.failed:
+        seen = _short_message(report)
+        report.outcome, report.wasxfail = "skipped", f"known divergence on {runtime_class}: {listed}"
+        item.stash[KNOWN] = ("known-divergence", f"{listed} (seen: {seen})")
+    elif report.passed:
+        message = (f"listed as a known divergence on {runtime_class} ({listed}), but the claim now holds: "
+                   "update the known-divergences file")
+        report.outcome, report.longrepr = "failed", message
+        item.stash[KNOWN] = ("failed", message)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem) -> Iterator[None]:
     try:
@@ -178,6 +220,40 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem) -> Iterator[None]:
             item.session.shouldstop = f"podshare: {item.config.stash[SESSION_STOP]}"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """A claim whose pod never became ready fails here, before its body runs, with
+    the pod's reason; its status and events go into the diagnostics."""
+    for value in getattr(item, "funcargs", {}).values():
+        for candidate in (value.values() if isinstance(value, dict) else [value]):
+            failure = getattr(candidate, "start_failure", None)
+            if isinstance(failure, str):
+                ev = item.stash.get(EVIDENCE, None)
+                if ev is not None:
+                    for pod in getattr(candidate, "pods", [candidate]):
+                        ev.touch(pod)
+                    ev["pod_not_ready"] = failure
+                pytest.fail(f"the pod this claim needs never became ready, so the promise it relies on "
+                            f"does not hold here: {failure}", pytrace=False)
+
+
+def _runtime_class_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("runtime_class") if callspec else None
+
+
+def _claim_id(item: pytest.Item) -> str:
+    """The claim without its RuntimeClass: one row of the claim x runtime matrix."""
+    runtime_class = _runtime_class_of(item)
+    if not runtime_class or "[" not in item.nodeid:
+        return item.nodeid
+    base, ids = item.nodeid[:-1].split("[", 1)
+    parts = ids.split("-")
+    if runtime_class in parts:
+        del parts[len(parts) - 1 - parts[::-1].index(runtime_class)]
+    return f"{base}[{'-'.join(parts)}]" if parts else base
+
+
 def _claim_of(item: pytest.Item) -> str:
     doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
     first = doc.strip().split("\n\n")[0]
@@ -185,10 +261,12 @@ def _claim_of(item: pytest.Item) -> str:
 
 
 def _record_outcome(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
+    """One check per claim. A claim passes only on a passed call report: one the run
+    stopped in the middle of (Ctrl-C, SIGTERM, a session stop) is `interrupted`."""
     ps = _session(item.config)
-    if ps is None or not reports:
+    if ps is None:
         return
-    outcome, message = "passed", ""
+    outcome, message = None, ""
     for r in reports:
         if r.failed:
             outcome = "failed" if r.when == "call" else "error"
@@ -197,16 +275,26 @@ def _record_outcome(item: pytest.Item, reports: list[pytest.TestReport]) -> None
         if r.skipped:
             outcome = "skipped"
             message = r.longrepr[2] if isinstance(r.longrepr, tuple) else str(r.longrepr)
+    if outcome is None:
+        if any(r.when == "call" and r.passed for r in reports):
+            outcome = "passed"
+        else:
+            outcome = "interrupted"
+            message = f"the run stopped before this claim finished ({ps.interrupted or ps.fatal or 'no result'})"
     ev = item.stash.get(EVIDENCE, None)
+    runtime_class = _runtime_class_of(item)
+    if KNOWN in item.stash:
+        outcome, message = item.stash[KNOWN]
     ps.checks[item.nodeid] = Check(
         id=item.nodeid, claim=_claim_of(item), outcome=outcome,
+        claim_id=_claim_id(item), runtime_class=runtime_class,
         duration_s=round(sum(r.duration for r in reports), 3),
         evidence=ev.as_json() if ev is not None else {}, message=message,
         markers=sorted(m.name for m in item.iter_markers() if m.name in MARKERS),
         diagnostics=item.stash.get(DIAGNOSTICS, []))
 
 
-def _short_message(report: pytest.TestReport) -> str:
+def _short_message(report: pytest.TestReport | pytest.CollectReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
         return crash.message
@@ -215,12 +303,20 @@ def _short_message(report: pytest.TestReport) -> str:
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every run rewrites every report, also when no claim ran or collection
+    failed, so a report on disk is never an earlier run's."""
     ps = _session(session.config)
-    if ps is None or session.config.option.collectonly or not ps.checks:
+    if ps is None or session.config.option.collectonly:
         return
-    run = {"id": ps.run_id, "started_at": ps.started_at, "fatal": ps.fatal, "duration_s": round(time.time() - ps.started, 2),
+    if ps.collection_errors and not ps.fatal:
+        ps.fatal = f"could not collect the claims: {'; '.join(ps.collection_errors)}"
+    if ps.fatal:
+        # "could not check" is exit code 2, also when -x stopped the session first
+        session.exitstatus = pytest.ExitCode.INTERRUPTED
+    run = {"id": ps.run_id, "started_at": ps.started_at, "fatal": ps.fatal, "interrupted": ps.interrupted,
+           "exit_status": int(session.exitstatus), "duration_s": round(time.time() - ps.started, 2),
            "podshare_version": __version__, "pytest_args": list(session.config.invocation_params.args),
-           "namespace": ps.namespace, "leftovers": ps.leftovers,
+           "namespace": ps.namespace, "leftovers": ps.leftovers, "checks_run": len(ps.checks),
            "api_warnings": ps._kube.warnings if isinstance(ps._kube, Kube) else []}
     report = RunReport(run=run, cluster=ps.cluster, checks=list(ps.checks.values()))
     paths = report.write(Path(ps.settings.reports_dir))
@@ -229,6 +325,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     ps = _session(config)
+    session = getattr(terminalreporter, "_session", None)
+    if ps is not None and ps.fatal and session is not None and session.shouldfail:
+        # -x / --maxfail ended the session first and said "stopping after 1 failures":
+        # the one line with the cause, as without them
+        terminalreporter.write_sep("!", f"Interrupted: podshare: {ps.fatal}", red=True)
     if ps is None or not getattr(ps, "report_paths", None):
         return
     terminalreporter.section("podshare")
@@ -299,16 +400,19 @@ class PodFactory:
     """Creates pods and their companions (ConfigMaps, Services) from manifests/
     in the run's namespace; deletes them, newest first, at the end of the run."""
 
-    def __init__(self, kube: Kube, ps: PodshareSession, namespace: str) -> None:
-        self.kube, self.ps, self.namespace = kube, ps, namespace
+    def __init__(self, kube: Kube, ps: PodshareSession, namespace: str, runtime_class: str | None = None) -> None:
+        self.kube, self.ps, self.namespace, self.runtime_class = kube, ps, namespace, runtime_class
+        # Pods of each RuntimeClass side by side in one namespace: the class is in the name.
+        self.suffix = f"{runtime_class}-{ps.suffix}" if runtime_class else ps.suffix
         self.created = ps.pods
         self.others: list[tuple[str, str]] = []  # (kind, name) of non-pod objects
 
     def pod(self, manifest: str | dict, base_name: str, node: str | None = None,
             renamed: dict[str, str] | None = None) -> Pod:
         template = manifest if isinstance(manifest, dict) else load_manifest(manifest)
-        body = render(template, name=f"{base_name}-{self.ps.suffix}", settings=self.ps.settings,
-                      run_id=self.ps.run_id, node=node or self.ps.settings.node, renamed=renamed)
+        body = render(template, name=f"{base_name}-{self.suffix}", settings=self.ps.settings,
+                      run_id=self.ps.run_id, node=node or self.ps.settings.node, renamed=renamed,
+                      runtime_class=self.runtime_class)
         pod = Pod(self.kube, self.namespace, body, self.ps.settings.pod_timeout)
         self.created.append(pod)
         return pod
@@ -323,14 +427,20 @@ class PodFactory:
     def apply(self, manifest: str) -> dict[str, Any]:
         """Create every object of a multi-document manifest, keyed "Kind/name" by
         the template's names; pods are created, not waited for (see start)."""
-        docs = load_manifests(manifest)
-        renamed = {d["metadata"]["name"]: f"{d['metadata']['name']}-{self.ps.suffix}" for d in docs}
+        docs = load_manifests(self._pattern_manifest(manifest))
+        renamed = {d["metadata"]["name"]: f"{d['metadata']['name']}-{self.suffix}" for d in docs}
         made: dict[str, Any] = {}
         try:
             for doc in docs:
                 kind, name = doc["kind"], doc["metadata"]["name"]
                 if kind == "Pod":
-                    made[f"Pod/{name}"] = self.pod(doc, name, renamed=renamed).create()
+                    made[f"Pod/{name}"] = pod = self.pod(doc, name, renamed=renamed)
+                    try:
+                        pod.create()
+                    except AccessDenied:
+                        raise
+                    except KubeError as exc:  # refused (422): its claims fail with the reason
+                        pod.start_failure = f"the API refused the pod: {exc}"
                     continue
                 body = render(doc, name=renamed[name], settings=self.ps.settings, run_id=self.ps.run_id,
                               renamed=renamed)
@@ -342,9 +452,21 @@ class PodFactory:
             return made
         pytest.fail(failure, pytrace=False)
 
+    def _pattern_manifest(self, manifest: str) -> str | Path:
+        """patterns/NAME from --patterns-dir where it has that file, else the shipped one."""
+        given = self.ps.settings.patterns_dir
+        if given and manifest.startswith("patterns/") and (Path(given) / manifest[len("patterns/"):]).is_file():
+            return Path(given).resolve() / manifest[len("patterns/"):]
+        return manifest
+
     def start(self, *pods: Pod) -> None:
-        """Wait until the pods are ready; a pod that cannot start fails the test in one line."""
-        _started(list(pods), self.ps)
+        """Wait until a pattern's or lifecycle claim's pods are ready. One that never
+        gets there fails the claims that need it (see pytest_runtest_call) and the
+        run goes on: where a pattern relies on a broken promise, that is the finding."""
+        start_pods_for_claims(list(pods), HARNESS_ERRORS)
+        ready = [p for p in pods if not p.start_failure]
+        if ready:
+            self.ps.learn_node(ready[0].node)
 
     def cleanup(self, keep: bool) -> None:
         if keep:
@@ -358,9 +480,38 @@ class PodFactory:
 
 
 @pytest.fixture(scope="session")
-def pod_factory(kube: Kube, podshare_session: PodshareSession, run_namespace: str,
+def runtime_class(request: pytest.FixtureRequest, kube: Kube, podshare_session: PodshareSession) -> str | None:
+    """The RuntimeClass of this claim's pods (parametrized by --runtime-class), or
+    None for the cluster's default."""
+    name = getattr(request, "param", None)
+    if name is None:
+        return None
+    try:
+        found = kube.runtime_class(name)
+    except AccessDenied:
+        found = None  # reading RuntimeClasses is optional; pod creation will tell
+    except KubeError as exc:
+        if exc.status == 404:
+            _fatal(podshare_session, f"RuntimeClass {name!r} does not exist (--runtime-class)")
+        _fatal(podshare_session, str(exc))
+    podshare_session.cluster.setdefault("runtime_classes", {})[name] = {
+        "handler": found.handler if found else "unreadable"}
+    return name
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every claim once per --runtime-class: a session-scoped parameter, so each
+    class gets its own pods and the claims are grouped by class."""
+    ps = _session(metafunc.config)
+    if ps is not None and ps.settings.runtime_class and "runtime_class" in metafunc.fixturenames:
+        metafunc.parametrize("runtime_class", list(ps.settings.runtime_class), indirect=True, scope="session",
+                             ids=list(ps.settings.runtime_class))
+
+
+@pytest.fixture(scope="session")
+def pod_factory(kube: Kube, podshare_session: PodshareSession, run_namespace: str, runtime_class: str | None,
                 request: pytest.FixtureRequest) -> Iterator[PodFactory]:
-    factory = PodFactory(kube, podshare_session, run_namespace)
+    factory = PodFactory(kube, podshare_session, run_namespace, runtime_class)
     yield factory
     factory.cleanup(keep=_keep(podshare_session, request.session))
 
@@ -384,12 +535,29 @@ def _started(pods: list[Pod], ps: PodshareSession) -> None:
     _fatal(ps, failure)
 
 
+def _check_node_exists(kube: Kube, node: str | None) -> None:
+    """--node naming no node: say so, rather than the scheduler's "didn't satisfy
+    plugin(s) [NodeAffinity]". Reading nodes is optional (cluster-scoped): without
+    the right, the scheduler's message stands."""
+    if not node:
+        return
+    try:
+        kube.node(node)
+    except AccessDenied:
+        return
+    except KubeError as exc:
+        if exc.status == 404:
+            raise KubeError(f"node {node!r} does not exist (--node names the node to run on)", 404) from None
+        raise
+
+
 @pytest.fixture(scope="session")
 def probe_pods(pod_factory: PodFactory, podshare_session: PodshareSession) -> tuple[ProbeSet, Pod]:
     """The probe pod and, on the same node, the stranger pod (the negative control).
     The stranger is created as soon as the probe pod is scheduled, so both start together."""
     probes = pod_factory.probe_set("podshare-probe")
     try:
+        _check_node_exists(pod_factory.kube, podshare_session.settings.node)
         for pod in probes.pods:
             pod.create()
         node = probes.main.wait_scheduled()
@@ -432,7 +600,7 @@ def stranger(stranger_pod: Pod) -> ProbeContainer:
 def lifecycle_pod(pod_factory: PodFactory, podshare_session: PodshareSession) -> ProbeSet:
     """Probe pod(s) of the test's own: lifecycle claims restart and recreate them."""
     probes = pod_factory.probe_set(f"podshare-lifecycle{len(pod_factory.created)}")
-    _started(probes.pods, podshare_session)
+    pod_factory.start(*probes.pods)
     return probes
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL, evidence
-from .kube import Kube, KubeError, RunningExec
+from .kube import Kube, KubeError, RunningExec, to_manifest
 
 # Inside the package when installed from a wheel; at the top of a checkout otherwise.
 MANIFESTS = next(p for p in (Path(__file__).resolve().parent / "manifests",
@@ -59,7 +59,7 @@ def pin_to_node(spec: dict, node: str) -> None:
 
 
 def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str | None = None,
-           renamed: dict[str, str] | None = None) -> dict:
+           renamed: dict[str, str] | None = None, runtime_class: str | None = None) -> dict:
     """Fill a manifest template with this run's name, labels, images and node.
 
     `renamed` maps the template's object names to this run's, so a pod's
@@ -90,6 +90,8 @@ def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str |
         spec["imagePullSecrets"] = [{"name": settings.image_pull_secret}]
     if node:
         pin_to_node(spec, node)
+    if runtime_class:
+        spec["runtimeClassName"] = runtime_class
     return body
 
 
@@ -186,6 +188,7 @@ class Pod:
         self.name: str = body["metadata"]["name"]
         self.uid: str | None = None
         self.node: str | None = None
+        self.start_failure: str | None = None  # why it never became ready, for the claims that need it
 
     def __repr__(self) -> str:
         return f"<pod {self.namespace}/{self.name}>"
@@ -266,6 +269,22 @@ def start_pods(pods: list[Pod]) -> None:
         pod.wait_ready()
 
 
+def start_pods_for_claims(pods: list[Pod], errors: tuple[type[BaseException], ...]) -> None:
+    """Start pods whose readiness is itself part of what their claims check (a
+    pattern relies on the promise under test): a pod that does not become ready
+    keeps the reason in `start_failure`, so its claims fail with it and the run
+    goes on."""
+    for pod in pods:
+        if pod.start_failure:
+            continue
+        try:
+            if pod.uid is None:
+                pod.create()
+            pod.wait_ready()
+        except errors as exc:
+            pod.start_failure = str(exc)
+
+
 class ProbeSet:
     """The probe containers as a manifest lays them out: normally one pod with
     alpha and beta; a variant may spread them over several pods (which the
@@ -299,14 +318,30 @@ class ProbeSet:
     def restart_count(self, container: str) -> int:
         return self.pod_of(container).restart_count(container)
 
+    def volume_at(self, container: str, path: str) -> dict | None:
+        """The volume (as the API returns the pod) that `container` mounts at `path`."""
+        pod = self.pod_of(container).status()
+        spec = next(c for c in pod.spec.containers if c.name == container)
+        name = next((m.name for m in spec.volume_mounts or [] if m.mount_path.rstrip("/") == path), None)
+        volume = next((v for v in pod.spec.volumes or [] if v.name == name), None)
+        return to_manifest(volume) if volume else None
+
     def restart_container(self, container: str) -> int:
         return self.pod_of(container).restart_container(container)
 
+    @property
+    def start_failure(self) -> str | None:
+        return next((f"{p.name}: {p.start_failure}" for p in self.pods if p.start_failure), None)
+
     def recreate(self) -> "ProbeSet":
-        """Delete every pod of the set, then create them again with the same names."""
+        """Delete every pod of the set, then create them again with the same names,
+        each on the node it ran on: on another node, a runtime that leaks volume
+        data or IPC objects between pods of one node would go unseen."""
         for pod in self.pods:
             pod.delete()
         for pod in self.pods:
+            if pod.node:
+                pin_to_node(pod.body["spec"], pod.node)
             pod.uid = None
         start_pods(self.pods)
         return self

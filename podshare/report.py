@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-OUTCOMES = ("passed", "failed", "error", "skipped")
+OUTCOMES = ("passed", "failed", "error", "skipped", "interrupted", "known-divergence")
 
 
 @dataclass
@@ -24,6 +25,36 @@ class Check:
     message: str = ""
     markers: list[str] = field(default_factory=list)
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
+    claim_id: str = ""  # the id without its RuntimeClass: a row of the matrix
+    runtime_class: str | None = None
+
+
+@dataclass
+class KnownDivergences:
+    """What an operator accepts that a RuntimeClass breaks: claim id (a pattern
+    where * matches anything) x runtime class -> reason. Loaded from a YAML list of
+    {claim, runtime_class, reason}."""
+    entries: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | None) -> "KnownDivergences":
+        if not path:
+            return cls()
+        import yaml
+        entries = yaml.safe_load(Path(path).read_text()) or []
+        if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and {"claim", "runtime_class", "reason"} <= set(e) for e in entries):
+            raise ValueError(f"{path}: expected a list of {{claim, runtime_class, reason}}")
+        return cls(entries)
+
+    def match(self, claim_id: str, runtime_class: str) -> str | None:
+        """The reason a claim is listed for a class; in `claim`, only * is a wildcard
+        (ids have literal brackets: test_x[disk])."""
+        return next((e["reason"] for e in self.entries if e["runtime_class"] == runtime_class
+                     and re.fullmatch(re.escape(e["claim"]).replace(r"\*", ".*"), claim_id)), None)
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
 
 
 @dataclass
@@ -50,7 +81,8 @@ class RunReport:
         return paths
 
 
-_ICON = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️"}
+_ICON = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️", "interrupted": "⏹️",
+         "known-divergence": "🔶"}
 
 
 def _cluster_line(cluster: dict[str, Any]) -> str:
@@ -58,15 +90,51 @@ def _cluster_line(cluster: dict[str, Any]) -> str:
     return ", ".join(f"{k.replace('_', ' ')}: {cluster[k]}" for k in keys if cluster.get(k))
 
 
+def claim_matrix(checks: list[Check]) -> tuple[list[str], dict[str, dict[str, Check]]] | None:
+    """Claim (row) x RuntimeClass (column), in run order; None when the run had no classes."""
+    classes = list(dict.fromkeys(c.runtime_class for c in checks if c.runtime_class))
+    if not classes:
+        return None
+    rows: dict[str, dict[str, Check]] = {}
+    for c in checks:
+        rows.setdefault(c.claim_id or c.id, {})[c.runtime_class or "default"] = c
+    return classes, rows
+
+
+def run_problems(run: dict[str, Any]) -> list[str]:
+    """What makes the run as a whole untrustworthy or incomplete, one sentence each."""
+    problems = []
+    if run.get("interrupted"):
+        problems.append(f"Interrupted ({run['interrupted']}): claims marked interrupted did not finish.")
+    if run.get("fatal"):
+        problems.append(f"Could not check the claims: {run['fatal']}")
+    if run.get("leftovers"):
+        problems.append(f"Not cleaned up: {', '.join(run['leftovers'])}")
+    if run.get("checks_run") == 0 and not problems:
+        problems.append("No claim ran: the selection (-m, -k, paths) matched none.")
+    return problems
+
+
 def render_markdown(report: RunReport) -> str:
     s = report.summary
-    lines = [f"# podshare: {s['passed']} passed, {s['failed']} failed, {s['error']} errors, {s['skipped']} skipped",
-             "", _cluster_line(report.cluster), "",
+    lines = [f"# podshare: {s['passed']} passed, {s['failed']} failed, {s['error']} errors, {s['skipped']} skipped"
+             + (f", {s['interrupted']} interrupted" if s["interrupted"] else ""), ""]
+    for problem in run_problems(report.run):
+        lines += [f"**{problem}**", ""]
+    lines += [_cluster_line(report.cluster), "",
              "| | claim | outcome | time | note |", "|---|---|---|---|---|"]
     for c in report.checks:
         note = c.message.splitlines()[0][:160] if c.message else ""
         lines.append(f"| {_ICON.get(c.outcome, '')} | {c.claim} (`{c.id.split('::')[-1]}`) | {c.outcome} "
                      f"| {c.duration_s:.2f}s | {note.replace('|', '/')} |")
+    matrix = claim_matrix(report.checks)
+    if matrix:
+        classes, rows = matrix
+        lines += ["", "## Claim x RuntimeClass", "", "| claim | " + " | ".join(classes) + " |",
+                  "|---|" + "---|" * len(classes)]
+        for claim_id, cells in rows.items():
+            lines.append(f"| `{claim_id.split('::')[-1]}` | " + " | ".join(
+                f"{_ICON.get(cells[k].outcome, '')} {cells[k].outcome}" if k in cells else "" for k in classes) + " |")
     for c in report.checks:
         if c.diagnostics:
             lines += ["", f"<details><summary>{c.outcome}: {c.id} — pod status, events and logs</summary>", "",
@@ -81,7 +149,7 @@ _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
 h1{font-size:1.4em} .meta{color:#555}
 .counts span{display:inline-block;margin-right:1em;padding:.2em .6em;border-radius:4px;font-weight:600}
-.passed{background:#e6f4ea}.failed{background:#fde7e9}.error{background:#fbe3c6}.skipped{background:#eceff1}
+.passed{background:#e6f4ea}.failed{background:#fde7e9}.error{background:#fbe3c6}.skipped{background:#eceff1}.interrupted{background:#fff3c4}
 details{border:1px solid #ddd;border-radius:4px;margin:.3em 0;padding:.3em .6em}
 summary{cursor:pointer} summary .o{display:inline-block;width:5.5em;font-weight:600;text-transform:uppercase;font-size:12px}
 details.passed .o{color:#137333} details.failed .o{color:#c5221f} details.error .o{color:#b06000} details.skipped .o{color:#5f6368}
@@ -89,6 +157,8 @@ pre{background:#f7f7f7;padding:.6em;overflow:auto;max-height:30em;font-size:12px
 .claim{font-weight:600} .id{color:#777;font-size:12px}
 h2{font-size:1.1em;margin:1.2em 0 .3em} h2 .tally{font-weight:400;color:#555;font-size:.85em}
 .fatal{background:#fde7e9;padding:.5em;border-radius:4px;font-weight:600}
+.known-divergence{background:#fff0d9} details.known-divergence .o{color:#a05a00}
+table.matrix{border-collapse:collapse;margin:.5em 0} table.matrix td,table.matrix th{border:1px solid #ddd;padding:.2em .5em;font-size:12px}
 """
 
 
@@ -105,12 +175,8 @@ def render_html(report: RunReport) -> str:
         tally = Counter(c.outcome for c in checks)
         rows.append(f'<h2>{e(area)} <span class="tally">' + ", ".join(
             f"{tally[o]} {o}" for o in OUTCOMES if tally[o]) + "</span></h2>")
-        rows += [_html_check(c) for c in checks]
-    problems = ""
-    if report.run.get("fatal"):
-        problems += f'<p class="fatal">Could not check the claims: {e(str(report.run["fatal"]))}</p>'
-    if report.run.get("leftovers"):
-        problems += f'<p class="fatal">Not cleaned up: {e(", ".join(report.run["leftovers"]))}</p>'
+        rows += [_html_check(c, report.checks.index(c)) for c in checks]
+    problems = "".join(f'<p class="fatal">{e(problem)}</p>' for problem in run_problems(report.run))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>podshare report {e(str(report.run.get('id')))}</title>
 <style>{_CSS}</style></head><body>
@@ -119,12 +185,29 @@ def render_html(report: RunReport) -> str:
 <p class="meta">{e(_cluster_line(report.cluster))}</p>
 <p class="meta">run {e(str(report.run.get('id')))}, started {e(str(report.run.get('started_at')))},
 {report.run.get('duration_s', 0):.1f}s, podshare {e(str(report.run.get('podshare_version')))}</p>
-{problems}{''.join(rows)}
+{problems}{_html_matrix(report)}{''.join(rows)}
 </body></html>
 """
 
 
-def _html_check(c: Check) -> str:
+def _html_matrix(report: RunReport) -> str:
+    matrix = claim_matrix(report.checks)
+    if not matrix:
+        return ""
+    e = html.escape
+    classes, rows = matrix
+    head = "".join(f"<th>{e(k)}</th>" for k in classes)
+    body = []
+    for claim_id, cells in rows.items():
+        tds = "".join(
+            f'<td class="{cells[k].outcome}"><a href="#check-{report.checks.index(cells[k])}">{e(cells[k].outcome)}</a></td>'
+            if k in cells else "<td></td>" for k in classes)
+        body.append(f"<tr><td class=\"id\">{e(claim_id.split('::')[-1])}</td>{tds}</tr>")
+    return (f'<h2>Claim x RuntimeClass</h2><table class="matrix"><tr><th>claim</th>{head}</tr>'
+            + "".join(body) + "</table>")
+
+
+def _html_check(c: Check, index: int = 0) -> str:
     e = html.escape
     body = []
     if c.message:
@@ -133,7 +216,8 @@ def _html_check(c: Check) -> str:
         body.append(f"<h4>Evidence</h4><pre>{e(json.dumps(c.evidence, indent=2, default=str))}</pre>")
     if c.diagnostics:
         body.append(f"<h4>Pod diagnostics</h4><pre>{e(json.dumps(c.diagnostics, indent=2, default=str))}</pre>")
-    open_attr = " open" if c.outcome in ("failed", "error") else ""
-    return (f'<details class="{c.outcome}"{open_attr}><summary><span class="o">{c.outcome}</span> '
-            f'<span class="claim">{e(c.claim)}</span> <span class="id">{e(c.id)} · {c.duration_s:.2f}s</span>'
+    open_attr = " open" if c.outcome in ("failed", "error", "interrupted") else ""
+    runtime = f" · {e(c.runtime_class)}" if c.runtime_class else ""
+    return (f'<details id="check-{index}" class="{c.outcome}"{open_attr}><summary><span class="o">{c.outcome}</span> '
+            f'<span class="claim">{e(c.claim)}</span> <span class="id">{e(c.id)}{runtime} · {c.duration_s:.2f}s</span>'
             f'</summary>{"".join(body)}</details>')

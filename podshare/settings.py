@@ -51,6 +51,14 @@ OPTIONS = (
     Option("--reports-dir", "PODSHARE_REPORTS_DIR", "reports", "where results.json, report.html, summary.md and junit.xml go"),
     Option("--pod-manifest", "PODSHARE_POD_MANIFEST", "probe-pod.yaml",
            "the probe pod manifest: your own variant of manifests/probe-pod.yaml (runtimeClass, annotations, volumes)"),
+    Option("--patterns-dir", "PODSHARE_PATTERNS_DIR", None,
+           "a directory with your variants of manifests/patterns/*.yaml (same file names; the shipped one for any missing)"),
+    Option("--runtime-class", "PODSHARE_RUNTIME_CLASS", None,
+           "run every claim once per RuntimeClass (repeatable; env and ini: comma-separated); "
+           "default: the cluster's default runtime", type=list),
+    Option("--known-divergences", "PODSHARE_KNOWN_DIVERGENCES", None,
+           "a YAML list of {claim, runtime_class, reason}: those claims are reported as known divergences "
+           "where they fail, and fail the run where they now pass"),
     Option("--pod-security", "PODSHARE_POD_SECURITY", "restricted",
            "Pod Security level of the generated namespace (a variant with hostIPC or hostPath needs privileged)",
            ("restricted", "baseline", "privileged")),
@@ -72,6 +80,9 @@ class Settings:
     keep: str
     reports_dir: str
     pod_manifest: str
+    patterns_dir: str | None
+    runtime_class: tuple[str, ...]
+    known_divergences: str | None
     pod_security: str
     run_id: str | None
     pod_timeout: float
@@ -83,6 +94,11 @@ class Settings:
             raw = config.getoption(opt.dest)
             if raw is None:
                 raw = os.environ.get(opt.env) or config.getini(opt.ini) or opt.default
+            if opt.type is list:
+                raw = tuple(raw) if isinstance(raw, list) else tuple(
+                    part.strip() for part in (raw or "").split(",") if part.strip())
+                if any(not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", c) for c in raw):
+                    raise pytest.UsageError(f"{opt.flag} must name RuntimeClasses, not {', '.join(raw)}")
             if raw is not None and opt.type is float:
                 try:
                     raw = float(raw)
@@ -101,6 +117,7 @@ class Settings:
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("podshare", "podshare: pod sharing conformance")
     for opt in OPTIONS:
-        group.addoption(opt.flag, dest=opt.dest, default=None, help=f"{opt.help} [env {opt.env}; ini {opt.ini}]"
+        group.addoption(opt.flag, dest=opt.dest, default=None, action="append" if opt.type is list else "store",
+                        help=f"{opt.help} [env {opt.env}; ini {opt.ini}]"
                         + (f" (default {opt.default})" if opt.default is not None else ""))
         parser.addini(opt.ini, help=opt.help, default=None)

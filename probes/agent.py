@@ -28,8 +28,12 @@ def _read_at_start(path: str) -> dict:
 
 
 def run(args) -> None:
+    # First thing: when this container's process began, on the kernel's boot clock
+    # (one clock for the whole pod), so start order is known below one second.
+    started_boottime_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
     port = args.port or int(os.environ.get("PODSHARE_PORT", "7001"))
     identity = {
+        "started_boottime_ns": started_boottime_ns,
         "container": os.environ.get("PODSHARE_CONTAINER", ""),
         "boot_id": uuid.uuid4().hex,
         "pid": os.getpid(),

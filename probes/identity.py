@@ -19,11 +19,38 @@ def namespace_inodes() -> dict[str, int]:
     return inodes
 
 
+def kernel_instance() -> str:
+    """This kernel's boot id: namespace inodes only identify a namespace within
+    one kernel (a sandboxed runtime such as gVisor runs a kernel per pod, whose
+    numbers repeat from pod to pod)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def namespace_ids(kernel: str) -> dict[str, str]:
+    """Each namespace as (kernel, device, inode): equal only if it is the same one."""
+    ids = {}
+    for ns in NAMESPACES:
+        try:
+            st = os.stat(f"/proc/self/ns/{ns}")
+        except OSError:
+            continue
+        ids[ns] = f"{kernel}:{st.st_dev}:{st.st_ino}"
+    return ids
+
+
 def identity(_args) -> dict:
+    kernel = kernel_instance()
     return ok(
         hostname=socket.gethostname(),
         container=os.environ.get("PODSHARE_CONTAINER", ""),
+        kernel=kernel,
+        kernel_release=os.uname().release,
         namespaces=namespace_inodes(),
+        namespace_ids=namespace_ids(kernel),
         uid=os.getuid(),
         gid=os.getgid(),
     )

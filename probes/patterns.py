@@ -76,6 +76,11 @@ class _Follower:
         self.path = os.path.join(directory, name)
         self.lines: list[str] = []
         self.rotations = 0
+        # Proof of the mechanism: how often inotify woke us, and how many lines
+        # arrived with no wake-up (only those present at start may; a follower
+        # that read on every connection instead would show them here).
+        self.wakeups = 0
+        self.lines_without_wakeup = 0
         self._file = None
         self._inode: int | None = None
         self._done: set[int] = set()  # inodes read to the end
@@ -96,7 +101,13 @@ class _Follower:
 
     def catch_up(self) -> None:
         os.read(self.inotify, 65536)  # the events themselves are only a wake-up
+        self.wakeups += 1
         self.reconcile()
+
+    def start(self) -> None:
+        """What is there before the first event: read it, and count it as read without one."""
+        self.reconcile()
+        self.lines_without_wakeup = len(self.lines)
 
     def reconcile(self) -> None:
         if self._file:
@@ -126,7 +137,7 @@ def follow(args) -> None:
     one JSON line per TCP connection."""
     _exit_on_sigterm()
     follower = _Follower(args.path, args.name)
-    follower.reconcile()
+    follower.start()
     listener = listen_tcp(args.port)
     container = os.environ.get("PODSHARE_CONTAINER", "")
     print(json.dumps({"follow": args.name, "port": args.port}), flush=True)
@@ -138,6 +149,8 @@ def follow(args) -> None:
             conn, _ = listener.accept()
             with conn:
                 conn.sendall((json.dumps({"container": container, "lines": follower.lines,
-                                          "rotations": follower.rotations}) + "\n").encode())
+                                          "rotations": follower.rotations, "inotify_wakeups": follower.wakeups,
+                                          "lines_without_wakeup": follower.lines_without_wakeup})
+                              + "\n").encode())
 
 

@@ -3,6 +3,8 @@ A container restart keeps them; deleting and recreating the pod (same name)
 starts from nothing."""
 import pytest
 
+from podshare.evidence import describe
+
 pytestmark = pytest.mark.lifecycle
 
 
@@ -39,7 +41,8 @@ def test_volume_and_ipc_objects_survive_a_container_restart(lifecycle_pod, ipc_k
     objects are all still there, unchanged."""
     alpha = lifecycle_pod.container("alpha")
     before = _leave_traces(alpha, ipc_key, ipc_name)
-    assert all(r["ok"] for r in before.values()), before
+    assert all(r["ok"] for r in before.values()), (
+        f"alpha could not leave its traces: {({k: describe(r) for k, r in before.items() if not r['ok']})}")
     boot_before = _boot_id(alpha)
     restarts_before = lifecycle_pod.restart_count("alpha")
     restarts_after = lifecycle_pod.restart_container("alpha")
@@ -51,7 +54,8 @@ def test_volume_and_ipc_objects_survive_a_container_restart(lifecycle_pod, ipc_k
     for what in ("disk", "memory", "sysv_shm", "posix_shm"):
         assert after[what]["ok"], f"{what} is gone after the container restart: {after[what]}"
         assert after[what]["sha256"] == before[what]["sha256"], f"{what} changed across the restart"
-    assert after["sysv_sem"]["ok"] and after["sysv_sem"]["value"] == 2
+    assert after["sysv_sem"]["ok"] and after["sysv_sem"]["value"] == 2, (
+        f"the System V semaphore did not survive the container restart with its value: {after['sysv_sem']}")
 
 
 def test_recreated_pod_starts_without_the_old_volume_and_ipc_objects(lifecycle_pod, ipc_key, ipc_name, evidence):
@@ -59,13 +63,19 @@ def test_recreated_pod_starts_without_the_old_volume_and_ipc_objects(lifecycle_p
     UID, its volumes are empty and the old IPC objects are gone."""
     alpha = lifecycle_pod.container("alpha")
     before = _leave_traces(alpha, ipc_key, ipc_name)
-    assert all(r["ok"] for r in before.values()), before
-    uid_before = lifecycle_pod.uid
+    assert all(r["ok"] for r in before.values()), (
+        f"alpha could not leave its traces: {({k: describe(r) for k, r in before.items() if not r['ok']})}")
+    uid_before, node_before = lifecycle_pod.uid, lifecycle_pod.node
     lifecycle_pod.recreate()
     after = _look_for_traces(lifecycle_pod.container("alpha"), ipc_key, ipc_name)
     listing = {v: alpha.run("list", path=f"/data/{v}") for v in ("disk", "memory")}
-    evidence.update(uids=[uid_before, lifecycle_pod.uid], before=before, after=after, listing=listing)
-    assert lifecycle_pod.uid != uid_before
+    evidence.update(uids=[uid_before, lifecycle_pod.uid], nodes=[node_before, lifecycle_pod.node],
+                    before=before, after=after, listing=listing)
+    assert lifecycle_pod.uid != uid_before, "the pod was not recreated (same UID)"
+    assert lifecycle_pod.node == node_before, "the recreated pod ran on another node, where the old one left nothing"
     for what, result in after.items():
-        assert not result["ok"] and result["errno"] == "ENOENT", f"{what} survived the pod's recreation: {result}"
-    assert listing["disk"]["entries"] == [] and listing["memory"]["entries"] == []
+        assert not result["ok"] and result["errno"] == "ENOENT", (
+            f"the {what} object from the deleted pod survived into the recreated one: {result}")
+    for volume in ("disk", "memory"):
+        assert listing[volume]["entries"] == [], (
+            f"the recreated pod's {volume} volume is not empty: {listing[volume]['entries']}")

@@ -3,7 +3,7 @@ a watcher container follows it with inotify. Broken in the wild where inotify
 events do not cross containers (gVisor on shared volumes)."""
 import pytest
 
-from podshare.retry import NotYet, wait_until
+from podshare.retry import GaveUp, NotYet, wait_until
 
 pytestmark = pytest.mark.pattern
 
@@ -29,15 +29,22 @@ def test_watcher_receives_every_line_in_order_across_a_rotation(logs_pod, eviden
         if not seen["ok"] or len(seen["peer"]["lines"]) < LINES:
             raise NotYet(f"watcher has {len(seen.get('peer', {}).get('lines', []))} of {LINES} lines")
         return seen["peer"]
-    seen = wait_until(watcher_caught_up, timeout=30, what="the watcher to see every line")
+    try:
+        seen = wait_until(watcher_caught_up, timeout=30, what="the watcher to see every line")
+    except GaveUp as exc:
+        pytest.fail(f"the app's writes to the shared volume did not all reach the watcher: {exc}", pytrace=False)
     lines = seen["lines"]
     first_bad = next((i for i, (a, b) in enumerate(zip(lines, expected)) if a != b), None)
     evidence.update(writer=written, watcher_container=seen["container"], lines_seen=len(lines),
                     rotations_seen=seen["rotations"], first_mismatch=first_bad,
+                    inotify_wakeups=seen["inotify_wakeups"], lines_without_wakeup=seen["lines_without_wakeup"],
                     around_rotation=lines[ROTATE_AT - 2:ROTATE_AT + 2])
     # The transcript would repeat every line; the counts above are the evidence.
     evidence.transcript[:] = [t for t in evidence.transcript if "connect" not in t["command"]]
-    assert written["ok"] and written["rotated_to"] == "/logs/app.log.1"
-    assert seen["container"] == "watcher"
-    assert lines == expected, f"lines differ from line {first_bad}"
-    assert seen["rotations"] == 1
+    assert written["ok"] and written["rotated_to"] == "/logs/app.log.1", f"the app could not write its log: {written}"
+    assert seen["container"] == "watcher", f"port 7010 on localhost is {seen['container']!r}, not the watcher"
+    assert lines == expected, f"the watcher's copy of the log differs from line {first_bad}"
+    assert seen["rotations"] == 1, f"the watcher saw {seen['rotations']} rotations, not 1"
+    assert seen["inotify_wakeups"] >= 1 and seen["lines_without_wakeup"] == 0, (
+        "inotify events in the shared volume did not carry the app's writes to the watcher: "
+        f"{seen['lines_without_wakeup']} lines arrived without a wake-up ({seen['inotify_wakeups']} wake-ups)")

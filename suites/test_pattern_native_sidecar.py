@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from podshare.evidence import describe
+
 pytestmark = pytest.mark.pattern
 
 
@@ -24,22 +26,30 @@ def test_restart_policy_always_survived_admission(sidecar_pod, evidence):
     """Read back from the API, the sidecar init container still has restartPolicy Always."""
     spec = sidecar_pod.status().spec.init_containers[0]
     evidence.update(init_container=spec.name, restart_policy=spec.restart_policy)
-    assert spec.restart_policy == "Always"
+    assert spec.restart_policy == "Always", (
+        f"the sidecar's restartPolicy read back as {spec.restart_policy!r}: admission dropped or changed it")
 
 
 def test_sidecar_runs_before_the_main_container_starts_and_the_pod_is_ready(sidecar_pod, evidence):
     """The sidecar is running (started) and was started before the main container;
-    the pod is Ready."""
+    the pod is Ready. The order comes from the containers' own readings of the
+    kernel's boot clock (the API's timestamps, one-second resolution, are evidence)."""
     status = sidecar_pod.status().status
     sidecar = status.init_container_statuses[0]
     main = status.container_statuses[0]
     ready = next(c.status for c in status.conditions if c.type == "Ready")
+    sidecar_agent = sidecar_pod.container("main").run("connect", port=7005)
+    main_agent = sidecar_pod.container("sidecar").run("connect", port=7001)
     evidence.update(sidecar_started_at=sidecar.state.running and sidecar.state.running.started_at.isoformat(),
-                    main_started_at=main.state.running.started_at.isoformat(), sidecar_started=sidecar.started,
-                    pod_ready=ready)
-    assert sidecar.state.running is not None and sidecar.started, "the sidecar is not running"
-    assert sidecar.state.running.started_at <= main.state.running.started_at
-    assert ready == "True"
+                    main_started_at=main.state.running and main.state.running.started_at.isoformat(),
+                    sidecar_started=sidecar.started, pod_ready=ready,
+                    started_boottime_ns={"sidecar": sidecar_agent.get("peer", {}).get("started_boottime_ns"),
+                                         "main": main_agent.get("peer", {}).get("started_boottime_ns")})
+    assert sidecar.state.running is not None and sidecar.started, "the sidecar is not running beside the main container"
+    assert sidecar_agent["ok"] and main_agent["ok"], "the sidecar and the main container cannot reach each other"
+    lead_ms = (main_agent["peer"]["started_boottime_ns"] - sidecar_agent["peer"]["started_boottime_ns"]) / 1e6
+    assert lead_ms > 0, f"the main container started {-lead_ms:.1f} ms before its sidecar"
+    assert ready == "True", "the pod with a native sidecar is not Ready"
 
 
 def test_sidecar_shares_localhost_ipc_and_volume_with_the_main_container(sidecar_pod, ipc_key, ipc_name, evidence):
@@ -55,7 +65,11 @@ def test_sidecar_shares_localhost_ipc_and_volume_with_the_main_container(sidecar
         "file_read": main.run("read", path=f"/data/disk/{ipc_name}"),
     }
     evidence.update(checks)
-    assert checks["main_to_sidecar"]["ok"] and checks["main_to_sidecar"]["peer"]["container"] == "sidecar"
-    assert checks["sidecar_to_main"]["ok"] and checks["sidecar_to_main"]["peer"]["container"] == "main"
-    assert checks["sem_seen"]["ok"] and checks["sem_seen"]["value"] == 4
-    assert checks["file_read"]["ok"] and checks["file_read"]["sha256"] == checks["file_written"]["sha256"]
+    assert checks["main_to_sidecar"]["ok"] and checks["main_to_sidecar"]["peer"]["container"] == "sidecar", (
+        f"the main container cannot reach the sidecar on 127.0.0.1: {describe(checks['main_to_sidecar'])}")
+    assert checks["sidecar_to_main"]["ok"] and checks["sidecar_to_main"]["peer"]["container"] == "main", (
+        f"the sidecar cannot reach the main container on 127.0.0.1: {describe(checks['sidecar_to_main'])}")
+    assert checks["sem_seen"]["ok"] and checks["sem_seen"]["value"] == 4, (
+        f"the main container does not see the sidecar's System V semaphore: {describe(checks['sem_seen'])}")
+    assert checks["file_read"]["ok"] and checks["file_read"]["sha256"] == checks["file_written"]["sha256"], (
+        f"the main container does not read the sidecar's file in the emptyDir: {describe(checks['file_read'])}")

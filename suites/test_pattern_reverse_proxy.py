@@ -6,6 +6,8 @@ import urllib.request
 
 import pytest
 
+from podshare.evidence import describe
+
 from podshare.retry import NotYet, wait_until
 
 pytestmark = pytest.mark.pattern
@@ -36,8 +38,8 @@ def test_nodeport_request_reaches_the_app_through_nginx_over_localhost(proxy, ev
     answer = wait_until(lambda: fetch(host_ip, node_port, "/podshare"), timeout=30,
                         what=f"http://{host_ip}:{node_port}/ through kube-proxy")
     evidence.update(url=f"http://{host_ip}:{node_port}/podshare", answer=answer)
-    assert answer["status"] == 200
-    assert answer["body"]["container"] == "app"
+    assert answer["status"] == 200, f"the NodePort answered {answer['status']}, not 200"
+    assert answer["body"]["container"] == "app", f"the answer came from {answer['body']['container']!r}, not the app"
     assert answer["body"]["client"] == "127.0.0.1", "the app was reached from outside its pod's loopback"
     assert answer["body"]["headers"].get("X-Forwarded-By") == "podshare-nginx", "the request did not pass nginx"
 
@@ -49,8 +51,10 @@ def test_app_port_is_not_reachable_through_the_pod_ip(proxy, stranger, evidence)
     through_nginx = stranger.run("http-get", url=f"http://{pod_ip}:80/from-stranger")
     direct = stranger.run("connect", host=pod_ip, port=5000)
     evidence.update(pod_ip=pod_ip, through_nginx=through_nginx, direct_to_app=direct)
-    assert through_nginx["ok"] and through_nginx["status"] == 200 and through_nginx["body"]["container"] == "app"
-    assert not direct["ok"] and direct["errno"] == "ECONNREFUSED"
+    assert through_nginx["ok"] and through_nginx["status"] == 200 and through_nginx["body"]["container"] == "app", (
+        f"nginx on the pod IP's port 80 did not bring another pod to the app: {describe(through_nginx)}")
+    assert not direct["ok"] and direct.get("errno") == "ECONNREFUSED", (
+        f"the app's port 5000 answers on the pod IP, not only on the pod's loopback: {describe(direct)}")
 
 
 def test_only_nginx_port_is_declared_and_exposed(proxy, evidence):
@@ -60,5 +64,5 @@ def test_only_nginx_port_is_declared_and_exposed(proxy, evidence):
     exposed = sorted(p.target_port if isinstance(p.target_port, int) else p.port
                      for p in proxy["Service/podshare-proxy"].spec.ports)
     evidence.update(declared_ports=declared, service_ports=exposed)
-    assert declared == [80]
-    assert 5000 not in exposed and exposed == [80]
+    assert declared == [80], f"the pod declares ports {declared}, not only nginx's 80"
+    assert 5000 not in exposed and exposed == [80], f"the Service exposes {exposed}, not only port 80"

@@ -15,7 +15,7 @@ def test_port_held_by_alpha_is_in_use_for_beta_until_released(alpha, beta, stran
     after_release = beta.run("bind", port=free_port)
     evidence.update(port=free_port, alpha=held, beta_while_held=while_held,
                     stranger_while_held=stranger_bind, beta_after_release=after_release)
-    assert held["ok"] and held["released"]
+    assert held["ok"] and held["released"], f"alpha could not hold port {free_port}: {held}"
     assert not while_held["ok"] and while_held["errno"] == "EADDRINUSE", \
         f"beta could bind port {free_port} while alpha listened on it: not one port space"
     assert stranger_bind["ok"], f"the stranger pod could not bind {free_port}: {stranger_bind.get('errno')}"

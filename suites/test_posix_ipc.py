@@ -4,6 +4,8 @@ containers and by no other pod. Broken in the wild by per-container /dev/shm
 (dockerd private IPC, Kata) and /dev/shm permissions under gVisor."""
 import pytest
 
+from podshare.evidence import describe
+
 pytestmark = pytest.mark.posix
 
 
@@ -16,10 +18,12 @@ def test_shm_open_object_written_in_alpha_is_read_in_beta(alpha, beta, stranger,
     who = beta.run("identity")
     evidence.update(alpha=written, beta=read, stranger=foreign, uid=who["uid"])
     assert who["uid"] != 0, "the probe runs as root; the claim is about non-root containers"
-    assert written["ok"], written
-    assert read["ok"], f"beta cannot open alpha's shared memory: {read.get('errno')}"
-    assert (read["size"], read["sha256"]) == (written["size"], written["sha256"])
-    assert not foreign["ok"] and foreign["errno"] == "ENOENT"
+    assert written["ok"], f"alpha could not write a POSIX shared memory object: {describe(written)}"
+    assert read["ok"], f"beta cannot open alpha's shared memory: {describe(read)}"
+    assert (read["size"], read["sha256"]) == (written["size"], written["sha256"]), (
+        "beta read other bytes from alpha's shared memory object than alpha wrote")
+    assert not foreign["ok"] and foreign.get("errno") == "ENOENT", (
+        f"the stranger pod opens alpha's shared memory object too ({describe(foreign)}), so it is not the pod's alone")
 
 
 def test_named_semaphore_created_in_alpha_is_visible_in_beta(alpha, beta, stranger, ipc_name, evidence):
@@ -28,9 +32,10 @@ def test_named_semaphore_created_in_alpha_is_visible_in_beta(alpha, beta, strang
     seen = beta.run("posix-sem-info", name=ipc_name)
     foreign = stranger.run("posix-sem-info", name=ipc_name)
     evidence.update(alpha=created, beta=seen, stranger=foreign)
-    assert created["ok"], created
+    assert created["ok"], f"alpha could not create a POSIX named semaphore: {describe(created)}"
     assert seen["ok"] and seen["value"] == 5, f"beta does not see alpha's semaphore: {seen}"
-    assert not foreign["ok"] and foreign["errno"] == "ENOENT"
+    assert not foreign["ok"] and foreign.get("errno") == "ENOENT", (
+        f"the stranger pod opens alpha's named semaphore too ({describe(foreign)}), so it is not the pod's alone")
 
 
 def test_message_queue_opened_in_alpha_delivers_to_beta(alpha, beta, stranger, ipc_name, evidence):
@@ -41,9 +46,10 @@ def test_message_queue_opened_in_alpha_delivers_to_beta(alpha, beta, stranger, i
     foreign = stranger.run("posix-mq-receive", name=ipc_name)
     received = beta.run("posix-mq-receive", name=ipc_name)
     evidence.update(alpha=sent, beta=received, stranger=foreign)
-    assert sent["ok"], sent
-    assert received["ok"] and received["text"] == text, f"beta did not receive alpha's message: {received}"
-    assert not foreign["ok"] and foreign["errno"] == "ENOENT"
+    assert sent["ok"], f"alpha could not send on a POSIX message queue: {describe(sent)}"
+    assert received["ok"] and received["text"] == text, f"beta did not receive alpha's message: {describe(received)}"
+    assert not foreign["ok"] and foreign.get("errno") == "ENOENT", (
+        f"the stranger pod opens alpha's message queue too ({describe(foreign)}), so it is not the pod's alone")
 
 
 def test_dev_shm_is_one_tmpfs_for_the_pod(alpha, beta, stranger, evidence):
@@ -52,6 +58,7 @@ def test_dev_shm_is_one_tmpfs_for_the_pod(alpha, beta, stranger, evidence):
     common default)."""
     fs = {c.name: c.run("filesystem", path="/dev/shm") for c in (alpha, beta, stranger)}
     evidence.update(dev_shm=fs, size_mib=fs["alpha"].get("size_bytes", 0) / 2**20)
-    assert fs["alpha"]["ok"] and fs["alpha"]["fstype"] == "tmpfs", fs["alpha"]
+    assert fs["alpha"]["ok"] and fs["alpha"]["fstype"] == "tmpfs", (
+        f"/dev/shm in alpha is not a tmpfs: {fs['alpha'].get('fstype') or describe(fs['alpha'])}")
     assert fs["alpha"]["device"] == fs["beta"]["device"], "alpha and beta have different /dev/shm file systems"
     assert fs["stranger"]["device"] != fs["alpha"]["device"], "the stranger pod has the same /dev/shm"

@@ -7,6 +7,8 @@ the wild by gVisor (inotify across containers, mmap coherence on gofer
 mounts) and by virtio-fs/9p shares in VM runtimes."""
 import pytest
 
+from podshare.evidence import describe
+
 pytestmark = pytest.mark.volume
 
 VOLUMES = ["disk", "memory"]
@@ -25,10 +27,12 @@ def test_file_written_in_alpha_is_read_byte_exact_in_beta(alpha, beta, stranger,
     read = beta.run("read", path=path)
     foreign = stranger.run("read", path=path)
     evidence.update(alpha=written, beta=read, stranger=foreign)
-    assert written["ok"], written
-    assert read["ok"], f"beta cannot read alpha's file: {read.get('errno')}"
-    assert (read["size"], read["sha256"]) == (written["size"], written["sha256"])
-    assert not foreign["ok"] and foreign["errno"] == "ENOENT"
+    assert written["ok"], f"alpha could not write a file in the volume: {describe(written)}"
+    assert read["ok"], f"beta cannot read alpha's file: {describe(read)}"
+    assert (read["size"], read["sha256"]) == (written["size"], written["sha256"]), (
+        f"beta read {read['size']} bytes that differ from the {written['size']} alpha wrote")
+    assert not foreign["ok"] and foreign.get("errno") == "ENOENT", (
+        f"the stranger pod has alpha's file in its volume of the same name too ({describe(foreign)}), so it is not the pod's alone")
 
 
 def test_rename_append_and_delete_are_seen_at_once(alpha, beta, volume, ipc_name, evidence):
@@ -46,11 +50,14 @@ def test_rename_append_and_delete_are_seen_at_once(alpha, beta, volume, ipc_name
         "beta_after_delete": beta.run("read", path=second),
     }
     evidence.update(steps)
-    assert steps["beta_rename"]["ok"], steps["beta_rename"]
-    assert steps["alpha_old_name"]["errno"] == "ENOENT", "alpha still sees the name beta renamed away"
-    assert steps["beta_read"]["text"] == "one\ntwo\n"
-    assert steps["alpha_delete"]["ok"]
-    assert not steps["beta_after_delete"]["ok"] and steps["beta_after_delete"]["errno"] == "ENOENT"
+    assert steps["alpha_append"]["ok"], f"alpha could not create a file in the volume: {describe(steps['alpha_append'])}"
+    assert steps["beta_rename"]["ok"], f"beta could not rename alpha's file: {describe(steps['beta_rename'])}"
+    assert steps["alpha_old_name"].get("errno") == "ENOENT", "alpha still sees the name beta renamed away"
+    assert steps["beta_read"].get("text") == "one\ntwo\n", (
+        f"beta does not read alpha's appended text: {steps['beta_read'].get('text') or describe(steps['beta_read'])!r}")
+    assert steps["alpha_delete"]["ok"], f"alpha could not delete the file beta renamed: {describe(steps['alpha_delete'])}"
+    assert not steps["beta_after_delete"]["ok"] and steps["beta_after_delete"].get("errno") == "ENOENT", (
+        "beta still reads the file alpha deleted")
 
 
 @pytest.mark.parametrize("kind", ["flock", "fcntl"])
@@ -62,8 +69,9 @@ def test_lock_held_in_alpha_blocks_beta(alpha, beta, volume, ipc_name, kind, evi
         contended = beta.run("try-lock", path=path, kind=kind)
     after = beta.run("try-lock", path=path, kind=kind)
     evidence.update(alpha=hold.result(), beta_while_held=contended, beta_after_release=after)
-    assert not contended["ok"] and contended["errno"] == "EAGAIN", f"beta took a lock alpha holds: {contended}"
-    assert after["ok"], after
+    assert not contended["ok"] and contended.get("errno") == "EAGAIN", (
+        f"beta took the {kind} lock alpha holds on their shared file: {describe(contended)}")
+    assert after["ok"], f"beta could not take the {kind} lock after alpha released it: {describe(after)}"
 
 
 def test_inotify_in_beta_sees_alpha_write(alpha, beta, volume, ipc_name, evidence):
@@ -75,7 +83,8 @@ def test_inotify_in_beta_sees_alpha_write(alpha, beta, volume, ipc_name, evidenc
     events = watcher.result()
     evidence.update(alpha=written, beta=events)
     assert events["ok"], f"beta's inotify saw no close-write of alpha's file: {events}"
-    assert any(e["name"] == name and "IN_CLOSE_WRITE" in e["mask"] for e in events["events"])
+    assert any(e["name"] == name and "IN_CLOSE_WRITE" in e["mask"] for e in events["events"]), (
+        f"beta's inotify saw events, but not alpha's close-write of {name}: {events['events']}")
 
 
 def test_unix_socket_file_in_the_volume_connects(alpha, beta, stranger, volume, ipc_name, evidence):
@@ -86,8 +95,10 @@ def test_unix_socket_file_in_the_volume_connects(alpha, beta, stranger, volume, 
         seen = beta.run("connect-unix", path=path)
         foreign = stranger.run("connect-unix", path=path)
     evidence.update(beta=seen, stranger=foreign)
-    assert seen["ok"] and seen["peer"]["container"] == "alpha", seen
-    assert not foreign["ok"] and foreign["errno"] == "ENOENT"
+    assert seen["ok"] and seen["peer"]["container"] == "alpha", (
+        f"beta cannot connect to the unix socket alpha bound in the volume: {describe(seen)}")
+    assert not foreign["ok"] and foreign.get("errno") == "ENOENT", (
+        f"the stranger pod connects to alpha's socket file too ({describe(foreign)}), so it is not the pod's alone")
 
 
 def test_shared_mappings_are_coherent(alpha, beta, volume, ipc_name, evidence):
@@ -107,12 +118,30 @@ def test_shared_mappings_are_coherent(alpha, beta, volume, ipc_name, evidence):
 def test_memory_volume_is_tmpfs_and_honours_its_size_limit(probe_pod, alpha, beta, ipc_name, evidence):
     """The `medium: Memory` emptyDir is a tmpfs sized to its sizeLimit, and a write
     past the limit fails with ENOSPC."""
-    limit = next(v["emptyDir"]["sizeLimit"] for v in probe_pod.body["spec"]["volumes"] if v["name"] == "memory")
-    limit_bytes = int(limit.removesuffix("Mi")) * 2**20
+    # What the pod promises, from the pod as the API returns it (whatever the volume is called).
+    volume = probe_pod.volume_at("alpha", "/data/memory")
+    empty_dir = (volume or {}).get("emptyDir") or {}
+    evidence.update(volume=volume)
+    assert empty_dir.get("medium") == "Memory", (
+        f"the volume at /data/memory is not a medium: Memory emptyDir: {volume}")
+    limit = empty_dir.get("sizeLimit")
+    assert limit, "the Memory emptyDir at /data/memory declares no sizeLimit, so there is no size to honour"
+    limit_bytes = quantity_bytes(str(limit))
     fs = alpha.run("filesystem", path="/data/memory")
     filled = beta.run("fill", path=f"/data/memory/{ipc_name}.fill", size=limit_bytes + (4 << 20))
     evidence.update(size_limit=limit, filesystem=fs, fill=filled)
+    assert fs["ok"], f"alpha cannot stat the memory volume: {describe(fs)}"
     assert fs["fstype"] == "tmpfs", f"the memory volume is {fs.get('fstype')}, not tmpfs"
-    assert fs["size_bytes"] == limit_bytes, f"tmpfs size {fs['size_bytes']} != sizeLimit {limit_bytes}"
-    assert not filled["ok"] and filled["errno"] == "ENOSPC", filled
-    assert filled["written"] <= limit_bytes
+    assert fs["size_bytes"] == limit_bytes, f"the memory volume's tmpfs is {fs['size_bytes']} bytes, not its sizeLimit {limit}"
+    assert not filled["ok"] and filled.get("errno") == "ENOSPC", (
+        f"a write past the {limit} sizeLimit did not fail with ENOSPC: {describe(filled)}")
+    assert filled["written"] <= limit_bytes, f"{filled['written']} bytes went into a volume limited to {limit}"
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes quantity (64Mi, 1G, 1048576) in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity[:-len(suffix)]) * factor)
+    return int(quantity)

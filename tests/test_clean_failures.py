@@ -3,14 +3,17 @@ non-zero, with one line naming the cause (no traceback, no waiting out
 --pod-timeout). Each case against the real cluster."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
 import pytest
 
-from .conftest import kubeconfig_for, run_suites_as
+from podshare.pods import load_manifest
 
-FAST = 60.0  # well under --pod-timeout below: a fail-fast path, not a timeout
+from .conftest import PROJECT, kubeconfig_for, run_suites_as
+
+FAST = 10.0  # the documented bound, far under --pod-timeout below: a fail-fast path, not a timeout
 
 
 def expect_clean_failure(args: list[str], cause: str) -> str:
@@ -19,7 +22,7 @@ def expect_clean_failure(args: list[str], cause: str) -> str:
     run = run_suites_as("-m", "identity", "--pod-timeout", "300", *args, timeout=240)
     elapsed = time.monotonic() - start
     output = run.stdout + run.stderr
-    assert run.returncode != 0, output
+    assert run.returncode == 2, output  # documented: 2, podshare could not check the claims
     assert elapsed < FAST, f"took {elapsed:.0f}s: {output[-2000:]}"
     interrupted = [line for line in output.splitlines() if "Interrupted: podshare:" in line]
     assert len(interrupted) == 1 and cause in interrupted[0], output[-3000:]
@@ -65,9 +68,29 @@ def test_image_without_the_probe_program(admin_kubeconfig):
     assert "a podshare probe image?" in line
 
 
-def test_unschedulable_pod_gives_the_scheduler_reason(admin_kubeconfig):
-    line = expect_clean_failure(["--kubeconfig", admin_kubeconfig, "--node", "no-such-node"], "unschedulable")
+def test_a_node_that_does_not_exist_is_named(admin_kubeconfig):
+    expect_clean_failure(["--kubeconfig", admin_kubeconfig, "--node", "no-such-node"],
+                         "node 'no-such-node' does not exist")
+
+
+def test_unschedulable_pod_gives_the_scheduler_reason(admin_kubeconfig, tmp_path):
+    manifest = load_manifest("probe-pod.yaml")
+    manifest["spec"]["nodeSelector"] = {"podshare.io/no-such-label": "x"}
+    (tmp_path / "pod.yaml").write_text(json.dumps(manifest))
+    line = expect_clean_failure(["--kubeconfig", admin_kubeconfig, "--pod-manifest", str(tmp_path / "pod.yaml")],
+                                "unschedulable")
     assert "nodes are available" in line
+
+
+def test_a_fatal_setup_failure_under_x_still_exits_2(admin_kubeconfig):
+    expect_clean_failure(["--kubeconfig", admin_kubeconfig, "-x", "--namespace", "no-such-namespace"],
+                         "namespace 'no-such-namespace' does not exist")
+
+
+def test_pod_security_refusal_is_not_blamed_on_rbac(admin_kubeconfig):
+    line = expect_clean_failure(["--kubeconfig", admin_kubeconfig, "--pod-manifest",
+                                 str(PROJECT / "tests" / "variants" / "host-ipc.yaml")], "Pod Security admission")
+    assert "RBAC" not in line.split("not by RBAC")[0] and "--pod-security privileged" in line
 
 
 def test_namespace_that_does_not_exist(admin_kubeconfig):

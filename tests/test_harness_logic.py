@@ -115,8 +115,95 @@ def test_report_counts_outcomes_and_renders_every_claim(tmp_path):
     report = RunReport(run={"id": "r", "duration_s": 1.0}, cluster={"server_version": "v1.35.4"}, checks=checks)
     paths = report.write(tmp_path)
     data = json.loads(paths[0].read_text())
-    assert data["summary"] == {"passed": 1, "failed": 1, "error": 0, "skipped": 1, "total": 3}
+    assert data["summary"] == {"passed": 1, "failed": 1, "error": 0, "skipped": 1, "interrupted": 0, "known-divergence": 0, "total": 3}
     assert [c["outcome"] for c in data["checks"]] == ["passed", "failed", "skipped"]
     page = paths[1].read_text()
     assert "claim &lt;B&gt;" in page and "<script" not in page and "http" not in page.split("<body>")[1]
     assert "| ❌ | claim <B> (`b`) | failed" in paths[2].read_text()
+
+
+class RecordingKube:
+    """Just enough of Kube for the pod layer: remembers what was created where,
+    and 'schedules' a pod on the node its affinity names, else on node-b."""
+
+    def __init__(self):
+        self.created: list[dict] = []
+
+    def create(self, namespace, body):
+        self.created.append(json.loads(json.dumps(body)))
+        return client.V1Pod(metadata=client.V1ObjectMeta(uid=f"uid-{len(self.created)}"))
+
+    def delete_pod(self, namespace, name, timeout):
+        pass
+
+    def wait_for_pod(self, namespace, name, timeout, ready=None):
+        body = self.created[-1]
+        terms = body["spec"].get("affinity", {}).get("nodeAffinity", {})
+        node = terms["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0][
+            "matchFields"][0]["values"][0] if terms else "node-b"
+        return client.V1Pod(metadata=client.V1ObjectMeta(uid=f"uid-{len(self.created)}"),
+                            spec=client.V1PodSpec(containers=[], node_name=node))
+
+
+def test_a_recreated_pod_is_pinned_to_the_node_of_the_first():
+    from podshare.pods import Pod, ProbeSet
+    kube = RecordingKube()
+    body = render(load_manifest("probe-pod.yaml"), name="p", settings=FakeSettings(), run_id="r")
+    probes = ProbeSet([Pod(kube, "ns", body, 5)])
+    probes.pods[0].create()
+    probes.pods[0].uid, probes.pods[0].node = "uid-1", "node-a"  # where the scheduler put the first
+    probes.recreate()
+    assert probes.node == "node-a"
+    again = kube.created[-1]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert again["nodeSelectorTerms"][0]["matchFields"][0]["values"] == ["node-a"]
+
+
+def test_a_pod_that_never_gets_ready_keeps_its_reason_for_the_claims():
+    from podshare.pods import Pod, ProbeSet, start_pods_for_claims
+
+    class NeverReady(RecordingKube):
+        def wait_for_pod(self, *a, **kw):
+            raise GaveUp("timed out after 5s waiting for pod p to be ready: container nginx is not ready")
+    pod = Pod(NeverReady(), "ns", render(load_manifest("probe-pod.yaml"), name="p", settings=FakeSettings(),
+                                         run_id="r"), 5)
+    start_pods_for_claims([pod], (GaveUp,))
+    assert "container nginx is not ready" in pod.start_failure
+    assert ProbeSet([pod]).start_failure.startswith("p: timed out")
+
+
+def test_reports_name_what_makes_a_run_incomplete(tmp_path):
+    from podshare.report import render_html, render_markdown, run_problems
+    checks = [Check(id="a", claim="A", outcome="passed", duration_s=1.0),
+              Check(id="b", claim="B", outcome="interrupted", duration_s=0.5, message="the run stopped")]
+    report = RunReport(run={"id": "r", "interrupted": "signal 15"}, cluster={}, checks=checks)
+    assert report.summary["interrupted"] == 1 and report.summary["passed"] == 1
+    assert "1 interrupted" in render_markdown(report) and "Interrupted (signal 15)" in render_markdown(report)
+    assert "Interrupted (signal 15)" in render_html(report)
+    assert run_problems({"checks_run": 0}) == ["No claim ran: the selection (-m, -k, paths) matched none."]
+    assert run_problems({"fatal": "x"}) == ["Could not check the claims: x"]
+
+
+def test_known_divergences_match_claim_and_class(tmp_path):
+    from podshare.report import KnownDivergences
+    listed = tmp_path / "known.yaml"
+    listed.write_text("- {claim: 'suites/test_volumes.py::test_inotify_in_beta_sees_alpha_write[*]', "
+                      "runtime_class: gvisor, reason: inotify does not cross containers}\n")
+    known = KnownDivergences.load(str(listed))
+    assert known.match("suites/test_volumes.py::test_inotify_in_beta_sees_alpha_write[disk]", "gvisor")
+    assert known.match("suites/test_volumes.py::test_inotify_in_beta_sees_alpha_write[disk]", "runc") is None
+    assert known.match("suites/test_volumes.py::test_shared_mappings_are_coherent[disk]", "gvisor") is None
+    listed.write_text("- {claim: x}\n")
+    with pytest.raises(ValueError, match="expected a list"):
+        KnownDivergences.load(str(listed))
+
+
+def test_the_matrix_has_a_row_per_claim_and_a_column_per_class():
+    from podshare.report import claim_matrix, render_html, render_markdown
+    checks = [Check(id=f"s.py::t[disk-{k}]", claim="T", outcome=o, duration_s=0.1, claim_id="s.py::t[disk]",
+                    runtime_class=k) for k, o in (("runc", "passed"), ("gvisor", "known-divergence"))]
+    classes, rows = claim_matrix(checks)
+    assert classes == ["runc", "gvisor"] and list(rows) == ["s.py::t[disk]"]
+    report = RunReport(run={"id": "r"}, cluster={}, checks=checks)
+    assert "| `t[disk]` | ✅ passed | 🔶 known-divergence |" in render_markdown(report)
+    assert 'href="#check-1">known-divergence</a>' in render_html(report)
+    assert claim_matrix([Check(id="a", claim="A", outcome="passed", duration_s=0)]) is None

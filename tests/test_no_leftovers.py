@@ -4,8 +4,11 @@ orphan by its labels and never touches anything podshare did not create.
 Against a cluster, with the suites run in pytest processes of their own."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
 import sys
 import uuid
 
@@ -64,8 +67,22 @@ def test_an_interrupted_run_cleans_up(kube, signum):
     wait_for_running_probes(kube, run_id)
     run.send_signal(signum)
     out, _ = run.communicate(timeout=180)
-    assert run.returncode != 0, out
+    assert run.returncode == 2, out
     assert namespaces_of(kube, run_id) == [], out
+    # Every report tells the truth: the claim it stopped in is interrupted, not
+    # passed; the run says it was interrupted; nothing passed that junit lacks.
+    reports = Path(f"/tmp/podshare-{run_id}")
+    results = json.loads((reports / "results.json").read_text())
+    assert results["run"]["interrupted"], results["run"]
+    outcomes = {c["id"]: c["outcome"] for c in results["checks"]}
+    assert "interrupted" in outcomes.values(), outcomes
+    junit = ET.parse(reports / "junit.xml").getroot()
+    junit_passed = {tc.get("name") for tc in junit.iter("testcase")
+                    if not any(child.tag in ("failure", "error", "skipped") for child in tc)}
+    ours_passed = {claim.split("::", 1)[1] for claim, o in outcomes.items() if o == "passed"}
+    assert ours_passed == junit_passed, (ours_passed, junit_passed)
+    assert "interrupted" in (reports / "summary.md").read_text().splitlines()[0]
+    assert "Interrupted (" in (reports / "report.html").read_text()
 
 
 def test_keep_always_keeps_the_namespace_and_gc_removes_it_by_run_id(kube):

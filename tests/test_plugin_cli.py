@@ -2,6 +2,7 @@
 without any cluster, and a missing cluster is one clear line, not a traceback."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -52,3 +53,35 @@ def test_missing_kubeconfig_fails_every_claim_with_one_line():
     stop = [line for line in out.stdout.splitlines() if "Interrupted: podshare:" in line]
     assert len(stop) == 1 and "no kubeconfig at /nonexistent/kubeconfig" in stop[0]
     assert "Traceback" not in out.stdout
+
+
+def _stale_reports(directory) -> None:
+    directory.mkdir()
+    for name in ("results.json", "report.html", "summary.md", "junit.xml"):
+        (directory / name).write_text("STALE: an earlier run's 2 passed")
+
+
+def test_a_run_that_selects_no_claim_rewrites_every_report(tmp_path):
+    reports = tmp_path / "reports"
+    _stale_reports(reports)
+    out = pytest_run("suites", "-q", "-m", "no_such_marker", "--reports-dir", str(reports))
+    assert out.returncode == 5, out.stdout + out.stderr  # pytest: no tests ran
+    for name in ("results.json", "report.html", "summary.md", "junit.xml"):
+        assert "STALE" not in (reports / name).read_text(), name
+    results = json.loads((reports / "results.json").read_text())
+    assert results["checks"] == [] and results["run"]["checks_run"] == 0
+    assert "No claim ran" in (reports / "summary.md").read_text()
+
+
+def test_a_run_whose_collection_fails_says_so_in_every_report(tmp_path):
+    reports, broken = tmp_path / "reports", tmp_path / "test_broken.py"
+    _stale_reports(reports)
+    broken.write_text("def test_(:\n")
+    out = pytest_run(str(broken), "-q", "--reports-dir", str(reports))
+    assert out.returncode == 2, out.stdout + out.stderr
+    results = json.loads((reports / "results.json").read_text())
+    assert results["run"]["fatal"].startswith("could not collect the claims: ")
+    assert "test_broken.py" in results["run"]["fatal"]
+    assert "Could not check the claims" in (reports / "summary.md").read_text()
+    assert "Could not check the claims" in (reports / "report.html").read_text()
+    assert "STALE" not in (reports / "junit.xml").read_text()

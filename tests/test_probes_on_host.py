@@ -210,9 +210,12 @@ class TestFiles:
 
 @needs_root
 def test_identity_reports_different_namespaces_after_unshare(run_probe):
-    here = run_probe("identity")["namespaces"]
-    there = run_probe("identity", prefix=("unshare", "--ipc", "--uts"))["namespaces"]
-    assert here["ipc"] != there["ipc"] and here["uts"] != there["uts"] and here["net"] == there["net"]
+    here = run_probe("identity")
+    there = run_probe("identity", prefix=("unshare", "--ipc", "--uts"))
+    a, b = here["namespace_ids"], there["namespace_ids"]
+    assert a["ipc"] != b["ipc"] and a["uts"] != b["uts"] and a["net"] == b["net"]
+    # one kernel: its boot id is part of every namespace's identity
+    assert here["kernel"] == there["kernel"] and a["net"].startswith(here["kernel"] + ":")
 
 
 def test_unknown_key_errors_are_errno_names(run_probe):
@@ -275,6 +278,9 @@ class TestPatternProcesses:
                 break
         assert seen["lines"] == [f"line {n:06d}" for n in range(1, 501)]
         assert seen["rotations"] == 1
+        # Every line came through an inotify wake-up: the follower cannot pass by
+        # re-reading the file when asked (the claim asserts the same in the pod).
+        assert seen["inotify_wakeups"] >= 1 and seen["lines_without_wakeup"] == 0, seen["inotify_wakeups"]
 
     def test_follower_started_after_the_rotation_still_reads_everything_in_order(self, run_probe, start_probe,
                                                                                tmp_path):
@@ -284,3 +290,4 @@ class TestPatternProcesses:
         assert '"follow"' in follower.stdout.readline()
         seen = finish_connect(port)
         assert seen["lines"] == [f"line {n:06d}" for n in range(1, 301)] and seen["rotations"] == 1
+        assert seen["lines_without_wakeup"] == 300  # there before the follower: honestly counted as such

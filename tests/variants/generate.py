@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).resolve().parent
-BASE = yaml.safe_load((HERE.parent.parent / "manifests" / "probe-pod.yaml").read_text())
+MANIFESTS = HERE.parent.parent / "manifests"
+BASE = yaml.safe_load((MANIFESTS / "probe-pod.yaml").read_text())
 
 
 def save(name: str, docs: list[dict], why: str) -> None:
@@ -50,7 +51,58 @@ def split_pods() -> list[dict]:
     return docs
 
 
+def broken_pattern(name: str, change, why: str) -> None:
+    """A pattern manifest with the promise it relies on broken, for --patterns-dir."""
+    docs = list(yaml.safe_load_all((MANIFESTS / "patterns" / name).read_text()))
+    pod = next(d for d in docs if d["kind"] == "Pod")
+    change(pod["spec"], docs)
+    (HERE / "broken-patterns").mkdir(exist_ok=True)
+    save(f"broken-patterns/{name}", docs, why)
+
+
+def proxy_app_elsewhere(spec, docs):
+    """nginx's app moves to a pod of its own: 127.0.0.1:5000 is no longer the app."""
+    app = next(c for c in spec["containers"] if c["name"] == "app")
+    spec["containers"].remove(app)
+    other = copy.deepcopy(next(d for d in docs if d["kind"] == "Pod"))
+    other["metadata"]["name"] = "podshare-proxy-app"
+    other["spec"]["containers"] = [app]
+    other["spec"].pop("volumes", None)
+    docs.append(other)
+
+
+def watcher_volume_of_its_own(spec, docs):
+    watcher = next(c for c in spec["containers"] if c["name"] == "watcher")
+    watcher["volumeMounts"] = [{**m, "name": "watcher-own"} for m in watcher["volumeMounts"]]
+    spec["volumes"].append({"name": "watcher-own", "emptyDir": {}})
+
+
+def loader_volume_not_shared(spec, docs):
+    for c in spec["containers"]:
+        c["volumeMounts"] = [{**m, "name": "main-own"} for m in c["volumeMounts"]]
+    spec["volumes"].append({"name": "main-own", "emptyDir": {}})
+
+
+def sidecar_restart_policy_dropped(spec, docs):
+    spec["initContainers"][0].pop("restartPolicy")  # what a webhook unaware of the field did
+    spec["initContainers"][0].pop("startupProbe")  # else the API refuses the pod (also a failure)
+
+
 if __name__ == "__main__":
+    broken_pattern("reverse-proxy.yaml", proxy_app_elsewhere, """
+Broken on purpose: the app nginx proxies to (127.0.0.1:5000) runs in another
+pod, as if the pod's containers did not share localhost. nginx's readiness
+(through the proxy) never succeeds: every reverse-proxy claim must fail.""")
+    broken_pattern("log-watcher.yaml", watcher_volume_of_its_own, """
+Broken on purpose: the watcher mounts an emptyDir of its own at the log path,
+as if volume writes (and their inotify events) did not cross containers.""")
+    broken_pattern("data-loader.yaml", loader_volume_not_shared, """
+Broken on purpose: the main containers mount another emptyDir than the init
+container filled: the byte-exact read at start must fail.""")
+    broken_pattern("native-sidecar.yaml", sidecar_restart_policy_dropped, """
+Broken on purpose: the sidecar's restartPolicy: Always is gone, as when an
+admission webhook dropped the field it did not know: the sidecar becomes a
+plain init container that never exits, and the pod stalls in init.""")
     save("split-volumes.yaml", [variant(split_volumes)], """
 Broken on purpose: beta mounts emptyDirs of its own at the same paths,
 so nothing written in a volume by alpha reaches beta. The volume claims must fail.""")
