@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what podshare needs from Debian's packages. Idempotent and quick
+# Installs what podshare needs from Debian's packages (crun and runsc for the
+# cluster's extra RuntimeClasses among them). Idempotent and quick
 # when everything is already there.
 #   install-deps.sh          everything the local cluster needs (and python)
 #   install-deps.sh python   only what the project virtualenv needs

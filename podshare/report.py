@@ -118,23 +118,25 @@ def run_problems(run: dict[str, Any]) -> list[str]:
 def render_markdown(report: RunReport) -> str:
     s = report.summary
     lines = [f"# podshare: {s['passed']} passed, {s['failed']} failed, {s['error']} errors, {s['skipped']} skipped"
-             + (f", {s['interrupted']} interrupted" if s["interrupted"] else ""), ""]
+             + (f", {s['interrupted']} interrupted" if s["interrupted"] else "")
+             + (f", {s['known-divergence']} known divergences" if s["known-divergence"] else ""), ""]
     for problem in run_problems(report.run):
         lines += [f"**{problem}**", ""]
-    lines += [_cluster_line(report.cluster), "",
-             "| | claim | outcome | time | note |", "|---|---|---|---|---|"]
-    for c in report.checks:
-        note = c.message.splitlines()[0][:160] if c.message else ""
-        lines.append(f"| {_ICON.get(c.outcome, '')} | {c.claim} (`{c.id.split('::')[-1]}`) | {c.outcome} "
-                     f"| {c.duration_s:.2f}s | {note.replace('|', '/')} |")
+    lines += [_cluster_line(report.cluster), ""]
     matrix = claim_matrix(report.checks)
-    if matrix:
+    if matrix:  # which runtime breaks which promise, before the detail
         classes, rows = matrix
-        lines += ["", "## Claim x RuntimeClass", "", "| claim | " + " | ".join(classes) + " |",
+        lines += ["## Claim x RuntimeClass", "", "| claim | " + " | ".join(classes) + " |",
                   "|---|" + "---|" * len(classes)]
         for claim_id, cells in rows.items():
             lines.append(f"| `{claim_id.split('::')[-1]}` | " + " | ".join(
                 f"{_ICON.get(cells[k].outcome, '')} {cells[k].outcome}" if k in cells else "" for k in classes) + " |")
+        lines.append("")
+    lines += ["| | claim | outcome | time | note |", "|---|---|---|---|---|"]
+    for c in report.checks:
+        note = c.message.splitlines()[0][:160] if c.message else ""
+        lines.append(f"| {_ICON.get(c.outcome, '')} | {c.claim} (`{c.id.split('::')[-1]}`) | {c.outcome} "
+                     f"| {c.duration_s:.2f}s | {note.replace('|', '/')} |")
     for c in report.checks:
         if c.diagnostics:
             lines += ["", f"<details><summary>{c.outcome}: {c.id} — pod status, events and logs</summary>", "",

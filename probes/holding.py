@@ -68,10 +68,20 @@ class Holder:
         return {"released": self.released, "held_s": round(time.monotonic() - self.started, 3)}
 
 
+def _stable_namespace(ns: str) -> bool:
+    """Whether this namespace's file identifies it here. gVisor shows no ns/mnt,
+    and gives ns/pid a new inode at every look; there /proc is already this
+    container's own view, and no filter is needed."""
+    try:
+        return os.stat(f"/proc/self/ns/{ns}").st_ino == os.stat(f"/proc/{os.getpid()}/ns/{ns}").st_ino
+    except OSError:
+        return False
+
+
 def same_container_processes(match) -> list[int]:
     """PIDs of processes in this container (same pid and mount namespace as
     us) whose argv satisfies `match`; on a node, other pods' probes are not ours."""
-    mine = {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in ("pid", "mnt")}
+    mine = {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in ("pid", "mnt") if _stable_namespace(ns)}
     found = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         if int(entry) == os.getpid():

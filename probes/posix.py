@@ -1,6 +1,8 @@
 """POSIX IPC verbs: shm_open, named semaphores, mq_open, and /dev/shm itself."""
 from __future__ import annotations
 
+import ctypes
+import errno
 import mmap
 import os
 
@@ -66,8 +68,33 @@ def mq_send(args) -> dict:
         queued = mq.current_messages
         mq.close()
     except (posix_ipc.Error, OSError) as exc:
-        return failure(exc, name=_name(args))
+        result = failure(exc, name=_name(args))
+        if type(exc) is posix_ipc.Error:  # the library's catch-all: ask the syscalls themselves
+            result["syscalls"] = _mq_syscalls(_name(args), args.text.encode())
+            result["errno"] = next((e for e in result["syscalls"].values() if e != "ok"), result["errno"])
+        return result
     return ok(name=_name(args), queued=queued)
+
+
+def _mq_syscalls(name: str, message: bytes) -> dict[str, str]:
+    """mq_open, mq_send and mq_getattr one by one, each with its errno name, for
+    the evidence when posix_ipc only says "Unable to initialize object"."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mq_open.restype = ctypes.c_int
+    libc.mq_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+
+    def outcome(rc: int) -> str:
+        return "ok" if rc != -1 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+    seen = {}
+    mqd = libc.mq_open(name.encode(), os.O_CREAT | os.O_RDWR | os.O_NONBLOCK, 0o600, None)
+    seen["mq_open"] = outcome(mqd)
+    if mqd != -1:
+        seen["mq_send"] = outcome(libc.mq_send(mqd, message, len(message), 0))
+        attr = ctypes.create_string_buffer(64)
+        seen["mq_getattr"] = outcome(libc.mq_getattr(mqd, attr))
+        libc.mq_close(mqd)
+        libc.mq_unlink(name.encode())
+    return seen
 
 
 def mq_receive(args) -> dict:

@@ -84,3 +84,18 @@ def test_status_sees_every_component_running():
     for component in ("containerd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
                       "kubelet", "kube-proxy"):
         assert component in status.stdout
+
+
+@pytest.mark.skipif(not os.environ.get("PODSHARE_LOCAL_CLUSTER"), reason="the bundled cluster's own RuntimeClasses")
+def test_up_creates_the_three_runtime_classes(kube):
+    handlers = {name: kube.runtime_class(name).handler for name in ("runc", "crun", "gvisor")}
+    assert handlers == {"runc": "runc", "crun": "crun", "gvisor": "gvisor"}
+
+
+def test_a_runtime_class_that_does_not_exist_stops_the_run_in_one_line():
+    out = subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", "-m", "identity",
+                          "--runtime-class", "no-such-class", "--reports-dir", "/tmp/podshare-no-such-class"],
+                         cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout[-2000:]
+    stop = [line for line in out.stdout.splitlines() if "Interrupted: podshare:" in line]
+    assert len(stop) == 1 and "RuntimeClass 'no-such-class' does not exist" in stop[0], out.stdout[-2000:]

@@ -1,0 +1,65 @@
+"""The claim x runtime matrix on the bundled cluster's three RuntimeClasses:
+runc and crun keep every promise; gVisor diverges exactly where
+cluster/gvisor-known-divergences.yaml says, no more and no less, so a runtime
+or harness change shows the day it happens.
+
+`make test` runs the matrix once (cluster/test-all.sh) and hands its results
+here (PODSHARE_MATRIX_RESULTS); run alone, this runs the matrix itself."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from podshare.report import KnownDivergences
+
+from .conftest import PROJECT
+
+KNOWN = PROJECT / "cluster" / "gvisor-known-divergences.yaml"
+CLASSES = ("runc", "crun", "gvisor")
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory) -> dict:
+    given = os.environ.get("PODSHARE_MATRIX_RESULTS")
+    if given:
+        return json.loads(Path(given).read_text())
+    reports = tmp_path_factory.mktemp("matrix")
+    subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
+                    *[f"--runtime-class={c}" for c in CLASSES], "--known-divergences", str(KNOWN),
+                    "--reports-dir", str(reports)], cwd=PROJECT, capture_output=True, text=True, timeout=3000)
+    return json.loads((reports / "results.json").read_text())
+
+
+def outcomes(matrix: dict, runtime_class: str) -> dict[str, str]:
+    return {c["claim_id"]: c["outcome"] for c in matrix["checks"] if c["runtime_class"] == runtime_class}
+
+
+@pytest.mark.usefixtures("kube")
+@pytest.mark.parametrize("runtime_class", ["runc", "crun"])
+def test_every_claim_holds_on(matrix, runtime_class):
+    seen = outcomes(matrix, runtime_class)
+    assert len(seen) >= 41, f"only {len(seen)} claims ran on {runtime_class}"
+    broken = {claim: o for claim, o in seen.items() if o not in ("passed", "skipped")}
+    assert not broken, broken
+
+
+@pytest.mark.usefixtures("kube")
+def test_gvisor_diverges_exactly_where_the_known_divergences_file_says(matrix):
+    seen = outcomes(matrix, "gvisor")
+    known = KnownDivergences.load(str(KNOWN))
+    assert len(seen) >= 41, f"only {len(seen)} claims ran on gvisor"
+    listed = {claim for claim in seen if known.match(claim, "gvisor")}
+    diverged = {claim for claim, o in seen.items() if o != "passed" and o != "skipped"}
+    assert diverged == listed, {"diverge but are not listed": sorted(diverged - listed),
+                                "listed but hold": sorted(listed - diverged)}
+    assert all(seen[claim] == "known-divergence" for claim in listed), {c: seen[c] for c in listed}
+    for entry in known.entries:  # every line of the file names at least one claim
+        assert any(known.match(claim, "gvisor") == entry["reason"] for claim in seen), entry
+    for check in matrix["checks"]:
+        if check["runtime_class"] == "gvisor" and check["outcome"] == "known-divergence":
+            assert "(seen: " in check["message"] and check["evidence"], check["id"]
