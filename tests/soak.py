@@ -40,7 +40,7 @@ def main() -> int:
                 results = json.loads((reports / "results.json").read_text())
             except (OSError, ValueError):
                 results = {"checks": [], "summary": {}, "run": {"fatal": proc.stdout[-500:]}}
-            bad = [c["id"] for c in results["checks"] if c["outcome"] in ("failed", "error")]
+            bad = [c["id"] for c in results["checks"] if c["outcome"] in ("failed", "error", "interrupted")]
             for c in results["checks"]:
                 durations[c["id"]].append(c["duration_s"])
             failures.update(bad)
