@@ -274,15 +274,17 @@ def start_pods_for_claims(pods: list[Pod], errors: tuple[type[BaseException], ..
     pattern relies on the promise under test): a pod that does not become ready
     keeps the reason in `start_failure`, so its claims fail with it and the run
     goes on."""
-    for pod in pods:
-        if pod.start_failure:
-            continue
-        try:
-            if pod.uid is None:
-                pod.create()
-            pod.wait_ready()
-        except errors as exc:
-            pod.start_failure = str(exc)
+    def attempt(step) -> None:
+        for pod in pods:
+            if pod.start_failure:
+                continue
+            try:
+                step(pod)
+            except errors as exc:
+                pod.start_failure = str(exc)
+    # all created first, then waited for: their start-up overlaps, as in start_pods
+    attempt(lambda pod: pod.create() if pod.uid is None else None)
+    attempt(Pod.wait_ready)
 
 
 class ProbeSet:
