@@ -31,6 +31,7 @@ MARKERS = {
     "volume": "emptyDir volumes shared between containers",
     "lifecycle": "container restart and pod recreation",
     "pattern": "multi-container patterns: reverse proxy, log watcher, data loader, native sidecar",
+    "perf": "how fast the shared mechanisms are between two containers (figures, no threshold)",
 }
 HARNESS_ERRORS = (KubeError, GaveUp)
 
@@ -290,6 +291,7 @@ def _record_outcome(item: pytest.Item, reports: list[pytest.TestReport]) -> None
         claim_id=_claim_id(item), runtime_class=runtime_class,
         duration_s=round(sum(r.duration for r in reports), 3),
         evidence=ev.as_json() if ev is not None else {}, message=message,
+        figures=dict(ev.figures) if ev is not None else {},
         markers=sorted(m.name for m in item.iter_markers() if m.name in MARKERS),
         diagnostics=item.stash.get(DIAGNOSTICS, []))
 
@@ -417,9 +419,20 @@ class PodFactory:
         self.created.append(pod)
         return pod
 
+    def _manifest_pods(self) -> tuple[list[dict], dict | None]:
+        """--pod-manifest's probe pods, and its stranger pod (a container named
+        stranger) if it brings one; otherwise the shipped stranger is used."""
+        docs = [d for d in load_manifests(self.ps.settings.pod_manifest) if d.get("kind", "Pod") == "Pod"]
+        strangers = [d for d in docs if any(c["name"] == "stranger" for c in d["spec"]["containers"])]
+        return [d for d in docs if d not in strangers], (strangers[0] if strangers else None)
+
+    def stranger(self, base_name: str, node: str) -> Pod:
+        """The negative control, on the probe pod's node."""
+        return self.pod(self._manifest_pods()[1] or "stranger-pod.yaml", base_name, node=node)
+
     def probe_set(self, base_name: str) -> ProbeSet:
         """The probe pod(s) of --pod-manifest: one pod normally, several in a variant."""
-        docs = [d for d in load_manifests(self.ps.settings.pod_manifest) if d.get("kind", "Pod") == "Pod"]
+        docs = self._manifest_pods()[0]
         if len(docs) == 1:
             return ProbeSet([self.pod(docs[0], base_name)])
         return ProbeSet([self.pod(d, f"{base_name}-{d['metadata']['name']}") for d in docs])
@@ -561,7 +574,7 @@ def probe_pods(pod_factory: PodFactory, podshare_session: PodshareSession) -> tu
         for pod in probes.pods:
             pod.create()
         node = probes.main.wait_scheduled()
-        stranger = pod_factory.pod("stranger-pod.yaml", "podshare-stranger", node=node)
+        stranger = pod_factory.stranger("podshare-stranger", node)
         stranger.create()
     except HARNESS_ERRORS as exc:
         failure = str(exc)

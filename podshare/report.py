@@ -27,6 +27,7 @@ class Check:
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
     claim_id: str = ""  # the id without its RuntimeClass: a row of the matrix
     runtime_class: str | None = None
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> unit, median, p95, ...
 
 
 @dataclass
@@ -101,6 +102,31 @@ def claim_matrix(checks: list[Check]) -> tuple[list[str], dict[str, dict[str, Ch
     return classes, rows
 
 
+def figure_table(checks: list[Check]) -> tuple[list[str], dict[str, dict[str, tuple[dict, int]]]] | None:
+    """Measurement (row) x RuntimeClass (column): each cell a figure and the index
+    of the check that took it; None when the run measured nothing."""
+    measured = [(i, c) for i, c in enumerate(checks) if c.figures]
+    if not measured:
+        return None
+    classes = list(dict.fromkeys(c.runtime_class or "default" for _, c in measured))
+    rows: dict[str, dict[str, tuple[dict, int]]] = {}
+    for i, c in measured:
+        for name, figure in c.figures.items():
+            rows.setdefault(name, {})[c.runtime_class or "default"] = (figure, i)
+    return classes, rows
+
+
+def format_figure(figure: dict[str, Any]) -> str:
+    if not figure.get("samples"):
+        return "no samples"
+    return f"{_three_digits(figure['median'])} {figure['unit']} (p95 {_three_digits(figure['p95'])}, n={figure['samples']})"
+
+
+def _three_digits(x: float) -> str:
+    """Three significant digits, never in exponent form: 49.2, 1320, 13900."""
+    return f"{float(f'{x:.3g}'):g}" if abs(x) < 1000 else f"{round(x, -len(str(int(abs(x)))) + 3):.0f}"
+
+
 def run_problems(run: dict[str, Any]) -> list[str]:
     """What makes the run as a whole untrustworthy or incomplete, one sentence each."""
     problems = []
@@ -131,6 +157,14 @@ def render_markdown(report: RunReport) -> str:
         for claim_id, cells in rows.items():
             lines.append(f"| `{claim_id.split('::')[-1]}` | " + " | ".join(
                 f"{_ICON.get(cells[k].outcome, '')} {cells[k].outcome}" if k in cells else "" for k in classes) + " |")
+        lines.append("")
+    figures = figure_table(report.checks)
+    if figures:
+        classes, rows = figures
+        lines += ["## How fast the sharing is (median, p95, samples)", "", "| measurement | " + " | ".join(classes)
+                  + " |", "|---|" + "---|" * len(classes)]
+        lines += [f"| {name} | " + " | ".join(format_figure(cells[k][0]) if k in cells else "" for k in classes)
+                  + " |" for name, cells in rows.items()]
         lines.append("")
     lines += ["| | claim | outcome | time | note |", "|---|---|---|---|---|"]
     for c in report.checks:
@@ -187,26 +221,39 @@ def render_html(report: RunReport) -> str:
 <p class="meta">{e(_cluster_line(report.cluster))}</p>
 <p class="meta">run {e(str(report.run.get('id')))}, started {e(str(report.run.get('started_at')))},
 {report.run.get('duration_s', 0):.1f}s, podshare {e(str(report.run.get('podshare_version')))}</p>
-{problems}{_html_matrix(report)}{''.join(rows)}
+{problems}{_html_matrix(report)}{_html_figures(report)}{''.join(rows)}
 </body></html>
 """
+
+
+def _html_by_class(title: str, label: str, classes: list[str], rows: dict[str, dict[str, tuple[str, str, int]]]) -> str:
+    """A row x RuntimeClass table; each cell (text, css class, check index) links to its check."""
+    e = html.escape
+    head = "".join(f"<th>{e(k)}</th>" for k in classes)
+    body = "".join(f'<tr><td class="id">{e(name)}</td>' + "".join(
+        f'<td class="{cells[k][1]}"><a href="#check-{cells[k][2]}">{e(cells[k][0])}</a></td>' if k in cells
+        else "<td></td>" for k in classes) + "</tr>" for name, cells in rows.items())
+    return f'<h2>{title}</h2><table class="matrix"><tr><th>{e(label)}</th>{head}</tr>{body}</table>'
 
 
 def _html_matrix(report: RunReport) -> str:
     matrix = claim_matrix(report.checks)
     if not matrix:
         return ""
-    e = html.escape
     classes, rows = matrix
-    head = "".join(f"<th>{e(k)}</th>" for k in classes)
-    body = []
-    for claim_id, cells in rows.items():
-        tds = "".join(
-            f'<td class="{cells[k].outcome}"><a href="#check-{report.checks.index(cells[k])}">{e(cells[k].outcome)}</a></td>'
-            if k in cells else "<td></td>" for k in classes)
-        body.append(f"<tr><td class=\"id\">{e(claim_id.split('::')[-1])}</td>{tds}</tr>")
-    return (f'<h2>Claim x RuntimeClass</h2><table class="matrix"><tr><th>claim</th>{head}</tr>'
-            + "".join(body) + "</table>")
+    return _html_by_class("Claim x RuntimeClass", "claim", classes, {
+        claim_id.split("::")[-1]: {k: (c.outcome, c.outcome, report.checks.index(c)) for k, c in cells.items()}
+        for claim_id, cells in rows.items()})
+
+
+def _html_figures(report: RunReport) -> str:
+    figures = figure_table(report.checks)
+    if not figures:
+        return ""
+    classes, rows = figures
+    return _html_by_class('How fast the sharing is <span class="tally">median (p95, samples)</span>', "measurement",
+                          classes, {name: {k: (format_figure(f), "", i) for k, (f, i) in cells.items()}
+                                    for name, cells in rows.items()})
 
 
 def _html_check(c: Check, index: int = 0) -> str:
@@ -214,6 +261,9 @@ def _html_check(c: Check, index: int = 0) -> str:
     body = []
     if c.message:
         body.append(f"<h4>Message</h4><pre>{e(c.message)}</pre>")
+    if c.figures:
+        body.append("<h4>Figures</h4><pre>" + e("\n".join(f"{n}: {format_figure(f)}" for n, f in c.figures.items()))
+                    + "</pre>")
     if c.evidence:
         body.append(f"<h4>Evidence</h4><pre>{e(json.dumps(c.evidence, indent=2, default=str))}</pre>")
     if c.diagnostics:

@@ -5,7 +5,7 @@ import argparse
 import signal
 import sys
 
-from . import agent, files, identity, net, patterns, posix, sysv
+from . import agent, files, identity, net, patterns, perf, posix, sysv
 from .holding import DEFAULT_HOLD_SECONDS, release, same_container_processes, signal_processes
 from .output import emit, ok
 
@@ -137,7 +137,35 @@ def _parser() -> argparse.ArgumentParser:
         if name == "hold-mmap":
             holding(sp)
     pathed("fill", files.fill, "write zeros until size or ENOSPC").add_argument("--size", type=int, required=True)
+    _perf_verbs(verb)
     return p
+
+
+def _perf_verbs(verb) -> None:
+    """Server (perf-serve-*, stopped by `release`) and client pairs; the client answers samples."""
+    def rounds(sp, default):
+        sp.add_argument("--rounds", type=int, default=default)
+        sp.add_argument("--seconds", type=float, default=30.0, help="give up after this long")
+        return sp
+    for name, func in (("perf-serve-sem", perf.serve_sem), ("perf-sem-ping", perf.sem_ping)):
+        rounds(verb(name, func, "System V semaphore ping-pong"), 2000).add_argument("--key", type=int, required=True)
+    for name, func in (("perf-serve-stream", perf.serve_stream), ("perf-stream-ping", perf.stream_ping)):
+        sp = rounds(verb(name, func, "echo round trips over localhost TCP or a unix socket"), 1000)
+        where = sp.add_mutually_exclusive_group(required=True)
+        where.add_argument("--port", type=int)
+        where.add_argument("--path")
+        where.add_argument("--abstract")
+        if name == "perf-stream-ping":
+            sp.add_argument("--size", type=int, default=64)
+    for name, func in (("perf-shm-fill", perf.shm_fill), ("perf-shm-copy", perf.shm_copy)):
+        sp = rounds(verb(name, func, "POSIX shared memory write / copy-out bandwidth"), 8)
+        sp.add_argument("--name", required=True)
+        if name == "perf-shm-fill":
+            sp.add_argument("--size", type=int, default=32 << 20)
+            sp.add_argument("--seed", default="podshare")
+    for name, func in (("perf-serve-volume", perf.serve_volume), ("perf-volume-ping", perf.volume_ping)):
+        rounds(verb(name, func, "file write -> visible in the other container"), 300).add_argument(
+            "--path", required=True)
 
 
 def main(argv: list[str] | None = None) -> int:

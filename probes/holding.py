@@ -14,7 +14,7 @@ import time
 
 from .output import ok, signal_ready
 
-HOLDER_PREFIX = b"hold-"
+HOLDER_PREFIXES = (b"hold-", b"perf-serve-")  # verbs that `release` stops
 DEFAULT_HOLD_SECONDS = 60.0
 
 
@@ -111,5 +111,5 @@ def signal_processes(pids: list[int], signum: int) -> list[int]:
 
 def release(_args) -> dict:
     """Send SIGUSR1 to every holding verb running in this container."""
-    holders = same_container_processes(lambda argv: any(a.startswith(HOLDER_PREFIX) for a in argv))
+    holders = same_container_processes(lambda argv: any(a.startswith(HOLDER_PREFIXES) for a in argv))
     return ok(released=signal_processes(holders, signal.SIGUSR1))

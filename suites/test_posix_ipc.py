@@ -43,8 +43,8 @@ def test_message_queue_opened_in_alpha_delivers_to_beta(alpha, beta, stranger, i
     the queue does not exist for the stranger pod."""
     text = f"posix hello {ipc_name}"
     sent = alpha.run("posix-mq-send", name=ipc_name, text=text)
-    foreign = stranger.run("posix-mq-receive", name=ipc_name)
     received = beta.run("posix-mq-receive", name=ipc_name)
+    foreign = stranger.run("posix-mq-receive", name=ipc_name)  # after beta: see the System V twin
     evidence.update(alpha=sent, beta=received, stranger=foreign)
     assert sent["ok"], f"alpha could not send on a POSIX message queue: {describe(sent)}"
     assert received["ok"] and received["text"] == text, f"beta did not receive alpha's message: {describe(received)}"

@@ -71,8 +71,10 @@ def test_message_queue_carries_a_message_from_alpha_to_beta(alpha, beta, strange
     pod has no such queue."""
     text = f"hello from alpha {ipc_key}"
     sent = alpha.run("sysv-mq-send", key=ipc_key, text=text, type=7)
-    foreign = stranger.run("sysv-mq-receive", key=ipc_key)
     received = beta.run("sysv-mq-receive", key=ipc_key)
+    # After beta: a stranger sharing the queue would otherwise take the message,
+    # and the failure would blame beta. An empty queue it can see is EAGAIN, not ENOENT.
+    foreign = stranger.run("sysv-mq-receive", key=ipc_key)
     evidence.update(key=ipc_key, alpha=sent, beta=received, stranger=foreign)
     assert sent["ok"], f"alpha could not send on a System V message queue: {describe(sent)}"
     assert received["ok"], f"beta did not receive alpha's message: {describe(received)}"

@@ -207,3 +207,27 @@ def test_the_matrix_has_a_row_per_claim_and_a_column_per_class():
     assert "| `t[disk]` | ✅ passed | 🔶 known-divergence |" in render_markdown(report)
     assert 'href="#check-1">known-divergence</a>' in render_html(report)
     assert claim_matrix([Check(id="a", claim="A", outcome="passed", duration_s=0)]) is None
+
+
+def test_figures_summarise_samples_without_judging_them():
+    from podshare.evidence import Evidence, summarize
+    assert summarize("µs", list(range(1, 101))) == {"unit": "µs", "samples": 100, "median": 50.5, "p95": 95,
+                                                    "min": 1, "max": 100}
+    assert summarize("µs", []) == {"unit": "µs", "samples": 0}
+    ev = Evidence()
+    ev.figure("tcp round trip", "µs", [30.0, 10.0, 20.0])
+    assert ev.figures["tcp round trip"]["median"] == 20.0
+
+
+def test_the_figures_table_has_a_row_per_measurement_and_a_column_per_class():
+    from podshare.evidence import summarize
+    from podshare.report import figure_table, render_html, render_markdown
+    checks = [Check(id=f"p.py::t[{k}]", claim="T", outcome="passed", duration_s=0.1, claim_id="p.py::t",
+                    runtime_class=k, figures={"tcp round trip": summarize("µs", samples)})
+              for k, samples in (("runc", [40, 50, 60]), ("gvisor", [150, 160, 900]))]
+    classes, rows = figure_table(checks)
+    assert classes == ["runc", "gvisor"] and list(rows) == ["tcp round trip"]
+    report = RunReport(run={"id": "r"}, cluster={}, checks=checks)
+    assert "| tcp round trip | 50 µs (p95 60, n=3) | 160 µs (p95 900, n=3) |" in render_markdown(report)
+    assert 'href="#check-1">160 µs (p95 900, n=3)</a>' in render_html(report)
+    assert figure_table([Check(id="a", claim="A", outcome="passed", duration_s=0)]) is None

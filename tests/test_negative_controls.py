@@ -3,6 +3,7 @@ of the probe pod (--pod-manifest) must fail exactly the claims each variant
 breaks, and pass the rest. Needs a cluster, like the suites."""
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -29,7 +30,12 @@ VOLUME_SHARING = {f"suites/test_volumes.py::{name}[{vol}]" for vol in ("disk", "
 
 
 def run_suites(tmp_path: Path, manifest: str | None, marker: str, *extra: str) -> dict[str, str]:
-    """Run the suites in a pytest of their own; return claim id -> outcome. Every
+    """Claim id -> outcome of a run of the suites (see run_variant)."""
+    return {c["id"]: c["outcome"] for c in run_variant(tmp_path, manifest, marker, *extra)}
+
+
+def run_variant(tmp_path: Path, manifest: str | None, marker: str, *extra: str) -> list[dict]:
+    """Run the suites in a pytest of their own; return their checks. Every
     claim that did not pass must say, in a sentence, which promise broke (a crash
     in a claim would otherwise count as the variant being caught), and a failing
     run must clean up like a passing one: checked through the API, not through
@@ -45,7 +51,7 @@ def run_suites(tmp_path: Path, manifest: str | None, marker: str, *extra: str) -
         if check["outcome"] != "passed":
             assert names_a_promise(check["message"]), f"{check['id']}: {check['message']!r}"
     assert_nothing_left(run_id)
-    return {c["id"]: c["outcome"] for c in results["checks"]}
+    return results["checks"]
 
 
 def names_a_promise(message: str) -> bool:
@@ -157,6 +163,54 @@ def host_ipc_cleanup():
 def test_host_ipc_fails_the_recreated_pod_claim_only(tmp_path):
     outcomes = run_suites(tmp_path, "host-ipc.yaml", "lifecycle or ipc", "--pod-security", "privileged")
     fails_exactly(outcomes, {"test_recreated_pod_starts_without_the_old_volume_and_ipc_objects"})
+
+
+def claims_with_a_stranger_check() -> set[str]:
+    """The sharing claims that also look from the stranger pod (they take the
+    stranger fixture): read from the suites, so a new one is covered at once."""
+    found = set()
+    for module in (PROJECT / "suites").glob("test_*.py"):
+        if "pattern" in module.name:  # there the stranger is a client from outside, not a control
+            continue
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and (
+                    {"stranger", "stranger_pod"} & {a.arg for a in node.args.args}):
+                found.add(node.name)
+    return found
+
+
+@pytest.fixture
+def stranger_shared_directories():
+    from tests.variants.generate import STRANGER_SHARED
+    for name in ("disk", "memory"):
+        path = Path(STRANGER_SHARED) / name
+        path.mkdir(parents=True, exist_ok=True)
+        os.chown(path, PROBE_UID, PROBE_UID)
+    yield
+    shutil.rmtree(STRANGER_SHARED, ignore_errors=True)
+
+
+@on_the_node
+@pytest.mark.usefixtures("kube", "host_ipc_cleanup", "stranger_shared_directories")
+def test_a_stranger_that_shares_fails_every_stranger_check(tmp_path):
+    """The negative control can fail too: a stranger pod in the probe pod's
+    network and IPC namespaces, on the same host directories, makes every claim
+    that checks from the stranger fail, and the message names the stranger."""
+    checks = run_variant(tmp_path, "stranger-shares.yaml", "not pattern and not lifecycle and not perf",
+                         "--pod-security", "privileged")
+    expected = claims_with_a_stranger_check()
+    assert len(expected) >= 12, expected
+    by_claim: dict[str, list[dict]] = {}
+    for check in checks:
+        by_claim.setdefault(check["id"].split("::")[1].split("[")[0], []).append(check)
+    assert expected <= set(by_claim), expected - set(by_claim)
+    for claim in expected:
+        for check in by_claim[claim]:
+            assert check["outcome"] == "failed", (check["id"], check["outcome"])
+            if claim != "test_hostname_is_the_pod_name_in_every_container":  # the node's hostname fails first
+                assert "stranger" in check["message"], (check["id"], check["message"])
+    others_failed = {c for c, cs in by_claim.items() if c not in expected and any(x["outcome"] != "passed" for x in cs)}
+    assert others_failed == {"test_memory_volume_is_tmpfs_and_honours_its_size_limit"}  # a hostPath is no tmpfs
 
 
 @pytest.fixture

@@ -291,3 +291,54 @@ class TestPatternProcesses:
         seen = finish_connect(port)
         assert seen["lines"] == [f"line {n:06d}" for n in range(1, 301)] and seen["rotations"] == 1
         assert seen["lines_without_wakeup"] == 300  # there before the follower: honestly counted as such
+
+
+@needs_root
+class TestPerf:
+    """The perf verbs measure only where the mechanism works: samples within one
+    namespace, a named failure across two, and every server stops when released."""
+
+    def test_semaphore_ping_pong_within_a_namespace_and_not_across(self, run_probe, start_probe, key):
+        server = start_probe("perf-serve-sem", "--key", str(key), "--rounds", "200", "--seconds", "10")
+        wait_ready(server)
+        ping = run_probe("perf-sem-ping", "--key", str(key), "--rounds", "200", "--seconds", "10")
+        assert ping["ok"] and len(ping["samples"]) == 190 and all(s > 0 for s in ping["samples"])
+        assert finish(server) == {"ok": True, "key": key, "served": 200}
+        assert run_probe("sysv-sem-info", "--key", str(key))["errno"] == "ENOENT"  # the client removed both
+        server = start_probe("perf-serve-sem", "--key", str(key), "--seconds", "10")
+        wait_ready(server)
+        assert run_probe("perf-sem-ping", "--key", str(key), prefix=OTHER_IPC)["errno"] == "ENOENT"
+        run_probe("release")
+        assert finish(server)["errno"] == "EINTR"
+        assert run_probe("sysv-sem-info", "--key", str(key))["errno"] == "ENOENT"
+
+    @pytest.mark.parametrize("where", ["--port", "--abstract", "--path"])
+    def test_stream_round_trips_within_a_network_namespace(self, run_probe, start_probe, name, tmp_path, where):
+        value = {"--port": str(20000 + os.getpid() % 20000), "--abstract": name,
+                 "--path": str(tmp_path / "echo.sock")}[where]
+        server = start_probe("perf-serve-stream", where, value, "--seconds", "10")
+        wait_ready(server)
+        ping = run_probe("perf-stream-ping", where, value, "--rounds", "50")
+        assert ping["ok"] and len(ping["samples"]) == 40
+        assert finish(server) == {"ok": True, "echoed": 50}
+        if where != "--path":  # a socket file is reached from any network namespace
+            server = start_probe("perf-serve-stream", where, value, "--seconds", "10")
+            wait_ready(server)
+            assert run_probe("perf-stream-ping", where, value, prefix=OTHER_NET)["errno"] == "ECONNREFUSED"
+            run_probe("release")
+            assert not finish(server)["ok"]
+
+    def test_shm_copy_reads_the_writers_bytes(self, run_probe, name, cleanup_posix):
+        filled = run_probe("perf-shm-fill", "--name", name, "--size", str(4 << 20), "--rounds", "2")
+        copied = run_probe("perf-shm-copy", "--name", name, "--rounds", "2")
+        assert filled["ok"] and copied["ok"] and copied["sha256"] == filled["sha256"] and copied["size"] == 4 << 20
+        assert run_probe("perf-shm-copy", "--name", name, prefix=OTHER_IPC_AND_SHM)["errno"] == "ENOENT"
+
+    def test_volume_latency_is_measured_through_files(self, run_probe, start_probe, tmp_path):
+        server = start_probe("perf-serve-volume", "--path", str(tmp_path), "--rounds", "30", "--seconds", "10")
+        wait_ready(server)
+        ping = run_probe("perf-volume-ping", "--path", str(tmp_path), "--rounds", "30")
+        served = finish(server)
+        assert ping["ok"] and served["ok"] and len(ping["samples"]) == len(served["samples"]) == 20
+        assert all(0 < seen <= trip for seen, trip in zip(served["samples"], ping["samples"]))
+        assert not list(tmp_path.iterdir())  # the client cleans up

@@ -63,3 +63,16 @@ def test_gvisor_diverges_exactly_where_the_known_divergences_file_says(matrix):
     for check in matrix["checks"]:
         if check["runtime_class"] == "gvisor" and check["outcome"] == "known-divergence":
             assert "(seen: " in check["message"] and check["evidence"], check["id"]
+
+
+@pytest.mark.usefixtures("kube")
+def test_every_measurement_has_figures_on_every_class(matrix):
+    """The perf suite's figures reach results.json for each class, wherever the
+    mechanism works there (a listed divergence has nothing to measure)."""
+    perf = [c for c in matrix["checks"] if "perf" in c["markers"]]
+    assert {c["runtime_class"] for c in perf} == set(CLASSES), "the perf suite did not run on every class"
+    for check in perf:
+        if check["outcome"] == "passed":
+            assert check["figures"] and all(f["samples"] >= 8 for f in check["figures"].values()), check["id"]
+        else:
+            assert check["outcome"] == "known-divergence" and not check["figures"], (check["id"], check["outcome"])

@@ -41,6 +41,23 @@ def host_path(spec):
                                                        "type": "Directory"}}
 
 
+STRANGER_SHARED = "/var/lib/podshare/variant-stranger"
+
+
+def shares_with_the_stranger(spec):
+    """The node's network and IPC namespaces, and host directories for both
+    volumes: whatever the probe pod shares, a pod doing the same sees too."""
+    spec.update(hostNetwork=True, hostIPC=True)
+    spec["volumes"] = [{"name": name, "hostPath": {"path": f"{STRANGER_SHARED}/{name}", "type": "Directory"}}
+                       for name in ("disk", "memory")]
+
+
+def stranger_that_shares() -> list[dict]:
+    stranger = yaml.safe_load((MANIFESTS / "stranger-pod.yaml").read_text())
+    shares_with_the_stranger(stranger["spec"])
+    return [variant(shares_with_the_stranger), stranger]
+
+
 def split_pods() -> list[dict]:
     docs = []
     for i, container in enumerate(BASE["spec"]["containers"]):
@@ -121,6 +138,13 @@ Needs --pod-security privileged.""")
     save("host-ipc.yaml", [variant(lambda s: s.update(hostIPC=True))], """
 Broken on purpose: hostIPC. System V objects and /dev/shm are the node's, so
 they outlive the pod: the recreated-pod claim must fail. Needs --pod-security privileged.""")
+    save("stranger-shares.yaml", stranger_that_shares(), f"""
+Broken on purpose: the negative control itself. The probe pod and the stranger
+pod (the container named stranger) both use the node's network and IPC
+namespaces and the same host directories ({STRANGER_SHARED}/disk and /memory,
+writable by uid 65532) as volumes, so the stranger sees everything the probe
+pod shares: every claim's stranger-side check must fail, with the stranger named.
+Needs --pod-security privileged.""")
     save("host-path.yaml", [variant(host_path)], """
 Broken on purpose: a hostPath directory in place of the disk emptyDir. Still
 shared by the containers, but it outlives the pod: the recreated-pod claim must

@@ -1,0 +1,75 @@
+"""How fast the sharing is: between alpha and beta, per RuntimeClass, the round
+trip of a System V semaphore hand-off, of localhost TCP and of unix sockets,
+POSIX shared memory bandwidth, and how soon a file written to the shared volume
+is visible in the other container. What an operator needs before choosing a
+sidecar transport on a sandboxed runtime.
+
+The figures (median, p95, samples) go into every report and are never judged
+against a threshold: a measurement fails only when its mechanism does not work
+between the containers at all, with the same sentence a claim would give."""
+import pytest
+
+from podshare.evidence import describe
+
+pytestmark = pytest.mark.perf
+
+
+SECONDS = 10  # a measurement whose peer never answers gives up after this long
+
+
+def measure(server, server_verb: str, client, client_verb: str, **flags) -> tuple[dict, dict]:
+    """Run a `perf-serve-*` verb in one container and its client in the other;
+    the server is released (and answers) whatever the client did."""
+    running = server.start(server_verb, seconds=SECONDS, **flags).wait_ready()
+    answer = client.run(client_verb, seconds=SECONDS, **flags)
+    return answer, (running.result() if answer["ok"] else running.release())
+
+
+def test_sysv_semaphore_round_trip(alpha, beta, ipc_key, evidence):
+    """A System V semaphore posted in alpha wakes beta, whose post wakes alpha: the
+    round trip of a cross-container hand-off."""
+    ping, served = measure(beta, "perf-serve-sem", alpha, "perf-sem-ping", key=ipc_key)
+    evidence.update(key=ipc_key, served=served)
+    assert ping["ok"], f"alpha and beta cannot hand a System V semaphore back and forth: {describe(ping)}"
+    evidence.figure("System V semaphore round trip", "µs", ping["samples"])
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix-abstract", "unix-volume"])
+def test_stream_round_trip(alpha, beta, transport, free_port, ipc_name, evidence):
+    """64-byte echo round trips from alpha to a server in beta: over localhost TCP,
+    an abstract unix socket (the shared network namespace) and a unix socket file
+    in the shared volume."""
+    where = {"tcp": {"port": free_port}, "unix-abstract": {"abstract": ipc_name},
+             "unix-volume": {"path": f"/data/disk/{ipc_name}.sock"}}[transport]
+    ping, served = measure(beta, "perf-serve-stream", alpha, "perf-stream-ping", **where)
+    evidence.update(transport=transport, **where, served=served)
+    assert ping["ok"], f"alpha cannot reach beta's echo server over {transport}: {describe(ping)}"
+    evidence.figure(f"{transport} round trip (64 B)", "µs", ping["samples"])
+
+
+def test_posix_shared_memory_bandwidth(alpha, beta, ipc_name, evidence):
+    """alpha fills a 32 MiB POSIX shared memory object, beta copies it out: write
+    and read bandwidth, and beta's copy is alpha's bytes."""
+    filled = alpha.run("perf-shm-fill", name=ipc_name)
+    copied = beta.run("perf-shm-copy", name=ipc_name) if filled["ok"] else {}
+    removed = alpha.run("posix-unlink", name=ipc_name, kind="shm")
+    evidence.update(removed=removed)
+    assert filled["ok"], f"alpha could not create and fill POSIX shared memory: {describe(filled)}"
+    assert copied["ok"], f"beta cannot map alpha's POSIX shared memory: {describe(copied)}"
+    assert copied["sha256"] == filled["sha256"], "beta copied other bytes than alpha wrote"
+    evidence.figure("POSIX shm write in alpha", "MiB/s", filled["samples"])
+    evidence.figure("POSIX shm copy-out in beta", "MiB/s", copied["samples"])
+
+
+@pytest.mark.parametrize("medium", ["disk", "memory"])
+def test_volume_write_is_visible_in_the_other_container(alpha, beta, medium, evidence):
+    """alpha writes a file into the shared emptyDir; beta, polling, sees it and
+    answers with one of its own: how long after the write beta sees it (one
+    boot clock for the pod), and the round trip."""
+    path = f"/data/{medium}"
+    ping, served = measure(beta, "perf-serve-volume", alpha, "perf-volume-ping", path=path)
+    evidence.update(medium=medium)
+    assert ping["ok"], f"a file alpha writes into the {medium} volume does not reach beta and back: {describe(ping)}"
+    assert served["ok"], f"beta did not see every file alpha wrote into the {medium} volume: {describe(served)}"
+    evidence.figure(f"{medium} volume write → visible", "µs", served["samples"])
+    evidence.figure(f"{medium} volume round trip", "µs", ping["samples"])
