@@ -55,7 +55,10 @@ def _describe(exc: ApiException, action: str) -> str:
     handshake = re.search(r"Handshake status (\d+)", str(exc.reason or ""))
     if exc.status == 0 and handshake:
         exc.status = int(handshake[1])
-        message = f"{action} refused: {exc.reason}"
+        message = _handshake_message(str(exc.reason))
+        if exc.status == 403:  # the API's message names no verb for a refused upgrade: we do
+            message = (f'cannot create or get resource "pods/exec" (a websocket exec needs both verbs '
+                       f'since Kubernetes 1.30); the API said: {message}')
     if exc.status == 401:
         return f"{action}: unauthorized (401): the credentials in the kubeconfig are wrong or expired"
     if exc.status == 403 and "violates PodSecurity" in str(message):
@@ -64,6 +67,16 @@ def _describe(exc: ApiException, action: str) -> str:
     if exc.status == 403:
         return f"{action}: forbidden (403), RBAC does not allow it: {message}"
     return f"{action}: {exc.status} {message}"
+
+
+def _handshake_message(reason: str) -> str:
+    """The Status message in a failed websocket handshake ("Handshake status 403
+    Forbidden -+-+- {headers} -+-+- {body}"), without the headers."""
+    parts = reason.split(" -+-+- ")
+    try:
+        return json.loads(parts[-1]).get("message") or parts[0]
+    except ValueError:
+        return parts[0]
 
 
 def to_manifest(obj: Any) -> Any:
@@ -232,6 +245,8 @@ class Kube:
         try:
             wait_until(gone, timeout=timeout, what=f"namespace {name} to be deleted")
             return []
+        except KubeError as exc:  # could not look: that it is gone is not known
+            return [f"namespace/{name} (deleted, but not seen gone: {exc})"]
         except Exception:
             pods = api_call("list pods", self.core.list_namespaced_pod, name).items
             return [f"pod/{p.metadata.name}" for p in pods] or [f"namespace/{name}"]
@@ -309,15 +324,18 @@ class Kube:
             if exc.status == 404:
                 return
         self.delete(namespace, "Pod", name)
+        self.wait_pod_gone(namespace, name, uid, timeout)
 
+    def wait_pod_gone(self, namespace: str, name: str, uid: str | None, timeout: float) -> None:
+        """Wait until the API no longer has this pod (a new pod of the same name is not it)."""
         def gone():
             try:
                 pod = self.core.read_namespaced_pod(name, namespace)
             except ApiException as exc:
                 if exc.status == 404:
                     return
-                raise
-            if pod.metadata.uid == uid:
+                raise KubeError(_describe(exc, f"read pod {name}"), exc.status) from None
+            if uid is None or pod.metadata.uid == uid:
                 raise NotYet(f"pod {name} is {pod.status.phase}, deletion pending")
         wait_until(gone, timeout=timeout, what=f"pod {name} to be deleted")
 
@@ -370,7 +388,13 @@ class Kube:
                    if (e.last_timestamp or e.event_time or e.metadata.creation_timestamp) else "")
         return [f"{e.type} {e.reason}: {e.message}" for e in items]
 
+    def read_log(self, namespace: str, pod: str, container: str) -> str:
+        """A container's log for a claim: a refusal is an error, not text."""
+        return api_call(f"read the log of {pod}/{container}", self.core.read_namespaced_pod_log, pod, namespace,
+                        container=container)
+
     def logs(self, namespace: str, pod: str, container: str, previous: bool = False, tail: int = 50) -> str:
+        """The tail of a container's log for diagnostics: never raises."""
         try:
             return self.core.read_namespaced_pod_log(pod, namespace, container=container,
                                                      previous=previous, tail_lines=tail)

@@ -315,6 +315,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if ps.fatal:
         # "could not check" is exit code 2, also when -x stopped the session first
         session.exitstatus = pytest.ExitCode.INTERRUPTED
+    elif ps.leftovers and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # leaving things behind fails the run
     run = {"id": ps.run_id, "started_at": ps.started_at, "fatal": ps.fatal, "interrupted": ps.interrupted,
            "exit_status": int(session.exitstatus), "duration_s": round(time.time() - ps.started, 2),
            "podshare_version": __version__, "pytest_args": list(session.config.invocation_params.args),
@@ -391,7 +393,7 @@ def run_namespace(kube: Kube, podshare_session: PodshareSession, request: pytest
         return
     if given:
         return  # pods podshare made there are deleted by their own fixtures
-    ps.leftovers = kube.delete_namespace(name, timeout=max(60.0, ps.settings.pod_timeout))
+    ps.leftovers += kube.delete_namespace(name, timeout=max(60.0, ps.settings.pod_timeout))
 
 
 def _keep(ps: PodshareSession, session: pytest.Session) -> bool:
@@ -485,11 +487,20 @@ class PodFactory:
         if keep:
             return
         doomed = [("Pod", p.name) for p in reversed(self.created)] + list(reversed(self.others))
+        deleted = []
         for kind, name in doomed:
             try:
                 self.kube.delete(self.namespace, kind, name)
+                deleted.append(name)
             except KubeError as exc:
                 self.ps.leftovers.append(f"{kind.lower()}/{name}: {exc}")
+        if self.ps.settings.namespace:  # a namespace of the user's: the run ends when its pods are gone
+            for pod in self.created:
+                if pod.name in deleted:
+                    try:
+                        self.kube.wait_pod_gone(self.namespace, pod.name, pod.uid, self.ps.settings.pod_timeout)
+                    except HARNESS_ERRORS as exc:
+                        self.ps.leftovers.append(f"pod/{pod.name}: {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -196,6 +196,9 @@ class Pod:
     def container(self, name: str) -> ProbeContainer:
         return ProbeContainer(self, name)
 
+    def log(self, container: str) -> str:
+        return self.kube.read_log(self.namespace, self.name, container)
+
     def create(self) -> "Pod":
         created = self.kube.create(self.namespace, self.body)
         self.uid = created.metadata.uid

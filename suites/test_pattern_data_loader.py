@@ -14,7 +14,7 @@ def loader_pod(pod_factory):
     return pod
 
 
-def test_init_container_completed_before_the_main_containers_started(kube, loader_pod, evidence):
+def test_init_container_completed_before_the_main_containers_started(loader_pod, evidence):
     """The init container's successful exit is in the pod status, and it finished
     before either main container started. The order comes from the containers'
     own readings of the kernel's boot clock (the API's timestamps have one-second
@@ -22,7 +22,7 @@ def test_init_container_completed_before_the_main_containers_started(kube, loade
     status = loader_pod.status().status
     init = status.init_container_statuses[0].state.terminated
     started = {c.name: c.state.running.started_at for c in status.container_statuses}
-    loaded = json.loads(kube.logs(loader_pod.namespace, loader_pod.name, "loader").strip().splitlines()[-1])
+    loaded = json.loads(loader_pod.log("loader").strip().splitlines()[-1])
     alpha, beta = loader_pod.container("alpha"), loader_pod.container("beta")
     agents_started = {"alpha": beta.run("connect", port=alpha.port)["peer"]["started_boottime_ns"],
                       "beta": alpha.run("connect", port=beta.port)["peer"]["started_boottime_ns"]}
@@ -37,10 +37,10 @@ def test_init_container_completed_before_the_main_containers_started(kube, loade
             f"{name} started {(loaded['boottime_ns'] - at) / 1e6:.1f} ms before the init container finished loading")
 
 
-def test_main_containers_read_the_data_set_byte_exact_at_start(kube, loader_pod, evidence):
+def test_main_containers_read_the_data_set_byte_exact_at_start(loader_pod, evidence):
     """Each main container checksummed the data set as its first act, and the
     checksum equals what the init container wrote (4 MiB)."""
-    loaded = json.loads(kube.logs(loader_pod.namespace, loader_pod.name, "loader").strip().splitlines()[-1])
+    loaded = json.loads(loader_pod.log("loader").strip().splitlines()[-1])
     alpha, beta = loader_pod.container("alpha"), loader_pod.container("beta")
     # Each agent reports what it read at start; ask it from the other container.
     reads = {"alpha": beta.run("connect", port=alpha.port)["peer"]["startup_read"],

@@ -124,6 +124,12 @@ def account(kube, podshare_session, tmp_path):
                 kube.create_cluster_scoped(body)
                 cluster_objects.append((body["kind"], body["metadata"]["name"]))
 
+        def set_cluster_role_rules(self, rules: list[dict]):
+            """Replace the bound ClusterRole's rules (the binding stays)."""
+            name = f"podshare-test-{suffix}"
+            kube.delete_cluster_scoped("ClusterRole", name)
+            kube.create_cluster_scoped({**rbac("ClusterRole"), "metadata": {"name": name}, "rules": rules})
+
         def bind_role_in(self, target: str):
             kube.create(target, {**rbac("Role"), "metadata": {"name": "podshare"}})
             kube.create(target, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",

@@ -27,6 +27,8 @@ def main() -> int:
     args = p.parse_args()
     durations: dict[str, list[float]] = defaultdict(list)
     failures: Counter[str] = Counter()
+    medians: dict[tuple[str, str], list[float]] = defaultdict(list)  # (measurement, class) -> each run's median
+    units: dict[str, str] = {}
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(1, args.runs + 1):
@@ -43,6 +45,10 @@ def main() -> int:
             bad = [c["id"] for c in results["checks"] if c["outcome"] in ("failed", "error", "interrupted")]
             for c in results["checks"]:
                 durations[c["id"]].append(c["duration_s"])
+                for name, figure in c.get("figures", {}).items():
+                    if figure.get("samples"):
+                        medians[(name, c.get("runtime_class") or "default")].append(figure["median"])
+                        units[name] = figure["unit"]
             failures.update(bad)
             ok = proc.returncode == 0 and not bad
             if not ok:  # keep the evidence of a failed run
@@ -60,6 +66,7 @@ def main() -> int:
         "failed_runs": sum(not r["ok"] for r in runs), "failing_claims": dict(failures),
         "wall_s": {"median": statistics.median(walls), "max": max(walls)},
         "slowest_claims": [{"id": k, "max_s": mx, "median_s": md} for mx, md, k in slowest],
+        "figures": _figures_across_runs(medians, units),
         "runs_detail": runs,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +75,22 @@ def main() -> int:
           f"(runs of the full suite; median {summary['wall_s']['median']:.1f}s, max {summary['wall_s']['max']:.1f}s)")
     for s in summary["slowest_claims"]:
         print(f"slowest: {s['id']} max {s['max_s']:.2f}s median {s['median_s']:.2f}s")
+    for name, per_class in summary["figures"].items():
+        print(f"figure: {name}: " + "; ".join(
+            f"{k} {f['median_of_medians']:g} {f['unit']} (runs {f['lowest']:g}-{f['highest']:g})"
+            for k, f in per_class.items()))
     return 0 if summary["failed_runs"] == 0 else 1
+
+
+def _figures_across_runs(medians: dict[tuple[str, str], list[float]], units: dict[str, str]) -> dict:
+    """Per measurement and class: the median of the runs' medians and their spread,
+    steadier than any single run on a small machine."""
+    out: dict[str, dict[str, dict]] = {}
+    for (name, runtime_class), values in medians.items():
+        out.setdefault(name, {})[runtime_class] = {
+            "unit": units[name], "runs": len(values), "median_of_medians": round(statistics.median(values), 3),
+            "lowest": min(values), "highest": max(values)}
+    return out
 
 
 if __name__ == "__main__":

@@ -231,3 +231,14 @@ def test_the_figures_table_has_a_row_per_measurement_and_a_column_per_class():
     assert "| tcp round trip | 50 µs (p95 60, n=3) | 160 µs (p95 900, n=3) |" in render_markdown(report)
     assert 'href="#check-1">160 µs (p95 900, n=3)</a>' in render_html(report)
     assert figure_table([Check(id="a", claim="A", outcome="passed", duration_s=0)]) is None
+
+
+def test_a_refused_exec_names_the_verbs_and_resource_without_the_headers():
+    from kubernetes.client.rest import ApiException
+
+    from podshare.kube import _describe
+    exc = ApiException(status=0, reason="Handshake status 403 Forbidden -+-+- {'audit-id': 'x'} -+-+- "
+                                        '{"kind":"Status","message":"pods \\"p\\" is forbidden: ","code":403}')
+    message = _describe(exc, "exec in ns/p/alpha")
+    assert exc.status == 403 and "audit-id" not in message
+    assert 'cannot create or get resource "pods/exec"' in message and 'pods "p" is forbidden' in message

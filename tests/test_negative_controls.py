@@ -133,6 +133,33 @@ def test_host_network_fails_the_hostname_claim_only(tmp_path):
     fails_exactly(outcomes, {"test_hostname_is_the_pod_name_in_every_container"})
 
 
+@on_the_node
+@pytest.mark.usefixtures("kube")
+def test_a_lifecycle_pod_that_cannot_schedule_fails_its_claims_and_the_run_goes_on(tmp_path):
+    """hostNetwork with container ports: the lifecycle pod's host ports are taken by
+    the probe pod on this one node, so it is unschedulable. Its claims fail with the
+    scheduler's reason; the identity claims still run (only the hostname one fails)."""
+    checks = run_variant(tmp_path, "host-network.yaml", "identity or lifecycle", "--pod-security", "privileged",
+                         "--pod-timeout", "30")
+    fails_exactly({c["id"]: c["outcome"] for c in checks}, {
+        "test_hostname_is_the_pod_name_in_every_container", "test_volume_and_ipc_objects_survive_a_container_restart",
+        "test_recreated_pod_starts_without_the_old_volume_and_ipc_objects"})
+    lifecycle = [c for c in checks if "lifecycle" in c["markers"]]
+    assert all("never became ready" in c["message"] and "ports" in c["message"] for c in lifecycle), lifecycle
+
+
+@pytest.mark.usefixtures("kube")
+def test_volume_names_do_not_matter(tmp_path):
+    outcomes = run_suites(tmp_path, "renamed-volumes.yaml", "volume")
+    assert outcomes and set(outcomes.values()) == {"passed"}, outcomes
+
+
+@pytest.mark.usefixtures("kube")
+def test_a_memory_volume_on_disk_fails_the_memory_claim_with_a_sentence(tmp_path):
+    outcomes = run_suites(tmp_path, "memory-without-medium.yaml", "volume")
+    fails_exactly(outcomes, {"test_memory_volume_is_tmpfs_and_honours_its_size_limit"})
+
+
 def _host_ipc_objects() -> set[tuple[str, str]]:
     """System V objects and /dev/shm files of the probe user on this host."""
     found = set()

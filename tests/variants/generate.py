@@ -36,6 +36,18 @@ def private_dev_shm(spec):
     spec["volumes"] += [{"name": "alpha-shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}]
 
 
+def renamed_volumes(spec):
+    names = {"disk": "scratch", "memory": "ram"}
+    for c in spec["containers"]:
+        c["volumeMounts"] = [{**m, "name": names[m["name"]]} for m in c["volumeMounts"]]
+    for v in spec["volumes"]:
+        v["name"] = names[v["name"]]
+
+
+def memory_without_medium(spec):
+    spec["volumes"][1]["emptyDir"] = {"sizeLimit": "16Mi"}
+
+
 def host_path(spec):
     spec["volumes"][0] = {"name": "disk", "hostPath": {"path": "/var/lib/podshare/variant-hostpath",
                                                        "type": "Directory"}}
@@ -145,6 +157,13 @@ namespaces and the same host directories ({STRANGER_SHARED}/disk and /memory,
 writable by uid 65532) as volumes, so the stranger sees everything the probe
 pod shares: every claim's stranger-side check must fail, with the stranger named.
 Needs --pod-security privileged.""")
+    save("renamed-volumes.yaml", [variant(renamed_volumes)], """
+Not broken: the probe pod's volumes are named scratch and ram instead of disk
+and memory. Claims learn a volume from the pod as the API returns it, by mount
+path: every volume claim must pass.""")
+    save("memory-without-medium.yaml", [variant(memory_without_medium)], """
+Broken on purpose: the volume mounted at /data/memory has no medium: Memory, so
+it is on the node's disk: the memory-volume claim must fail, with a sentence.""")
     save("host-path.yaml", [variant(host_path)], """
 Broken on purpose: a hostPath directory in place of the disk emptyDir. Still
 shared by the containers, but it outlives the pod: the recreated-pod claim must
