@@ -10,7 +10,8 @@ set -euo pipefail
 pkgs=(python3 python3-venv)
 if [ "${1:-all}" != python ]; then
   pkgs+=(containerd runc containernetworking-plugins iptables conntrack
-         mmdebstrap iproute2 openssl gcc libc6-dev ca-certificates curl unzip crun runsc)
+         mmdebstrap iproute2 openssl gcc libc6-dev ca-certificates curl unzip crun runsc
+         prometheus-pushgateway)  # the metrics push is tested against a real one
 fi
 missing=()
 for p in "${pkgs[@]}"; do

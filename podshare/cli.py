@@ -2,6 +2,7 @@
 
     podshare run [PYTEST ARGS]   the conformance suites as installed (pytest --pyargs podshare.suites)
     podshare gc [--older-than 1h] [--namespace NS] [--dry-run]   remove what earlier runs left behind
+    podshare history DIR [--reports-dir OUT] [--window N]   the newest run of a store, with each claim's trend
 """
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import os
 import re
 import sys
 
+from pathlib import Path
+
 from .gc import collect, find_orphans
+from .history import WINDOW, History
 from .kube import Kube, KubeError
+from .report import RunReport
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -48,7 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     gc.add_argument("--timeout", type=duration, default=duration("120s"), help="wait this long for each namespace")
     gc.add_argument("--kubeconfig")
     gc.add_argument("--kube-context")
+    hist = sub.add_parser("history", help="render the newest run of a history store with every claim's trend")
+    hist.add_argument("store", help="a directory of results.json files (--history-dir, or fetched from the nightly Job)")
+    hist.add_argument("--reports-dir", default="reports", help="where report.html, summary.md, results.json go")
+    hist.add_argument("--window", type=int, default=WINDOW, help=f"runs per trend (default {WINDOW})")
     args = p.parse_args(argv)
+    if args.command == "history":
+        return show_history(Path(args.store), Path(args.reports_dir), args.window)
     try:
         kube = Kube(args.kubeconfig, args.kube_context)
         orphans = find_orphans(kube, args.older_than, args.namespace, args.run_id)
@@ -67,6 +78,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"podshare gc: removed {len(orphans)}")
     return 0
+
+
+def show_history(store: Path, out: Path, window: int) -> int:
+    """Reports of the store's newest run with the trend; prints what changed.
+    Exit 1 when the newest run has a claim that did not hold, as the run itself did."""
+    history = History.load(store, window)
+    if not history.runs:
+        print(f"podshare history: no runs in {store}", file=sys.stderr)
+        return 2
+    report = RunReport.from_json(history.runs[-1], history)
+    for path in report.write(out):
+        print(f"report: {path}")
+    for key, verdict in history.changes().items():
+        print(f"{verdict}: {key}")
+    print(f"podshare history: {len(history.runs)} runs, newest {report.run.get('id')} "
+          f"({report.summary['passed']} passed, {report.summary['failed']} failed)")
+    return 1 if report.summary["failed"] or report.summary["error"] else 0
 
 
 if __name__ == "__main__":

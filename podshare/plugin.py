@@ -19,6 +19,8 @@ from . import MANAGED_BY, RUN_ID_LABEL, __version__, evidence as evidence_mod
 from .kube import AccessDenied, Kube, KubeError
 from .pods import (Pod, ProbeContainer, ProbeSet, load_manifest, load_manifests, probe_manifest_problem, render,
                    start_pods, start_pods_for_claims)
+from .history import History
+from .metrics import exposition, push
 from .report import Check, KnownDivergences, RunReport
 from .retry import GaveUp
 from .settings import Settings, add_options
@@ -64,6 +66,8 @@ class PodshareSession:
         self.interrupted: str | None = None  # Ctrl-C or SIGTERM, with what it said
         self.known_divergences = KnownDivergences.load(settings.known_divergences)
         self.collection_errors: list[str] = []
+        self.pushed: str | None = None  # what became of --pushgateway
+        self.changes: dict[str, str] = {}  # claim @ class -> verdict, with --history-dir
 
     @property
     def kube(self) -> Kube:
@@ -317,14 +321,33 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.INTERRUPTED
     elif ps.leftovers and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED  # leaving things behind fails the run
-    run = {"id": ps.run_id, "started_at": ps.started_at, "fatal": ps.fatal, "interrupted": ps.interrupted,
+    run = {"id": ps.run_id, "started_at": ps.started_at, "started_epoch": round(ps.started, 3),
+           "fatal": ps.fatal, "interrupted": ps.interrupted,
            "exit_status": int(session.exitstatus), "duration_s": round(time.time() - ps.started, 2),
            "podshare_version": __version__, "pytest_args": list(session.config.invocation_params.args),
            "namespace": ps.namespace, "leftovers": ps.leftovers, "checks_run": len(ps.checks),
            "api_warnings": ps._kube.warnings if isinstance(ps._kube, Kube) else []}
     report = RunReport(run=run, cluster=ps.cluster, checks=list(ps.checks.values()))
+    if ps.settings.pushgateway:
+        ps.pushed = _push_metrics(report, ps.settings.pushgateway)
+        run["pushgateway"] = ps.pushed
+    if ps.settings.history_dir and ps.checks:  # a run that checked nothing is no point in a trend
+        History.record(ps.settings.history_dir, report.to_json())
+        report.history = History.load(ps.settings.history_dir)
+        ps.changes = report.history.changes()
     paths = report.write(Path(ps.settings.reports_dir))
     ps.report_paths = paths
+
+
+def _push_metrics(report: RunReport, url: str) -> str:
+    """Push the run's metrics, grouped by cluster context and node so each
+    cluster's latest run replaces its previous one; returns what happened."""
+    body = exposition(report.run, report.cluster, report.checks)
+    try:
+        return "pushed to " + push(url, body, {"context": str(report.cluster.get("context") or "none"),
+                                               "node": str(report.cluster.get("node") or "none")})
+    except OSError as exc:
+        return f"NOT pushed: {exc}"
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -345,6 +368,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line(f"report: {p}")
     if ps.leftovers:
         terminalreporter.write_line(f"NOT CLEANED UP: {', '.join(ps.leftovers)}", red=True)
+    if ps.pushed:
+        terminalreporter.write_line(f"metrics {ps.pushed}", red=ps.pushed.startswith("NOT"))
+    for key, verdict in ps.changes.items():
+        terminalreporter.write_line(f"{verdict}: {key}", red=verdict == "newly failing", green=verdict == "recovered")
     if isinstance(ps._kube, Kube) and ps._kube.warnings:
         for warning in ps._kube.warnings:
             terminalreporter.write_line(f"API warning: {warning}", yellow=True)

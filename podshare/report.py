@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .history import History, claim_key
+from .metrics import exposition
+
 OUTCOMES = ("passed", "failed", "error", "skipped", "interrupted", "known-divergence")
 
 
@@ -63,6 +66,10 @@ class RunReport:
     run: dict[str, Any]
     cluster: dict[str, Any]
     checks: list[Check] = field(default_factory=list)
+    history: History | None = None  # past runs with this one last (--history-dir, podshare history)
+
+    def verdict(self, check: Check) -> str | None:
+        return self.history.verdict(claim_key(check)) if self.history else None
 
     @property
     def summary(self) -> dict[str, int]:
@@ -70,16 +77,27 @@ class RunReport:
         return {o: counts.get(o, 0) for o in OUTCOMES} | {"total": len(self.checks)}
 
     def to_json(self) -> dict[str, Any]:
-        return {"run": self.run, "cluster": self.cluster,
+        body = {"run": self.run, "cluster": self.cluster,
                 "checks": [asdict(c) for c in self.checks], "summary": self.summary}
+        if self.history:
+            body["changes"] = self.history.changes()  # claim @ class -> newly failing / recovered / flaky
+        return body
 
     def write(self, directory: Path) -> list[Path]:
         directory.mkdir(parents=True, exist_ok=True)
-        paths = [directory / "results.json", directory / "report.html", directory / "summary.md"]
+        paths = [directory / "results.json", directory / "report.html", directory / "summary.md",
+                 directory / "metrics.prom"]
         paths[0].write_text(json.dumps(self.to_json(), indent=2, default=str) + "\n")
         paths[1].write_text(render_html(self))
         paths[2].write_text(render_markdown(self))
+        paths[3].write_text(exposition(self.run, self.cluster, self.checks))
         return paths
+
+    @classmethod
+    def from_json(cls, results: dict[str, Any], history: History | None = None) -> "RunReport":
+        known = set(Check.__dataclass_fields__)
+        return cls(run=results["run"], cluster=results["cluster"], history=history,
+                   checks=[Check(**{k: v for k, v in c.items() if k in known}) for c in results["checks"]])
 
 
 _ICON = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️", "interrupted": "⏹️",
@@ -127,6 +145,21 @@ def _three_digits(x: float) -> str:
     return f"{float(f'{x:.3g}'):g}" if abs(x) < 1000 else f"{round(x, -len(str(int(abs(x)))) + 3):.0f}"
 
 
+def needs_attention(report: RunReport) -> list[tuple[Check, str | None]]:
+    """The checks a reader must look at first: those that did not hold (not the
+    accepted known divergences), newly failing first, with their verdict."""
+    bad = [c for c in report.checks if c.outcome in ("failed", "error", "interrupted")]
+    flagged = [(c, report.verdict(c)) for c in bad]
+    flaky_passes = [(c, "flaky") for c in report.checks if c.outcome == "passed" and report.verdict(c) == "flaky"]
+    return sorted(flagged, key=lambda cv: cv[1] != "newly failing") + flaky_passes
+
+
+def _first_line(message: str, limit: int = 200) -> str:
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    line = re.sub(r"^(AssertionError|Failed): ", "", line)
+    return (line[:limit] + "…" if len(line) > limit else line).replace("|", "/")
+
+
 def run_problems(run: dict[str, Any]) -> list[str]:
     """What makes the run as a whole untrustworthy or incomplete, one sentence each."""
     problems = []
@@ -149,6 +182,15 @@ def render_markdown(report: RunReport) -> str:
     for problem in run_problems(report.run):
         lines += [f"**{problem}**", ""]
     lines += [_cluster_line(report.cluster), ""]
+    attention = needs_attention(report)
+    if attention:
+        lines += ["## Needs attention", ""] + [
+            f"- {_ICON.get(c.outcome, '')} `{c.id.split('::')[-1]}`{f' **{v}**' if v else ''}: {_first_line(c.message)}"
+            for c, v in attention] + [""]
+    recovered = [k for k, v in report.history.changes().items() if v != "newly failing"] if report.history else []
+    if recovered:
+        lines += [f"Since the previous run: " + "; ".join(
+            f"`{k.split('::')[-1]}` {report.history.verdict(k)}" for k in recovered), ""]
     matrix = claim_matrix(report.checks)
     if matrix:  # which runtime breaks which promise, before the detail
         classes, rows = matrix
@@ -187,13 +229,19 @@ h1{font-size:1.4em} .meta{color:#555}
 .counts span{display:inline-block;margin-right:1em;padding:.2em .6em;border-radius:4px;font-weight:600}
 .passed{background:#e6f4ea}.failed{background:#fde7e9}.error{background:#fbe3c6}.skipped{background:#eceff1}.interrupted{background:#fff3c4}
 details{border:1px solid #ddd;border-radius:4px;margin:.3em 0;padding:.3em .6em}
-summary{cursor:pointer} summary .o{display:inline-block;width:5.5em;font-weight:600;text-transform:uppercase;font-size:12px}
+summary{cursor:pointer} summary .o{display:inline-block;min-width:5.5em;margin-right:.4em;white-space:nowrap;font-weight:600;text-transform:uppercase;font-size:12px}
 details.passed .o{color:#137333} details.failed .o{color:#c5221f} details.error .o{color:#b06000} details.skipped .o{color:#5f6368}
 pre{background:#f7f7f7;padding:.6em;overflow:auto;max-height:30em;font-size:12px}
 .claim{font-weight:600} .id{color:#777;font-size:12px}
 h2{font-size:1.1em;margin:1.2em 0 .3em} h2 .tally{font-weight:400;color:#555;font-size:.85em}
 .fatal{background:#fde7e9;padding:.5em;border-radius:4px;font-weight:600}
 .known-divergence{background:#fff0d9} details.known-divergence .o{color:#a05a00}
+.attention{border:2px solid #c5221f;border-radius:6px;padding:.2em 1em;margin:1em 0} .attention li{margin:.3em 0}
+.verdict{color:#c5221f;font-size:12px;text-transform:uppercase}
+.timeline .t{display:inline-block;width:8px;height:12px;margin-left:1px;vertical-align:middle;background:#ccc}
+.timeline .t.passed{background:#34a853}.timeline .t.failed,.timeline .t.error{background:#ea4335}
+.timeline .t.known-divergence{background:#f6ae2d}.timeline .t.interrupted{background:#fbbc04}
+details.fold{border:none;padding:0} details.fold summary{font-weight:600;margin:.6em 0}
 table.matrix{border-collapse:collapse;margin:.5em 0} table.matrix td,table.matrix th{border:1px solid #ddd;padding:.2em .5em;font-size:12px}
 """
 
@@ -211,7 +259,7 @@ def render_html(report: RunReport) -> str:
         tally = Counter(c.outcome for c in checks)
         rows.append(f'<h2>{e(area)} <span class="tally">' + ", ".join(
             f"{tally[o]} {o}" for o in OUTCOMES if tally[o]) + "</span></h2>")
-        rows += [_html_check(c, report.checks.index(c)) for c in checks]
+        rows += [_html_check(c, report.checks.index(c), report) for c in checks]
     problems = "".join(f'<p class="fatal">{e(problem)}</p>' for problem in run_problems(report.run))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>podshare report {e(str(report.run.get('id')))}</title>
@@ -221,7 +269,7 @@ def render_html(report: RunReport) -> str:
 <p class="meta">{e(_cluster_line(report.cluster))}</p>
 <p class="meta">run {e(str(report.run.get('id')))}, started {e(str(report.run.get('started_at')))},
 {report.run.get('duration_s', 0):.1f}s, podshare {e(str(report.run.get('podshare_version')))}</p>
-{problems}{_html_matrix(report)}{_html_figures(report)}{''.join(rows)}
+{problems}{_html_attention(report)}{_html_matrix(report)}{_html_figures(report)}{''.join(rows)}
 </body></html>
 """
 
@@ -256,7 +304,40 @@ def _html_figures(report: RunReport) -> str:
                                     for name, cells in rows.items()})
 
 
-def _html_check(c: Check, index: int = 0) -> str:
+def _html_attention(report: RunReport) -> str:
+    attention = needs_attention(report)
+    if not attention:
+        return ""
+    e = html.escape
+    items = "".join(
+        f'<li class="{c.outcome}"><a href="#check-{report.checks.index(c)}">{e(c.id.split("::")[-1])}</a>'
+        + (f' <b class="verdict">{e(v)}</b>' if v else "") + f" — {e(_first_line(c.message))}</li>"
+        for c, v in attention)
+    return f'<section class="attention"><h2>Needs attention ({len(attention)})</h2><ul>{items}</ul></section>'
+
+
+def _html_timeline(report: RunReport, c: Check) -> str:
+    """The claim's last runs as small squares, oldest first (hover: run, outcome, time)."""
+    if not report.history:
+        return ""
+    e = html.escape
+    points = report.history.timeline(claim_key(c))
+    squares = "".join(f'<i class="t {e(p.outcome)}" title="{e(p.run_id)} {e(p.started_at)}: {e(p.outcome)}, '
+                      f'{p.duration_s:.1f}s"></i>' for p in points)
+    verdict = report.verdict(c)
+    return f' <span class="timeline">{squares}</span>' + (f' <b class="verdict">{e(verdict)}</b>' if verdict else "")
+
+
+def _collapsible(title: str, text: str, lines: int = 25) -> str:
+    """Short evidence in the open, long evidence folded (the page stays readable)."""
+    e = html.escape
+    count = text.count("\n") + 1
+    if count <= lines:
+        return f"<h4>{title}</h4><pre>{e(text)}</pre>"
+    return f"<details class=\"fold\"><summary>{title} ({count} lines)</summary><pre>{e(text)}</pre></details>"
+
+
+def _html_check(c: Check, index: int = 0, report: RunReport | None = None) -> str:
     e = html.escape
     body = []
     if c.message:
@@ -265,11 +346,15 @@ def _html_check(c: Check, index: int = 0) -> str:
         body.append("<h4>Figures</h4><pre>" + e("\n".join(f"{n}: {format_figure(f)}" for n, f in c.figures.items()))
                     + "</pre>")
     if c.evidence:
-        body.append(f"<h4>Evidence</h4><pre>{e(json.dumps(c.evidence, indent=2, default=str))}</pre>")
+        facts = {k: v for k, v in c.evidence.items() if k != "transcript"}
+        if facts:
+            body.append(_collapsible("Evidence", json.dumps(facts, indent=2, default=str)))
+        if "transcript" in c.evidence:
+            body.append(_collapsible("Probe transcript", json.dumps(c.evidence["transcript"], indent=2, default=str), 0))
     if c.diagnostics:
-        body.append(f"<h4>Pod diagnostics</h4><pre>{e(json.dumps(c.diagnostics, indent=2, default=str))}</pre>")
+        body.append(_collapsible("Pod diagnostics", json.dumps(c.diagnostics, indent=2, default=str), 0))
     open_attr = " open" if c.outcome in ("failed", "error", "interrupted") else ""
     runtime = f" · {e(c.runtime_class)}" if c.runtime_class else ""
     return (f'<details id="check-{index}" class="{c.outcome}"{open_attr}><summary><span class="o">{c.outcome}</span> '
             f'<span class="claim">{e(c.claim)}</span> <span class="id">{e(c.id)}{runtime} · {c.duration_s:.2f}s</span>'
-            f'</summary>{"".join(body)}</details>')
+            f'{_html_timeline(report, c) if report else ""}</summary>{"".join(body)}</details>')

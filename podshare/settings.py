@@ -64,6 +64,10 @@ OPTIONS = (
            ("restricted", "baseline", "privileged")),
     Option("--run-id", "PODSHARE_RUN_ID", None, "the run's id (default: time and a random suffix); names and labels use it"),
     Option("--pod-timeout", "PODSHARE_POD_TIMEOUT", 120.0, "seconds to wait for a pod to become ready", type=float),
+    Option("--history-dir", "PODSHARE_HISTORY_DIR", None,
+           "a directory of past runs: this run is added to it, and its reports show each claim's last runs"),
+    Option("--pushgateway", "PODSHARE_PUSHGATEWAY", None,
+           "a Prometheus Pushgateway URL: the run's metrics (also in reports/metrics.prom) are pushed there"),
 )
 
 
@@ -86,6 +90,8 @@ class Settings:
     pod_security: str
     run_id: str | None
     pod_timeout: float
+    history_dir: str | None
+    pushgateway: str | None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":

@@ -85,11 +85,17 @@ def kubeconfig_for(path: Path, kube, *, token: str | None = None, server: str | 
     return path
 
 
-def run_suites_as(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The suites in a pytest process of their own, without the outer KUBECONFIG."""
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "PODSHARE_KUBECONFIG")}
+def run_suites(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The suites in a pytest process of their own, against the same cluster."""
     return subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", *args],
-                          cwd=PROJECT, env=env, capture_output=True, text=True, timeout=timeout)
+                          cwd=PROJECT, env=os.environ if env is None else env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def run_suites_as(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The suites without the outer KUBECONFIG: the caller passes credentials of its own."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "PODSHARE_KUBECONFIG")}
+    return run_suites(*args, timeout=timeout, env=env)
 
 
 RESTRICTED = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "warn", "audit")}

@@ -3,6 +3,7 @@ pod states, the exec protocol and the report model. No cluster needed."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from kubernetes import client
@@ -242,3 +243,57 @@ def test_a_refused_exec_names_the_verbs_and_resource_without_the_headers():
     message = _describe(exc, "exec in ns/p/alpha")
     assert exc.status == 403 and "audit-id" not in message
     assert 'cannot create or get resource "pods/exec"' in message and 'pods "p" is forbidden' in message
+
+
+def _check(outcome, runtime_class="runc", claim_id="s.py::t", **kw):
+    return Check(id=f"{claim_id}[{runtime_class}]", claim="T", outcome=outcome, duration_s=1.5, claim_id=claim_id,
+                 runtime_class=runtime_class, **kw)
+
+
+def test_metrics_are_prometheus_text_with_one_sample_per_claim_and_class():
+    from podshare.metrics import exposition
+    checks = [_check("passed"), _check("known-divergence", "gvisor"), _check("skipped", "crun"),
+              _check("failed", claim_id='s.py::t["x"]')]
+    text = exposition({"started_epoch": 1700000000.5}, {"node": "vm"}, checks)
+    assert 'podshare_claim_passed{claim="s.py::t",runtime_class="runc",node="vm"} 1\n' in text
+    assert 'podshare_claim_passed{claim="s.py::t",runtime_class="gvisor",node="vm"} 0\n' in text
+    assert 'podshare_claim_passed{claim="s.py::t[\\"x\\"]",runtime_class="runc",node="vm"} 0\n' in text
+    assert 'runtime_class="crun"' not in text  # a skipped claim says nothing about the cluster
+    assert 'podshare_claim_duration_seconds{claim="s.py::t",runtime_class="runc",node="vm"} 1.5\n' in text
+    assert "podshare_run_timestamp_seconds 1700000000.500\n" in text
+    for line in text.splitlines():  # every line is a comment or `name{labels} value`
+        assert line.startswith("# ") or re.fullmatch(r'[a-z_]+(\{[^}]*\})? -?[0-9.e+]+', line), line
+
+
+def test_history_tells_newly_failing_recovered_and_flaky(tmp_path):
+    from podshare.history import History
+
+    def run(i, outcomes):
+        return {"run": {"id": f"r{i}", "started_at": f"2026-11-2{i}T00:00:00+00:00"},
+                "checks": [{"id": k, "claim_id": k, "runtime_class": "runc", "outcome": o, "duration_s": 1}
+                           for k, o in outcomes.items()]}
+    for i, outcomes in enumerate([{"a": "passed", "b": "failed", "c": "passed", "d": "passed", "e": "passed"},
+                                  {"a": "passed", "b": "failed", "c": "failed", "d": "passed", "e": "failed"},
+                                  {"a": "passed", "b": "failed", "c": "passed", "d": "passed", "e": "passed"},
+                                  {"a": "passed", "b": "passed", "c": "failed", "d": "failed", "e": "passed"}], 1):
+        History.record(tmp_path, run(i, outcomes))
+    (tmp_path / "torn.json").write_text("{")
+    history = History.load(tmp_path)
+    assert [p.outcome for p in history.timeline("a @ runc")] == ["passed"] * 4
+    assert history.changes() == {"b @ runc": "recovered", "c @ runc": "flaky", "d @ runc": "newly failing"}
+    assert history.verdict("e @ runc") is None  # a regression, fixed the next day: no longer news
+    assert History.load(tmp_path, window=2).verdict("c @ runc") == "newly failing"  # the flips left the window
+
+
+def test_report_opens_with_what_needs_attention_and_folds_long_evidence():
+    from podshare.report import render_html, render_markdown
+    long = {"transcript": [{"command": f"read {i}", "result": {"ok": True}} for i in range(40)], "key": 1}
+    checks = [_check("passed", claim_id=f"s.py::ok{i}") for i in range(30)] + [
+        _check("failed", claim_id="s.py::broken", message="AssertionError: beta cannot read alpha's file\nassert x",
+               evidence=long)]
+    page = render_html(RunReport(run={"id": "r"}, cluster={}, checks=checks))
+    assert page.index("Needs attention (1)") < page.index("s.py::ok0")
+    assert '<a href="#check-30">broken[runc]</a> — beta cannot read alpha&#x27;s file' in page
+    assert "<summary>Probe transcript (" in page and "&quot;key&quot;: 1" in page
+    assert "- ❌ `broken[runc]`: beta cannot read alpha's file" in render_markdown(
+        RunReport(run={"id": "r"}, cluster={}, checks=checks))

@@ -98,7 +98,7 @@ def names_the_403(said: str, resource: str, verb: str) -> bool:
     return f'cannot {verb} resource "{resource}"' in said
 
 
-def test_every_rule_is_needed_or_kept_for_a_stated_reason(account, tmp_path):
+def test_every_rule_is_needed_or_kept_for_a_stated_reason(account, kube, tmp_path):
     """Least, not only sufficient: with any one verb of the ClusterRole removed,
     the run fails and says which (the API's 403 names verb and resource), unless
     the pair is one of OPTIONAL, whose reason is written down; then it passes."""
@@ -110,8 +110,13 @@ def test_every_rule_is_needed_or_kept_for_a_stated_reason(account, tmp_path):
     for resource, verb in pairs:
         account.set_cluster_role_rules(without(resource, verb))
         reports = tmp_path / f"{resource.replace('/', '-')}-{verb}"
-        run = run_suites_as("--kubeconfig", kubeconfig, "--reports-dir", str(reports), "--runtime-class", "runc",
-                            "--pod-timeout", "60", *SELECTION)
+        run_id = f"least-{uuid.uuid4().hex[:8]}"
+        try:
+            run = run_suites_as("--kubeconfig", kubeconfig, "--reports-dir", str(reports), "--runtime-class", "runc",
+                                "--pod-timeout", "60", "--run-id", run_id, *SELECTION)
+        finally:  # without delete or get on namespaces, the run cannot remove its own: we do
+            for namespace in kube.list_namespaces(f"{RUN_ID_LABEL}={run_id}"):
+                kube.delete_namespace(namespace.metadata.name, timeout=120)
         seen[(resource, verb)] = (run.returncode, names_the_403(what_the_run_said(run, reports), resource, verb))
     wrong = {pair: got for pair, got in seen.items()
              if (got[0] != 0 if pair in OPTIONAL else (got[0] == 0 or not got[1]))}

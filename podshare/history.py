@@ -1,0 +1,92 @@
+"""Claims over past runs: a store of results.json files (one per run), read back
+as a timeline per claim and RuntimeClass, with what changed since the previous
+run and what flips back and forth. A regression stands out on the day it happens.
+
+The store is a directory: --history-dir adds each run to it and puts the
+timeline into that run's reports; `podshare history DIR` renders the newest
+run of a store (e.g. one fetched from the nightly Job) with its timeline."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+WINDOW = 14  # runs per timeline
+HELD = "passed"
+
+
+@dataclass(frozen=True)
+class Point:
+    run_id: str
+    started_at: str
+    outcome: str
+    duration_s: float
+
+
+def claim_key(check: dict[str, Any] | Any) -> str:
+    """A claim on a RuntimeClass: one row of the history."""
+    get = check.get if isinstance(check, dict) else lambda k: getattr(check, k)
+    return f"{get('claim_id') or get('id')} @ {get('runtime_class') or 'default'}"
+
+
+def _held(outcome: str) -> bool:
+    return outcome == HELD
+
+
+class History:
+    def __init__(self, runs: list[dict[str, Any]], window: int = WINDOW) -> None:
+        self.runs = sorted(runs, key=lambda r: r["run"].get("started_at") or "")[-window:]
+        self.timelines: dict[str, list[Point]] = {}
+        for i, results in enumerate(self.runs):
+            for check in results.get("checks", []):
+                points = self.timelines.setdefault(claim_key(check), [])
+                points.append(Point(results["run"].get("id", f"run-{i}"), results["run"].get("started_at", ""),
+                                    check["outcome"], check.get("duration_s", 0.0)))
+
+    @classmethod
+    def load(cls, directory: str | Path, window: int = WINDOW) -> "History":
+        runs = []
+        for path in sorted(Path(directory).glob("*.json")):
+            try:
+                results = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # a torn or foreign file is not a run
+            if isinstance(results, dict) and "run" in results and "checks" in results:
+                runs.append(results)
+        return cls(runs, window)
+
+    @staticmethod
+    def record(directory: str | Path, results: dict[str, Any]) -> Path:
+        """Add a run's results to the store, named by its start and id (sortable)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp = (results["run"].get("started_at") or "").replace(":", "").replace("+0000", "Z")
+        path = directory / f"{stamp}-{results['run'].get('id', 'run')}.json"
+        path.write_text(json.dumps(results, default=str) + "\n")
+        return path
+
+    def timeline(self, key: str) -> list[Point]:
+        return self.timelines.get(key, [])
+
+    def verdict(self, key: str) -> str | None:
+        """"newly failing" (held in the previous run, not in the last), "recovered"
+        (the reverse), "flaky" (it went back and forth more than once in the window:
+        three changes or more; a regression and its fix are two, and the fix is
+        news), or None. Flaky wins: a claim that keeps flipping is not news each day."""
+        points = self.timeline(key)
+        held = [_held(p.outcome) for p in points if p.outcome != "skipped"]
+        if len(held) < 2:
+            return None
+        changes = sum(a != b for a, b in zip(held, held[1:]))
+        if changes >= 3:
+            return "flaky"
+        if held[-2] and not held[-1]:
+            return "newly failing"
+        if not held[-2] and held[-1]:
+            return "recovered"
+        return None
+
+    def changes(self) -> dict[str, str]:
+        """Every claim with a verdict, for the summaries."""
+        return {key: v for key in self.timelines if (v := self.verdict(key))}

@@ -1,0 +1,73 @@
+"""A run as Prometheus metrics (text exposition format 0.0.4), written beside
+the reports and, with --pushgateway, pushed to a Pushgateway, so a nightly run
+ends up on the dashboards and alerts operators already have."""
+from __future__ import annotations
+
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+HELD = {"passed": 1, "failed": 0, "error": 0, "interrupted": 0, "known-divergence": 0}  # skipped: no sample
+
+
+def _label(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**labels: Any) -> str:
+    return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in labels.items()) + "}"
+
+
+def exposition(run: dict[str, Any], cluster: dict[str, Any], checks: list[Any]) -> str:
+    """podshare_claim_passed, podshare_claim_duration_seconds (per claim, runtime
+    class and node), podshare_figure (the perf suite's medians and p95s) and
+    podshare_run_timestamp_seconds."""
+    node = cluster.get("node") or ""
+    passed, duration, figures = [], [], []
+    for c in checks:
+        if c.outcome not in HELD:
+            continue
+        labels = _labels(claim=c.claim_id or c.id, runtime_class=c.runtime_class or "default", node=node)
+        passed.append(f"podshare_claim_passed{labels} {HELD[c.outcome]}")
+        duration.append(f"podshare_claim_duration_seconds{labels} {c.duration_s:g}")
+        for name, figure in (c.figures or {}).items():
+            for stat in ("median", "p95"):
+                if stat in figure:
+                    figures.append("podshare_figure" + _labels(
+                        measurement=name, unit=figure["unit"], stat=stat, runtime_class=c.runtime_class or "default",
+                        node=node) + f" {figure[stat]:g}")
+    lines = [
+        "# HELP podshare_claim_passed 1 if the claim held in the run, 0 if it did not (a known divergence is 0).",
+        "# TYPE podshare_claim_passed gauge", *passed,
+        "# HELP podshare_claim_duration_seconds How long checking the claim took.",
+        "# TYPE podshare_claim_duration_seconds gauge", *duration,
+        "# HELP podshare_figure A perf measurement between two containers of a pod (median or p95).",
+        "# TYPE podshare_figure gauge", *figures,
+        "# HELP podshare_run_timestamp_seconds When the run started (Unix time).",
+        "# TYPE podshare_run_timestamp_seconds gauge",
+        f"podshare_run_timestamp_seconds {float(run.get('started_epoch', 0)):.3f}",
+        "# HELP podshare_run_fatal 1 if podshare could not check the claims at all.",
+        "# TYPE podshare_run_fatal gauge",
+        f"podshare_run_fatal {1 if run.get('fatal') else 0}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def push(url: str, body: str, grouping: dict[str, str], timeout: float = 10.0) -> str:
+    """PUT the metrics to a Pushgateway under job=podshare and `grouping`, replacing
+    that group's previous push. Returns the URL pushed to; raises OSError with the
+    gateway's answer otherwise."""
+    path = "/metrics/job/podshare" + "".join(
+        f"/{urllib.parse.quote(k, safe='')}/{urllib.parse.quote(v or 'none', safe='')}" for k, v in grouping.items())
+    target = url.rstrip("/") + path
+    request = urllib.request.Request(target, data=body.encode(), method="PUT", headers={"Content-Type": CONTENT_TYPE})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            answer.read()
+    except urllib.error.HTTPError as exc:
+        raise OSError(f"the Pushgateway at {url} refused the metrics: {exc.code} {exc.read()[:300]!r}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise OSError(f"could not push to the Pushgateway at {url}: {getattr(exc, 'reason', exc)}") from None
+    return target
