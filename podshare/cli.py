@@ -3,6 +3,7 @@
     podshare run [PYTEST ARGS]   the conformance suites as installed (pytest --pyargs podshare.suites)
     podshare gc [--older-than 1h] [--namespace NS] [--dry-run]   remove what earlier runs left behind
     podshare history DIR [--reports-dir OUT] [--window N]   the newest run of a store, with each claim's trend
+    podshare images [--registry HOST/PATH]   every image a run needs, one a line, for mirroring
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from .gc import collect, find_orphans
 from .history import WINDOW, History
+from .images import IMAGES, mirrored
 from .kube import Kube, KubeError
 from .report import RunReport
 
@@ -57,7 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     hist.add_argument("store", help="a directory of results.json files (--history-dir, or fetched from the nightly Job)")
     hist.add_argument("--reports-dir", default="reports", help="where report.html, summary.md, results.json go")
     hist.add_argument("--window", type=int, default=WINDOW, help=f"runs per trend (default {WINDOW})")
+    images = sub.add_parser("images", help="every image a run needs (probe, nginx, runner), one a line")
+    images.add_argument("--registry", default=os.environ.get("PODSHARE_REGISTRY"),
+                        help="the names on this mirror (HOST/PATH), as a run with --registry pulls them")
+    for _name, (flag, env, default) in IMAGES.items():
+        images.add_argument(flag, default=os.environ.get(env) or default, help=f"default ${env} or {default}")
     args = p.parse_args(argv)
+    if args.command == "images":
+        for name in IMAGES:
+            print(mirrored(getattr(args, f"{name}_image"), args.registry))
+        return 0
     if args.command == "history":
         return show_history(Path(args.store), Path(args.reports_dir), args.window)
     try:

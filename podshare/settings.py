@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from . import __version__
+from .images import DEFAULTS, mirrored
 
 KEEP_CHOICES = ("never", "on-failure", "always")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -39,10 +39,11 @@ OPTIONS = (
     Option("--kube-context", "PODSHARE_KUBE_CONTEXT", None, "kubeconfig context (default: the current one)"),
     Option("--namespace", "PODSHARE_NAMESPACE", None,
            "run in this existing namespace instead of a generated per-run one (no cluster-scoped rights needed)"),
-    Option("--probe-image", "PODSHARE_PROBE_IMAGE", f"podshare/probe:{__version__}",
-           "probe image (build it from probes/Containerfile)"),
-    Option("--nginx-image", "PODSHARE_NGINX_IMAGE", "docker.io/library/nginx:1.27",
-           "nginx image for the reverse-proxy pattern"),
+    Option("--probe-image", "PODSHARE_PROBE_IMAGE", DEFAULTS["probe"], "probe image (build it from probes/Containerfile)"),
+    Option("--nginx-image", "PODSHARE_NGINX_IMAGE", DEFAULTS["nginx"], "nginx image for the reverse-proxy pattern"),
+    Option("--registry", "PODSHARE_REGISTRY", None,
+           "pull every image from this registry and path instead (HOST/PATH: keeps each image's last name and tag); "
+           "`podshare images --registry` lists what to mirror"),
     Option("--image-pull-policy", "PODSHARE_IMAGE_PULL_POLICY", "IfNotPresent", "imagePullPolicy of every pod",
            PULL_POLICIES),
     Option("--image-pull-secret", "PODSHARE_IMAGE_PULL_SECRET", None, "name of an imagePullSecret in the namespace"),
@@ -78,6 +79,7 @@ class Settings:
     namespace: str | None
     probe_image: str
     nginx_image: str
+    registry: str | None
     image_pull_policy: str
     image_pull_secret: str | None
     node: str | None
@@ -117,6 +119,8 @@ class Settings:
             if opt.choices and raw not in opt.choices:
                 raise pytest.UsageError(f"{opt.flag} must be one of {', '.join(opt.choices)}, not {raw!r}")
             values[opt.flag[2:].replace("-", "_")] = raw
+        for image in ("probe_image", "nginx_image"):  # an air-gapped cluster pulls from its mirror
+            values[image] = mirrored(values[image], values["registry"])
         return cls(**values)
 
 

@@ -29,8 +29,9 @@ class EnvSettings:
 
     def __init__(self) -> None:
         import os
-        self.probe_image = os.environ.get("PODSHARE_PROBE_IMAGE", "podshare/probe:0.1.0")
-        self.nginx_image = os.environ.get("PODSHARE_NGINX_IMAGE", "nginx")
+        from podshare.images import DEFAULTS
+        self.probe_image = os.environ.get("PODSHARE_PROBE_IMAGE", DEFAULTS["probe"])
+        self.nginx_image = os.environ.get("PODSHARE_NGINX_IMAGE", DEFAULTS["nginx"])
         self.image_pull_policy = os.environ.get("PODSHARE_IMAGE_PULL_POLICY", "IfNotPresent")
         self.image_pull_secret = os.environ.get("PODSHARE_IMAGE_PULL_SECRET")
 

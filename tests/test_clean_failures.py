@@ -63,7 +63,8 @@ def test_probe_image_that_does_not_exist(admin_kubeconfig):
 
 
 def test_image_without_the_probe_program(admin_kubeconfig):
-    nginx = os.environ.get("PODSHARE_NGINX_IMAGE", "docker.io/library/nginx:1.27")
+    from podshare.images import DEFAULTS
+    nginx = os.environ.get("PODSHARE_NGINX_IMAGE", DEFAULTS["nginx"])
     line = expect_clean_failure(["--kubeconfig", admin_kubeconfig, "--probe-image", nginx], "python3")
     assert "a podshare probe image?" in line
 
