@@ -3,7 +3,9 @@
 
 pause: a static C program. probe: a Debian rootfs (mmdebstrap) with python3,
 the IPC wheels from requirements.lock and the probes package. nginx: a Debian rootfs with
-nginx, for the reverse-proxy pattern. Each archive is keyed by its inputs, so
+nginx, for the reverse-proxy pattern. runner: the probe's rootfs with every
+dependency from requirements.lock and podshare's own wheel (suites and manifests
+inside), for in-cluster runs (manifests/nightly/). Each archive is keyed by its inputs, so
 `build` is a no-op until one changes; `import` loads them into containerd.
 
     images.py build              print the archive paths
@@ -205,11 +207,58 @@ def nginx_image(ref: str, suite: str) -> Path:
     })
 
 
+def locked_dependencies(lock: Path) -> Path:
+    """Every package of the lock as wheels for Debian's CPython 3.11, installed into
+    a directory; cached by the lock, so a change to podshare alone does not refetch."""
+    target = CACHE / f"runner-deps-{fingerprint(lock)}"
+    if (target / ".complete").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    run(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--require-hashes", "--only-binary",
+        ":all:", "--python-version", "3.11", "--platform", "manylinux2014_x86_64", "--target", target, "-r", lock)
+    (target / ".complete").touch()
+    return target
+
+
+RUNNER_SOURCES = ("podshare", "suites", "manifests", "probes", "pyproject.toml")
+
+
+def runner_image(ref: str, suite: str) -> Path:
+    """podshare where it runs in the cluster: every locked dependency as a wheel for
+    Debian's CPython 3.11, and podshare's wheel, in the system site-packages."""
+    packages = ["python3"]
+    lock = PROJECT / "requirements.lock"
+    sources = [PROJECT / name for name in RUNNER_SOURCES]
+    out = CACHE / f"runner-{fingerprint(suite, *packages, lock, *sources, Path(__file__), ref)}.tar"
+    if out.exists():
+        return out
+    rootfs, dependencies = debian_rootfs(suite, packages), locked_dependencies(lock)
+    with tempfile.TemporaryDirectory() as tmp:
+        site, wheel_dir = Path(tmp) / "site", Path(tmp) / "wheel"
+        shutil.copytree(dependencies, site, ignore=shutil.ignore_patterns(".complete"))
+        shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts for the build host's interpreter
+        run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", wheel_dir,
+            PROJECT, stdout=subprocess.DEVNULL)
+        run(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", site,
+            *wheel_dir.glob("podshare-*.whl"))
+        shutil.rmtree(site / "bin", ignore_errors=True)
+
+        def fill(layer):
+            _add_tree(layer, rootfs, "")
+            _add_tree(layer, site, SITE_PACKAGES)
+        return oci_archive(ref, out, fill, {
+            "Entrypoint": ["python3", "-m", "podshare"], "Cmd": ["nightly"], "User": "65532:65532",
+            "WorkingDir": "/tmp",
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/tmp",
+                    "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"],
+        })
+
+
 def build_all() -> list[Path]:
     env = read_env()
     suite = env["DEBIAN_SUITE"]
     return [pause_image(env["PAUSE_IMAGE"]), probe_image(env["PROBE_IMAGE"], suite),
-            nginx_image(env["NGINX_IMAGE"], suite)]
+            nginx_image(env["NGINX_IMAGE"], suite), runner_image(env["RUNNER_IMAGE"], suite)]
 
 
 def main() -> int:

@@ -393,7 +393,9 @@ def up(args) -> int:
         wait_for("etcd health", lambda: http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), 60, ("etcd",))
         start("kube-apiserver", [
             bindir / "kube-apiserver", "--etcd-servers", f"http://127.0.0.1:{ETCD_PORT}",
-            "--bind-address", "127.0.0.1", "--secure-port", API_PORT, "--advertise-address", ip,
+            # All addresses: pods reach the API through the kubernetes Service, which
+            # kube-proxy sends to the advertised node IP (in-cluster runs need it).
+            "--bind-address", "0.0.0.0", "--secure-port", API_PORT, "--advertise-address", ip,
             "--tls-cert-file", pki / "apiserver.crt", "--tls-private-key-file", pki / "apiserver.key",
             "--client-ca-file", pki / "ca.crt",
             "--kubelet-client-certificate", pki / "apiserver-kubelet-client.crt",

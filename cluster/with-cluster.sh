@@ -23,6 +23,6 @@ if ! out=$(python "$here/localcluster.py" up); then
 fi
 export "$out"  # KUBECONFIG=...
 set -a; . "$here/images.env"; set +a
-export PODSHARE_PROBE_IMAGE="$PROBE_IMAGE" PODSHARE_NGINX_IMAGE="$NGINX_IMAGE"
+export PODSHARE_PROBE_IMAGE="$PROBE_IMAGE" PODSHARE_NGINX_IMAGE="$NGINX_IMAGE" PODSHARE_RUNNER_IMAGE="$RUNNER_IMAGE"
 export PODSHARE_IMAGE_PULL_POLICY=Never PODSHARE_LOCAL_CLUSTER=1
 "$@"

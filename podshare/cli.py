@@ -4,16 +4,25 @@
     podshare gc [--older-than 1h] [--namespace NS] [--dry-run]   remove what earlier runs left behind
     podshare history DIR [--reports-dir OUT] [--window N]   the newest run of a store, with each claim's trend
     podshare images [--registry HOST/PATH]   every image a run needs, one a line, for mirroring
+    podshare nightly [--keep N] [PYTEST ARGS]   in a cluster (the runner image): run, store the reports as a ConfigMap
+    podshare fetch --namespace NS DIR   the stored runs of a namespace into DIR, for `podshare history DIR`
+    podshare nightly-manifest [--registry HOST/PATH] [--schedule CRON]   the CronJob and its RBAC, for kubectl apply
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
+import uuid
 
 from pathlib import Path
 
+from . import nightly as nightly_manifest, store
 from .gc import collect, find_orphans
 from .history import WINDOW, History
 from .images import IMAGES, mirrored
@@ -38,14 +47,78 @@ def run_suites(pytest_args: list[str]) -> int:
                               "-p", "no:cacheprovider", *pytest_args])
 
 
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def nightly(argv: list[str]) -> int:
+    """The runner image's command: the suites with the trend of the runs stored in
+    this pod's namespace, then this run stored beside them. Exits as the run did;
+    a run whose reports could not be stored fails (exit 2): nobody would see it."""
+    keep = store.KEEP
+    if argv[:1] == ["--keep"]:
+        keep, argv = int(argv[1]), argv[2:]
+    namespace = os.environ.get("PODSHARE_STORE_NAMESPACE") or SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    work = Path(tempfile.mkdtemp(prefix="podshare-"))
+    history, reports = work / "history", work / "reports"
+    try:
+        kube = Kube()
+        previous = store.fetch(kube, namespace, history)
+        print(f"podshare nightly: {len(previous)} earlier runs in {namespace}", flush=True)
+        run_id = os.environ.get("PODSHARE_RUN_ID") or ""
+        args = ["--reports-dir", str(reports), "--history-dir", str(history), *argv]
+        if not run_id:  # the stored ConfigMap is named by the run id: choose it here
+            run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+            args += ["--run-id", run_id]
+        done = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "podshare.suites", "-p", "no:cacheprovider",
+                               *args])
+        if not (reports / "results.json").exists():
+            print("podshare nightly: the run wrote no results", file=sys.stderr)
+            return 2
+        stored = store.save(kube, namespace, reports, run_id, keep)
+        print(f"podshare nightly: reports stored as configmap/{stored} in {namespace} "
+              f"(podshare fetch --namespace {namespace} DIR)", flush=True)
+        return done.returncode
+    except (KubeError, OSError, ValueError) as exc:
+        print(f"podshare nightly: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def fetch(args) -> int:
+    try:
+        ids = store.fetch(Kube(args.kubeconfig, args.kube_context), args.namespace, Path(args.directory))
+    except KubeError as exc:
+        print(f"podshare fetch: {exc}", file=sys.stderr)
+        return 2
+    print(f"podshare fetch: {len(ids)} runs into {args.directory}" + (f", newest {ids[-1]}" if ids else ""))
+    return 0 if ids else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         return run_suites(argv[1:])
+    if argv[:1] == ["nightly"]:
+        return nightly(argv[1:])
     p = argparse.ArgumentParser(prog="podshare", description="podshare: do a pod's containers share what Kubernetes promises?")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the conformance suites; the rest of the line goes to pytest (see pytest --help)",
                    add_help=False)
+    sub.add_parser("nightly", add_help=False, help="inside a cluster (the runner image): run the suites with the "
+                   "trend of the runs stored in this namespace, store this run as a ConfigMap ([--keep N] PYTEST ARGS)")
+    manifest = sub.add_parser("nightly-manifest", help="the nightly CronJob, its namespace and RBAC, with the images "
+                              "filled in: podshare nightly-manifest | kubectl apply -f -")
+    manifest.add_argument("--registry", default=os.environ.get("PODSHARE_REGISTRY"), help="pull the images from this mirror")
+    manifest.add_argument("--schedule", default=nightly_manifest.SCHEDULE, help="cron schedule (default %(default)s)")
+    manifest.add_argument("--image-pull-policy", default="IfNotPresent", choices=("Always", "IfNotPresent", "Never"))
+    for _name, (flag, env, default) in IMAGES.items():
+        manifest.add_argument(flag, default=os.environ.get(env) or default, help=f"default ${env} or {default}")
+    fetched = sub.add_parser("fetch", help="the runs stored by in-cluster runs, into a directory for podshare history")
+    fetched.add_argument("--namespace", required=True, help="where the runner ran (manifests/nightly: podshare-nightly)")
+    fetched.add_argument("directory")
+    fetched.add_argument("--kubeconfig")
+    fetched.add_argument("--kube-context")
     gc = sub.add_parser("gc", help="delete namespaces and objects of earlier runs, by label and age")
     gc.add_argument("--older-than", type=duration, default=duration("1h"),
                     help="only what is at least this old (default 1h, so running runs are safe)")
@@ -65,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     for _name, (flag, env, default) in IMAGES.items():
         images.add_argument(flag, default=os.environ.get(env) or default, help=f"default ${env} or {default}")
     args = p.parse_args(argv)
+    if args.command == "nightly-manifest":
+        print(nightly_manifest.render(images={n: getattr(args, f"{n}_image") for n in IMAGES}, registry=args.registry,
+                                      schedule=args.schedule, pull_policy=args.image_pull_policy), end="")
+        return 0
+    if args.command == "fetch":
+        return fetch(args)
     if args.command == "images":
         for name in IMAGES:
             print(mirrored(getattr(args, f"{name}_image"), args.registry))

@@ -247,12 +247,21 @@ def _runtime_class_of(item: pytest.Item) -> str | None:
     return callspec.params.get("runtime_class") if callspec else None
 
 
+def _check_id(item: pytest.Item) -> str:
+    """The claim's id as a checkout names it (suites/test_x.py::test_y[...]), also
+    when the installed suites run (`podshare run`, the runner image), so known
+    divergences and a history match across the two."""
+    _, _, rest = item.nodeid.partition("::")
+    return f"suites/{item.path.name}::{rest}" if item.path.parent.name == "suites" and rest else item.nodeid
+
+
 def _claim_id(item: pytest.Item) -> str:
     """The claim without its RuntimeClass: one row of the claim x runtime matrix."""
     runtime_class = _runtime_class_of(item)
-    if not runtime_class or "[" not in item.nodeid:
-        return item.nodeid
-    base, ids = item.nodeid[:-1].split("[", 1)
+    check_id = _check_id(item)
+    if not runtime_class or "[" not in check_id:
+        return check_id
+    base, ids = check_id[:-1].split("[", 1)
     parts = ids.split("-")
     if runtime_class in parts:
         del parts[len(parts) - 1 - parts[::-1].index(runtime_class)]
@@ -291,7 +300,7 @@ def _record_outcome(item: pytest.Item, reports: list[pytest.TestReport]) -> None
     if KNOWN in item.stash:
         outcome, message = item.stash[KNOWN]
     ps.checks[item.nodeid] = Check(
-        id=item.nodeid, claim=_claim_of(item), outcome=outcome,
+        id=_check_id(item), claim=_claim_of(item), outcome=outcome,
         claim_id=_claim_id(item), runtime_class=runtime_class,
         duration_s=round(sum(r.duration for r in reports), 3),
         evidence=ev.as_json() if ev is not None else {}, message=message,

@@ -237,7 +237,7 @@ h2{font-size:1.1em;margin:1.2em 0 .3em} h2 .tally{font-weight:400;color:#555;fon
 .fatal{background:#fde7e9;padding:.5em;border-radius:4px;font-weight:600}
 .known-divergence{background:#fff0d9} details.known-divergence .o{color:#a05a00}
 .attention{border:2px solid #c5221f;border-radius:6px;padding:.2em 1em;margin:1em 0} .attention li{margin:.3em 0}
-.verdict{color:#c5221f;font-size:12px;text-transform:uppercase}
+.verdict{color:#c5221f;font-size:12px;text-transform:uppercase} .verdict.recovered{color:#137333} .verdict.flaky{color:#b06000}
 .timeline .t{display:inline-block;width:8px;height:12px;margin-left:1px;vertical-align:middle;background:#ccc}
 .timeline .t.passed{background:#34a853}.timeline .t.failed,.timeline .t.error{background:#ea4335}
 .timeline .t.known-divergence{background:#f6ae2d}.timeline .t.interrupted{background:#fbbc04}
@@ -311,7 +311,7 @@ def _html_attention(report: RunReport) -> str:
     e = html.escape
     items = "".join(
         f'<li class="{c.outcome}"><a href="#check-{report.checks.index(c)}">{e(c.id.split("::")[-1])}</a>'
-        + (f' <b class="verdict">{e(v)}</b>' if v else "") + f" — {e(_first_line(c.message))}</li>"
+        + (f' {_verdict_tag(v)}' if v else "") + f" — {e(_first_line(c.message))}</li>"
         for c, v in attention)
     return f'<section class="attention"><h2>Needs attention ({len(attention)})</h2><ul>{items}</ul></section>'
 
@@ -325,7 +325,11 @@ def _html_timeline(report: RunReport, c: Check) -> str:
     squares = "".join(f'<i class="t {e(p.outcome)}" title="{e(p.run_id)} {e(p.started_at)}: {e(p.outcome)}, '
                       f'{p.duration_s:.1f}s"></i>' for p in points)
     verdict = report.verdict(c)
-    return f' <span class="timeline">{squares}</span>' + (f' <b class="verdict">{e(verdict)}</b>' if verdict else "")
+    return f' <span class="timeline">{squares}</span>' + (f" {_verdict_tag(verdict)}" if verdict else "")
+
+
+def _verdict_tag(verdict: str) -> str:
+    return f'<b class="verdict {verdict.replace(" ", "-")}">{html.escape(verdict)}</b>'
 
 
 def _collapsible(title: str, text: str, lines: int = 25) -> str:

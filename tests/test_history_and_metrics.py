@@ -40,7 +40,7 @@ def test_the_trend_shows_a_regression_and_its_recovery(tmp_path):
     assert fixed["changes"] == {c: "recovered" for c in claims}
     page = (tmp_path / "2" / "report.html").read_text()
     assert page.index("Needs attention (2)") < page.index("<h2>volume")
-    assert page.count('<b class="verdict">newly failing</b>') >= 2
+    assert page.count('<b class="verdict newly-failing">newly failing</b>') >= 2
     page = (tmp_path / "3" / "report.html").read_text()
     strip = '<i class="t passed"[^>]*></i><i class="t failed"[^>]*></i><i class="t passed"[^>]*></i>'
     assert len(re.findall(strip, page)) == 2, "each claim's timeline shows passed, failed, passed"
