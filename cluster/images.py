@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Builds the local cluster's images as OCI archives, with no registry.
 
-pause: a static C program. probe: a Debian rootfs (mmdebstrap) with python3,
-the IPC wheels from requirements.lock and the probes package. nginx: a Debian rootfs with
-nginx, for the reverse-proxy pattern. runner: the probe's rootfs with every
-dependency from requirements.lock and podshare's own wheel (suites and manifests
-inside), for in-cluster runs (manifests/nightly/). Each archive is keyed by its inputs, so
-`build` is a no-op until one changes; `import` loads them into containerd.
+pause: a static C program. probe and runner: built with buildah from their one
+definition, images/probe.Containerfile and images/runner.Containerfile, on a
+Debian base made here (mmdebstrap: python3 and pip) instead of the public
+python image, so CI proves the Containerfiles that users build for their
+registries. nginx: a Debian rootfs with nginx-light, standing in for the public
+nginx image the reverse-proxy pattern uses. Each archive is keyed by its inputs,
+so `build` is a no-op until one changes; `import` loads them into containerd.
 
     images.py build              print the archive paths
     images.py import --address SOCK
@@ -25,14 +26,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lockfile  # noqa: E402  (cluster/ is not a package)
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 CACHE = Path(os.environ.get("PODSHARE_CACHE", "/var/cache/podshare")) / "images"
-SITE_PACKAGES = "usr/local/lib/python3.11/dist-packages"
-PROBE_LIBRARIES = ["posix_ipc", "sysv_ipc"]  # what probes/ imports beyond the standard library
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's, which its pip uses
 # Left out of every rootfs: documentation and package lists nothing reads at run time.
 EXCLUDES = ("usr/share/doc/", "usr/share/man/", "usr/share/locale/", "usr/share/info/",
             "var/lib/apt/lists/", "var/cache/apt/", "var/cache/debconf/", "dev/")
@@ -75,23 +73,6 @@ def debian_rootfs(suite: str, packages: list[str]) -> Path:
     run("mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(packages)}",
         "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
         "--dpkgopt=path-exclude=/usr/share/locale/*", suite, target)
-    (target / ".complete").touch()
-    return target
-
-
-def wheels(lock: Path, names: list[str]) -> Path:
-    """The probe's IPC libraries as manylinux wheels for Debian's CPython 3.11, at
-    the versions and hashes of the project's lock (the ones the harness runs)."""
-    target = CACHE / f"wheels-{fingerprint(lock, *names)}"
-    if (target / ".complete").exists():
-        return target
-    shutil.rmtree(target, ignore_errors=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".txt") as requirements:
-        requirements.write(lockfile.select(lock.read_text(), names))
-        requirements.flush()
-        run(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--require-hashes",
-            "--only-binary", ":all:", "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
-            "--target", target, "-r", requirements.name)
     (target / ".complete").touch()
     return target
 
@@ -175,24 +156,59 @@ def pause_image(ref: str) -> Path:
         return oci_archive(ref, out, fill, {"Entrypoint": ["/pause"], "User": "65535:65535"})
 
 
-def probe_image(ref: str, suite: str) -> Path:
-    packages = ["python3"]
-    lock = PROJECT / "requirements.lock"
-    out = CACHE / f"probe-{fingerprint(suite, *packages, lock, *PROBE_LIBRARIES, PROJECT / 'probes', Path(__file__), ref)}.tar"
+def python_base(suite: str) -> Path:
+    """The local stand-in for the public python image: Debian's python3 and pip."""
+    packages = ["python3", "python3-pip"]
+    out = CACHE / f"base-python-{fingerprint(suite, *packages, Path(__file__))}.tar"
     if out.exists():
         return out
-    rootfs, site = debian_rootfs(suite, packages), wheels(lock, PROBE_LIBRARIES)
+    rootfs = debian_rootfs(suite, packages)
+    return oci_archive("podshare.local/base-python:" + suite, out, lambda layer: _add_tree(layer, rootfs, ""), {
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["python3"]})
 
-    def fill(layer):
-        _add_tree(layer, rootfs, "")
-        _add_tree(layer, site, SITE_PACKAGES)
-        _add_tree(layer, PROJECT / "probes", "opt/podshare/probes")
-    return oci_archive(ref, out, fill, {
-        "Entrypoint": ["python3", "-m", "probes"], "Cmd": ["agent"], "User": "65532:65532",
-        "WorkingDir": "/opt/podshare",
-        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "PYTHONPATH=/opt/podshare", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"],
-    })
+
+def buildah_image(name: str, ref: str, suite: str, inputs: list[Path], wheel: bool = False) -> Path:
+    """images/NAME.Containerfile built by buildah on the local base, as an OCI archive.
+    buildah keeps its storage in a temporary directory: nothing stays behind."""
+    containerfile = PROJECT / "images" / f"{name}.Containerfile"
+    out = CACHE / f"{name}-{fingerprint(suite, containerfile, *inputs, Path(__file__), ref)}.tar"
+    if out.exists():
+        return out
+    base = python_base(suite)
+    with tempfile.TemporaryDirectory() as tmp:
+        context = Path(tmp) / "context"
+        context.mkdir()
+        for path in inputs:  # only what the Containerfile copies
+            target = context / path.relative_to(PROJECT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree(path, target, ignore=shutil.ignore_patterns("__pycache__")) if path.is_dir()
+             else shutil.copy2(path, target))
+        if wheel:  # the runner installs podshare's own wheel
+            run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                "-w", context / "dist", PROJECT, stdout=subprocess.DEVNULL)
+        storage = ["--root", f"{tmp}/storage", "--runroot", f"{tmp}/run", "--storage-driver", "vfs"]
+        # The build's downloads trust what this machine trusts (an intercepting proxy's
+        # CA, say); mounted for the RUN steps only, never part of the image.
+        trust = ["--volume", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"] if Path(HOST_CA_BUNDLE).exists() else []
+        print(f"buildah bud {containerfile.relative_to(PROJECT)}", file=sys.stderr)
+        run("buildah", *storage, "bud", "--quiet", "--isolation", "chroot", *trust, "--build-arg", f"BASE=oci-archive:{base}",
+            "-f", containerfile, "-t", ref, context, stdout=subprocess.DEVNULL)
+        partial = out.with_suffix(".partial")
+        run("buildah", *storage, "push", "--quiet", ref, f"oci-archive:{partial}:{ref}")
+        run("buildah", *storage, "rmi", "--all", "--force", stdout=subprocess.DEVNULL)
+        partial.rename(out)
+    return out
+
+
+def probe_image(ref: str, suite: str) -> Path:
+    return buildah_image("probe", ref, suite, [PROJECT / "requirements.lock", HERE / "lockfile.py", PROJECT / "probes"])
+
+
+def runner_image(ref: str, suite: str) -> Path:
+    """podshare where it runs in the cluster: the lock's dependencies and podshare's
+    wheel (suites and manifests inside)."""
+    return buildah_image("runner", ref, suite, [PROJECT / "requirements.lock"]
+                         + [PROJECT / name for name in RUNNER_SOURCES], wheel=True)
 
 
 def nginx_image(ref: str, suite: str) -> Path:
@@ -207,51 +223,7 @@ def nginx_image(ref: str, suite: str) -> Path:
     })
 
 
-def locked_dependencies(lock: Path) -> Path:
-    """Every package of the lock as wheels for Debian's CPython 3.11, installed into
-    a directory; cached by the lock, so a change to podshare alone does not refetch."""
-    target = CACHE / f"runner-deps-{fingerprint(lock)}"
-    if (target / ".complete").exists():
-        return target
-    shutil.rmtree(target, ignore_errors=True)
-    run(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--require-hashes", "--only-binary",
-        ":all:", "--python-version", "3.11", "--platform", "manylinux2014_x86_64", "--target", target, "-r", lock)
-    (target / ".complete").touch()
-    return target
-
-
-RUNNER_SOURCES = ("podshare", "suites", "manifests", "probes", "pyproject.toml")
-
-
-def runner_image(ref: str, suite: str) -> Path:
-    """podshare where it runs in the cluster: every locked dependency as a wheel for
-    Debian's CPython 3.11, and podshare's wheel, in the system site-packages."""
-    packages = ["python3"]
-    lock = PROJECT / "requirements.lock"
-    sources = [PROJECT / name for name in RUNNER_SOURCES]
-    out = CACHE / f"runner-{fingerprint(suite, *packages, lock, *sources, Path(__file__), ref)}.tar"
-    if out.exists():
-        return out
-    rootfs, dependencies = debian_rootfs(suite, packages), locked_dependencies(lock)
-    with tempfile.TemporaryDirectory() as tmp:
-        site, wheel_dir = Path(tmp) / "site", Path(tmp) / "wheel"
-        shutil.copytree(dependencies, site, ignore=shutil.ignore_patterns(".complete"))
-        shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts for the build host's interpreter
-        run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", wheel_dir,
-            PROJECT, stdout=subprocess.DEVNULL)
-        run(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", site,
-            *wheel_dir.glob("podshare-*.whl"))
-        shutil.rmtree(site / "bin", ignore_errors=True)
-
-        def fill(layer):
-            _add_tree(layer, rootfs, "")
-            _add_tree(layer, site, SITE_PACKAGES)
-        return oci_archive(ref, out, fill, {
-            "Entrypoint": ["python3", "-m", "podshare"], "Cmd": ["nightly"], "User": "65532:65532",
-            "WorkingDir": "/tmp",
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/tmp",
-                    "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"],
-        })
+RUNNER_SOURCES = ("podshare", "suites", "manifests", "probes", "pyproject.toml")  # what podshare's wheel is made of
 
 
 def build_all() -> list[Path]:

@@ -11,7 +11,7 @@ pkgs=(python3 python3-venv)
 if [ "${1:-all}" != python ]; then
   pkgs+=(containerd runc containernetworking-plugins iptables conntrack
          mmdebstrap iproute2 openssl gcc libc6-dev ca-certificates curl unzip crun runsc
-         prometheus-pushgateway)  # the metrics push is tested against a real one
+         buildah prometheus-pushgateway)  # buildah builds images/*.Containerfile; the metrics push is tested against a real Pushgateway
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -39,7 +39,7 @@ OPTIONS = (
     Option("--kube-context", "PODSHARE_KUBE_CONTEXT", None, "kubeconfig context (default: the current one)"),
     Option("--namespace", "PODSHARE_NAMESPACE", None,
            "run in this existing namespace instead of a generated per-run one (no cluster-scoped rights needed)"),
-    Option("--probe-image", "PODSHARE_PROBE_IMAGE", DEFAULTS["probe"], "probe image (build it from probes/Containerfile)"),
+    Option("--probe-image", "PODSHARE_PROBE_IMAGE", DEFAULTS["probe"], "probe image (build it from images/probe.Containerfile)"),
     Option("--nginx-image", "PODSHARE_NGINX_IMAGE", DEFAULTS["nginx"], "nginx image for the reverse-proxy pattern"),
     Option("--registry", "PODSHARE_REGISTRY", None,
            "pull every image from this registry and path instead (HOST/PATH: keeps each image's last name and tag); "

@@ -106,48 +106,59 @@ def rbac(kind: str) -> dict:
 
 
 @pytest.fixture
-def account(kube, podshare_session, tmp_path):
-    """A ServiceAccount in a namespace of its own, bound to nothing until asked,
-    and a kubeconfig with its token."""
-    suffix = uuid.uuid4().hex[:6]
-    namespace = f"podshare-rbac-{suffix}"
-    kube.create_namespace(namespace, {**MANAGED_BY, RUN_ID_LABEL: podshare_session.run_id, **RESTRICTED})
-    kube.create(namespace, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "runner"}})
-    subject = [{"kind": "ServiceAccount", "name": "runner", "namespace": namespace}]
-    cluster_objects = []
+def make_account(kube, podshare_session, tmp_path):
+    """Makes ServiceAccounts, each in a namespace of its own, bound to nothing until
+    asked, with a kubeconfig holding its token; removes them all afterwards."""
+    cluster_objects, namespaces = [], []
 
-    class Account:
-        name = f"system:serviceaccount:{namespace}:runner"
-        home = namespace
+    def make():
+        suffix = uuid.uuid4().hex[:6]
+        namespace = f"podshare-rbac-{suffix}"
+        kube.create_namespace(namespace, {**MANAGED_BY, RUN_ID_LABEL: podshare_session.run_id, **RESTRICTED})
+        namespaces.append(namespace)
+        kube.create(namespace, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "runner"}})
+        subject = [{"kind": "ServiceAccount", "name": "runner", "namespace": namespace}]
 
-        def bind_cluster_role(self):
-            role = {**rbac("ClusterRole"), "metadata": {"name": f"podshare-test-{suffix}"}}
-            binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                       "metadata": {"name": f"podshare-test-{suffix}"}, "subjects": subject,
-                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                   "name": role["metadata"]["name"]}}
-            for body in (role, binding):
-                kube.create_cluster_scoped(body)
-                cluster_objects.append((body["kind"], body["metadata"]["name"]))
+        class Account:
+            name = f"system:serviceaccount:{namespace}:runner"
+            home = namespace
 
-        def set_cluster_role_rules(self, rules: list[dict]):
-            """Replace the bound ClusterRole's rules (the binding stays)."""
-            name = f"podshare-test-{suffix}"
-            kube.delete_cluster_scoped("ClusterRole", name)
-            kube.create_cluster_scoped({**rbac("ClusterRole"), "metadata": {"name": name}, "rules": rules})
+            def bind_cluster_role(self):
+                role = {**rbac("ClusterRole"), "metadata": {"name": f"podshare-test-{suffix}"}}
+                binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                           "metadata": {"name": f"podshare-test-{suffix}"}, "subjects": subject,
+                           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                       "name": role["metadata"]["name"]}}
+                for body in (role, binding):
+                    kube.create_cluster_scoped(body)
+                    cluster_objects.append((body["kind"], body["metadata"]["name"]))
 
-        def bind_role_in(self, target: str):
-            kube.create(target, {**rbac("Role"), "metadata": {"name": "podshare"}})
-            kube.create(target, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                                 "metadata": {"name": "podshare"}, "subjects": subject,
-                                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                             "name": "podshare"}})
+            def set_cluster_role_rules(self, rules: list[dict]):
+                """Replace the bound ClusterRole's rules (the binding stays)."""
+                name = f"podshare-test-{suffix}"
+                kube.delete_cluster_scoped("ClusterRole", name)
+                kube.create_cluster_scoped({**rbac("ClusterRole"), "metadata": {"name": name}, "rules": rules})
 
-        def kubeconfig(self):
-            token = kube.service_account_token(namespace, "runner", 3600)
-            return kubeconfig_for(tmp_path / "sa.kubeconfig", kube, token=token)
+            def bind_role_in(self, target: str):
+                kube.create(target, {**rbac("Role"), "metadata": {"name": "podshare"}})
+                kube.create(target, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                                     "metadata": {"name": "podshare"}, "subjects": subject,
+                                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                                 "name": "podshare"}})
 
-    yield Account()
+            def kubeconfig(self):
+                token = kube.service_account_token(namespace, "runner", 3600)
+                return kubeconfig_for(tmp_path / f"sa-{suffix}.kubeconfig", kube, token=token)
+        return Account()
+
+    yield make
     for kind, name in reversed(cluster_objects):
         kube.delete_cluster_scoped(kind, name)
-    kube.delete_namespace(namespace, timeout=120)
+    for namespace in namespaces:
+        kube.delete_namespace(namespace, timeout=120)
+
+
+@pytest.fixture
+def account(make_account):
+    """One ServiceAccount (see make_account)."""
+    return make_account()
