@@ -1,27 +1,42 @@
-"""Benchmark: where a conformance run's time goes, against the current cluster.
-Not collected by pytest (no test_ prefix).
+"""Benchmark: what a conformance run costs against what it cannot avoid, on the
+current cluster. Not collected by pytest (no test_ prefix).
 
-    python tests/benchmark.py [--execs 30] [--pods 3]
+    python tests/benchmark.py [--execs 50] [-- extra pytest args for the suite run]
 
-Measures the exec round trip of a probe verb (API exec subresource + python
-start in the container), the create-to-ready time of a probe pod, and the
-delete-to-gone time; writes reports/benchmark.json. Uses the same settings
-(environment variables) as the suites."""
+In one go, on the same cluster:
+- the floor: the pod lifecycle a run must pay for, done the way the run does
+  it: the pods it needs created together and waited for together, one
+  container restart, one delete-and-recreate, and the namespace deletion;
+- the probe round trip: one probe verb through exec (median, p95);
+- the full suites' wall time, with the time per phase (setup, call, teardown,
+  from pytest's --durations);
+and prints the suite time / floor ratio. Writes reports/benchmark.json
+(top-level `ratio`, `probe_round_trip` with `median_ms` and `p95_ms`). Uses the
+same settings (environment variables) as the suites."""
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from podshare import MANAGED_BY, RUN_ID_LABEL
 from podshare.kube import Kube
-from podshare.pods import Pod, load_manifest, render
+from podshare.pods import Pod, load_manifest, load_manifests, render
 
 PROJECT = Path(__file__).resolve().parent.parent
+# The pods a default run starts: the probe pod and the stranger, one lifecycle
+# pod per lifecycle claim, one pod per pattern (the reverse proxy's and the
+# others' manifests).
+PATTERNS = ("reverse-proxy.yaml", "log-watcher.yaml", "data-loader.yaml", "native-sidecar.yaml")
 
 
 class EnvSettings:
@@ -29,6 +44,7 @@ class EnvSettings:
 
     def __init__(self) -> None:
         import os
+
         from podshare.images import DEFAULTS
         self.probe_image = os.environ.get("PODSHARE_PROBE_IMAGE", DEFAULTS["probe"])
         self.nginx_image = os.environ.get("PODSHARE_NGINX_IMAGE", DEFAULTS["nginx"])
@@ -39,51 +55,98 @@ class EnvSettings:
 def summary(samples: list[float]) -> dict:
     ordered = sorted(samples)
     return {"n": len(ordered), "median_ms": round(statistics.median(ordered) * 1000, 1),
-            "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))] * 1000, 1),
+            "p95_ms": round(ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)] * 1000, 1),
             "max_ms": round(ordered[-1] * 1000, 1)}
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--execs", type=int, default=30)
-    p.add_argument("--pods", type=int, default=3)
-    p.add_argument("--out", default=str(PROJECT / "reports" / "benchmark.json"))
-    args = p.parse_args()
-    kube, settings = Kube(), EnvSettings()
+def timed(fn) -> float:
+    start = time.monotonic()
+    fn()
+    return time.monotonic() - start
+
+
+def floor(kube: Kube, settings: EnvSettings, execs: int) -> dict:
+    """The unavoidable lifecycle, in parallel where a run does it in parallel."""
     run_id = "bench-" + uuid.uuid4().hex[:8]
     namespace = f"podshare-{run_id}"
     restricted = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "warn", "audit")}
     kube.create_namespace(namespace, {**MANAGED_BY, RUN_ID_LABEL: run_id, **restricted})
-    results: dict = {"server_version": kube.server_version()}
+    result: dict = {}
     try:
-        starts, deletes = [], []
-        template = load_manifest("probe-pod.yaml")
-        for i in range(args.pods):
-            body = render(template, name=f"bench-{i}", settings=settings, run_id=run_id)
-            pod = Pod(kube, namespace, body, 120)
-            t = time.monotonic()
-            pod.create().wait_ready()
-            starts.append(time.monotonic() - t)
-            if i < args.pods - 1:
-                t = time.monotonic()
-                pod.delete()
-                deletes.append(time.monotonic() - t)
-        alpha = pod.container("alpha")
-        execs = []
-        for _ in range(args.execs):
-            t = time.monotonic()
-            alpha.run("identity")
-            execs.append(time.monotonic() - t)
-        results.update(pod_create_to_ready=summary(starts), pod_delete_to_gone=summary(deletes),
-                       exec_round_trip=summary(execs))
+        templates = [load_manifest("probe-pod.yaml"), load_manifest("stranger-pod.yaml"),
+                     load_manifest("probe-pod.yaml"), load_manifest("probe-pod.yaml")]  # + two lifecycle pods
+        pods = [Pod(kube, namespace, render(t, name=f"bench-{i}", settings=settings, run_id=run_id), 120)
+                for i, t in enumerate(templates)]
+        for name in PATTERNS:  # with their ConfigMaps and Services, as the claims make them
+            docs = load_manifests(f"patterns/{name}")
+            renamed = {d["metadata"]["name"]: f"{d['metadata']['name']}-bench" for d in docs}
+            for doc in docs:
+                body = render(doc, name=renamed[doc["metadata"]["name"]], settings=settings, run_id=run_id,
+                              renamed=renamed)
+                if doc["kind"] == "Pod":
+                    pods.append(Pod(kube, namespace, body, 120))
+                else:
+                    kube.create(namespace, body)
+
+        def start_all():
+            for pod in pods:
+                pod.create()
+            with ThreadPoolExecutor(len(pods)) as pool:
+                list(pool.map(lambda p: p.wait_ready(), pods))
+        result["pods_started_together"] = len(pods)
+        result["pods_ready_s"] = round(timed(start_all), 2)
+        probe = pods[0]
+        alpha = probe.container("alpha")
+        trips = []
+        for _ in range(execs):
+            trips.append(timed(lambda: alpha.run("identity")))
+        result["probe_round_trip"] = summary(trips)
+        result["container_restart_s"] = round(timed(lambda: probe.restart_container("alpha")), 2)
+
+        def recreate():
+            pods[2].delete()
+            pods[2].uid = None
+            pods[2].create().wait_ready()
+        result["delete_and_recreate_s"] = round(timed(recreate), 2)
     finally:
-        t = time.monotonic()
-        kube.delete_namespace(namespace, timeout=120)
-        results["namespace_delete_s"] = round(time.monotonic() - t, 2)
+        result["namespace_delete_s"] = round(timed(lambda: kube.delete_namespace(namespace, timeout=120)), 2)
+    result["floor_s"] = round(result["pods_ready_s"] + result["container_restart_s"]
+                              + result["delete_and_recreate_s"] + result["namespace_delete_s"], 2)
+    return result
+
+
+def suite(pytest_args: list[str]) -> dict:
+    """The full suites once, with pytest's per-phase durations."""
+    with tempfile.TemporaryDirectory() as reports:
+        start = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
+                               "--durations=0", "--durations-min=0", "--reports-dir", reports, *pytest_args],
+                              cwd=PROJECT, capture_output=True, text=True)
+        wall = time.monotonic() - start
+        results = json.loads((Path(reports) / "results.json").read_text())
+    phases = {"setup": 0.0, "call": 0.0, "teardown": 0.0}
+    for seconds, phase in re.findall(r"^(\d+\.\d+)s (setup|call|teardown) ", done.stdout, re.M):
+        phases[phase] += float(seconds)
+    return {"exit": done.returncode, "claims": len(results["checks"]), "summary": results["summary"],
+            "suite_s": round(wall, 2), "phases_s": {k: round(v, 2) for k, v in phases.items()}}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--execs", type=int, default=50)
+    p.add_argument("--out", default=str(PROJECT / "reports" / "benchmark.json"))
+    p.add_argument("pytest_args", nargs="*")
+    args = p.parse_args()
+    kube = Kube()
+    results: dict = {"server_version": kube.server_version(), **floor(kube, EnvSettings(), args.execs)}
+    results.update(suite(args.pytest_args))
+    results["ratio"] = round(results["suite_s"] / results["floor_s"], 2)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
-    return 0
+    print(f"\nsuite {results['suite_s']}s / floor {results['floor_s']}s = ratio {results['ratio']}; probe round trip "
+          f"median {results['probe_round_trip']['median_ms']} ms, p95 {results['probe_round_trip']['p95_ms']} ms")
+    return 0 if results["exit"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -85,11 +85,20 @@ def kubeconfig_for(path: Path, kube, *, token: str | None = None, server: str | 
     return path
 
 
+SUITES = [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider"]
+
+
 def run_suites(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """The suites in a pytest process of their own, against the same cluster."""
-    return subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", *args],
-                          cwd=PROJECT, env=os.environ if env is None else env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([*SUITES, *args], cwd=PROJECT, env=os.environ if env is None else env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_suites(*args: str, **popen) -> subprocess.Popen:
+    """The suites started in the background (output merged on a pipe), for tests
+    that signal or race them."""
+    return subprocess.Popen([*SUITES, *args], cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen)
 
 
 def run_suites_as(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ import pytest
 from podshare import MANAGED_BY, POD_LABEL
 from podshare.retry import NotYet, wait_until
 
-from .conftest import PROJECT
+from .conftest import PROJECT, run_suites
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +93,8 @@ def test_up_creates_the_three_runtime_classes(kube):
 
 
 def test_a_runtime_class_that_does_not_exist_stops_the_run_in_one_line():
-    out = subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", "-m", "identity",
-                          "--runtime-class", "no-such-class", "--reports-dir", "/tmp/podshare-no-such-class"],
-                         cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    out = run_suites("-m", "identity", "--runtime-class", "no-such-class",
+                     "--reports-dir", "/tmp/podshare-no-such-class", timeout=120)
     assert out.returncode == 2, out.stdout[-2000:]
     stop = [line for line in out.stdout.splitlines() if "Interrupted: podshare:" in line]
     assert len(stop) == 1 and "RuntimeClass 'no-such-class' does not exist" in stop[0], out.stdout[-2000:]

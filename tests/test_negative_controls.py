@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from podshare import RUN_ID_LABEL
 
-from .conftest import PROJECT
+from .conftest import PROJECT, run_suites
 
 VARIANTS = Path(__file__).resolve().parent / "variants"
 
@@ -42,9 +41,7 @@ def run_variant(tmp_path: Path, manifest: str | None, marker: str, *extra: str) 
     the run's own account of itself."""
     reports, run_id = tmp_path / "reports", "variant-" + uuid.uuid4().hex[:8]
     given = ["--pod-manifest", str(VARIANTS / manifest)] if manifest else []
-    subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", "-m", marker,
-                    *given, "--reports-dir", str(reports), "--run-id", run_id, *extra],
-                   cwd=PROJECT, env=os.environ, capture_output=True, text=True, timeout=600)
+    run_suites("-m", marker, *given, "--reports-dir", str(reports), "--run-id", run_id, *extra)
     results = json.loads((reports / "results.json").read_text())
     assert results["run"]["fatal"] is None and not results["run"]["interrupted"], results["run"]
     for check in results["checks"]:

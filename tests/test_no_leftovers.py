@@ -17,7 +17,7 @@ import pytest
 from podshare import MANAGED_BY, RUN_ID_LABEL
 from podshare.retry import NotYet, wait_until
 
-from .conftest import PROJECT
+from .conftest import start_suites
 
 
 def _as_in_a_terminal() -> None:
@@ -27,10 +27,8 @@ def _as_in_a_terminal() -> None:
 
 
 def start_run(run_id: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
-                             "--run-id", run_id, "--reports-dir", f"/tmp/podshare-{run_id}", *args],
-                            cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=_as_in_a_terminal)
+    return start_suites("--run-id", run_id, "--reports-dir", f"/tmp/podshare-{run_id}", *args,
+                        preexec_fn=_as_in_a_terminal)
 
 
 def new_run_id() -> str:

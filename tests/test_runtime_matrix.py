@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from podshare.report import KnownDivergences
 
-from .conftest import PROJECT
+from .conftest import PROJECT, run_suites
 
 KNOWN = PROJECT / "cluster" / "gvisor-known-divergences.yaml"
 CLASSES = ("runc", "crun", "gvisor")
@@ -29,9 +27,8 @@ def matrix(tmp_path_factory) -> dict:
     if given:
         return json.loads(Path(given).read_text())
     reports = tmp_path_factory.mktemp("matrix")
-    subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
-                    *[f"--runtime-class={c}" for c in CLASSES], "--known-divergences", str(KNOWN),
-                    "--reports-dir", str(reports)], cwd=PROJECT, capture_output=True, text=True, timeout=3000)
+    run_suites(*[f"--runtime-class={c}" for c in CLASSES], "--known-divergences", str(KNOWN),
+               "--reports-dir", str(reports), timeout=3000)
     return json.loads((reports / "results.json").read_text())
 
 

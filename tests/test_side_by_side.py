@@ -4,21 +4,17 @@ pass (object names carry the run's suffix)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 
 import pytest
 
-from .conftest import PROJECT, RESTRICTED
+from .conftest import RESTRICTED, start_suites
 
 
 def start(tmp_path, name: str, *args: str) -> tuple[subprocess.Popen, object]:
     reports = tmp_path / name
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
-                             "--reports-dir", str(reports), *args], cwd=PROJECT, env=os.environ,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_suites("--reports-dir", str(reports), *args)
     return proc, reports
 
 
