@@ -16,7 +16,8 @@ import pytest
 
 from podshare import RUN_ID_LABEL
 
-from .conftest import PROJECT, run_suites
+from . import conftest
+from .conftest import PROJECT
 
 VARIANTS = Path(__file__).resolve().parent / "variants"
 
@@ -41,7 +42,7 @@ def run_variant(tmp_path: Path, manifest: str | None, marker: str, *extra: str) 
     the run's own account of itself."""
     reports, run_id = tmp_path / "reports", "variant-" + uuid.uuid4().hex[:8]
     given = ["--pod-manifest", str(VARIANTS / manifest)] if manifest else []
-    run_suites("-m", marker, *given, "--reports-dir", str(reports), "--run-id", run_id, *extra)
+    conftest.run_suites("-m", marker, *given, "--reports-dir", str(reports), "--run-id", run_id, *extra)
     results = json.loads((reports / "results.json").read_text())
     assert results["run"]["fatal"] is None and not results["run"]["interrupted"], results["run"]
     for check in results["checks"]:
