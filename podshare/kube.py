@@ -10,8 +10,6 @@ import json
 import os
 import re
 import threading
-import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import urllib3
@@ -94,77 +92,6 @@ def api_call(action: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise KubeError(f"{action}: cannot reach the API server: {reason}") from None
-
-
-@dataclass
-class ExecResult:
-    stdout: str
-    stderr: str
-    exit_code: int | None
-
-    def json(self) -> dict:
-        """The probe protocol: exactly one JSON object on stdout."""
-        lines = [line for line in self.stdout.splitlines() if line.strip()]
-        if len(lines) != 1:
-            raise KubeError(f"expected one JSON line from the probe, got {len(lines)}: "
-                            f"stdout={self.stdout[:300]!r} stderr={self.stderr[-300:]!r}")
-        return json.loads(lines[0])
-
-
-@dataclass
-class RunningExec:
-    """An exec that keeps running while the test does other things.
-
-    A pump thread drains the websocket; `wait_ready` returns once the probe
-    printed its ready line on stderr, `result` once the command exited.
-    """
-    ws: Any
-    timeout: float
-    _out: list[str] = field(default_factory=list)
-    _err: list[str] = field(default_factory=list)
-    _ready: threading.Event = field(default_factory=threading.Event)
-    _done: threading.Event = field(default_factory=threading.Event)
-    _exit_code: int | None = None
-    _error: BaseException | None = None
-
-    def __post_init__(self) -> None:
-        threading.Thread(target=self._pump, daemon=True, name="podshare-exec").start()
-
-    def _pump(self) -> None:
-        deadline = time.monotonic() + self.timeout
-        try:
-            while self.ws.is_open() and time.monotonic() < deadline:
-                self.ws.update(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
-                if self.ws.peek_stdout():
-                    self._out.append(self.ws.read_stdout())
-                if self.ws.peek_stderr():
-                    self._err.append(self.ws.read_stderr())
-                    if any('"ready": true' in line for line in "".join(self._err).splitlines()):
-                        self._ready.set()
-            if self.ws.is_open():
-                self.ws.close()
-                self._error = TimeoutError(f"exec still running after {self.timeout:g}s")
-            else:
-                self._exit_code = self.ws.returncode
-        except Exception as exc:  # surfaced by result()
-            self._error = exc
-        finally:
-            self._done.set()
-            self._ready.set()
-
-    def wait_ready(self, timeout: float) -> None:
-        if not self._ready.wait(timeout):
-            raise KubeError(f"the probe did not report ready within {timeout:g}s; stderr={''.join(self._err)[-300:]!r}")
-        if self._done.is_set() and not any('"ready": true' in e for e in self._err):
-            raise KubeError(f"the probe exited before it was ready: stdout={''.join(self._out)[:300]!r} "
-                            f"stderr={''.join(self._err)[-300:]!r}")
-
-    def result(self, timeout: float | None = None) -> ExecResult:
-        if not self._done.wait(self.timeout if timeout is None else timeout):
-            raise KubeError("exec did not finish in time")
-        if self._error:
-            raise KubeError(f"exec failed: {self._error}")
-        return ExecResult("".join(self._out), "".join(self._err), self._exit_code)
 
 
 class Kube:
@@ -304,9 +231,6 @@ class Kube:
     def read_pod(self, namespace: str, name: str) -> client.V1Pod:
         return api_call(f"read pod {name}", self.core.read_namespaced_pod, name, namespace)
 
-    def read_service(self, namespace: str, name: str) -> client.V1Service:
-        return api_call(f"read service {name}", self.core.read_namespaced_service, name, namespace)
-
     def delete(self, namespace: str, kind: str, name: str) -> None:
         fn = self._namespaced("delete")[kind]
         try:
@@ -402,13 +326,9 @@ class Kube:
             return f"(no logs: {exc.status} {exc.reason})"
 
     # ------------------------------------------------------------ exec
-    def exec_start(self, namespace: str, pod: str, container: str, argv: list[str],
-                   timeout: float = 60.0) -> RunningExec:
+    def exec_stream(self, namespace: str, pod: str, container: str, argv: list[str]) -> Any:
+        """An exec with stdin, stdout and stderr open: the websocket, for the probe channel."""
         with self._exec_lock:
-            ws = api_call(f"exec in {pod}/{container}", stream, self._exec_core.connect_get_namespaced_pod_exec,
-                          pod, namespace, container=container, command=argv, stdin=False, stdout=True,
-                          stderr=True, tty=False, _preload_content=False)
-        return RunningExec(ws, timeout)
-
-    def exec(self, namespace: str, pod: str, container: str, argv: list[str], timeout: float = 60.0) -> ExecResult:
-        return self.exec_start(namespace, pod, container, argv, timeout).result()
+            return api_call(f"exec in {pod}/{container}", stream, self._exec_core.connect_get_namespaced_pod_exec,
+                            pod, namespace, container=container, command=argv, stdin=True, stdout=True,
+                            stderr=True, tty=False, _preload_content=False)

@@ -14,13 +14,13 @@ from typing import Any
 import yaml
 
 from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL, evidence
-from .kube import Kube, KubeError, RunningExec, to_manifest
+from .channel import Channel, VerbRun
+from .kube import Kube, KubeError, to_manifest
 
 # Inside the package when installed from a wheel; at the top of a checkout otherwise.
 MANIFESTS = next(p for p in (Path(__file__).resolve().parent / "manifests",
                              Path(__file__).resolve().parent.parent / "manifests") if p.is_dir())
 IMAGE_PLACEHOLDERS = {"PROBE_IMAGE": "probe_image", "NGINX_IMAGE": "nginx_image"}
-PROBE = ["python3", "-m", "probes"]
 READY_TIMEOUT = 15.0
 
 
@@ -114,7 +114,7 @@ class ProbeContainer:
 
     @staticmethod
     def argv(verb: str, flags: dict[str, Any]) -> list[str]:
-        args = [*PROBE, verb]
+        args = [verb]
         for key, value in flags.items():
             if value is None or value is False:
                 continue
@@ -127,28 +127,26 @@ class ProbeContainer:
         """Run a one-shot verb; returns its JSON answer and records it as evidence."""
         argv = self.argv(verb, flags)
         start = time.monotonic()
-        result = self.pod.kube.exec(self.pod.namespace, self.pod.name, self.name, argv).json()
+        result = self.pod.channel(self.name).send(argv).answer().json()
         self._record(argv, result, start)
         return result
 
     def start(self, verb: str, **flags: Any) -> "Background":
         """Start a verb that keeps running (a holder, a waiter) while the test goes on."""
         argv = self.argv(verb, flags)
-        running = self.pod.kube.exec_start(self.pod.namespace, self.pod.name, self.name, argv)
-        return Background(self, argv, running)
+        return Background(self, argv, self.pod.channel(self.name).send(argv))
 
     def _record(self, argv: list[str], result: dict, start: float) -> None:
         ev = evidence.active()
         if ev is not None:
-            ev.record_exec(self.pod, self.name, shlex.join(argv[len(PROBE):]),
-                           result, (time.monotonic() - start) * 1000)
+            ev.record_exec(self.pod, self.name, shlex.join(argv), result, (time.monotonic() - start) * 1000)
 
 
 class Background:
     """A verb running in a container. As a context manager: waits until the
     probe says it holds its resource, and releases it on the way out."""
 
-    def __init__(self, container: ProbeContainer, argv: list[str], running: RunningExec) -> None:
+    def __init__(self, container: ProbeContainer, argv: list[str], running: VerbRun) -> None:
         self.container, self.argv, self.running = container, argv, running
         self.started = time.monotonic()
         self._result: dict | None = None
@@ -159,7 +157,7 @@ class Background:
 
     def result(self) -> dict:
         if self._result is None:
-            self._result = self.running.result().json()
+            self._result = self.running.answer().json()
             self.container._record(self.argv, self._result, self.started)
         return self._result
 
@@ -189,6 +187,26 @@ class Pod:
         self.uid: str | None = None
         self.node: str | None = None
         self.start_failure: str | None = None  # why it never became ready, for the claims that need it
+        self._channels: dict[str, Channel] = {}
+
+    def channel(self, container: str) -> Channel:
+        """The container's probe channel, opened on first use. One that closed
+        unexpectedly is reopened once per verb, and the evidence says so."""
+        current = self._channels.get(container)
+        if current is not None and not current.closed:
+            return current
+        fresh = self._channels[container] = Channel(self.kube, self.namespace, self.name, container)
+        ev = evidence.active()
+        if current is not None and ev is not None:
+            ev.setdefault("channel_reopened", []).append(f"{current.where}: {current.closed}")
+        return fresh
+
+    def close_channels(self, container: str | None = None) -> None:
+        """Close the channels (all, or one container's) on purpose: not reported."""
+        for name in [container] if container else list(self._channels):
+            channel = self._channels.pop(name, None)
+            if channel is not None:
+                channel.close()
 
     def __repr__(self) -> str:
         return f"<pod {self.namespace}/{self.name}>"
@@ -232,7 +250,8 @@ class Pod:
         try:
             self.container(container).run("stop-agent")
         except KubeError:
-            pass  # the exec may die with the container it stops; the restart count is the evidence
+            pass  # the answer may die with the container it stops; the restart count is the evidence
+        self.close_channels(container)  # it ends with the container: a new one serves the restarted one
 
         def restarted(pod) -> bool:
             cs = next(s for s in pod.status.container_statuses if s.name == container)
@@ -241,6 +260,7 @@ class Pod:
         return self.restart_count(container)
 
     def delete(self) -> None:
+        self.close_channels()
         self.kube.delete_pod(self.namespace, self.name, timeout=self.timeout)
 
     def diagnostics(self) -> dict[str, Any]:

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import sys
 
-from . import agent, files, identity, net, patterns, perf, posix, sysv
+from . import agent, files, identity, net, patterns, perf, posix, serve, sysv
 from .holding import DEFAULT_HOLD_SECONDS, release, same_container_processes, signal_processes
 from .output import emit, ok
+
+
+def agent_processes() -> list[int]:
+    return same_container_processes(lambda argv: b"agent" in argv)
 
 
 def stop_agent(_args) -> dict:
@@ -15,16 +20,18 @@ def stop_agent(_args) -> dict:
 
     The answer is printed before the signal is sent: when the agent is the
     container's PID 1, its exit kills this process too."""
-    agents = same_container_processes(lambda argv: b"agent" in argv)
+    agents = agent_processes()
     emit(ok(stopping=agents))
     signal_processes(agents, signal.SIGTERM)
     return {}
 
 
 # Verbs that are a container's main process: they run until SIGTERM.
-MAIN_PROCESSES = {"agent": agent.run, "web": patterns.web, "follow": patterns.follow}
+MAIN_PROCESSES = {"agent": agent.run, "web": patterns.web, "follow": patterns.follow, 
+                  "serve": lambda _args: serve.run(main, agent_processes)}
 
 
+@functools.cache  # built once: the serve channel's forked children reuse it
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="probes", description=__doc__)
     verbs = p.add_subparsers(dest="verb", required=True)
@@ -54,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--rotate-at", type=int, default=0)
     sp.add_argument("--prefix", default="line")
     sp.add_argument("--interval", type=float, default=0.0)
+    verb("serve", None, "serve verbs as JSON lines on stdin (the harness's probe channel)")
     verb("identity", identity.identity, "hostname, namespace inodes, uid")
     verb("release", release, "release every holding verb in this container")
     verb("stop-agent", stop_agent, "SIGTERM this container's agent")

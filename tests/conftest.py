@@ -39,7 +39,7 @@ def start_probe():
     def start(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
         env = {**os.environ, "PYTHONPATH": str(PROJECT)}
         p = subprocess.Popen([*prefix, sys.executable, "-m", "probes", *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
+                             stderr=subprocess.PIPE, stdin=subprocess.PIPE, text=True, env=env)
         procs.append(p)
         return p
     yield start

@@ -9,7 +9,8 @@ import pytest
 from kubernetes import client
 
 from podshare import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
-from podshare.kube import ExecResult, Kube, KubeError
+from podshare.channel import ProbeAnswer
+from podshare.kube import Kube, KubeError
 from podshare.pods import ProbeContainer, load_manifest, render
 from podshare.report import Check, RunReport
 from podshare.retry import GaveUp, NotYet, wait_until
@@ -53,15 +54,15 @@ def test_every_pod_is_restricted_pod_security(manifest):
 
 def test_probe_argv_turns_flags_into_options():
     argv = ProbeContainer.argv("hold-port", {"port": 7, "fsync": True, "skip": False, "none": None, "max_x": 1})
-    assert argv == ["python3", "-m", "probes", "hold-port", "--port", "7", "--fsync", "--max-x", "1"]
+    assert argv == ["hold-port", "--port", "7", "--fsync", "--max-x", "1"]
 
 
-def test_exec_result_demands_exactly_one_json_line():
-    assert ExecResult('{"ok": true}\n', "", 0).json() == {"ok": True}
+def test_probe_answer_demands_exactly_one_json_line():
+    assert ProbeAnswer('{"ok": true}\n', "").json() == {"ok": True}
     with pytest.raises(KubeError, match="expected one JSON line"):
-        ExecResult("Traceback...\n{}\n", "boom", 1).json()
+        ProbeAnswer("Traceback...\n{}\n", "boom").json()
     with pytest.raises(KubeError):
-        ExecResult("", "python3: not found", 127).json()
+        ProbeAnswer("", "python3: not found").json()
 
 
 def _pod(waiting_reason=None, scheduled=None, phase="Pending"):

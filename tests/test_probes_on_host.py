@@ -342,3 +342,66 @@ class TestPerf:
         assert ping["ok"] and served["ok"] and len(ping["samples"]) == len(served["samples"]) == 20
         assert all(0 < seen <= trip for seen, trip in zip(served["samples"], ping["samples"]))
         assert not list(tmp_path.iterdir())  # the client cleans up
+
+
+class TestServeChannel:
+    """`probes serve`, the channel the harness runs verbs over: one answer per
+    request, holders beside one-shots, release and stop-agent answered first."""
+
+    @pytest.fixture
+    def serve(self, start_probe):
+        import json
+        server = start_probe("serve")
+        first = json.loads(server.stdout.readline())
+        assert first["serving"] is True
+
+        def ask(*argv: str, request_id: int = 1) -> None:
+            server.stdin.write(json.dumps({"id": request_id, "argv": list(argv)}) + "\n")
+            server.stdin.flush()
+
+        def frame() -> dict:
+            return json.loads(server.stdout.readline())
+        server.ask, server.frame = ask, frame
+        return server
+
+    def test_a_verb_answers_the_same_as_a_plain_run(self, serve, run_probe):
+        import json
+        serve.ask("loopback", request_id=7)
+        answer = serve.frame()
+        assert answer["id"] == 7 and json.loads(answer["out"]) == run_probe("loopback")
+
+    def test_a_holder_keeps_holding_while_other_verbs_are_served_and_release_ends_it(self, serve):
+        import json
+        port = str(26000 + os.getpid() % 10000)
+        serve.ask("hold-port", "--port", port, request_id=1)
+        ready = serve.frame()
+        assert ready["id"] == 1 and '"ready": true' in ready["err"]
+        serve.ask("bind", "--port", port, request_id=2)
+        assert json.loads(serve.frame()["out"])["errno"] == "EADDRINUSE"
+        serve.ask("release", request_id=3)
+        released = json.loads(serve.frame()["out"])
+        assert released["released"] == [ready_pid := json.loads(ready["err"])["pid"]] and ready_pid != serve.pid
+        holder = serve.frame()
+        assert holder["id"] == 1 and json.loads(holder["out"])["released"] is True
+
+    def test_a_bad_verb_answers_with_its_error_and_the_server_goes_on(self, serve):
+        serve.ask("no-such-verb", request_id=4)
+        frames = [serve.frame()]
+        while "out" not in frames[-1]:
+            frames.append(serve.frame())
+        assert "invalid choice" in "".join(f.get("err", "") for f in frames)
+        assert frames[-1] == {"id": 4, "out": "", "err": ""}
+        serve.ask("loopback", request_id=5)
+        assert serve.frame()["id"] == 5
+
+    def test_stop_agent_answers_before_the_agent_stops(self, serve, start_probe):
+        import json
+        agent = start_probe("agent", "--port", str(27000 + os.getpid() % 10000))
+        agent.stdout.readline()
+        serve.ask("stop-agent", request_id=6)
+        assert agent.pid in json.loads(serve.frame()["out"])["stopping"]
+        assert agent.wait(timeout=5) == 0
+
+    def test_the_server_exits_when_the_harness_closes_the_stream(self, serve):
+        serve.stdin.close()
+        assert serve.wait(timeout=5) == 0

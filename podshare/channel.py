@@ -1,0 +1,195 @@
+"""The probe channel: one long-lived exec per container, many verbs over it.
+
+`python -m probes serve` runs in the container (probes/serve.py); verbs go
+down as JSON lines on stdin and come back as frames on stdout, so a verb
+costs a frame round trip instead of a new API stream and a Python start.
+No port and no RBAC beyond the exec a one-shot verb needs.
+
+All websocket I/O happens in one pump thread (an SSL socket must not be read
+and written from two threads); callers queue requests and wake it by a pipe.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import select
+import ssl
+import threading
+from typing import Any
+
+from .kube import Kube, KubeError
+
+SERVE = ["python3", "-m", "probes", "serve"]
+OPEN_TIMEOUT = 30.0
+
+
+class ProbeAnswer:
+    """What one verb printed. The probe protocol: exactly one JSON object on stdout."""
+
+    def __init__(self, stdout: str, stderr: str) -> None:
+        self.stdout, self.stderr = stdout, stderr
+
+    def json(self) -> dict:
+        lines = [line for line in self.stdout.splitlines() if line.strip()]
+        if len(lines) != 1:
+            raise KubeError(f"expected one JSON line from the probe, got {len(lines)}: "
+                            f"stdout={self.stdout[:300]!r} stderr={self.stderr[-300:]!r}")
+        return json.loads(lines[0])
+
+
+class VerbRun:
+    """One verb in flight: its stderr as it comes (a holder's ready line), then its answer."""
+
+    def __init__(self, argv: list[str], timeout: float) -> None:
+        self.argv, self.timeout = argv, timeout
+        self._err: list[str] = []
+        self._out = ""
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._error: str | None = None
+
+    def feed_err(self, text: str) -> None:
+        self._err.append(text)
+        if any('"ready": true' in line for line in "".join(self._err).splitlines()):
+            self._ready.set()
+
+    def finish(self, out: str = "", error: str | None = None) -> None:
+        self._out, self._error = out, error
+        self._done.set()
+        self._ready.set()
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._err)
+
+    def wait_ready(self, timeout: float) -> None:
+        if not self._ready.wait(timeout):
+            raise KubeError(f"the probe did not report ready within {timeout:g}s; stderr={self.stderr[-300:]!r}")
+        if self._done.is_set() and not any('"ready": true' in e for e in self._err):
+            raise KubeError(f"the probe exited before it was ready: {self._error or ''} "
+                            f"stdout={self._out[:300]!r} stderr={self.stderr[-300:]!r}".replace("  ", " "))
+
+    def answer(self, timeout: float | None = None) -> ProbeAnswer:
+        if not self._done.wait(self.timeout if timeout is None else timeout):
+            raise KubeError(f"probe verb {self.argv[0]} did not answer within {self.timeout:g}s")
+        if self._error:
+            raise KubeError(self._error)
+        return ProbeAnswer(self._out, self.stderr)
+
+
+class Channel:
+    """The serve process in one container, and the runs in flight over it."""
+
+    def __init__(self, kube: Kube, namespace: str, pod: str, container: str) -> None:
+        self.where = f"{pod}/{container}"
+        self._ids = itertools.count(1)
+        self._runs: dict[int, VerbRun] = {}
+        self._outbox: queue.Queue[str] = queue.Queue()
+        self._wake_r, self._wake_w = os.pipe()
+        self._serving = threading.Event()
+        self._stdout = ""
+        self._stderr = ""
+        self.closed: str | None = None  # why, once it is
+        self._lock = threading.Lock()
+        self.ws = kube.exec_stream(namespace, pod, container, SERVE)
+        threading.Thread(target=self._pump, daemon=True, name=f"podshare-channel-{self.where}").start()
+        if not self._serving.wait(OPEN_TIMEOUT) or self.closed:
+            self.close()
+            raise KubeError(f"could not open the probe channel to {self.where}: "
+                            f"{self.closed or f'no answer within {OPEN_TIMEOUT:g}s'}"
+                            f"{'; stderr=' + repr(self._stderr[-300:]) if self._stderr else ''}"
+                            " (is the container's image a podshare probe image with `python3 -m probes serve`?)")
+
+    def __repr__(self) -> str:
+        return f"<channel {self.where}{' closed' if self.closed else ''}>"
+
+    def send(self, argv: list[str], timeout: float = 60.0) -> VerbRun:
+        run = VerbRun(argv, timeout)
+        with self._lock:
+            if self.closed:
+                raise KubeError(f"the probe channel to {self.where} is closed: {self.closed}")
+            request_id = next(self._ids)
+            self._runs[request_id] = run
+        self._outbox.put(json.dumps({"id": request_id, "argv": argv}) + "\n")
+        os.write(self._wake_w, b"x")
+        return run
+
+    def close(self) -> None:
+        try:
+            os.write(self._wake_w, b"q")
+        except OSError:
+            pass
+        self._end("closed by the harness")
+
+    # ------------------------------------------------------------ pump thread
+    def _pump(self) -> None:
+        reason = "the exec stream ended"
+        try:
+            sock = self.ws.sock.sock
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
+            while self.ws.is_open() and not self.closed:
+                buffered = isinstance(sock, ssl.SSLSocket) and sock.pending()
+                events = [] if buffered else poller.poll(1000)
+                if buffered or any(fd == sock.fileno() for fd, _ in events):
+                    self.ws.update(timeout=0)
+                    self._take_output()
+                if any(fd == self._wake_r for fd, _ in events):
+                    if b"q" in os.read(self._wake_r, 4096):
+                        break
+                    while not self._outbox.empty():
+                        self.ws.write_stdin(self._outbox.get_nowait())
+        except Exception as exc:  # the connection broke: say how
+            reason = f"the exec stream failed: {exc}"
+        if self._stderr.strip():
+            reason += f"; the server said {self._stderr.strip()[-300:]!r}"
+        self._end(reason)
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _take_output(self) -> None:
+        if self.ws.peek_stderr():
+            self._stderr += self.ws.read_stderr()
+        if not self.ws.peek_stdout():
+            return
+        self._stdout += self.ws.read_stdout()
+        *lines, self._stdout = self._stdout.split("\n")
+        for line in filter(str.strip, lines):
+            try:
+                frame: dict[str, Any] = json.loads(line)
+            except ValueError:
+                self._stderr += f"(not a frame: {line[:200]!r})\n"
+                continue
+            if frame.get("serving"):
+                self._serving.set()
+                continue
+            run = self._runs.get(frame.get("id"))
+            if run is None:
+                continue
+            if "out" in frame:
+                if frame.get("err"):
+                    run.feed_err(frame["err"])
+                with self._lock:
+                    self._runs.pop(frame["id"], None)
+                run.finish(frame["out"])
+            elif frame.get("err"):
+                run.feed_err(frame["err"])
+
+    def _end(self, reason: str) -> None:
+        with self._lock:
+            if self.closed is None:
+                self.closed = reason
+            runs, self._runs = list(self._runs.values()), {}
+        self._serving.set()
+        for run in runs:
+            run.finish(error=f"the probe channel to {self.where} closed before {run.argv[0]} answered: {reason}")

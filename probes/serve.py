@@ -1,0 +1,169 @@
+"""`python -m probes serve`: many verbs over one long-lived exec stream.
+
+A new exec is a new API stream and a new Python start (~100 ms). This server
+is started once per container and answers JSON lines on stdin:
+
+    {"id": 7, "argv": ["sysv-sem-info", "--key", "42"]}
+
+Each verb runs in a forked child (imports already warm, so a fork costs ~1 ms)
+with its own stdout and stderr, exactly as `python -m probes VERB` would:
+holders keep running while other verbs are served. Frames on stdout:
+
+    {"serving": true, "pid": ...}            once, when the server is up
+    {"id": 7, "err": "..."}                  stderr as it comes (ready lines)
+    {"id": 7, "out": "...", "err": "..."}    the verb's stdout, when it closed
+
+`release` and `stop-agent` run in the server itself: it knows its holder
+children (their cmdline is the server's, so /proc cannot tell them apart), and
+it must send stop-agent's answer before the container dies.
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import sys
+import traceback
+
+from .holding import HOLDER_PREFIXES, release, signal_processes
+from .output import ok
+
+
+class Job:
+    def __init__(self, request_id, argv: list[str], pid: int) -> None:
+        self.id, self.argv, self.pid = request_id, argv, pid
+        self.out = bytearray()
+        self.open = 2  # stdout and stderr, until both read EOF
+
+    @property
+    def holder(self) -> bool:
+        return bool(self.argv) and self.argv[0].encode().startswith(HOLDER_PREFIXES)
+
+
+def _frame(**fields) -> None:
+    os.write(1, (json.dumps(fields, sort_keys=True) + "\n").encode())
+
+
+def _child(main, argv: list[str], out_w: int, err_w: int) -> None:
+    """Run one verb as `python -m probes` would, then exit: never returns."""
+    code = 1
+    try:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.closerange(3, 1024)  # the server's stdin buffer, selector and other jobs' pipes
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors
+        code = exc.code if isinstance(exc.code, int) else 2
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code or 0)
+
+
+class Server:
+    """`main` runs one verb from its argv; `agents` finds this container's agent."""
+
+    def __init__(self, main, agents) -> None:
+        self.main, self.agents = main, agents
+        self.sel = selectors.DefaultSelector()
+        self.jobs: dict[int, Job] = {}  # by pid
+        self.pending = b""
+
+    def start(self, request_id, argv: list[str]) -> None:
+        if argv[:1] == ["release"]:
+            return self.release(request_id)
+        if argv[:1] == ["stop-agent"]:
+            return self.stop_agent(request_id)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            _child(self.main, argv, out_w, err_w)
+        os.close(out_w)
+        os.close(err_w)
+        job = self.jobs[pid] = Job(request_id, argv, pid)
+        self.sel.register(out_r, selectors.EVENT_READ, (job, "out"))
+        self.sel.register(err_r, selectors.EVENT_READ, (job, "err"))
+
+    def release(self, request_id) -> None:
+        """Release this server's holders, and any started by a plain exec."""
+        mine = signal_processes([j.pid for j in self.jobs.values() if j.holder], signal.SIGUSR1)
+        others = release(None)["released"]
+        _frame(id=request_id, out=json.dumps(ok(released=mine + others), sort_keys=True) + "\n", err="")
+
+    def stop_agent(self, request_id) -> None:
+        agents = self.agents()
+        _frame(id=request_id, out=json.dumps(ok(stopping=agents), sort_keys=True) + "\n", err="")
+        signal_processes(agents, signal.SIGTERM)  # the answer is out first: this may end us
+
+    def read_job(self, fd: int, job: Job, stream: str) -> None:
+        data = os.read(fd, 65536)
+        if data and stream == "out":
+            job.out += data
+        elif data:
+            _frame(id=job.id, err=data.decode("utf-8", "replace"))
+        else:
+            self.sel.unregister(fd)
+            os.close(fd)
+            job.open -= 1
+            if job.open == 0:
+                _frame(id=job.id, out=job.out.decode("utf-8", "replace"), err="")
+
+    def read_requests(self) -> bool:
+        data = os.read(0, 65536)
+        if not data:
+            return False  # the harness closed the stream
+        self.pending += data
+        *lines, self.pending = self.pending.split(b"\n")
+        for line in filter(None, (raw.strip() for raw in lines)):
+            try:
+                request = json.loads(line)
+                self.start(request["id"], [str(a) for a in request["argv"]])
+            except (ValueError, KeyError, TypeError) as exc:
+                _frame(id=None, out="", err=f"bad request {line[:200]!r}: {exc}\n")
+        return True
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            job = self.jobs.get(pid)
+            if job is not None and job.open == 0:
+                del self.jobs[pid]
+
+    def run(self) -> None:
+        self.sel.register(0, selectors.EVENT_READ, None)
+        _frame(serving=True, pid=os.getpid())
+        while True:
+            for key, _ in self.sel.select(timeout=1.0):
+                if key.data is None:
+                    if not self.read_requests():
+                        return
+                else:
+                    self.read_job(key.fd, *key.data)
+            self.reap()
+            for pid in [p for p, j in self.jobs.items() if j.open == 0]:
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                        continue
+                except ChildProcessError:
+                    pass
+                del self.jobs[pid]
+
+
+def run(main, agents) -> None:
+    # A holder outlives a closed channel only until its own deadline.
+    Server(main, agents).run()
