@@ -11,22 +11,21 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 
 from pathlib import Path
 
-from . import nightly as nightly_manifest, store
+from . import new_run_id, nightly as nightly_manifest, store
 from .gc import collect, find_orphans
 from .history import WINDOW, History
 from .images import IMAGES, mirrored
-from .kube import Kube, KubeError
+from .errors import KubeError
+from .kube import Kube
 from .report import RunReport
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -67,7 +66,7 @@ def nightly(argv: list[str]) -> int:
         run_id = os.environ.get("PODSHARE_RUN_ID") or ""
         args = ["--reports-dir", str(reports), "--history-dir", str(history), *argv]
         if not run_id:  # the stored ConfigMap is named by the run id: choose it here
-            run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+            run_id = new_run_id()
             args += ["--run-id", run_id]
         done = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "podshare.suites", "-p", "no:cacheprovider",
                                *args])

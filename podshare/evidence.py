@@ -1,17 +1,14 @@
-"""What a test saw: explicit fields plus a transcript of every probe exec.
+"""What a test saw: explicit fields plus a transcript of every probe verb.
 
-The plugin makes one Evidence per test and activates it; the pod layer writes
-each exec into whichever Evidence is active, so a report reader sees the
-commands and their JSON answers without re-running anything.
+A fixture makes one Evidence per test and hands it to the run's Cluster; the
+pod layer writes each verb into it, so a report reader sees the commands and
+their JSON answers without re-running anything.
 """
 from __future__ import annotations
 
 import math
 import statistics
 from typing import Any
-
-_active: "Evidence | None" = None
-
 
 class Evidence(dict):
     """A dict of named facts, plus the exec transcript and the pods involved."""
@@ -39,15 +36,6 @@ class Evidence(dict):
 
     def as_json(self) -> dict[str, Any]:
         return {**self, "transcript": self.transcript} if self.transcript else dict(self)
-
-
-def activate(evidence: "Evidence | None") -> None:
-    global _active
-    _active = evidence
-
-
-def active() -> "Evidence | None":
-    return _active
 
 
 def describe(answer: dict) -> str:

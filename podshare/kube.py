@@ -1,8 +1,10 @@
 """The kube layer: the only code in podshare that talks to the Kubernetes API.
 
-Config loading, create/delete, waits (through podshare.retry), the exec
-subresource with stdout and stderr kept apart, events and logs. Every API
-failure leaves here as a KubeError with one line naming the cause.
+Config loading, create/read/delete, the waits for deletions (through
+podshare.retry), the exec stream, events and logs. Every call goes through one
+funnel, `api_call`: an API failure leaves here as a KubeError with the HTTP
+status, the API's reason and one line naming the cause; callers test
+`.status == 404`, and waits retry what `.retryable` says they may.
 """
 from __future__ import annotations
 
@@ -18,31 +20,8 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import stream
 
+from .errors import AccessDenied, KubeError, PodNotReady  # noqa: F401 (the kube layer's errors)
 from .retry import NotYet, wait_until
-
-# Waiting reasons after which a pod never becomes ready without a change by a person.
-TERMINAL_WAITING_REASONS = frozenset({
-    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
-    "CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
-})
-
-
-class KubeError(Exception):
-    """A failure talking to the cluster, described in one line; `status` is the
-    HTTP status where the API answered (callers test `.status == 404`)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class AccessDenied(KubeError):
-    """401 or 403: no test can get past it."""
-
-
-class PodNotReady(KubeError):
-    """The pod reached a state from which it will not become ready by itself."""
-
 
 def _describe(exc: ApiException, action: str) -> str:
     try:
@@ -82,16 +61,42 @@ def to_manifest(obj: Any) -> Any:
     return client.ApiClient().sanitize_for_serialization(obj)
 
 
+def _reason(exc: ApiException) -> str | None:
+    try:
+        return json.loads(exc.body or "{}").get("reason") or exc.reason
+    except ValueError:
+        return exc.reason
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    try:
+        return float((exc.headers or {}).get("Retry-After"))
+    except (TypeError, ValueError):
+        return None
+
+
 def api_call(action: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
-    """Call the API, turning client exceptions into one-line KubeErrors."""
+    """The one funnel to the API: call it, turning client exceptions into
+    one-line KubeErrors that carry the status, reason and Retry-After."""
     try:
         return fn(*args, **kwargs)
     except ApiException as exc:
         message = _describe(exc, action)
-        raise (AccessDenied if exc.status in (401, 403) else KubeError)(message, exc.status) from None
+        cls = AccessDenied if exc.status in (401, 403) else KubeError
+        raise cls(message, exc.status, _reason(exc), _retry_after(exc)) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise KubeError(f"{action}: cannot reach the API server: {reason}") from None
+        raise KubeError(f"{action}: cannot reach the API server: {reason}", unreachable=True) from None
+
+
+def _absent_ok(action: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
+    """api_call where "not found" is an answer (None), not an error."""
+    try:
+        return api_call(action, fn, *args, **kwargs)
+    except KubeError as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 class Kube:
@@ -145,13 +150,7 @@ class Kube:
 
     # ------------------------------------------------------------ namespaces
     def namespace_exists(self, name: str) -> bool:
-        try:
-            self.core.read_namespace(name)
-            return True
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise KubeError(_describe(exc, f"read namespace {name}")) from None
+        return _absent_ok(f"read namespace {name}", self.core.read_namespace, name) is not None
 
     def create_namespace(self, name: str, labels: dict[str, str]) -> None:
         body = {"metadata": {"name": name, "labels": labels}}
@@ -159,12 +158,9 @@ class Kube:
 
     def delete_namespace(self, name: str, timeout: float) -> list[str]:
         """Delete and wait until gone; returns what remained if the wait timed out."""
-        try:
-            self.core.delete_namespace(name, propagation_policy="Foreground")
-        except ApiException as exc:
-            if exc.status == 404:
-                return []
-            raise KubeError(_describe(exc, f"delete namespace {name}")) from None
+        if _absent_ok(f"delete namespace {name}", self.core.delete_namespace, name,
+                      propagation_policy="Foreground") is None:
+            return []
 
         def gone():
             if self.namespace_exists(name):
@@ -216,11 +212,7 @@ class Kube:
     def delete_cluster_scoped(self, kind: str, name: str) -> None:
         fn = {"ClusterRole": self._rbac.delete_cluster_role,
               "ClusterRoleBinding": self._rbac.delete_cluster_role_binding}[kind]
-        try:
-            fn(name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise KubeError(_describe(exc, f"delete {kind} {name}")) from None
+        _absent_ok(f"delete {kind} {name}", fn, name)
 
     def service_account_token(self, namespace: str, name: str, seconds: int = 3600) -> str:
         """A short-lived token for a ServiceAccount (TokenRequest API)."""
@@ -232,78 +224,27 @@ class Kube:
         return api_call(f"read pod {name}", self.core.read_namespaced_pod, name, namespace)
 
     def delete(self, namespace: str, kind: str, name: str) -> None:
-        fn = self._namespaced("delete")[kind]
-        try:
-            fn(name, namespace)  # the pod's own grace period: kubelet confirms the containers ended
-        except ApiException as exc:
-            if exc.status != 404:
-                raise KubeError(_describe(exc, f"delete {kind.lower()} {name}")) from None
+        # the pod's own grace period: kubelet confirms the containers ended
+        _absent_ok(f"delete {kind.lower()} {name}", self._namespaced("delete")[kind], name, namespace)
 
     def delete_pod(self, namespace: str, name: str, timeout: float) -> None:
         """Delete a pod and wait until the API no longer has it."""
-        uid = None
-        try:
-            uid = self.core.read_namespaced_pod(name, namespace).metadata.uid
-        except ApiException as exc:
-            if exc.status == 404:
-                return
+        pod = _absent_ok(f"read pod {name}", self.core.read_namespaced_pod, name, namespace)
+        if pod is None:
+            return
+        uid = pod.metadata.uid
         self.delete(namespace, "Pod", name)
         self.wait_pod_gone(namespace, name, uid, timeout)
 
     def wait_pod_gone(self, namespace: str, name: str, uid: str | None, timeout: float) -> None:
         """Wait until the API no longer has this pod (a new pod of the same name is not it)."""
         def gone():
-            try:
-                pod = self.core.read_namespaced_pod(name, namespace)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return
-                raise KubeError(_describe(exc, f"read pod {name}"), exc.status) from None
+            pod = _absent_ok(f"read pod {name}", self.core.read_namespaced_pod, name, namespace)
+            if pod is None:
+                return
             if uid is None or pod.metadata.uid == uid:
                 raise NotYet(f"pod {name} is {pod.status.phase}, deletion pending")
         wait_until(gone, timeout=timeout, what=f"pod {name} to be deleted")
-
-    # ------------------------------------------------------------ pod state
-    @staticmethod
-    def pod_problem(pod: client.V1Pod) -> str | None:
-        """A one-line reason when the pod cannot become ready by itself."""
-        status = pod.status
-        if status.phase in ("Failed", "Succeeded") and pod.spec.restart_policy != "Always":
-            return f"pod {pod.metadata.name} is {status.phase}: {status.reason or ''} {status.message or ''}".strip()
-        for cond in status.conditions or []:
-            if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
-                return f"pod {pod.metadata.name} is unschedulable: {cond.message}"
-        for cs in (status.init_container_statuses or []) + (status.container_statuses or []):
-            waiting = cs.state and cs.state.waiting
-            if waiting and waiting.reason in TERMINAL_WAITING_REASONS:
-                last = cs.last_state and cs.last_state.terminated
-                detail = waiting.message or (last and f"{last.reason}: {last.message or ''}") or ""
-                hint = ""
-                if "python3" in detail and ("not found" in detail or "no such file" in detail):
-                    hint = f" (is {cs.image} a podshare probe image? it needs python3 and the probes package)"
-                return f"container {cs.name} of pod {pod.metadata.name} is {waiting.reason}: {detail}{hint}".strip()
-        return None
-
-    def wait_for_pod(self, namespace: str, name: str, timeout: float,
-                     ready: Callable[[client.V1Pod], bool] | None = None) -> client.V1Pod:
-        """Wait until the pod is Running with every container ready (or `ready`
-        holds), failing fast on terminal states."""
-        def all_ready(pod):
-            statuses = pod.status.container_statuses or []
-            return pod.status.phase == "Running" and statuses and all(s.ready for s in statuses)
-        accept = ready or all_ready
-
-        def check():
-            pod = self.read_pod(namespace, name)
-            problem = self.pod_problem(pod)
-            if problem:
-                raise PodNotReady(problem)
-            if not accept(pod):
-                waiting = [f"{s.name}:{s.state.waiting.reason}" for s in pod.status.container_statuses or []
-                           if s.state and s.state.waiting]
-                raise NotYet(f"phase {pod.status.phase} {' '.join(waiting)}".strip())
-            return pod
-        return wait_until(check, timeout=timeout, what=f"pod {namespace}/{name}")
 
     def events(self, namespace: str, name: str) -> list[str]:
         items = api_call("list events", self.core.list_namespaced_event, namespace,
@@ -320,10 +261,10 @@ class Kube:
     def logs(self, namespace: str, pod: str, container: str, previous: bool = False, tail: int = 50) -> str:
         """The tail of a container's log for diagnostics: never raises."""
         try:
-            return self.core.read_namespaced_pod_log(pod, namespace, container=container,
-                                                     previous=previous, tail_lines=tail)
-        except ApiException as exc:
-            return f"(no logs: {exc.status} {exc.reason})"
+            return api_call(f"read the log of {pod}/{container}", self.core.read_namespaced_pod_log, pod, namespace,
+                            container=container, previous=previous, tail_lines=tail)
+        except KubeError as exc:
+            return f"(no logs: {exc})"
 
     # ------------------------------------------------------------ exec
     def exec_stream(self, namespace: str, pod: str, container: str, argv: list[str]) -> Any:

@@ -13,15 +13,22 @@ from typing import Any
 
 import yaml
 
-from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL, evidence
+from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
+from .evidence import Evidence
 from .channel import Channel, VerbRun
-from .kube import Kube, KubeError, to_manifest
+from .errors import KubeError, PodNotReady
+from .kube import Kube, to_manifest
+from .retry import NotYet, wait_until
 
 # Inside the package when installed from a wheel; at the top of a checkout otherwise.
 MANIFESTS = next(p for p in (Path(__file__).resolve().parent / "manifests",
                              Path(__file__).resolve().parent.parent / "manifests") if p.is_dir())
-IMAGE_PLACEHOLDERS = {"PROBE_IMAGE": "probe_image", "NGINX_IMAGE": "nginx_image"}
 READY_TIMEOUT = 15.0
+# Waiting reasons after which a pod never becomes ready without a change by a person.
+TERMINAL_WAITING_REASONS = frozenset({
+    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+    "CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+})
 
 
 def _manifest_path(name_or_path: str | Path) -> Path:
@@ -82,9 +89,9 @@ def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str |
     for volume in spec.get("volumes", []):
         if "configMap" in volume:
             volume["configMap"]["name"] = renamed.get(volume["configMap"]["name"], volume["configMap"]["name"])
+    images = {"PROBE_IMAGE": settings.probe_image, "NGINX_IMAGE": settings.nginx_image}  # the manifests' placeholders
     for c in spec.get("initContainers", []) + spec.get("containers", []):
-        if c.get("image") in IMAGE_PLACEHOLDERS:
-            c["image"] = getattr(settings, IMAGE_PLACEHOLDERS[c["image"]])
+        c["image"] = images.get(c.get("image"), c.get("image"))
         c["imagePullPolicy"] = settings.image_pull_policy
     if settings.image_pull_secret:
         spec["imagePullSecrets"] = [{"name": settings.image_pull_secret}]
@@ -93,6 +100,63 @@ def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str |
     if runtime_class:
         spec["runtimeClassName"] = runtime_class
     return body
+
+
+# ------------------------------------------------------------------ waiting for pods
+# One wait with named conditions (as the Kubernetes e2e framework's pod/wait.go):
+# each takes the V1Pod and says whether the wait is over.
+
+def running_and_ready(pod) -> bool:
+    statuses = pod.status.container_statuses or []
+    return pod.status.phase == "Running" and bool(statuses) and all(s.ready for s in statuses)
+
+
+def scheduled(pod) -> bool:
+    return bool(pod.spec.node_name)
+
+
+def restarted(container: str, before: int):
+    def condition(pod) -> bool:
+        cs = next(s for s in pod.status.container_statuses or [] if s.name == container)
+        return cs.restart_count > before and cs.ready
+    condition.__name__ = f"{container}_restarted"
+    return condition
+
+
+def pod_problem(pod) -> str | None:
+    """A one-line reason when the pod cannot become ready by itself."""
+    status = pod.status
+    if status.phase in ("Failed", "Succeeded") and pod.spec.restart_policy != "Always":
+        return f"pod {pod.metadata.name} is {status.phase}: {status.reason or ''} {status.message or ''}".strip()
+    for cond in status.conditions or []:
+        if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
+            return f"pod {pod.metadata.name} is unschedulable: {cond.message}"
+    for cs in (status.init_container_statuses or []) + (status.container_statuses or []):
+        waiting = cs.state and cs.state.waiting
+        if waiting and waiting.reason in TERMINAL_WAITING_REASONS:
+            last = cs.last_state and cs.last_state.terminated
+            detail = waiting.message or (last and f"{last.reason}: {last.message or ''}") or ""
+            hint = ""
+            if "python3" in detail and ("not found" in detail or "no such file" in detail):
+                hint = f" (is {cs.image} a podshare probe image? it needs python3 and the probes package)"
+            return f"container {cs.name} of pod {pod.metadata.name} is {waiting.reason}: {detail}{hint}".strip()
+    return None
+
+
+def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, condition=running_and_ready):
+    """Wait until `condition` holds for the pod, failing fast on a terminal state
+    (PodNotReady); retryable API errors are tried again, others end the wait."""
+    def check():
+        pod = kube.read_pod(namespace, name)
+        problem = pod_problem(pod)
+        if problem:
+            raise PodNotReady(problem)
+        if not condition(pod):
+            waiting = [f"{s.name}:{s.state.waiting.reason}" for s in pod.status.container_statuses or []
+                       if s.state and s.state.waiting]
+            raise NotYet(f"phase {pod.status.phase} {' '.join(waiting)}".strip())
+        return pod
+    return wait_until(check, timeout=timeout, what=f"pod {namespace}/{name} ({condition.__name__})")
 
 
 class ProbeContainer:
@@ -137,7 +201,7 @@ class ProbeContainer:
         return Background(self, argv, self.pod.channel(self.name).send(argv))
 
     def _record(self, argv: list[str], result: dict, start: float) -> None:
-        ev = evidence.active()
+        ev = self.pod.evidence
         if ev is not None:
             ev.record_exec(self.pod, self.name, shlex.join(argv), result, (time.monotonic() - start) * 1000)
 
@@ -181,8 +245,10 @@ class Background:
 class Pod:
     """A pod podshare created: its manifest, its state, its containers."""
 
-    def __init__(self, kube: Kube, namespace: str, body: dict, timeout: float) -> None:
+    def __init__(self, kube: Kube, namespace: str, body: dict, timeout: float, recorder: Any = None) -> None:
+        """`recorder.evidence` is the running test's Evidence (the run's Cluster holds it)."""
         self.kube, self.namespace, self.body, self.timeout = kube, namespace, body, timeout
+        self.recorder = recorder
         self.name: str = body["metadata"]["name"]
         self.uid: str | None = None
         self.node: str | None = None
@@ -196,7 +262,7 @@ class Pod:
         if current is not None and not current.closed:
             return current
         fresh = self._channels[container] = Channel(self.kube, self.namespace, self.name, container)
-        ev = evidence.active()
+        ev = self.evidence
         if current is not None and ev is not None:
             ev.setdefault("channel_reopened", []).append(f"{current.where}: {current.closed}")
         return fresh
@@ -211,6 +277,10 @@ class Pod:
     def __repr__(self) -> str:
         return f"<pod {self.namespace}/{self.name}>"
 
+    @property
+    def evidence(self) -> Evidence | None:
+        return getattr(self.recorder, "evidence", None)
+
     def container(self, name: str) -> ProbeContainer:
         return ProbeContainer(self, name)
 
@@ -220,27 +290,28 @@ class Pod:
     def create(self) -> "Pod":
         created = self.kube.create(self.namespace, self.body)
         self.uid = created.metadata.uid
-        ev = evidence.active()
+        ev = self.evidence
         if ev is not None:
             ev.touch(self)
         return self
 
     def wait_scheduled(self) -> str:
         """Wait only until the scheduler has placed the pod (same fail-fast as wait_ready)."""
-        pod = self.kube.wait_for_pod(self.namespace, self.name, self.timeout, ready=lambda p: bool(p.spec.node_name))
+        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, scheduled)
         self.node = pod.spec.node_name
         return self.node
 
     def wait_ready(self) -> "Pod":
-        pod = self.kube.wait_for_pod(self.namespace, self.name, self.timeout)
+        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout)
         self.uid, self.node = pod.metadata.uid, pod.spec.node_name
         return self
 
-    def status(self):
+    def read(self):
+        """The pod as the API has it now (V1Pod: spec and status)."""
         return self.kube.read_pod(self.namespace, self.name)
 
     def restart_count(self, container: str) -> int:
-        statuses = self.status().status.container_statuses or []
+        statuses = self.read().status.container_statuses or []
         return next(s.restart_count for s in statuses if s.name == container)
 
     def restart_container(self, container: str) -> int:
@@ -252,11 +323,7 @@ class Pod:
         except KubeError:
             pass  # the answer may die with the container it stops; the restart count is the evidence
         self.close_channels(container)  # it ends with the container: a new one serves the restarted one
-
-        def restarted(pod) -> bool:
-            cs = next(s for s in pod.status.container_statuses if s.name == container)
-            return cs.restart_count > before and cs.ready
-        self.kube.wait_for_pod(self.namespace, self.name, self.timeout, ready=restarted)
+        wait_for_pod(self.kube, self.namespace, self.name, self.timeout, restarted(container, before))
         return self.restart_count(container)
 
     def delete(self) -> None:
@@ -266,7 +333,7 @@ class Pod:
     def diagnostics(self) -> dict[str, Any]:
         """Status, events and container logs: what a person needs when a claim fails."""
         try:
-            pod = self.status()
+            pod = self.read()
         except Exception as exc:  # the pod may be what is gone
             return {"pod": self.name, "error": str(exc)}
         containers = {}
@@ -292,7 +359,7 @@ def start_pods(pods: list[Pod]) -> None:
         pod.wait_ready()
 
 
-def start_pods_for_claims(pods: list[Pod], errors: tuple[type[BaseException], ...]) -> None:
+def start_pods_for_claims(pods: list[Pod], errors: tuple[type[BaseException], ...], wait: bool = True) -> None:
     """Start pods whose readiness is itself part of what their claims check (a
     pattern relies on the promise under test): a pod that does not become ready
     keeps the reason in `start_failure`, so its claims fail with it and the run
@@ -307,7 +374,8 @@ def start_pods_for_claims(pods: list[Pod], errors: tuple[type[BaseException], ..
                 pod.start_failure = str(exc)
     # all created first, then waited for: their start-up overlaps, as in start_pods
     attempt(lambda pod: pod.create() if pod.uid is None else None)
-    attempt(Pod.wait_ready)
+    if wait:
+        attempt(Pod.wait_ready)
 
 
 class ProbeSet:
@@ -345,7 +413,7 @@ class ProbeSet:
 
     def volume_at(self, container: str, path: str) -> dict | None:
         """The volume (as the API returns the pod) that `container` mounts at `path`."""
-        pod = self.pod_of(container).status()
+        pod = self.pod_of(container).read()
         spec = next(c for c in pod.spec.containers if c.name == container)
         name = next((m.name for m in spec.volume_mounts or [] if m.mount_path.rstrip("/") == path), None)
         volume = next((v for v in pod.spec.volumes or [] if v.name == name), None)

@@ -5,14 +5,14 @@ import pytest
 pytestmark = pytest.mark.identity
 
 
-def test_hostname_is_the_pod_name_in_every_container(probe_pod, stranger_pod, alpha, beta, stranger, evidence):
+def test_hostname_is_the_pod_name_in_every_container(probe_set, stranger_pod, alpha, beta, stranger, evidence):
     """Every container's hostname is the pod's name (one UTS namespace per pod)."""
     hostnames = {c.name: c.run("identity")["hostname"] for c in (alpha, beta, stranger)}
     evidence["hostnames"] = hostnames
     for name in ("alpha", "beta"):
-        assert hostnames[name] == probe_pod.name, \
-            f"{name}'s hostname is {hostnames[name]!r}, not the pod's name {probe_pod.name!r}"
-    assert hostnames["stranger"] == stranger_pod.name != probe_pod.name, (
+        assert hostnames[name] == probe_set.name, \
+            f"{name}'s hostname is {hostnames[name]!r}, not the pod's name {probe_set.name!r}"
+    assert hostnames["stranger"] == stranger_pod.name != probe_set.name, (
         f"the stranger pod's hostname is {hostnames['stranger']!r}, not its own name {stranger_pod.name!r}")
 
 
@@ -35,12 +35,12 @@ def test_net_ipc_and_uts_namespaces_are_shared_within_the_pod_only(alpha, beta, 
         assert ns["stranger"][kind] != ns["alpha"][kind], f"the stranger pod shares the {kind} namespace"
 
 
-def test_mount_and_pid_namespaces_are_per_container(probe_pod, alpha, beta, evidence):
+def test_mount_and_pid_namespaces_are_per_container(probe_set, alpha, beta, evidence):
     """Each container has its own mount namespace, and its own pid namespace unless
     the pod sets shareProcessNamespace."""
     seen = {c.name: c.run("identity") for c in (alpha, beta)}
     ns = {name: answer["namespace_ids"] for name, answer in seen.items()}
-    share_pid = bool(probe_pod.body["spec"].get("shareProcessNamespace"))
+    share_pid = bool(probe_set.body["spec"].get("shareProcessNamespace"))
     evidence.update(namespace_ids=ns, share_process_namespace=share_pid,
                     kernel_releases={name: answer["kernel_release"] for name, answer in seen.items()})
     _assert_identifiable(seen)

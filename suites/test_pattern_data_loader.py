@@ -4,14 +4,12 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.pattern
+pytestmark = [pytest.mark.pattern, pytest.mark.manifest("patterns/data-loader.yaml")]
 
 
 @pytest.fixture(scope="module")
-def loader_pod(pod_factory):
-    pod = pod_factory.apply("patterns/data-loader.yaml")["Pod/podshare-loader"]
-    pod_factory.start(pod)
-    return pod
+def loader_pod(pattern_pods):
+    return pattern_pods["Pod/podshare-loader"]
 
 
 def test_init_container_completed_before_the_main_containers_started(loader_pod, evidence):
@@ -19,7 +17,7 @@ def test_init_container_completed_before_the_main_containers_started(loader_pod,
     before either main container started. The order comes from the containers'
     own readings of the kernel's boot clock (the API's timestamps have one-second
     resolution; they are evidence too)."""
-    status = loader_pod.status().status
+    status = loader_pod.read().status
     init = status.init_container_statuses[0].state.terminated
     started = {c.name: c.state.running.started_at for c in status.container_statuses}
     loaded = json.loads(loader_pod.log("loader").strip().splitlines()[-1])

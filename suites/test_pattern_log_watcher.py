@@ -5,16 +5,14 @@ import pytest
 
 from podshare.retry import GaveUp, NotYet, wait_until
 
-pytestmark = pytest.mark.pattern
+pytestmark = [pytest.mark.pattern, pytest.mark.manifest("patterns/log-watcher.yaml")]
 
 LINES, ROTATE_AT = 1000, 500
 
 
 @pytest.fixture(scope="module")
-def logs_pod(pod_factory):
-    pod = pod_factory.apply("patterns/log-watcher.yaml")["Pod/podshare-logs"]
-    pod_factory.start(pod)
-    return pod
+def logs_pod(pattern_pods):
+    return pattern_pods["Pod/podshare-logs"]
 
 
 def test_watcher_receives_every_line_in_order_across_a_rotation(logs_pod, evidence):

@@ -8,23 +8,21 @@ import pytest
 
 from podshare.evidence import describe
 
-pytestmark = pytest.mark.pattern
+pytestmark = [pytest.mark.pattern, pytest.mark.manifest("patterns/native-sidecar.yaml")]
 
 
 @pytest.fixture(scope="module")
-def sidecar_pod(pod_factory, podshare_session):
-    version = podshare_session.cluster.get("server_version", "")
+def sidecar_pod(podshare_session, request):
+    version = podshare_session.cluster.facts.get("server_version", "")
     found = re.match(r"v?(\d+)\.(\d+)", version)
     if found and (int(found[1]), int(found[2])) < (1, 29):
         pytest.skip(f"native sidecars need Kubernetes 1.29+, the server is {version}")
-    pod = pod_factory.apply("patterns/native-sidecar.yaml")["Pod/podshare-sidecar"]
-    pod_factory.start(pod)
-    return pod
+    return request.getfixturevalue("pattern_pods")["Pod/podshare-sidecar"]
 
 
 def test_restart_policy_always_survived_admission(sidecar_pod, evidence):
     """Read back from the API, the sidecar init container still has restartPolicy Always."""
-    spec = sidecar_pod.status().spec.init_containers[0]
+    spec = sidecar_pod.read().spec.init_containers[0]
     evidence.update(init_container=spec.name, restart_policy=spec.restart_policy)
     assert spec.restart_policy == "Always", (
         f"the sidecar's restartPolicy read back as {spec.restart_policy!r}: admission dropped or changed it")
@@ -34,7 +32,7 @@ def test_sidecar_runs_before_the_main_container_starts_and_the_pod_is_ready(side
     """The sidecar is running (started) and was started before the main container;
     the pod is Ready. The order comes from the containers' own readings of the
     kernel's boot clock (the API's timestamps, one-second resolution, are evidence)."""
-    status = sidecar_pod.status().status
+    status = sidecar_pod.read().status
     sidecar = status.init_container_statuses[0]
     main = status.container_statuses[0]
     ready = next(c.status for c in status.conditions if c.type == "Ready")

@@ -7,17 +7,14 @@ import urllib.request
 import pytest
 
 from podshare.evidence import describe
-
 from podshare.retry import NotYet, wait_until
 
-pytestmark = pytest.mark.pattern
+pytestmark = [pytest.mark.pattern, pytest.mark.manifest("patterns/reverse-proxy.yaml")]
 
 
 @pytest.fixture(scope="module")
-def proxy(pod_factory):
-    made = pod_factory.apply("patterns/reverse-proxy.yaml")
-    pod_factory.start(made["Pod/podshare-proxy"])
-    return made
+def proxy(pattern_pods):
+    return pattern_pods
 
 
 def fetch(host: str, port: int, path: str) -> dict:
@@ -33,7 +30,7 @@ def test_nodeport_request_reaches_the_app_through_nginx_over_localhost(proxy, ev
     answer; the app saw it from 127.0.0.1 with nginx's header: node -> nginx ->
     localhost -> app."""
     pod, service = proxy["Pod/podshare-proxy"], proxy["Service/podshare-proxy"]
-    host_ip = pod.status().status.host_ip
+    host_ip = pod.read().status.host_ip
     node_port = service.spec.ports[0].node_port
     answer = wait_until(lambda: fetch(host_ip, node_port, "/podshare"), timeout=30,
                         what=f"http://{host_ip}:{node_port}/ through kube-proxy")
@@ -47,7 +44,7 @@ def test_nodeport_request_reaches_the_app_through_nginx_over_localhost(proxy, ev
 def test_app_port_is_not_reachable_through_the_pod_ip(proxy, stranger, evidence):
     """From another pod, nginx answers on the pod IP's port 80 (positive control)
     but port 5000 is refused: the app listens on the pod's loopback only."""
-    pod_ip = proxy["Pod/podshare-proxy"].status().status.pod_ip
+    pod_ip = proxy["Pod/podshare-proxy"].read().status.pod_ip
     through_nginx = stranger.run("http-get", url=f"http://{pod_ip}:80/from-stranger")
     direct = stranger.run("connect", host=pod_ip, port=5000)
     evidence.update(pod_ip=pod_ip, through_nginx=through_nginx, direct_to_app=direct)
@@ -59,7 +56,7 @@ def test_app_port_is_not_reachable_through_the_pod_ip(proxy, stranger, evidence)
 
 def test_only_nginx_port_is_declared_and_exposed(proxy, evidence):
     """The pod declares only port 80 and the Service has no port for 5000."""
-    pod = proxy["Pod/podshare-proxy"].status()
+    pod = proxy["Pod/podshare-proxy"].read()
     declared = sorted(p.container_port for c in pod.spec.containers for p in (c.ports or []))
     exposed = sorted(p.target_port if isinstance(p.target_port, int) else p.port
                      for p in proxy["Service/podshare-proxy"].spec.ports)

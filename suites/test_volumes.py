@@ -116,11 +116,11 @@ def test_shared_mappings_are_coherent(alpha, beta, volume, ipc_name, evidence):
     assert alpha_view["mapped_sha256"] == beta_write["written_sha256"], "alpha's mapping missed beta's write"
 
 
-def test_memory_volume_is_tmpfs_and_honours_its_size_limit(probe_pod, alpha, beta, ipc_name, evidence):
+def test_memory_volume_is_tmpfs_and_honours_its_size_limit(probe_set, alpha, beta, ipc_name, evidence):
     """The `medium: Memory` emptyDir is a tmpfs sized to its sizeLimit, and a write
     past the limit fails with ENOSPC."""
     # What the pod promises, from the pod as the API returns it (whatever the volume is called).
-    volume = probe_pod.volume_at("alpha", "/data/memory")
+    volume = probe_set.volume_at("alpha", "/data/memory")
     empty_dir = (volume or {}).get("emptyDir") or {}
     evidence.update(volume=volume)
     assert empty_dir.get("medium") == "Memory", (

@@ -10,8 +10,8 @@ from kubernetes import client
 
 from podshare import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
 from podshare.channel import ProbeAnswer
-from podshare.kube import Kube, KubeError
-from podshare.pods import ProbeContainer, load_manifest, render
+from podshare.errors import KubeError
+from podshare.pods import ProbeContainer, load_manifest, pod_problem, render
 from podshare.report import Check, RunReport
 from podshare.retry import GaveUp, NotYet, wait_until
 
@@ -78,15 +78,15 @@ def _pod(waiting_reason=None, scheduled=None, phase="Pending"):
 
 @pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff", "CreateContainerConfigError"])
 def test_terminal_waiting_reasons_fail_fast(reason):
-    assert reason in Kube.pod_problem(_pod(waiting_reason=reason))
+    assert reason in pod_problem(_pod(waiting_reason=reason))
 
 
 def test_unschedulable_reports_the_scheduler_message():
-    assert "0/1 nodes are available" in Kube.pod_problem(_pod(scheduled="0/1 nodes are available: x"))
+    assert "0/1 nodes are available" in pod_problem(_pod(scheduled="0/1 nodes are available: x"))
 
 
 def test_pulling_or_creating_is_not_a_problem():
-    assert Kube.pod_problem(_pod(waiting_reason="ContainerCreating")) is None
+    assert pod_problem(_pod(waiting_reason="ContainerCreating")) is None
 
 
 def test_wait_until_retries_not_yet_and_gives_up_with_the_last_state():
@@ -105,10 +105,25 @@ def test_wait_until_stops_at_once_on_other_errors():
 
     def check():
         calls.append(1)
-        raise KubeError("ErrImagePull")
+        raise KubeError("pods is forbidden", 403, "Forbidden")
     with pytest.raises(KubeError):
         wait_until(check, timeout=5, what="x")
     assert len(calls) == 1
+
+
+def test_wait_until_retries_throttling_and_server_errors_after_their_retry_after():
+    import time
+    answers = [KubeError("slow down", 429, "TooManyRequests", retry_after=0.3), KubeError("etcd", 503),
+               KubeError("no route", unreachable=True)]
+    calls = []
+
+    def check():
+        calls.append(time.monotonic())
+        if answers:
+            raise answers.pop(0)
+        return "done"
+    assert wait_until(check, timeout=5, what="x") == "done"
+    assert len(calls) == 4 and calls[1] - calls[0] >= 0.3  # the server's Retry-After, not the 50 ms backoff
 
 
 def test_report_counts_outcomes_and_renders_every_claim(tmp_path):
@@ -138,13 +153,16 @@ class RecordingKube:
     def delete_pod(self, namespace, name, timeout):
         pass
 
-    def wait_for_pod(self, namespace, name, timeout, ready=None):
+    def read_pod(self, namespace, name):
         body = self.created[-1]
         terms = body["spec"].get("affinity", {}).get("nodeAffinity", {})
         node = terms["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0][
             "matchFields"][0]["values"][0] if terms else "node-b"
-        return client.V1Pod(metadata=client.V1ObjectMeta(uid=f"uid-{len(self.created)}"),
-                            spec=client.V1PodSpec(containers=[], node_name=node))
+        ready = [client.V1ContainerStatus(name=c["name"], ready=True, restart_count=0, image="i", image_id="i")
+                 for c in body["spec"]["containers"]]
+        return client.V1Pod(metadata=client.V1ObjectMeta(name=name, uid=f"uid-{len(self.created)}"),
+                            spec=client.V1PodSpec(containers=[], node_name=node),
+                            status=client.V1PodStatus(phase="Running", container_statuses=ready))
 
 
 def test_a_recreated_pod_is_pinned_to_the_node_of_the_first():
@@ -164,7 +182,7 @@ def test_a_pod_that_never_gets_ready_keeps_its_reason_for_the_claims():
     from podshare.pods import Pod, ProbeSet, start_pods_for_claims
 
     class NeverReady(RecordingKube):
-        def wait_for_pod(self, *a, **kw):
+        def read_pod(self, *a, **kw):
             raise GaveUp("timed out after 5s waiting for pod p to be ready: container nginx is not ready")
     pod = Pod(NeverReady(), "ns", render(load_manifest("probe-pod.yaml"), name="p", settings=FakeSettings(),
                                          run_id="r"), 5)

@@ -1,0 +1,39 @@
+"""The errors podshare reports: what went wrong talking to the cluster, in one line.
+
+The kube layer raises them; every other layer catches them by class and status
+(`.status == 404`), never by their text.
+"""
+from __future__ import annotations
+
+from .retry import GaveUp
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class KubeError(Exception):
+    """A failure talking to the cluster. `status` is the HTTP status where the
+    API answered (None when it could not be reached), `reason` the API's reason
+    (NotFound, Forbidden, AlreadyExists...), `retry_after` its Retry-After."""
+
+    def __init__(self, message: str, status: int | None = None, reason: str | None = None,
+                 retry_after: float | None = None, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.retry_after = status, reason, retry_after
+        self.unreachable = unreachable
+
+    @property
+    def retryable(self) -> bool:
+        """Worth trying again inside a wait: throttled, a server error, or no answer at all."""
+        return self.unreachable or self.status in RETRYABLE_STATUSES
+
+
+class AccessDenied(KubeError):
+    """401 or 403: no test can get past it."""
+
+
+class PodNotReady(KubeError):
+    """The pod reached a state from which it will not become ready by itself."""
+
+
+# What the harness itself can fail with (as opposed to a claim's assertion).
+HARNESS_ERRORS: tuple[type[BaseException], ...] = (KubeError, GaveUp)

@@ -1,0 +1,176 @@
+"""Making the run's pods: names, node pinning, companion objects, cleanup.
+
+Every pod the collected claims need is created at the start, in one go (the
+probe pod and its stranger, the lifecycle pods, the patterns' pods), so their
+start-ups overlap; a claim's fixture then only waits for what is already
+starting. Pods of each RuntimeClass live side by side in the run's namespace.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .cluster import Cluster
+from .errors import HARNESS_ERRORS, AccessDenied, KubeError
+from .pods import Pod, ProbeSet, load_manifest, load_manifests, render, start_pods, start_pods_for_claims
+
+
+class PodFactory:
+    """Creates pods and their companions (ConfigMaps, Services) from manifests/
+    in the run's namespace; deletes them, newest first, at the end of the run."""
+
+    def __init__(self, cluster: Cluster, settings: Any, suffix: str, runtime_class: str | None = None) -> None:
+        self.cluster, self.settings, self.runtime_class = cluster, settings, runtime_class
+        self.kube, self.namespace = cluster.kube, cluster.namespace
+        # Pods of each RuntimeClass side by side in one namespace: the class is in the name.
+        self.suffix = f"{runtime_class}-{suffix}" if runtime_class else suffix
+        self.created: list[Pod] = []
+        self.others: list[tuple[str, str]] = []  # (kind, name) of non-pod objects
+        self.applied: dict[str, dict[str, Any]] = {}  # manifest -> what apply made
+        self.apply_failures: dict[str, BaseException] = {}  # manifest -> why it could not be made
+        self.spare_lifecycle: list[ProbeSet] = []  # made at the start, for the lifecycle claims
+        self._lifecycle_count = 0
+        self.probes: tuple[ProbeSet, Pod] | None = None
+
+    # ------------------------------------------------------------ making pods
+    def pod(self, manifest: str | dict, base_name: str, node: str | None = None,
+            renamed: dict[str, str] | None = None) -> Pod:
+        template = manifest if isinstance(manifest, dict) else load_manifest(manifest)
+        body = render(template, name=f"{base_name}-{self.suffix}", settings=self.settings,
+                      run_id=self.cluster.run_id, node=node or self.settings.node, renamed=renamed,
+                      runtime_class=self.runtime_class)
+        pod = Pod(self.kube, self.namespace, body, self.settings.pod_timeout, recorder=self.cluster)
+        self.created.append(pod)
+        self.cluster.pods.append(pod)
+        return pod
+
+    def _manifest_pods(self) -> tuple[list[dict], dict | None]:
+        """--pod-manifest's probe pods, and its stranger pod (a container named
+        stranger) if it brings one; otherwise the shipped stranger is used."""
+        docs = [d for d in load_manifests(self.settings.pod_manifest) if d.get("kind", "Pod") == "Pod"]
+        strangers = [d for d in docs if any(c["name"] == "stranger" for c in d["spec"]["containers"])]
+        return [d for d in docs if d not in strangers], (strangers[0] if strangers else None)
+
+    def stranger(self, base_name: str, node: str) -> Pod:
+        """The negative control, on the probe pod's node."""
+        return self.pod(self._manifest_pods()[1] or "stranger-pod.yaml", base_name, node=node)
+
+    def probe_set(self, base_name: str) -> ProbeSet:
+        """The probe pod(s) of --pod-manifest: one pod normally, several in a variant."""
+        docs = self._manifest_pods()[0]
+        if len(docs) == 1:
+            return ProbeSet([self.pod(docs[0], base_name)])
+        return ProbeSet([self.pod(d, f"{base_name}-{d['metadata']['name']}") for d in docs])
+
+    # ------------------------------------------------------------ the start of the run
+    def start_probes(self, patterns: list[str] = (), lifecycle: int = 0) -> tuple[ProbeSet, Pod]:
+        """Create the probe pod(s), then every other pod the collected claims need
+        (their patterns' manifests, `lifecycle` spare probe sets), then the stranger
+        on the probe pod's node; wait for the probe pods and the stranger, which
+        every claim needs (a KubeError here ends the run). The others are waited
+        for by their claims' fixtures, their start-up overlapping meanwhile."""
+        if self.probes is None:
+            self.cluster.check_node_exists(self.settings.node)
+            probes = self.probe_set("podshare-probe")
+            for pod in probes.pods:
+                pod.create()
+            # The others once the probe pod has its node: a variant on the host's
+            # network must not lose its ports to a lifecycle pod.
+            node = probes.main.wait_scheduled()
+            stranger = self.stranger("podshare-stranger", node)
+            stranger.create()
+            for manifest in patterns:
+                try:
+                    self.apply(manifest)
+                except HARNESS_ERRORS as exc:  # the pattern's claims fail with it, not the run
+                    self.apply_failures[manifest] = exc
+            for _ in range(lifecycle):
+                self.spare_lifecycle.append(self._new_lifecycle_set(create=True))
+            start_pods([*probes.pods, stranger])
+            self.cluster.learn_node(probes.main.node)
+            self.probes = (probes, stranger)
+        return self.probes
+
+    def _new_lifecycle_set(self, create: bool) -> ProbeSet:
+        probes = self.probe_set(f"podshare-lifecycle{self._lifecycle_count}")
+        self._lifecycle_count += 1
+        if create:
+            start_pods_for_claims(probes.pods, HARNESS_ERRORS, wait=False)
+        return probes
+
+    def lifecycle_set(self) -> ProbeSet:
+        """Probe pod(s) for one lifecycle claim alone (it restarts and recreates
+        them): one made at the start, or a new one."""
+        probes = self.spare_lifecycle.pop(0) if self.spare_lifecycle else self._new_lifecycle_set(create=False)
+        self.start(*probes.pods)
+        return probes
+
+    def apply(self, manifest: str) -> dict[str, Any]:
+        """Create every object of a multi-document manifest, keyed "Kind/name" by
+        the template's names; pods are created, not waited for (see start). A
+        manifest made at the start is not made again."""
+        if manifest in self.apply_failures:
+            raise self.apply_failures[manifest]
+        if manifest in self.applied:
+            return self.applied[manifest]
+        docs = load_manifests(self._pattern_manifest(manifest))
+        renamed = {d["metadata"]["name"]: f"{d['metadata']['name']}-{self.suffix}" for d in docs}
+        made: dict[str, Any] = {}
+        for doc in docs:
+            kind, name = doc["kind"], doc["metadata"]["name"]
+            if kind == "Pod":
+                made[f"Pod/{name}"] = pod = self.pod(doc, name, renamed=renamed)
+                try:
+                    pod.create()
+                except AccessDenied:
+                    raise
+                except KubeError as exc:  # refused (422): its claims fail with the reason
+                    pod.start_failure = f"the API refused the pod: {exc}"
+                continue
+            body = render(doc, name=renamed[name], settings=self.settings, run_id=self.cluster.run_id,
+                          renamed=renamed)
+            made[f"{kind}/{name}"] = self.kube.create(self.namespace, body)
+            self.others.append((kind, renamed[name]))
+        self.applied[manifest] = made
+        return made
+
+    def _pattern_manifest(self, manifest: str) -> str | Path:
+        """patterns/NAME from --patterns-dir where it has that file, else the shipped one."""
+        given = self.settings.patterns_dir
+        if given and manifest.startswith("patterns/") and (Path(given) / manifest[len("patterns/"):]).is_file():
+            return Path(given).resolve() / manifest[len("patterns/"):]
+        return manifest
+
+    def start(self, *pods: Pod) -> None:
+        """Wait until a pattern's or lifecycle claim's pods are ready. One that never
+        gets there keeps its reason in `start_failure`: the claims that need it fail
+        with it and the run goes on (where a pattern relies on a broken promise,
+        that is the finding)."""
+        start_pods_for_claims(list(pods), HARNESS_ERRORS)
+        ready = [p for p in pods if not p.start_failure]
+        if ready:
+            self.cluster.learn_node(ready[0].node)
+
+    # ------------------------------------------------------------ the end of the run
+    def cleanup(self, keep: bool) -> None:
+        """Delete what this factory made, newest first; with --namespace (the
+        user's), the run ends when its pods are gone."""
+        if keep:
+            return
+        for pod in self.created:
+            pod.close_channels()
+        doomed = [("Pod", p.name) for p in reversed(self.created)] + list(reversed(self.others))
+        deleted = []
+        for kind, name in doomed:
+            try:
+                self.kube.delete(self.namespace, kind, name)
+                deleted.append(name)
+            except KubeError as exc:
+                self.cluster.leftovers.append(f"{kind.lower()}/{name}: {exc}")
+        if self.settings.namespace:
+            for pod in self.created:
+                if pod.name in deleted:
+                    try:
+                        self.kube.wait_pod_gone(self.namespace, pod.name, pod.uid, self.settings.pod_timeout)
+                    except HARNESS_ERRORS as exc:
+                        self.cluster.leftovers.append(f"pod/{pod.name}: {exc}")

@@ -1,0 +1,177 @@
+"""The fixtures the suites use (registered by the plugin at configure time).
+
+Session scope: the cluster, the run's namespace, one PodFactory per
+RuntimeClass, the probe pods. Per test: the containers, the test's evidence,
+fresh IPC keys, names and ports.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from typing import Iterator
+
+import pytest
+
+from .evidence import Evidence
+from .factory import PodFactory
+from .plugin import EVIDENCE, PodshareSession, session_of
+from .pods import Pod, ProbeContainer, ProbeSet
+
+
+@pytest.fixture(scope="session")
+def podshare_session(pytestconfig: pytest.Config) -> PodshareSession:
+    ps = session_of(pytestconfig)
+    assert ps is not None
+    return ps
+
+
+@pytest.fixture(scope="session")
+def kube(podshare_session: PodshareSession):
+    """The cluster connection (for the harness's own tests); every test errors
+    with the same one-line cause if it fails."""
+    with podshare_session.harness_errors(fatal=True):
+        return podshare_session.cluster.kube
+
+
+@pytest.fixture(scope="session")
+def run_namespace(kube, podshare_session: PodshareSession, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per run (restricted Pod Security), or --namespace as given."""
+    ps = podshare_session
+    with ps.harness_errors(fatal=True):
+        name = ps.cluster.use_namespace(ps.settings.namespace, ps.settings.pod_security)
+    yield name
+    if ps.keep(request.session):
+        print(f"\npodshare: kept namespace {name} (--keep={ps.settings.keep})", file=sys.stderr)
+        return
+    if not ps.settings.namespace:  # in a namespace of the user's, pods are deleted by their factory
+        ps.cluster.delete_namespace(timeout=max(60.0, ps.settings.pod_timeout))
+
+
+@pytest.fixture(scope="session")
+def runtime_class(request: pytest.FixtureRequest, kube, podshare_session: PodshareSession) -> str | None:
+    """The RuntimeClass of this claim's pods (parametrized by --runtime-class), or
+    None for the cluster's default."""
+    name = getattr(request, "param", None)
+    if name is not None:
+        with podshare_session.harness_errors(fatal=True):
+            podshare_session.cluster.runtime_class(name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def pod_factory(podshare_session: PodshareSession, run_namespace: str, runtime_class: str | None,
+                request: pytest.FixtureRequest) -> Iterator[PodFactory]:
+    ps = podshare_session
+    factory = PodFactory(ps.cluster, ps.settings, ps.suffix, runtime_class)
+    yield factory
+    factory.cleanup(keep=ps.keep(request.session))
+
+
+def _needed_by(items: list[pytest.Item], runtime_class: str | None) -> tuple[list[str], int]:
+    """What the collected claims of one RuntimeClass need besides the probe pod:
+    their patterns' manifests (the `manifest` marker) and lifecycle pods."""
+    patterns: list[str] = []
+    lifecycle = 0
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if (callspec.params.get("runtime_class") if callspec else None) != runtime_class:
+            continue
+        for marker in item.iter_markers("manifest"):
+            if marker.args[0] not in patterns:
+                patterns.append(marker.args[0])
+        lifecycle += "lifecycle_pod" in getattr(item, "fixturenames", ())
+    return patterns, lifecycle
+
+
+@pytest.fixture(scope="session")
+def probe_pods(pod_factory: PodFactory, podshare_session: PodshareSession, runtime_class: str | None,
+               request: pytest.FixtureRequest) -> tuple[ProbeSet, Pod]:
+    """The probe pod and, on the same node, the stranger pod (the negative control);
+    every other pod the collected claims need starts with them."""
+    patterns, lifecycle = _needed_by(request.session.items, runtime_class)
+    with podshare_session.harness_errors(fatal=True):
+        return pod_factory.start_probes(patterns, lifecycle)
+
+
+@pytest.fixture(scope="session")
+def probe_set(probe_pods: tuple[ProbeSet, Pod]) -> ProbeSet:
+    """The probe containers' pod(s): one pod normally, several in a broken variant."""
+    return probe_pods[0]
+
+
+@pytest.fixture(scope="session")
+def stranger_pod(probe_pods: tuple[ProbeSet, Pod]) -> Pod:
+    return probe_pods[1]
+
+
+@pytest.fixture
+def alpha(probe_set: ProbeSet) -> ProbeContainer:
+    return probe_set.container("alpha")
+
+
+@pytest.fixture
+def beta(probe_set: ProbeSet) -> ProbeContainer:
+    return probe_set.container("beta")
+
+
+@pytest.fixture
+def stranger(stranger_pod: Pod) -> ProbeContainer:
+    return stranger_pod.container("stranger")
+
+
+@pytest.fixture
+def lifecycle_pod(pod_factory: PodFactory, probe_pods, podshare_session: PodshareSession) -> ProbeSet:
+    """Probe pod(s) of the test's own: lifecycle claims restart and recreate them
+    (made with the probe pod at the start of the run)."""
+    with podshare_session.harness_errors(fatal=False):
+        return pod_factory.lifecycle_set()
+
+
+@pytest.fixture(scope="module")
+def pattern_pods(pod_factory: PodFactory, probe_pods, podshare_session: PodshareSession, request):
+    """The objects of the module's `manifest` (made at the start of the run),
+    keyed "Kind/name"; its pods are waited for here."""
+    manifest = request.node.get_closest_marker("manifest").args[0]
+    with podshare_session.harness_errors(fatal=False):
+        made = pod_factory.apply(manifest)
+    pod_factory.start(*(obj for key, obj in made.items() if key.startswith("Pod/")))
+    return made
+
+
+@pytest.fixture(autouse=True)
+def _podshare_evidence(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[None]:
+    """Each test's own Evidence; the pod layer records every verb into it."""
+    ev = Evidence()
+    request.node.stash[EVIDENCE] = ev
+    ps = session_of(pytestconfig)
+    if ps is not None:
+        ps.cluster.evidence = ev
+    yield
+    if ps is not None:
+        ps.cluster.evidence = None
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest) -> Evidence:
+    """The test's evidence: facts it records appear in every report."""
+    return request.node.stash[EVIDENCE]
+
+
+@pytest.fixture
+def ipc_key() -> int:
+    """A System V key no other test uses."""
+    return int.from_bytes(os.urandom(4), "big") & 0x3FFFFFFF | 0x10000
+
+
+@pytest.fixture
+def ipc_name() -> str:
+    """A POSIX IPC / file / socket name no other test uses."""
+    return "podshare-" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A port above the agents' (7001-7003) for claims about the port space."""
+    return 20000 + int.from_bytes(os.urandom(2), "big") % 20000
+
