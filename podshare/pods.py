@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import shlex
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -254,10 +255,16 @@ class Pod:
         self.node: str | None = None
         self.start_failure: str | None = None  # why it never became ready, for the claims that need it
         self._channels: dict[str, Channel] = {}
+        self._channels_lock = threading.Lock()
 
     def channel(self, container: str) -> Channel:
-        """The container's probe channel, opened on first use. One that closed
-        unexpectedly is reopened once per verb, and the evidence says so."""
+        """The container's probe channel, opened on first use (once, also when
+        threads ask at the same time). One that closed unexpectedly is reopened
+        once per verb, and the evidence says so."""
+        with self._channels_lock:
+            return self._open_channel(container)
+
+    def _open_channel(self, container: str) -> Channel:
         current = self._channels.get(container)
         if current is not None and not current.closed:
             return current
@@ -270,7 +277,8 @@ class Pod:
     def close_channels(self, container: str | None = None) -> None:
         """Close the channels (all, or one container's) on purpose: not reported."""
         for name in [container] if container else list(self._channels):
-            channel = self._channels.pop(name, None)
+            with self._channels_lock:
+                channel = self._channels.pop(name, None)
             if channel is not None:
                 channel.close()
 

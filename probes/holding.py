@@ -80,7 +80,8 @@ def _stable_namespace(ns: str) -> bool:
 
 def same_container_processes(match) -> list[int]:
     """PIDs of processes in this container (same pid and mount namespace as
-    us) whose argv satisfies `match`; on a node, other pods' probes are not ours."""
+    us) whose argv (plus their comm, last) satisfies `match`; on a node, other
+    pods' probes are not ours."""
     mine = {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in ("pid", "mnt") if _stable_namespace(ns)}
     found = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
@@ -91,6 +92,8 @@ def same_container_processes(match) -> list[int]:
                 continue
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
+            with open(f"/proc/{entry}/comm", "rb") as f:
+                argv.append(f.read().strip())  # a verb forked by `serve` is named by its comm
         except OSError:
             continue
         if b"probes" in argv and match(argv):

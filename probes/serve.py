@@ -13,12 +13,15 @@ holders keep running while other verbs are served. Frames on stdout:
     {"id": 7, "err": "..."}                  stderr as it comes (ready lines)
     {"id": 7, "out": "...", "err": "..."}    the verb's stdout, when it closed
 
-`release` and `stop-agent` run in the server itself: it knows its holder
-children (their cmdline is the server's, so /proc cannot tell them apart), and
-it must send stop-agent's answer before the container dies.
+A child's cmdline is the server's, so each names itself by its verb in
+/proc/PID/comm, where `release` finds holders. `release` and `stop-agent` run
+in the server itself: stop-agent's answer must leave before the container
+dies. A new server ends older ones in its container (a channel the harness
+reopened), and a server that ends releases its holders.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import selectors
@@ -26,8 +29,11 @@ import signal
 import sys
 import traceback
 
-from .holding import HOLDER_PREFIXES, release, signal_processes
+from .holding import HOLDER_PREFIXES, release, same_container_processes, signal_processes
 from .output import ok
+
+
+SERVER_NAME = "probes-serve"  # its comm; its children take their verb's
 
 
 class Job:
@@ -45,10 +51,19 @@ def _frame(**fields) -> None:
     os.write(1, (json.dumps(fields, sort_keys=True) + "\n").encode())
 
 
+def _name_process(name: str) -> None:
+    """Set /proc/self/comm (prctl PR_SET_NAME, 15 bytes), so /proc tells the verb."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(15, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _child(main, argv: list[str], out_w: int, err_w: int) -> None:
     """Run one verb as `python -m probes` would, then exit: never returns."""
     code = 1
     try:
+        _name_process(argv[0] if argv else "probes")
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
@@ -95,10 +110,12 @@ class Server:
         self.sel.register(err_r, selectors.EVENT_READ, (job, "err"))
 
     def release(self, request_id) -> None:
-        """Release this server's holders, and any started by a plain exec."""
-        mine = signal_processes([j.pid for j in self.jobs.values() if j.holder], signal.SIGUSR1)
-        others = release(None)["released"]
-        _frame(id=request_id, out=json.dumps(ok(released=mine + others), sort_keys=True) + "\n", err="")
+        """Release every holder in this container: this server's, an older one's, a plain exec's."""
+        _frame(id=request_id, out=json.dumps(release(None), sort_keys=True) + "\n", err="")
+
+    def release_all(self) -> None:
+        """The harness is gone: its holders let go now, not at their deadlines."""
+        signal_processes([j.pid for j in self.jobs.values() if j.holder], signal.SIGUSR1)
 
     def stop_agent(self, request_id) -> None:
         agents = self.agents()
@@ -144,13 +161,21 @@ class Server:
             if job is not None and job.open == 0:
                 del self.jobs[pid]
 
+    def end(self, *_signal) -> None:
+        self.release_all()
+        os._exit(0)
+
     def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.end)
+        _name_process(SERVER_NAME)
+        signal_processes(same_container_processes(lambda argv: argv[-1] == SERVER_NAME.encode()), signal.SIGTERM)
         self.sel.register(0, selectors.EVENT_READ, None)
         _frame(serving=True, pid=os.getpid())
         while True:
             for key, _ in self.sel.select(timeout=1.0):
                 if key.data is None:
                     if not self.read_requests():
+                        self.release_all()
                         return
                 else:
                     self.read_job(key.fd, *key.data)

@@ -12,12 +12,12 @@ pytestmark = [pytest.mark.pattern, pytest.mark.manifest("patterns/native-sidecar
 
 
 @pytest.fixture(scope="module")
-def sidecar_pod(podshare_session, request):
+def sidecar_pod(pattern_pods, podshare_session):
     version = podshare_session.cluster.facts.get("server_version", "")
     found = re.match(r"v?(\d+)\.(\d+)", version)
     if found and (int(found[1]), int(found[2])) < (1, 29):
         pytest.skip(f"native sidecars need Kubernetes 1.29+, the server is {version}")
-    return request.getfixturevalue("pattern_pods")["Pod/podshare-sidecar"]
+    return pattern_pods["Pod/podshare-sidecar"]
 
 
 def test_restart_policy_always_survived_admission(sidecar_pod, evidence):

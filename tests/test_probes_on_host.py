@@ -405,3 +405,25 @@ class TestServeChannel:
     def test_the_server_exits_when_the_harness_closes_the_stream(self, serve):
         serve.stdin.close()
         assert serve.wait(timeout=5) == 0
+
+
+def test_a_new_serve_ends_the_older_one_which_releases_its_holders(start_probe):
+    """A reopened channel: the new server in the container ends the old one (its
+    stream may still be open), and the old one's holders let go."""
+    import json
+    old = start_probe("serve")
+    assert json.loads(old.stdout.readline())["serving"]
+    port = str(28000 + os.getpid() % 10000)
+    old.stdin.write(json.dumps({"id": 1, "argv": ["hold-port", "--port", port, "--seconds", "30"]}) + "\n")
+    old.stdin.flush()
+    holder_pid = json.loads(json.loads(old.stdout.readline())["err"])["pid"]
+    new = start_probe("serve")
+    assert json.loads(new.stdout.readline())["serving"]
+    assert old.wait(timeout=5) == 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{holder_pid}") and \
+            open(f"/proc/{holder_pid}/stat").read().split()[2] != "Z":
+        time.sleep(0.05)
+    new.stdin.write(json.dumps({"id": 2, "argv": ["bind", "--port", port]}) + "\n")
+    new.stdin.flush()
+    assert json.loads(json.loads(new.stdout.readline())["out"])["ok"], "the old server's holder still holds"

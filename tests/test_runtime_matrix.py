@@ -37,6 +37,17 @@ def outcomes(matrix: dict, runtime_class: str) -> dict[str, str]:
 
 
 @pytest.mark.usefixtures("kube")
+def test_every_claim_ran_once_on_every_class(matrix):
+    """No claim escapes the matrix: a fixture that stops depending on the
+    RuntimeClass (and so on its pods) would run its claims once, on the
+    cluster's default runtime, under no class."""
+    stray = [c["id"] for c in matrix["checks"] if c["runtime_class"] not in CLASSES]
+    assert not stray, f"checks that ran under no RuntimeClass: {stray}"
+    claims = {runtime_class: set(outcomes(matrix, runtime_class)) for runtime_class in CLASSES}
+    assert claims["runc"] == claims["crun"] == claims["gvisor"], claims
+
+
+@pytest.mark.usefixtures("kube")
 @pytest.mark.parametrize("runtime_class", ["runc", "crun"])
 def test_every_claim_holds_on(matrix, runtime_class):
     seen = outcomes(matrix, runtime_class)
