@@ -21,7 +21,6 @@ import json
 import math
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,8 +31,8 @@ from pathlib import Path
 from podshare import MANAGED_BY, RUN_ID_LABEL
 from podshare.kube import Kube
 from podshare.pods import Pod, load_manifest, load_manifests, render
+from suite_run import PROJECT, run_once
 
-PROJECT = Path(__file__).resolve().parent.parent
 # The pods a default run starts: the probe pod and the stranger, one lifecycle
 # pod per lifecycle claim, one pod per pattern (the reverse proxy's and the
 # others' manifests).
@@ -121,12 +120,7 @@ def floor(kube: Kube, settings: EnvSettings, execs: int) -> dict:
 def suite(pytest_args: list[str]) -> dict:
     """The full suites once, with pytest's per-phase durations."""
     with tempfile.TemporaryDirectory() as reports:
-        start = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
-                               "--durations=0", "--durations-min=0", "--reports-dir", reports, *pytest_args],
-                              cwd=PROJECT, capture_output=True, text=True)
-        wall = time.monotonic() - start
-        results = json.loads((Path(reports) / "results.json").read_text())
+        done, results, wall = run_once(Path(reports), "--durations=0", "--durations-min=0", *pytest_args)
     phases = {"setup": 0.0, "call": 0.0, "teardown": 0.0}
     for seconds, phase in re.findall(r"^(\d+\.\d+)s (setup|call|teardown) ", done.stdout, re.M):
         phases[phase] += float(seconds)

@@ -13,7 +13,7 @@ import pytest
 from podshare import MANAGED_BY, RUN_ID_LABEL
 from podshare.pods import load_manifests
 
-PROJECT = Path(__file__).resolve().parent.parent
+from .suite_run import PROJECT, SUITES
 
 
 def probe(*args: str, prefix: tuple[str, ...] = (), timeout: float = 30) -> dict:
@@ -85,7 +85,6 @@ def kubeconfig_for(path: Path, kube, *, token: str | None = None, server: str | 
     return path
 
 
-SUITES = [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider"]
 
 
 def run_suites(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

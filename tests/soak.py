@@ -12,11 +12,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
+from suite_run import PROJECT, run_once
 
 
 def main() -> int:
@@ -33,15 +32,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(1, args.runs + 1):
             reports = Path(tmp) / f"run-{i}"
-            start = time.monotonic()
-            proc = subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
-                                   "--reports-dir", str(reports), *args.pytest_args],
-                                  cwd=PROJECT, capture_output=True, text=True)
-            wall = time.monotonic() - start
-            try:
-                results = json.loads((reports / "results.json").read_text())
-            except (OSError, ValueError):
-                results = {"checks": [], "summary": {}, "run": {"fatal": proc.stdout[-500:]}}
+            proc, results, wall = run_once(reports, *args.pytest_args)
             bad = [c["id"] for c in results["checks"] if c["outcome"] in ("failed", "error", "interrupted")]
             for c in results["checks"]:
                 durations[c["id"]].append(c["duration_s"])
