@@ -107,20 +107,19 @@ class Channel:
 
     def send(self, argv: list[str], timeout: float = 60.0) -> VerbRun:
         run = VerbRun(argv, timeout)
-        with self._lock:
+        with self._lock:  # the pump closes the wake pipe only once `closed` is set, under this lock
             if self.closed:
                 raise KubeError(f"the probe channel to {self.where} is closed: {self.closed}")
             request_id = next(self._ids)
             self._runs[request_id] = run
-        self._outbox.put(json.dumps({"id": request_id, "argv": argv}) + "\n")
-        os.write(self._wake_w, b"x")
+            self._outbox.put(json.dumps({"id": request_id, "argv": argv}) + "\n")
+            os.write(self._wake_w, b"x")
         return run
 
     def close(self) -> None:
-        try:
-            os.write(self._wake_w, b"q")
-        except OSError:
-            pass
+        with self._lock:
+            if self.closed is None:  # else the pump has ended and its pipe may be another file now
+                os.write(self._wake_w, b"q")
         self._end("closed by the harness")
 
     # ------------------------------------------------------------ pump thread

@@ -331,8 +331,8 @@ class Pod:
         except KubeError:
             pass  # the answer may die with the container it stops; the restart count is the evidence
         self.close_channels(container)  # it ends with the container: a new one serves the restarted one
-        wait_for_pod(self.kube, self.namespace, self.name, self.timeout, restarted(container, before))
-        return self.restart_count(container)
+        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, restarted(container, before))
+        return next(s.restart_count for s in pod.status.container_statuses if s.name == container)
 
     def delete(self) -> None:
         self.close_channels()

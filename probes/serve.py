@@ -91,6 +91,7 @@ class Server:
         self.main, self.agents = main, agents
         self.sel = selectors.DefaultSelector()
         self.jobs: dict[int, Job] = {}  # by pid
+        self.exited: set[int] = set()  # reaped, maybe with output still to read
         self.pending = b""
 
     def start(self, request_id, argv: list[str]) -> None:
@@ -150,16 +151,18 @@ class Server:
         return True
 
     def reap(self) -> None:
+        """Collect exited children; a job is done when it exited and its pipes closed."""
         while True:
             try:
                 pid, _status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
-            job = self.jobs.get(pid)
-            if job is not None and job.open == 0:
-                del self.jobs[pid]
+                break
+            self.exited.add(pid)
+        for pid in [p for p, job in self.jobs.items() if job.open == 0 and p in self.exited]:
+            del self.jobs[pid]
+            self.exited.discard(pid)
 
     def end(self, *_signal) -> None:
         self.release_all()
@@ -180,13 +183,6 @@ class Server:
                 else:
                     self.read_job(key.fd, *key.data)
             self.reap()
-            for pid in [p for p, j in self.jobs.items() if j.open == 0]:
-                try:
-                    if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                        continue
-                except ChildProcessError:
-                    pass
-                del self.jobs[pid]
 
 
 def run(main, agents) -> None:
