@@ -19,7 +19,8 @@ import ssl
 import threading
 from typing import Any
 
-from .kube import Kube, KubeError
+from .errors import KubeError
+from .kube import Kube
 
 SERVE = ["python3", "-m", "probes", "serve"]
 OPEN_TIMEOUT = 30.0

@@ -20,14 +20,20 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import stream
 
-from .errors import AccessDenied, KubeError, PodNotReady  # noqa: F401 (the kube layer's errors)
+from .errors import AccessDenied, KubeError
 from .retry import NotYet, wait_until
 
-def _describe(exc: ApiException, action: str) -> str:
+def _status_body(exc: ApiException) -> dict:
+    """The API's Status object (message, reason...) in a failed call, or {}."""
     try:
-        message = json.loads(exc.body or "{}").get("message") or exc.reason
+        body = json.loads(exc.body or "{}")
     except ValueError:
-        message = exc.reason
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _describe(exc: ApiException, action: str) -> str:
+    message = _status_body(exc).get("message") or exc.reason
     # exec is a websocket: its refusals arrive as a failed handshake, status 0.
     handshake = re.search(r"Handshake status (\d+)", str(exc.reason or ""))
     if exc.status == 0 and handshake:
@@ -61,13 +67,6 @@ def to_manifest(obj: Any) -> Any:
     return client.ApiClient().sanitize_for_serialization(obj)
 
 
-def _reason(exc: ApiException) -> str | None:
-    try:
-        return json.loads(exc.body or "{}").get("reason") or exc.reason
-    except ValueError:
-        return exc.reason
-
-
 def _retry_after(exc: ApiException) -> float | None:
     try:
         return float((exc.headers or {}).get("Retry-After"))
@@ -83,7 +82,7 @@ def api_call(action: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
     except ApiException as exc:
         message = _describe(exc, action)
         cls = AccessDenied if exc.status in (401, 403) else KubeError
-        raise cls(message, exc.status, _reason(exc), _retry_after(exc)) from None
+        raise cls(message, exc.status, _status_body(exc).get("reason") or exc.reason, _retry_after(exc)) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise KubeError(f"{action}: cannot reach the API server: {reason}", unreachable=True) from None
