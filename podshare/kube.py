@@ -80,6 +80,9 @@ def api_call(action: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
     try:
         return fn(*args, **kwargs)
     except ApiException as exc:
+        if isinstance(exc.__context__, (KeyboardInterrupt, SystemExit)):
+            # the client's websocket call wraps even Ctrl-C and SIGTERM as status 0: they stop the run
+            raise exc.__context__ from None
         message = _describe(exc, action)
         cls = AccessDenied if exc.status in (401, 403) else KubeError
         raise cls(message, exc.status, _status_body(exc).get("reason") or exc.reason, _retry_after(exc)) from None

@@ -63,7 +63,10 @@ def sem_info(args) -> dict:
 
 def mq_send(args) -> dict:
     try:
-        mq = posix_ipc.MessageQueue(_name(args), posix_ipc.O_CREAT, mode=0o600)
+        # small: the kernel charges a queue's full size (10 x 8 KiB by default) to the
+        # uid's RLIMIT_MSGQUEUE (800 KiB), shared by every pod of that uid on the node
+        mq = posix_ipc.MessageQueue(_name(args), posix_ipc.O_CREAT, mode=0o600, max_messages=2,
+                                    max_message_size=1024)
         mq.send(args.text.encode(), timeout=0)
         queued = mq.current_messages
         mq.close()

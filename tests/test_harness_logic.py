@@ -316,3 +316,17 @@ def test_report_opens_with_what_needs_attention_and_folds_long_evidence():
     assert "<summary>Probe transcript (" in page and "&quot;key&quot;: 1" in page
     assert "- ❌ `broken[runc]`: beta cannot read alpha's file" in render_markdown(
         RunReport(run={"id": "r"}, cluster={}, checks=checks))
+
+
+def test_ctrl_c_inside_the_clients_websocket_call_stops_the_run_instead_of_failing_a_claim():
+    from kubernetes.client.rest import ApiException
+
+    from podshare.kube import api_call
+
+    def connect():  # what kubernetes.stream's websocket_call does with any exception
+        try:
+            raise KeyboardInterrupt("signal 2")
+        except (Exception, KeyboardInterrupt, SystemExit) as e:
+            raise ApiException(status=0, reason=str(e))
+    with pytest.raises(KeyboardInterrupt):
+        api_call("exec in p/alpha", connect)
