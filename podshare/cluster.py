@@ -100,9 +100,9 @@ class Cluster:
         self.facts.setdefault("runtime_classes", {})[name] = {"handler": handler}
 
     # ------------------------------------------------------------ the run's namespace
-    def use_namespace(self, given: str | None, pod_security: str) -> str:
+    def use_namespace(self, given: str | None, pod_security: str, run_role: str) -> str:
         """--namespace as given (it must exist), or a fresh one for this run with
-        the Pod Security level enforced."""
+        the Pod Security level enforced, where the run then grants itself `run_role`."""
         if given:
             if not self.kube.namespace_exists(given):
                 raise KubeError(f"namespace {given!r} does not exist (--namespace uses an existing one)")
@@ -112,6 +112,11 @@ class Cluster:
         psa = {f"pod-security.kubernetes.io/{mode}": pod_security for mode in ("enforce", "warn", "audit")}
         self.kube.create_namespace(name, {**self.labels(), **psa})
         self.namespace = name
+        # The ClusterRole podshare grants nothing inside any namespace (README:
+        # Security): the run binds the run role to itself here. An identity that
+        # may already work here (an administrator) binds nothing.
+        if not self.kube.can_i("create", "pods", name):
+            self.kube.bind_self(name, run_role, self.labels())
         return name
 
     def delete_namespace(self, timeout: float) -> None:

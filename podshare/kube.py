@@ -21,7 +21,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import stream
 
 from .errors import AccessDenied, KubeError
-from .retry import NotYet, wait_until
+from .retry import GaveUp, NotYet, wait_until
 
 def _status_body(exc: ApiException) -> dict:
     """The API's Status object (message, reason...) in a failed call, or {}."""
@@ -44,6 +44,10 @@ def _describe(exc: ApiException, action: str) -> str:
                        f'since Kubernetes 1.30); the API said: {message}')
     if exc.status == 401:
         return f"{action}: unauthorized (401): the credentials in the kubeconfig are wrong or expired"
+    if exc.status == 403 and "ValidatingAdmissionPolicy" in str(message):
+        policy = re.search(r"ValidatingAdmissionPolicy '([^']+)'", str(message))
+        said = str(message).split("denied request: ", 1)[-1]
+        return f"{action}: refused by the admission policy {policy[1] if policy else '?'} (403), not by RBAC: {said}"
     if exc.status == 403 and "violates PodSecurity" in str(message):
         return (f"{action}: refused by Pod Security admission (403), not by RBAC: {message} "
                 "(a variant that needs this runs with --pod-security privileged)")
@@ -130,6 +134,8 @@ class Kube:
         self._version = client.VersionApi(self.core.api_client)
         self._rbac = client.RbacAuthorizationV1Api(self.core.api_client)
         self._node_api = client.NodeV1Api(self.core.api_client)
+        self._authn = client.AuthenticationV1Api(self.core.api_client)
+        self._authz = client.AuthorizationV1Api(self.core.api_client)
         self.configuration = cfg
         self.warnings: list[str] = []
         # stream() swaps the ApiClient's request method while it connects:
@@ -149,6 +155,42 @@ class Kube:
 
     def runtime_class(self, name: str) -> client.V1RuntimeClass:
         return api_call(f"read RuntimeClass {name}", self._node_api.read_runtime_class, name)
+
+    # ------------------------------------------------------------ who we are, what we may do
+    def whoami(self) -> str:
+        """The user name the API server authenticated us as (SelfSubjectReview)."""
+        review = api_call("ask the API server who we are", self._authn.create_self_subject_review,
+                          {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        return review.status.user_info.username
+
+    def can_i(self, verb: str, resource: str, namespace: str) -> bool:
+        """Whether RBAC lets us `verb` `resource` in `namespace` (SelfSubjectAccessReview)."""
+        body = {"spec": {"resourceAttributes": {"verb": verb, "resource": resource, "namespace": namespace}}}
+        review = api_call(f"ask whether we may {verb} {resource} in {namespace}",
+                          self._authz.create_self_subject_access_review, body)
+        return bool(review.status.allowed)
+
+    def bind_self(self, namespace: str, cluster_role: str, labels: dict[str, str], timeout: float = 30) -> None:
+        """Bind a ClusterRole to ourselves inside one namespace, and wait until the
+        authorizer honours it (RBAC reads bindings from a cache)."""
+        user = self.whoami()
+        sa = re.fullmatch(r"system:serviceaccount:([^:]+):([^:]+)", user)
+        subject = ({"kind": "ServiceAccount", "namespace": sa[1], "name": sa[2]} if sa else
+                   {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user})
+        self.create(namespace, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                                "metadata": {"name": cluster_role, "labels": labels}, "subjects": [subject],
+                                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                            "name": cluster_role}})
+
+        def honoured():
+            if not self.can_i("create", "pods", namespace):
+                raise NotYet(f"the RoleBinding to {cluster_role} in {namespace} is not in force yet")
+        try:
+            wait_until(honoured, timeout=timeout, what=f"the RoleBinding to {cluster_role} in {namespace}")
+        except GaveUp as exc:
+            raise AccessDenied(f"bound ClusterRole {cluster_role} to {user} in {namespace}, but it grants no "
+                               f"create on pods there: does {cluster_role} exist (manifests/rbac.yaml)? ({exc})",
+                               403) from None
 
     # ------------------------------------------------------------ namespaces
     def namespace_exists(self, name: str) -> bool:
@@ -172,8 +214,11 @@ class Kube:
             return []
         except KubeError as exc:  # could not look: that it is gone is not known
             return [f"namespace/{name} (deleted, but not seen gone: {exc})"]
-        except Exception:
-            pods = api_call("list pods", self.core.list_namespaced_pod, name).items
+        except GaveUp:
+            try:
+                pods = api_call("list pods", self.core.list_namespaced_pod, name).items
+            except KubeError:  # e.g. the run's own RoleBinding went first
+                return [f"namespace/{name}"]
             return [f"pod/{p.metadata.name}" for p in pods] or [f"namespace/{name}"]
 
     def list_namespaces(self, label_selector: str) -> list[client.V1Namespace]:

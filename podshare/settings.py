@@ -63,6 +63,8 @@ OPTIONS = (
     Option("--pod-security", "PODSHARE_POD_SECURITY", "restricted",
            "Pod Security level of the generated namespace (a variant with hostIPC or hostPath needs privileged)",
            ("restricted", "baseline", "privileged")),
+    Option("--run-role", "PODSHARE_RUN_ROLE", "podshare-run",
+           "the ClusterRole a run binds to itself inside the namespace it makes (manifests/rbac.yaml)"),
     Option("--run-id", "PODSHARE_RUN_ID", None, "the run's id (default: time and a random suffix); names and labels use it"),
     Option("--pod-timeout", "PODSHARE_POD_TIMEOUT", 120.0, "seconds to wait for a pod to become ready", type=float),
     Option("--history-dir", "PODSHARE_HISTORY_DIR", None,
@@ -90,6 +92,7 @@ class Settings:
     runtime_class: tuple[str, ...]
     known_divergences: str | None
     pod_security: str
+    run_role: str
     run_id: str | None
     pod_timeout: float
     history_dir: str | None

@@ -109,14 +109,83 @@ def run_suites_as(*args: str, timeout: float = 600) -> subprocess.CompletedProce
 RESTRICTED = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "warn", "audit")}
 
 
-def rbac(kind: str) -> dict:
-    return next(d for d in load_manifests("rbac.yaml") if d["kind"] == kind)
+def rbac(name: str) -> dict:
+    """One document of manifests/rbac.yaml, by its name (podshare, podshare-run,
+    podshare-nodes, podshare-confinement: the policy and its binding have one name)."""
+    return next(d for d in load_manifests("rbac.yaml") if d["metadata"]["name"] == name
+                and d["kind"] not in ("ValidatingAdmissionPolicyBinding",))
+
+
+def rbac_documents() -> list[dict]:
+    return load_manifests("rbac.yaml")
+
+
+@pytest.fixture(scope="session")
+def confinement(kube):
+    """The shipped admission policy and its binding in force for the whole session
+    (every ServiceAccount test runs confined, as a user's would), then removed."""
+    from kubernetes import client
+    api = client.AdmissionregistrationV1Api(kube.core.api_client)
+    docs = [d for d in rbac_documents() if d["kind"].startswith("ValidatingAdmissionPolicy")]
+    made = []
+    for doc in docs:
+        create, delete = ((api.create_validating_admission_policy, api.delete_validating_admission_policy)
+                          if doc["kind"] == "ValidatingAdmissionPolicy" else
+                          (api.create_validating_admission_policy_binding,
+                           api.delete_validating_admission_policy_binding))
+        try:
+            create(doc)
+            made.append((delete, doc["metadata"]["name"]))
+        except client.ApiException as exc:
+            if exc.status != 409:  # already there: someone else's, leave it
+                raise
+    try:
+        _wait_until_confining(kube)
+        yield
+    finally:
+        for delete, name in reversed(made):
+            delete(name)
+
+
+def _wait_until_confining(kube) -> None:
+    """The API server reads policies from a cache: wait until it refuses a marked
+    identity's (impersonated, dry-run) unlabelled namespace."""
+    from kubernetes import client
+    from podshare.retry import NotYet, wait_until
+    name, user = f"podshare-mark-{uuid.uuid4().hex[:6]}", f"podshare-mark-{uuid.uuid4().hex[:6]}"
+    mark = next(r for r in rbac("podshare")["rules"] if r["apiGroups"] == ["podshare.io"])
+    kube.create_cluster_scoped({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                                "metadata": {"name": name}, "rules": [mark, {"apiGroups": [""], "resources": [
+                                    "namespaces"], "verbs": ["create"]}]})
+    kube.create_cluster_scoped({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                                "metadata": {"name": name},
+                                "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}],
+                                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                            "name": name}})
+    marked = client.ApiClient(kube.configuration)
+    marked.set_default_header("Impersonate-User", user)
+
+    def refused():
+        try:
+            client.CoreV1Api(marked).create_namespace({"metadata": {"name": name}}, dry_run="All")
+        except client.ApiException as exc:
+            if exc.status == 403 and "podshare-confinement" in (exc.body or ""):
+                return
+            raise NotYet(f"{exc.status}: {exc.body}") from None
+        raise NotYet("an unlabelled namespace was admitted")
+    try:
+        wait_until(refused, timeout=30, what="the confinement policy to be in force")
+    finally:
+        kube.delete_cluster_scoped("ClusterRoleBinding", name)
+        kube.delete_cluster_scoped("ClusterRole", name)
 
 
 @pytest.fixture
-def make_account(kube, podshare_session, tmp_path):
-    """Makes ServiceAccounts, each in a namespace of its own, bound to nothing until
-    asked, with a kubeconfig holding its token; removes them all afterwards."""
+def make_account(kube, podshare_session, tmp_path, confinement):
+    """Makes ServiceAccounts, each in a namespace of its own, with copies of the
+    shipped ClusterRoles made for it (so a test may change their rules) and bound
+    to nothing until asked, with a kubeconfig holding its token; removes them all
+    afterwards. The confinement policy is in force."""
     cluster_objects, namespaces = [], []
 
     def make():
@@ -126,38 +195,63 @@ def make_account(kube, podshare_session, tmp_path):
         namespaces.append(namespace)
         kube.create(namespace, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "runner"}})
         subject = [{"kind": "ServiceAccount", "name": "runner", "namespace": namespace}]
+        # copy name -> the shipped ClusterRoles it holds the rules of
+        roles = {f"podshare-test-{suffix}": ("podshare", "podshare-nodes"), f"podshare-run-test-{suffix}": ("podshare-run",)}
+
+        def cluster_role(name: str, rules: list[dict]) -> dict:
+            return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                    "metadata": {"name": name, "labels": dict(MANAGED_BY)}, "rules": rules}
+
+        def made(body: dict) -> None:
+            kube.create_cluster_scoped(body)
+            cluster_objects.append((body["kind"], body["metadata"]["name"]))
 
         class Account:
             name = f"system:serviceaccount:{namespace}:runner"
             home = namespace
+            cluster_role_name, run_role = roles
+
+            holds = roles
+
+            def rules_of(self, shipped: str) -> list[dict]:
+                """A shipped ClusterRole's rules, `bind` naming this account's run role."""
+                return [{**rule, "resourceNames": [self.run_role]} if rule.get("resourceNames") == ["podshare-run"]
+                        else dict(rule) for rule in rbac(shipped)["rules"]]
+
+            def shipped_rules(self, copy: str) -> list[dict]:
+                return [rule for shipped in roles[copy] for rule in self.rules_of(shipped)]
+
+            def set_rules(self, copy: str, rules: list[dict]) -> None:
+                """Replace the rules of one of this account's ClusterRoles (bindings stay)."""
+                kube.delete_cluster_scoped("ClusterRole", copy)
+                kube.create_cluster_scoped(cluster_role(copy, rules))
 
             def bind_cluster_role(self):
-                role = {**rbac("ClusterRole"), "metadata": {"name": f"podshare-test-{suffix}"}}
-                binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                           "metadata": {"name": f"podshare-test-{suffix}"}, "subjects": subject,
-                           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                       "name": role["metadata"]["name"]}}
-                for body in (role, binding):
-                    kube.create_cluster_scoped(body)
-                    cluster_objects.append((body["kind"], body["metadata"]["name"]))
+                """The ClusterRoles podshare and podshare-nodes, as a user binds them."""
+                made({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                      "metadata": {"name": self.cluster_role_name}, "subjects": subject,
+                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": self.cluster_role_name}})
 
-            def set_cluster_role_rules(self, rules: list[dict]):
-                """Replace the bound ClusterRole's rules (the binding stays)."""
-                name = f"podshare-test-{suffix}"
-                kube.delete_cluster_scoped("ClusterRole", name)
-                kube.create_cluster_scoped({**rbac("ClusterRole"), "metadata": {"name": name}, "rules": rules})
-
-            def bind_role_in(self, target: str):
-                kube.create(target, {**rbac("Role"), "metadata": {"name": "podshare"}})
+            def bind_run_role_in(self, target: str):
+                """podshare-run inside one namespace, as a user of --namespace binds it."""
                 kube.create(target, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                                      "metadata": {"name": "podshare"}, "subjects": subject,
-                                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                                 "name": "podshare"}})
+                                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                                 "name": self.run_role}})
 
             def kubeconfig(self):
                 token = kube.service_account_token(namespace, "runner", 3600)
                 return kubeconfig_for(tmp_path / f"sa-{suffix}.kubeconfig", kube, token=token)
-        return Account()
+
+            def options(self) -> list[str]:
+                """The suites' options for running as this account."""
+                return ["--kubeconfig", str(self.kubeconfig()), "--run-role", self.run_role]
+
+        account = Account()
+        for copy in roles:
+            made(cluster_role(copy, account.shipped_rules(copy)))
+        return account
 
     yield make
     for kind, name in reversed(cluster_objects):

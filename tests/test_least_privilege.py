@@ -1,6 +1,8 @@
 """Least privilege: the suites pass as a ServiceAccount bound to exactly the
-RBAC in manifests/rbac.yaml: the ClusterRole for generated namespaces, or, with
---namespace, only the Role in that namespace (no cluster-scoped permission)."""
+RBAC in manifests/rbac.yaml, confined by its admission policy: the ClusterRoles
+podshare and podshare-nodes for generated namespaces (the run binds podshare-run
+to itself in each), or, with --namespace, only podshare-run bound in that
+namespace (no cluster-scoped permission)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from podshare import MANAGED_BY, RUN_ID_LABEL
 
-from .conftest import RESTRICTED, run_suites_as
+from .conftest import RESTRICTED, rbac, run_suites_as
 
 
 def outcomes(reports) -> tuple[dict, dict]:
@@ -20,7 +22,7 @@ def outcomes(reports) -> tuple[dict, dict]:
 def test_suites_pass_as_a_service_account_with_the_cluster_role(account, tmp_path):
     account.bind_cluster_role()
     reports = tmp_path / "reports"
-    run = run_suites_as("--kubeconfig", str(account.kubeconfig()), "--reports-dir", str(reports))
+    run = run_suites_as(*account.options(), "--reports-dir", str(reports))
     by_claim, results = outcomes(reports)
     assert run.returncode == 0, run.stdout[-3000:]
     assert set(by_claim.values()) == {"passed"}
@@ -28,14 +30,14 @@ def test_suites_pass_as_a_service_account_with_the_cluster_role(account, tmp_pat
 
 
 def test_with_namespace_the_role_alone_suffices(account, kube, podshare_session, tmp_path):
-    """No ClusterRole at all: a Role in the given namespace runs every suite; only
-    the optional node facts are missing from the report."""
+    """No ClusterRole at all: podshare-run bound in the given namespace runs every
+    suite; only the optional node facts are missing from the report."""
     target = f"podshare-rbac-target-{uuid.uuid4().hex[:6]}"
     kube.create_namespace(target, {**MANAGED_BY, RUN_ID_LABEL: podshare_session.run_id, **RESTRICTED})
     try:
-        account.bind_role_in(target)
+        account.bind_run_role_in(target)
         reports = tmp_path / "reports"
-        run = run_suites_as("--kubeconfig", str(account.kubeconfig()), "--namespace", target,
+        run = run_suites_as(*account.options(), "--namespace", target,
                             "--reports-dir", str(reports))
         by_claim, results = outcomes(reports)
         assert run.returncode == 0, run.stdout[-3000:]
@@ -48,18 +50,24 @@ def test_with_namespace_the_role_alone_suffices(account, kube, podshare_session,
         kube.delete_namespace(target, timeout=120)
 
 
-# Rules no claim needs, kept for a reason (README "Trustworthy on any cluster"
-# says the same): without them a run still passes, with less in its reports.
+# Rules no claim needs, kept for a reason (README "Security" says the same):
+# without them a run still passes, with less in its reports. (role, resource, verb)
 OPTIONAL = {
-    ("namespaces", "list"): "podshare gc finds orphaned run namespaces by label",
-    ("pods", "list"): "podshare gc; and naming the pods left when a namespace outlives its deletion timeout",
-    ("configmaps", "list"): "podshare gc", ("services", "list"): "podshare gc",
-    ("configmaps", "get"): "podshare gc reads what it is about to delete",
-    ("services", "get"): "podshare gc reads what it is about to delete",
-    ("events", "list"): "pod events in the diagnostics of a failed claim",
-    ("nodes", "get"): "the node facts in the report header (with --node: that the node exists)",
-    ("nodes", "list"): "the node facts in the report header",
-    ("runtimeclasses", "get"): "a missing --runtime-class named at once (else the pod's creation says it)",
+    ("podshare", "namespaces", "list"): "podshare gc finds orphaned run namespaces by label",
+    ("podshare", "confinement", "confined"): "not a permission: the mark by which the admission policy confines "
+                                             "the identity (without it the run passes, unconfined)",
+    ("podshare-run", "namespaces", "get"): "--namespace checks the namespace exists (generated namespaces are "
+                                           "read through the ClusterRole podshare)",
+    ("podshare-run", "pods", "list"): "podshare gc; and naming the pods left when a namespace outlives its "
+                                      "deletion timeout",
+    ("podshare-run", "configmaps", "list"): "podshare gc", ("podshare-run", "services", "list"): "podshare gc",
+    ("podshare-run", "configmaps", "get"): "podshare gc reads what it is about to delete",
+    ("podshare-run", "services", "get"): "podshare gc reads what it is about to delete",
+    ("podshare-run", "events", "list"): "pod events in the diagnostics of a failed claim",
+    ("podshare-nodes", "nodes", "get"): "the node facts in the report header (with --node: that the node exists)",
+    ("podshare-nodes", "nodes", "list"): "the node facts in the report header",
+    ("podshare-nodes", "runtimeclasses", "get"): "a missing --runtime-class named at once (else the pod's "
+                                                 "creation says it)",
 }
 # A probe claim, a pattern claim with a ConfigMap and a Service, one that reads a
 # container's log, on a RuntimeClass.
@@ -67,21 +75,26 @@ SELECTION = ("-k", "test_hostname_is_the_pod_name_in_every_container or test_app
              " or test_main_containers_read_the_data_set_byte_exact_at_start")
 
 
-def cluster_role_pairs() -> list[tuple[str, str]]:
-    from .conftest import rbac
-    return [(resource, verb) for rule in rbac("ClusterRole")["rules"]
+SHIPPED = ("podshare", "podshare-nodes", "podshare-run")
+
+
+def role_pairs() -> list[tuple[str, str, str]]:
+    """(shipped ClusterRole, resource, verb) of every rule a user grants."""
+    return [(role, resource, verb) for role in SHIPPED for rule in rbac(role)["rules"]
             for resource in rule["resources"] for verb in rule["verbs"]]
 
 
-def without(resource: str, verb: str) -> list[dict]:
-    from .conftest import rbac
+def without(account, role: str, resource: str, verb: str) -> tuple[str, list[dict]]:
+    """The account's copy holding `role`, and its rules without that one verb."""
+    copy = next(c for c, shipped in account.holds.items() if role in shipped)
     rules = []
-    for rule in rbac("ClusterRole")["rules"]:
-        for r in rule["resources"]:
-            verbs = [v for v in rule["verbs"] if (r, v) != (resource, verb)]
-            if verbs:
-                rules.append({"apiGroups": rule["apiGroups"], "resources": [r], "verbs": verbs})
-    return rules
+    for shipped in account.holds[copy]:
+        for rule in account.rules_of(shipped):
+            for r in rule["resources"]:
+                verbs = [v for v in rule["verbs"] if (shipped, r, v) != (role, resource, verb)]
+                if verbs:
+                    rules.append({**rule, "resources": [r], "verbs": verbs})
+    return copy, rules
 
 
 def what_the_run_said(run, reports) -> str:
@@ -94,30 +107,34 @@ def what_the_run_said(run, reports) -> str:
 
 
 def names_the_403(said: str, resource: str, verb: str) -> bool:
+    if (resource, verb) == ("clusterroles", "bind"):  # RBAC's escalation check names the permissions, not bind
+        return "is attempting to grant RBAC permissions not currently held" in said
     if resource == "pods/exec":  # the API names no verb for a refused websocket upgrade; podshare names both
         return 'cannot create or get resource "pods/exec"' in said
     return f'cannot {verb} resource "{resource}"' in said
 
 
 def test_every_rule_is_needed_or_kept_for_a_stated_reason(make_account, kube, tmp_path):
-    """Least, not only sufficient: with any one verb of the ClusterRole removed,
-    the run fails and says which (the API's 403 names verb and resource), unless
-    the pair is one of OPTIONAL, whose reason is written down; then it passes.
-    Three accounts take turns, so the 23 runs overlap their pod start-ups."""
-    pairs = cluster_role_pairs()
+    """Least, not only sufficient: with any one verb of the shipped ClusterRoles
+    removed, the run fails and says which (the API's 403 names verb and resource),
+    unless the rule is one of OPTIONAL, whose reason is written down; then it
+    passes. Three accounts take turns, so the runs overlap their pod start-ups."""
+    pairs = role_pairs()
     assert set(OPTIONAL) <= set(pairs), set(OPTIONAL) - set(pairs)
     workers = 3
     accounts = [make_account() for _ in range(workers)]
     for account in accounts:
         account.bind_cluster_role()
 
-    def try_without(account, resource: str, verb: str) -> tuple[int, bool]:
-        account.set_cluster_role_rules(without(resource, verb))
-        reports = tmp_path / f"{resource.replace('/', '-')}-{verb}"
+    def try_without(account, role: str, resource: str, verb: str) -> tuple[int, bool]:
+        for copy in (account.cluster_role_name, account.run_role):  # the previous turn's removal undone
+            account.set_rules(copy, account.shipped_rules(copy))
+        account.set_rules(*without(account, role, resource, verb))
+        reports = tmp_path / f"{role}-{resource.replace('/', '-')}-{verb}"
         run_id = f"least-{uuid.uuid4().hex[:8]}"
         try:
-            run = run_suites_as("--kubeconfig", str(account.kubeconfig()), "--reports-dir", str(reports),
-                                "--runtime-class", "runc", "--pod-timeout", "60", "--run-id", run_id, *SELECTION)
+            run = run_suites_as(*account.options(), "--reports-dir", str(reports), "--runtime-class", "runc",
+                                "--pod-timeout", "60", "--run-id", run_id, *SELECTION)
         finally:  # without delete or get on namespaces, the run cannot remove its own: we do
             for namespace in kube.list_namespaces(f"{RUN_ID_LABEL}={run_id}"):
                 kube.delete_namespace(namespace.metadata.name, timeout=120)

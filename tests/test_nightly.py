@@ -30,30 +30,35 @@ PODSHARE = str(PROJECT / ".venv" / "bin" / "podshare")
 
 
 @pytest.fixture
-def nightly(kube):
-    """The rendered nightly manifests applied (and the ClusterRole they bind), removed afterwards."""
+def nightly(kube, confinement):
+    """The rendered nightly manifests applied (and the ClusterRoles they bind), removed afterwards."""
     images = {"runner": os.environ["PODSHARE_RUNNER_IMAGE"], "probe": os.environ["PODSHARE_PROBE_IMAGE"],
               "nginx": os.environ["PODSHARE_NGINX_IMAGE"]}
     docs = list(yaml.safe_load_all(render(images=images, pull_policy="Never")))
     core, rbac_api, batch = kube.core, client.RbacAuthorizationV1Api(kube.core.api_client), client.BatchV1Api(
         kube.core.api_client)
-    made_role = False
-    try:
-        rbac_api.read_cluster_role("podshare")
-    except client.ApiException:
-        rbac_api.create_cluster_role(rbac("ClusterRole"))
-        made_role = True
+    made_roles = []
+    for role in ("podshare-run", "podshare-nodes"):
+        try:
+            rbac_api.read_cluster_role(role)
+        except client.ApiException:
+            rbac_api.create_cluster_role(rbac(role))
+            made_roles.append(role)
     create = {"Namespace": lambda d: core.create_namespace(d),
               "ServiceAccount": lambda d: core.create_namespaced_service_account(NAMESPACE, d),
+              "RoleBinding": lambda d: rbac_api.create_namespaced_role_binding(NAMESPACE, d),
               "ClusterRoleBinding": lambda d: rbac_api.create_cluster_role_binding(d),
               "CronJob": lambda d: batch.create_namespaced_cron_job(NAMESPACE, d)}
+    assert {d["kind"] for d in docs} == set(create), "the nightly manifest's kinds changed: apply them here too"
     for doc in docs:
         create[doc["kind"]](doc)
     cronjob = next(d for d in docs if d["kind"] == "CronJob")
     yield cronjob, batch
-    rbac_api.delete_cluster_role_binding("podshare-nightly")
-    if made_role:
-        rbac_api.delete_cluster_role("podshare")
+    for doc in docs:
+        if doc["kind"] == "ClusterRoleBinding":
+            rbac_api.delete_cluster_role_binding(doc["metadata"]["name"])
+    for role in made_roles:
+        rbac_api.delete_cluster_role(role)
     kube.delete_namespace(NAMESPACE, timeout=180)
 
 
@@ -101,8 +106,9 @@ def test_the_nightly_job_runs_every_claim_keeps_its_reports_and_shows_the_trend(
         (c["id"], c["outcome"]) for c in first["checks"] if c["outcome"] != "passed"]
     assert first["cluster"]["context"] == "in-cluster"
     assert (store / "newest-junit.xml").exists() and (store / "newest-summary.md").exists()
-    for results in map(lambda p: json.loads(p.read_text()), runs):  # each run removed its own namespace
-        assert kube.list_namespaces(f"{RUN_ID_LABEL}={results['run']['id']}") == []
+    for results in map(lambda p: json.loads(p.read_text()), runs):  # each run removed its own pods
+        assert results["run"]["namespace"] == NAMESPACE  # the runner's identity can work nowhere else
+        assert kube.list_labelled(NAMESPACE, "Pod", f"{RUN_ID_LABEL}={results['run']['id']}") == []
 
     shown = subprocess.run([PODSHARE, "history", str(store), "--reports-dir", str(tmp_path / "shown")],
                            capture_output=True, text=True)
