@@ -4,7 +4,7 @@
     podshare gc [--older-than 1h] [--namespace NS] [--dry-run]   remove what earlier runs left behind
     podshare history DIR [--reports-dir OUT] [--window N]   the newest run of a store, with each claim's trend
     podshare images [--registry HOST/PATH]   every image a run needs, one a line, for mirroring
-    podshare nightly [--keep N] [PYTEST ARGS]   in a cluster (the runner image): run, store the reports as a ConfigMap
+    podshare nightly [--keep-runs N] [PYTEST ARGS]   in a cluster (the runner image): run, store the reports as a ConfigMap
     podshare fetch --namespace NS DIR   the stored runs of a namespace into DIR, for `podshare history DIR`
     podshare nightly-manifest [--registry HOST/PATH] [--schedule CRON]   the CronJob and its RBAC, for kubectl apply
 """
@@ -49,13 +49,10 @@ def run_suites(pytest_args: list[str]) -> int:
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-def nightly(argv: list[str]) -> int:
+def nightly(keep: int, argv: list[str]) -> int:
     """The runner image's command: the suites with the trend of the runs stored in
     this pod's namespace, then this run stored beside them. Exits as the run did;
     a run whose reports could not be stored fails (exit 2): nobody would see it."""
-    keep = store.KEEP
-    if argv[:1] == ["--keep"]:
-        keep, argv = int(argv[1]), argv[2:]
     namespace = os.environ.get("PODSHARE_STORE_NAMESPACE") or SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
     work = Path(tempfile.mkdtemp(prefix="podshare-"))
     history, reports = work / "history", work / "reports"
@@ -96,16 +93,15 @@ def fetch(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["run"]:
-        return run_suites(argv[1:])
-    if argv[:1] == ["nightly"]:
-        return nightly(argv[1:])
     p = argparse.ArgumentParser(prog="podshare", description="podshare: do a pod's containers share what Kubernetes promises?")
     sub = p.add_subparsers(dest="command", required=True)
+    # These two hand the rest of the line to pytest, options and all (see pytest --help).
     sub.add_parser("run", help="run the conformance suites; the rest of the line goes to pytest (see pytest --help)",
-                   add_help=False)
-    sub.add_parser("nightly", add_help=False, help="inside a cluster (the runner image): run the suites with the "
-                   "trend of the runs stored in this namespace, store this run as a ConfigMap ([--keep N] PYTEST ARGS)")
+                   add_help=False, allow_abbrev=False)
+    night = sub.add_parser("nightly", add_help=False, allow_abbrev=False, help="inside a cluster (the runner image): "
+                           "run the suites with the trend of the runs stored in this namespace, store this run as a "
+                           "ConfigMap ([--keep-runs N] PYTEST ARGS)")
+    night.add_argument("--keep-runs", type=int, default=store.KEEP, help="stored runs to keep (--keep is pytest's)")
     manifest = sub.add_parser("nightly-manifest", help="the nightly CronJob, its namespace and RBAC, with the images "
                               "filled in: podshare nightly-manifest | kubectl apply -f -")
     manifest.add_argument("--registry", default=os.environ.get("PODSHARE_REGISTRY"), help="pull the images from this mirror")
@@ -136,7 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="the names on this mirror (HOST/PATH), as a run with --registry pulls them")
     for _name, (flag, env, default) in IMAGES.items():
         images.add_argument(flag, default=os.environ.get(env) or default, help=f"default ${env} or {default}")
-    args = p.parse_args(argv)
+    args, rest = p.parse_known_args(argv)
+    if args.command == "run":
+        return run_suites(rest)
+    if args.command == "nightly":
+        return nightly(args.keep_runs, rest)
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "nightly-manifest":
         print(nightly_manifest.render(images={n: getattr(args, f"{n}_image") for n in IMAGES}, registry=args.registry,
                                       schedule=args.schedule, pull_policy=args.image_pull_policy), end="")

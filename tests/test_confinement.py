@@ -15,6 +15,8 @@ import json
 import os
 import re
 import ssl
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -23,6 +25,8 @@ import yaml
 from kubernetes import client
 
 from podshare import MANAGED_BY, RUN_ID_LABEL
+from podshare.errors import AccessDenied
+from podshare.kube import Kube
 from podshare.nightly import render
 from podshare.pods import MANIFESTS, load_manifests
 
@@ -235,3 +239,31 @@ def test_the_nightly_runner_mounts_a_short_lived_token_only():
     assert next(s for s in sources if "serviceAccountToken" in s)["serviceAccountToken"]["expirationSeconds"] <= 3600
     assert not [d for d in docs if d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"] != "podshare-nodes"]
 
+
+
+def test_gc_as_the_confined_identity_removes_podshare_orphans_and_nothing_else(account, kube, podshare_session):
+    """podshare gc keeps working under the policy, and only on what is podshare's:
+    an orphaned run namespace goes; namespaces that merely look like podshare's
+    stay, and deleting them directly is refused by the policy."""
+    orphan_run = f"orphan-{uuid.uuid4().hex[:8]}"
+    orphan = f"podshare-{orphan_run}"
+    kube.create_namespace(orphan, {**MANAGED_BY, RUN_ID_LABEL: orphan_run, **RESTRICTED})
+    decoys = {f"podshare-decoy-{uuid.uuid4().hex[:6]}": labels for labels in (
+        {}, dict(MANAGED_BY), {RUN_ID_LABEL: "someone"})}
+    for name, labels in decoys.items():
+        kube.create_namespace(name, labels)
+    account.bind_cluster_role()
+    kubeconfig = str(account.kubeconfig())
+    try:
+        gc = subprocess.run([sys.executable, "-m", "podshare", "gc", "--older-than", "0", "--run-id", orphan_run,
+                             "--kubeconfig", kubeconfig], capture_output=True, text=True, timeout=180)
+        assert gc.returncode == 0, gc.stdout + gc.stderr
+        assert not kube.namespace_exists(orphan)
+        as_account = Kube(kubeconfig)
+        for name in decoys:
+            with pytest.raises(AccessDenied, match="refused by the admission policy podshare-confinement"):
+                as_account.delete_namespace(name, timeout=10)
+            assert kube.namespace_exists(name)
+    finally:
+        for name in [orphan, *decoys]:
+            kube.delete_namespace(name, timeout=60)

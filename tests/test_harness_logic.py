@@ -256,12 +256,35 @@ def test_the_figures_table_has_a_row_per_measurement_and_a_column_per_class():
 def test_a_refused_exec_names_the_verbs_and_resource_without_the_headers():
     from kubernetes.client.rest import ApiException
 
-    from podshare.kube import _describe
-    exc = ApiException(status=0, reason="Handshake status 403 Forbidden -+-+- {'audit-id': 'x'} -+-+- "
-                                        '{"kind":"Status","message":"pods \\"p\\" is forbidden: ","code":403}')
-    message = _describe(exc, "exec in ns/p/alpha")
-    assert exc.status == 403 and "audit-id" not in message
+    from podshare.errors import AccessDenied
+    from podshare.kube import api_call
+
+    def refused():
+        raise ApiException(status=0, reason="Handshake status 403 Forbidden -+-+- {'audit-id': 'x'} -+-+- "
+                                            '{"kind":"Status","message":"pods \\"p\\" is forbidden: ","code":403}')
+    with pytest.raises(AccessDenied) as caught:
+        api_call("exec in ns/p/alpha", refused)
+    message = str(caught.value)
+    assert caught.value.status == 403 and "audit-id" not in message
     assert 'cannot create or get resource "pods/exec"' in message and 'pods "p" is forbidden' in message
+
+
+def test_a_refusal_by_an_admission_policy_is_not_blamed_on_rbac():
+    from kubernetes.client.rest import ApiException
+
+    from podshare.errors import AccessDenied
+    from podshare.kube import api_call
+    said = ("pods is forbidden: ValidatingAdmissionPolicy 'podshare-confinement' with binding "
+            "'podshare-confinement' denied request: podshare's identity may not create pods in namespace default")
+    exc = ApiException(status=403, reason="Forbidden")
+    exc.body = json.dumps({"kind": "Status", "message": said, "reason": "Forbidden", "code": 403})
+
+    def refused():
+        raise exc
+    with pytest.raises(AccessDenied) as caught:
+        api_call("create pod x in default", refused)
+    assert str(caught.value) == ("create pod x in default: refused by the admission policy podshare-confinement "
+                                 "(403), not by RBAC: podshare's identity may not create pods in namespace default")
 
 
 def _check(outcome, runtime_class="runc", claim_id="s.py::t", **kw):
