@@ -5,6 +5,7 @@ import argparse
 import functools
 import signal
 import sys
+from typing import Any, Callable
 
 from . import agent, files, identity, net, patterns, perf, posix, serve, sysv
 from .holding import DEFAULT_HOLD_SECONDS, release, same_container_processes, signal_processes
@@ -27,153 +28,144 @@ def stop_agent(_args) -> dict:
 
 
 # Verbs that are a container's main process: they run until SIGTERM.
-MAIN_PROCESSES = {"agent": agent.run, "web": patterns.web, "follow": patterns.follow, 
+MAIN_PROCESSES = {"agent": agent.run, "web": patterns.web, "follow": patterns.follow,
                   "serve": lambda _args: serve.run(main, agent_processes)}
+
+
+# ------------------------------------------------------------------ the verb table
+# verb -> (function, help, arguments). An argument is (flag, argparse keywords),
+# or ONE_OF(...) for flags of which exactly one is given.
+
+def arg(flag: str, **kw: Any) -> tuple[str, dict]:
+    return flag, kw
+
+
+def one_of(*flags: tuple[str, dict]) -> tuple[str, tuple]:
+    return "ONE_OF", flags
+
+
+HOLD = arg("--seconds", type=float, default=DEFAULT_HOLD_SECONDS)  # holding verbs end by release or this
+PATH = arg("--path", required=True)
+PORT = arg("--port", type=int, required=True)
+SEED = arg("--seed", default="podshare")
+UNIX = one_of(arg("--path"), arg("--abstract"))
+OBJECT_KIND = arg("--kind", choices=("sem", "shm", "mq"), required=True)
+LOCK_KIND = arg("--kind", choices=("flock", "fcntl"), default="flock")
+MAPPED = [PATH, arg("--size", type=int, default=4096), SEED]
+
+
+def rounds(default: int) -> list[tuple[str, dict]]:
+    return [arg("--rounds", type=int, default=default), arg("--seconds", type=float, default=30.0,
+                                                             help="give up after this long")]
+
+
+def ipc_verbs(prefix: str, mod, key: tuple[str, dict]) -> dict[str, tuple]:
+    """The System V (by --key) and POSIX (by --name) families, alike where they can be."""
+    table = {
+        f"{prefix}-sem-create": (mod.sem_create, "create a semaphore", [key, arg("--value", type=int, default=0)]),
+        f"{prefix}-sem-info": (mod.sem_info, "a semaphore's value", [key]),
+        f"{prefix}-shm-write": (mod.shm_write, "create shared memory and write a payload",
+                                [key, arg("--size", type=int, default=4096), SEED]),
+        f"{prefix}-shm-read": (mod.shm_read, "read shared memory",
+                               [key, arg("--size", type=int, default=4096)] if prefix == "sysv" else [key]),
+        f"{prefix}-mq-send": (mod.mq_send, "send one message",
+                              [key, arg("--text", required=True)] + ([arg("--type", type=int, default=1)]
+                                                                     if prefix == "sysv" else [])),
+        f"{prefix}-mq-receive": (mod.mq_receive, "receive one message without blocking", [key]),
+    }
+    if prefix == "sysv":
+        table.update({
+            "sysv-sem-acquire": (sysv.sem_acquire, "block until the semaphore is released",
+                                 [key, arg("--timeout", type=float, default=10.0)]),
+            "sysv-sem-release": (sysv.sem_release, "release (V) a semaphore", [key]),
+            "sysv-remove": (sysv.remove, "remove an object", [key, OBJECT_KIND]),
+        })
+    else:
+        table["posix-unlink"] = (posix.unlink, "unlink an object", [key, OBJECT_KIND])
+    return table
+
+
+VERBS: dict[str, tuple[Callable | None, str, list]] = {
+    # main processes (MAIN_PROCESSES runs them)
+    "agent": (None, "the container's main process",
+              [arg("--port", type=int), arg("--startup-read", help="read and checksum this file at start "
+                                                                   "(data-loader pattern)")]),
+    "web": (None, "HTTP app main process: answers with its container name",
+            [arg("--host", default="127.0.0.1"), arg("--port", type=int, default=5000)]),
+    "follow": (None, "main process: follow a log file with inotify, serve the lines seen",
+               [arg("--path", required=True, help="directory"), arg("--name", required=True, help="file name in it"),
+                PORT]),
+    "serve": (None, "serve verbs as JSON lines on stdin (the harness's probe channel)", []),
+    "write-log": (patterns.write_log, "append numbered lines, rotating once",
+                  [PATH, arg("--lines", type=int, default=200), arg("--rotate-at", type=int, default=0),
+                   arg("--prefix", default="line"), arg("--interval", type=float, default=0.0)]),
+    # the container itself
+    "identity": (identity.identity, "hostname, namespace inodes, uid", []),
+    "release": (release, "release every holding verb in this container", []),
+    "stop-agent": (stop_agent, "SIGTERM this container's agent", []),
+    # network
+    "loopback": (net.loopback_addresses, "loopback address families present", []),
+    "connect": (net.connect, "TCP connect, read the peer's JSON line",
+                [arg("--host", default="127.0.0.1"), PORT, arg("--timeout", type=float, default=3.0)]),
+    "http-get": (net.http_get, "HTTP GET a URL, report status and JSON body",
+                 [arg("--url", required=True), arg("--timeout", type=float, default=5.0)]),
+    "bind": (net.bind, "try to bind and listen on a TCP port", [arg("--host", default="0.0.0.0"), PORT]),
+    "hold-port": (net.hold_port, "listen on a port until released", [PORT, HOLD]),
+    "hold-unix": (net.hold_unix, "listen on a unix socket until released", [UNIX, HOLD]),
+    "connect-unix": (net.connect_unix, "connect to a unix socket", [UNIX, arg("--timeout", type=float, default=3.0)]),
+    # IPC
+    **ipc_verbs("sysv", sysv, arg("--key", type=int, required=True)),
+    **ipc_verbs("posix", posix, arg("--name", required=True)),
+    "filesystem": (posix.filesystem, "statfs and mount of a path", [PATH]),
+    # files on the shared volumes
+    "write": (files.write, "write a seeded payload",
+              [PATH, arg("--size", type=int, default=65536), SEED, arg("--fsync", action="store_true")]),
+    "read": (files.read, "digest of a file", [PATH, arg("--text", action="store_true")]),
+    "append": (files.append, "append text", [PATH, arg("--text", required=True)]),
+    "rename": (files.rename, "rename a file", [PATH, arg("--to", required=True)]),
+    "delete": (files.delete, "unlink a file", [PATH]),
+    "list": (files.listdir, "list a directory", [PATH]),
+    "hold-lock": (files.hold_lock, "an exclusive lock", [PATH, LOCK_KIND, HOLD]),
+    "try-lock": (files.try_lock, "an exclusive lock", [PATH, LOCK_KIND]),
+    "watch": (files.watch, "inotify events until NAME is written and closed",
+              [PATH, arg("--name", required=True), arg("--timeout", type=float, default=10.0)]),
+    "hold-mmap": (files.hold_mmap, "MAP_SHARED a file", [*MAPPED, HOLD]),
+    "mmap-write": (files.mmap_write, "MAP_SHARED a file", MAPPED),
+    "fill": (files.fill, "write zeros until size or ENOSPC", [PATH, arg("--size", type=int, required=True)]),
+    # perf: servers (perf-serve-*, stopped by `release`) and clients, which answer samples
+    "perf-serve-sem": (perf.serve_sem, "System V semaphore ping-pong",
+                       [*rounds(2000), arg("--key", type=int, required=True)]),
+    "perf-sem-ping": (perf.sem_ping, "System V semaphore ping-pong",
+                      [*rounds(2000), arg("--key", type=int, required=True)]),
+    "perf-serve-stream": (perf.serve_stream, "echo round trips over localhost TCP or a unix socket",
+                          [*rounds(1000), one_of(arg("--port", type=int), arg("--path"), arg("--abstract"))]),
+    "perf-stream-ping": (perf.stream_ping, "echo round trips over localhost TCP or a unix socket",
+                         [*rounds(1000), one_of(arg("--port", type=int), arg("--path"), arg("--abstract")),
+                          arg("--size", type=int, default=64)]),
+    "perf-shm-fill": (perf.shm_fill, "POSIX shared memory write / copy-out bandwidth",
+                      [*rounds(8), arg("--name", required=True), arg("--size", type=int, default=32 << 20), SEED]),
+    "perf-shm-copy": (perf.shm_copy, "POSIX shared memory write / copy-out bandwidth",
+                      [*rounds(8), arg("--name", required=True)]),
+    "perf-serve-volume": (perf.serve_volume, "file write -> visible in the other container", [*rounds(300), PATH]),
+    "perf-volume-ping": (perf.volume_ping, "file write -> visible in the other container", [*rounds(300), PATH]),
+}
 
 
 @functools.cache  # built once: the serve channel's forked children reuse it
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="probes", description=__doc__)
     verbs = p.add_subparsers(dest="verb", required=True)
-
-    def verb(name, func, help_):
+    for name, (func, help_, arguments) in VERBS.items():
         sp = verbs.add_parser(name, help=help_)
         sp.set_defaults(func=func)
-        return sp
-
-    def holding(sp):
-        sp.add_argument("--seconds", type=float, default=DEFAULT_HOLD_SECONDS)
-        return sp
-
-    sp = verb("agent", None, "the container's main process")
-    sp.add_argument("--port", type=int)
-    sp.add_argument("--startup-read", help="read and checksum this file at start (data-loader pattern)")
-    sp = verb("web", None, "HTTP app main process: answers with its container name")
-    sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, default=5000)
-    sp = verb("follow", None, "main process: follow a log file with inotify, serve the lines seen")
-    sp.add_argument("--path", required=True, help="directory")
-    sp.add_argument("--name", required=True, help="file name in it")
-    sp.add_argument("--port", type=int, required=True)
-    sp = verb("write-log", patterns.write_log, "append numbered lines, rotating once")
-    sp.add_argument("--path", required=True)
-    sp.add_argument("--lines", type=int, default=200)
-    sp.add_argument("--rotate-at", type=int, default=0)
-    sp.add_argument("--prefix", default="line")
-    sp.add_argument("--interval", type=float, default=0.0)
-    verb("serve", None, "serve verbs as JSON lines on stdin (the harness's probe channel)")
-    verb("identity", identity.identity, "hostname, namespace inodes, uid")
-    verb("release", release, "release every holding verb in this container")
-    verb("stop-agent", stop_agent, "SIGTERM this container's agent")
-    verb("loopback", net.loopback_addresses, "loopback address families present")
-
-    sp = verb("connect", net.connect, "TCP connect, read the peer's JSON line")
-    sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, required=True)
-    sp.add_argument("--timeout", type=float, default=3.0)
-    sp = verb("http-get", net.http_get, "HTTP GET a URL, report status and JSON body")
-    sp.add_argument("--url", required=True)
-    sp.add_argument("--timeout", type=float, default=5.0)
-    sp = verb("bind", net.bind, "try to bind and listen on a TCP port")
-    sp.add_argument("--host", default="0.0.0.0")
-    sp.add_argument("--port", type=int, required=True)
-    holding(verb("hold-port", net.hold_port, "listen on a port until released")).add_argument(
-        "--port", type=int, required=True)
-    for name, func, help_ in (("hold-unix", net.hold_unix, "listen on a unix socket until released"),
-                              ("connect-unix", net.connect_unix, "connect to a unix socket")):
-        sp = verb(name, func, help_)
-        where = sp.add_mutually_exclusive_group(required=True)
-        where.add_argument("--path")
-        where.add_argument("--abstract")
-        if name == "hold-unix":
-            holding(sp)
-        else:
-            sp.add_argument("--timeout", type=float, default=3.0)
-
-    for prefix, mod, key in (("sysv", sysv, ("--key", int)), ("posix", posix, ("--name", str))):
-        def keyed(name, func, help_):
-            sp = verb(f"{prefix}-{name}", func, help_)
-            sp.add_argument(key[0], type=key[1], required=True)
-            return sp
-        keyed("sem-create", mod.sem_create, "create a semaphore").add_argument("--value", type=int, default=0)
-        keyed("sem-info", mod.sem_info, "a semaphore's value")
-        sp = keyed("shm-write", mod.shm_write, "create shared memory and write a payload")
-        sp.add_argument("--size", type=int, default=4096)
-        sp.add_argument("--seed", default="podshare")
-        sp = keyed("shm-read", mod.shm_read, "read shared memory")
-        if prefix == "sysv":
-            sp.add_argument("--size", type=int, default=4096)
-        keyed("mq-send", mod.mq_send, "send one message").add_argument("--text", required=True)
-        keyed("mq-receive", mod.mq_receive, "receive one message without blocking")
-        if prefix == "sysv":
-            sp = keyed("sem-acquire", sysv.sem_acquire, "block until the semaphore is released")
-            sp.add_argument("--timeout", type=float, default=10.0)
-            keyed("sem-release", sysv.sem_release, "release (V) a semaphore")
-            verbs.choices["sysv-mq-send"].add_argument("--type", type=int, default=1)
-            keyed("remove", sysv.remove, "remove an object").add_argument(
-                "--kind", choices=("sem", "shm", "mq"), required=True)
-        else:
-            keyed("unlink", posix.unlink, "unlink an object").add_argument(
-                "--kind", choices=("sem", "shm", "mq"), required=True)
-    verb("filesystem", posix.filesystem, "statfs and mount of a path").add_argument("--path", required=True)
-
-    def pathed(name, func, help_):
-        sp = verb(name, func, help_)
-        sp.add_argument("--path", required=True)
-        return sp
-    sp = pathed("write", files.write, "write a seeded payload")
-    sp.add_argument("--size", type=int, default=65536)
-    sp.add_argument("--seed", default="podshare")
-    sp.add_argument("--fsync", action="store_true")
-    pathed("read", files.read, "digest of a file").add_argument("--text", action="store_true")
-    pathed("append", files.append, "append text").add_argument("--text", required=True)
-    pathed("rename", files.rename, "rename a file").add_argument("--to", required=True)
-    pathed("delete", files.delete, "unlink a file")
-    pathed("list", files.listdir, "list a directory")
-    for name, func in (("hold-lock", files.hold_lock), ("try-lock", files.try_lock)):
-        sp = pathed(name, func, "an exclusive lock")
-        sp.add_argument("--kind", choices=("flock", "fcntl"), default="flock")
-        if name == "hold-lock":
-            holding(sp)
-    sp = pathed("watch", files.watch, "inotify events until NAME is written and closed")
-    sp.add_argument("--name", required=True)
-    sp.add_argument("--timeout", type=float, default=10.0)
-    for name, func in (("hold-mmap", files.hold_mmap), ("mmap-write", files.mmap_write)):
-        sp = pathed(name, func, "MAP_SHARED a file")
-        sp.add_argument("--size", type=int, default=4096)
-        sp.add_argument("--seed", default="podshare")
-        if name == "hold-mmap":
-            holding(sp)
-    pathed("fill", files.fill, "write zeros until size or ENOSPC").add_argument("--size", type=int, required=True)
-    _perf_verbs(verb)
+        for flag, kw in arguments:
+            if flag == "ONE_OF":
+                group = sp.add_mutually_exclusive_group(required=True)
+                for one_flag, one_kw in kw:
+                    group.add_argument(one_flag, **one_kw)
+            else:
+                sp.add_argument(flag, **kw)
     return p
-
-
-def _perf_verbs(verb) -> None:
-    """Server (perf-serve-*, stopped by `release`) and client pairs; the client answers samples."""
-    def rounds(sp, default):
-        sp.add_argument("--rounds", type=int, default=default)
-        sp.add_argument("--seconds", type=float, default=30.0, help="give up after this long")
-        return sp
-    for name, func in (("perf-serve-sem", perf.serve_sem), ("perf-sem-ping", perf.sem_ping)):
-        rounds(verb(name, func, "System V semaphore ping-pong"), 2000).add_argument("--key", type=int, required=True)
-    for name, func in (("perf-serve-stream", perf.serve_stream), ("perf-stream-ping", perf.stream_ping)):
-        sp = rounds(verb(name, func, "echo round trips over localhost TCP or a unix socket"), 1000)
-        where = sp.add_mutually_exclusive_group(required=True)
-        where.add_argument("--port", type=int)
-        where.add_argument("--path")
-        where.add_argument("--abstract")
-        if name == "perf-stream-ping":
-            sp.add_argument("--size", type=int, default=64)
-    for name, func in (("perf-shm-fill", perf.shm_fill), ("perf-shm-copy", perf.shm_copy)):
-        sp = rounds(verb(name, func, "POSIX shared memory write / copy-out bandwidth"), 8)
-        sp.add_argument("--name", required=True)
-        if name == "perf-shm-fill":
-            sp.add_argument("--size", type=int, default=32 << 20)
-            sp.add_argument("--seed", default="podshare")
-    for name, func in (("perf-serve-volume", perf.serve_volume), ("perf-volume-ping", perf.volume_ping)):
-        rounds(verb(name, func, "file write -> visible in the other container"), 300).add_argument(
-            "--path", required=True)
 
 
 def main(argv: list[str] | None = None) -> int:
