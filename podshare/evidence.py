@@ -38,6 +38,13 @@ class Evidence(dict):
         return {**self, "transcript": self.transcript} if self.transcript else dict(self)
 
 
+def failed_with(answer: dict, errno: str) -> bool:
+    """The probe's step failed, and with exactly this errno: how a negative
+    control holds (ENOENT for an object the stranger must not see, EADDRINUSE
+    for a port another container holds...)."""
+    return not answer.get("ok") and answer.get("errno") == errno
+
+
 def describe(answer: dict) -> str:
     """A probe's failed answer in words for a claim's message: errno and detail."""
     if answer.get("ok"):

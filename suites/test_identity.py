@@ -2,12 +2,18 @@
 but each keeps its own file system view and, by default, its own processes."""
 import pytest
 
+from podshare.evidence import describe
+
 pytestmark = pytest.mark.identity
 
 
 def test_hostname_is_the_pod_name_in_every_container(probe_set, stranger_pod, alpha, beta, stranger, evidence):
     """Every container's hostname is the pod's name (one UTS namespace per pod)."""
-    hostnames = {c.name: c.run("identity")["hostname"] for c in (alpha, beta, stranger)}
+    answers = {c.name: c.run("identity") for c in (alpha, beta, stranger)}
+    evidence["identity"] = answers
+    for name, answer in answers.items():
+        assert answer["ok"], f"{name} could not tell its hostname: {describe(answer)}"
+    hostnames = {name: answer["hostname"] for name, answer in answers.items()}
     evidence["hostnames"] = hostnames
     for name in ("alpha", "beta"):
         assert hostnames[name] == probe_set.name, \

@@ -3,7 +3,7 @@ A container restart keeps them; deleting and recreating the pod (same name)
 starts from nothing."""
 import pytest
 
-from podshare.evidence import describe
+from podshare.evidence import describe, failed_with
 
 pytestmark = pytest.mark.lifecycle
 
@@ -50,12 +50,18 @@ def test_volume_and_ipc_objects_survive_a_container_restart(lifecycle_pod, ipc_k
     after = _look_for_traces(alpha, ipc_key, ipc_name)
     evidence.update(restart_count=[restarts_before, restarts_after], boot_ids=[boot_before, boot_after],
                     before=before, after=after)
-    assert restarts_after > restarts_before and boot_after != boot_before, "alpha was not restarted"
+    assert restarts_after > restarts_before, (
+        f"alpha's restartCount stayed at {restarts_before} after its process was killed: it was not restarted")
+    assert boot_after != boot_before, (
+        f"alpha's agent answers with the same boot id {boot_before} as before: its process was not restarted")
     for what in ("disk", "memory", "sysv_shm", "posix_shm"):
-        assert after[what]["ok"], f"{what} is gone after the container restart: {after[what]}"
-        assert after[what]["sha256"] == before[what]["sha256"], f"{what} changed across the restart"
+        assert after[what]["ok"], f"the {what} object is gone after the container restart: {describe(after[what])}"
+        assert after[what]["sha256"] == before[what]["sha256"], (
+            f"the {what} object changed across the restart: sha256 {before[what]['sha256'][:12]}... before, "
+            f"{after[what]['sha256'][:12]}... after")
     assert after["sysv_sem"]["ok"] and after["sysv_sem"]["value"] == 2, (
-        f"the System V semaphore did not survive the container restart with its value: {after['sysv_sem']}")
+        f"the System V semaphore did not survive the container restart with its value 2: "
+        f"{describe(after['sysv_sem']) if not after['sysv_sem']['ok'] else after['sysv_sem']['value']}")
 
 
 def test_recreated_pod_starts_without_the_old_volume_and_ipc_objects(lifecycle_pod, ipc_key, ipc_name, evidence):
@@ -71,11 +77,13 @@ def test_recreated_pod_starts_without_the_old_volume_and_ipc_objects(lifecycle_p
     listing = {v: alpha.run("list", path=f"/data/{v}") for v in ("disk", "memory")}
     evidence.update(uids=[uid_before, lifecycle_pod.uid], nodes=[node_before, lifecycle_pod.node],
                     before=before, after=after, listing=listing)
-    assert lifecycle_pod.uid != uid_before, "the pod was not recreated (same UID)"
-    assert lifecycle_pod.node == node_before, "the recreated pod ran on another node, where the old one left nothing"
+    assert lifecycle_pod.uid != uid_before, f"the pod was not recreated: its UID is still {uid_before}"
+    assert lifecycle_pod.node == node_before, (
+        f"the recreated pod ran on {lifecycle_pod.node}, not {node_before}, where the old one left its objects")
     for what, result in after.items():
-        assert not result["ok"] and result["errno"] == "ENOENT", (
-            f"the {what} object from the deleted pod survived into the recreated one: {result}")
+        assert failed_with(result, "ENOENT"), (
+            f"the {what} object from the deleted pod survived into the recreated one: "
+            f"{'it is there' if result['ok'] else describe(result)}")
     for volume in ("disk", "memory"):
         assert listing[volume]["entries"] == [], (
             f"the recreated pod's {volume} volume is not empty: {listing[volume]['entries']}")

@@ -4,7 +4,7 @@ containers and by no other pod. Broken in the wild by per-container /dev/shm
 (dockerd private IPC, Kata) and /dev/shm permissions under gVisor."""
 import pytest
 
-from podshare.evidence import describe
+from podshare.evidence import describe, failed_with
 
 pytestmark = pytest.mark.posix
 
@@ -22,7 +22,7 @@ def test_shm_open_object_written_in_alpha_is_read_in_beta(alpha, beta, stranger,
     assert read["ok"], f"beta cannot open alpha's shared memory: {describe(read)}"
     assert (read["size"], read["sha256"]) == (written["size"], written["sha256"]), (
         "beta read other bytes from alpha's shared memory object than alpha wrote")
-    assert not foreign["ok"] and foreign.get("errno") == "ENOENT", (
+    assert failed_with(foreign, "ENOENT"), (
         f"the stranger pod opens alpha's shared memory object too ({describe(foreign)}), so it is not the pod's alone")
 
 
@@ -34,7 +34,7 @@ def test_named_semaphore_created_in_alpha_is_visible_in_beta(alpha, beta, strang
     evidence.update(alpha=created, beta=seen, stranger=foreign)
     assert created["ok"], f"alpha could not create a POSIX named semaphore: {describe(created)}"
     assert seen["ok"] and seen["value"] == 5, f"beta does not see alpha's semaphore: {seen}"
-    assert not foreign["ok"] and foreign.get("errno") == "ENOENT", (
+    assert failed_with(foreign, "ENOENT"), (
         f"the stranger pod opens alpha's named semaphore too ({describe(foreign)}), so it is not the pod's alone")
 
 
@@ -48,7 +48,7 @@ def test_message_queue_opened_in_alpha_delivers_to_beta(alpha, beta, stranger, i
     evidence.update(alpha=sent, beta=received, stranger=foreign)
     assert sent["ok"], f"alpha could not send on a POSIX message queue: {describe(sent)}"
     assert received["ok"] and received["text"] == text, f"beta did not receive alpha's message: {describe(received)}"
-    assert not foreign["ok"] and foreign.get("errno") == "ENOENT", (
+    assert failed_with(foreign, "ENOENT"), (
         f"the stranger pod opens alpha's message queue too ({describe(foreign)}), so it is not the pod's alone")
 
 
@@ -72,5 +72,5 @@ def test_dev_shm_is_one_tmpfs_for_the_pod(alpha, beta, stranger, ipc_name, evide
     assert written["ok"], f"alpha cannot write a file in /dev/shm: {describe(written)}"
     assert read["ok"] and read["sha256"] == written["sha256"], (
         f"beta does not read the file alpha made in /dev/shm: {describe(read)}; not one /dev/shm for the pod")
-    assert not foreign["ok"] and foreign.get("errno") == "ENOENT", (
+    assert failed_with(foreign, "ENOENT"), (
         f"the stranger pod reads alpha's file in its /dev/shm too ({describe(foreign)}), so it is not the pod's alone")

@@ -4,7 +4,7 @@ others, and in no other pod. Broken in the wild by dockerd's private IPC mode
 and by runtimes that run each container in its own VM or sandbox kernel."""
 import pytest
 
-from podshare.evidence import describe
+from podshare.evidence import describe, failed_with
 from podshare.retry import GaveUp, NotYet, wait_until
 
 pytestmark = pytest.mark.ipc
@@ -22,7 +22,7 @@ def test_semaphore_created_in_alpha_is_visible_in_beta_with_its_value(alpha, bet
     assert (seen["id"], seen["value"]) == (created["id"], 3), (
         f"beta found another semaphore under the key: id {seen['id']} value {seen['value']}, "
         f"alpha made id {created['id']} value 3")
-    assert not foreign["ok"] and foreign.get("errno") == "ENOENT", (
+    assert failed_with(foreign, "ENOENT"), (
         f"the stranger pod finds alpha's semaphore key too ({describe(foreign)}), so it is not the pod's alone")
 
 
@@ -62,7 +62,7 @@ def test_shared_memory_written_in_alpha_is_read_byte_exact_in_beta(alpha, beta, 
     assert read["ok"], f"beta cannot attach alpha's segment: {describe(read)}"
     assert (read["id"], read["size"], read["sha256"]) == (written["id"], size, written["sha256"]), (
         "beta read another segment or other bytes than alpha wrote")
-    assert not foreign["ok"] and foreign.get("errno") == "ENOENT", (
+    assert failed_with(foreign, "ENOENT"), (
         f"the stranger pod attaches alpha's segment too ({describe(foreign)}), so it is not the pod's alone")
 
 
@@ -79,5 +79,5 @@ def test_message_queue_carries_a_message_from_alpha_to_beta(alpha, beta, strange
     assert sent["ok"], f"alpha could not send on a System V message queue: {describe(sent)}"
     assert received["ok"], f"beta did not receive alpha's message: {describe(received)}"
     assert (received["text"], received["type"]) == (text, 7), f"beta received another message: {received}"
-    assert not foreign["ok"] and foreign.get("errno") == "ENOENT", (
+    assert failed_with(foreign, "ENOENT"), (
         f"the stranger pod finds alpha's queue too ({describe(foreign)}), so it is not the pod's alone")

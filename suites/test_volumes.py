@@ -7,7 +7,7 @@ the wild by gVisor (inotify across containers, mmap coherence on gofer
 mounts) and by virtio-fs/9p shares in VM runtimes."""
 import pytest
 
-from podshare.evidence import describe
+from podshare.evidence import describe, failed_with
 
 pytestmark = pytest.mark.volume
 
@@ -31,7 +31,7 @@ def test_file_written_in_alpha_is_read_byte_exact_in_beta(alpha, beta, stranger,
     assert read["ok"], f"beta cannot read alpha's file: {describe(read)}"
     assert (read["size"], read["sha256"]) == (written["size"], written["sha256"]), (
         f"beta read {read['size']} bytes that differ from the {written['size']} alpha wrote")
-    assert not foreign["ok"] and foreign.get("errno") == "ENOENT", (
+    assert failed_with(foreign, "ENOENT"), (
         f"the stranger pod has alpha's file in its volume of the same name too ({describe(foreign)}), so it is not the pod's alone")
 
 
@@ -56,7 +56,7 @@ def test_rename_append_and_delete_are_seen_at_once(alpha, beta, volume, ipc_name
     assert steps["beta_read"].get("text") == "one\ntwo\n", (
         f"beta does not read alpha's appended text: {steps['beta_read'].get('text') or describe(steps['beta_read'])!r}")
     assert steps["alpha_delete"]["ok"], f"alpha could not delete the file beta renamed: {describe(steps['alpha_delete'])}"
-    assert not steps["beta_after_delete"]["ok"] and steps["beta_after_delete"].get("errno") == "ENOENT", (
+    assert failed_with(steps["beta_after_delete"], "ENOENT"), (
         "beta still reads the file alpha deleted")
 
 
@@ -69,7 +69,7 @@ def test_lock_held_in_alpha_blocks_beta(alpha, beta, volume, ipc_name, kind, evi
         contended = beta.run("try-lock", path=path, kind=kind)
     after = beta.run("try-lock", path=path, kind=kind)
     evidence.update(alpha=hold.result(), beta_while_held=contended, beta_after_release=after)
-    assert not contended["ok"] and contended.get("errno") == "EAGAIN", (
+    assert failed_with(contended, "EAGAIN"), (
         f"beta took the {kind} lock alpha holds on their shared file"
         + (f" ({describe(contended)})" if not contended["ok"] else ": locks do not cross the containers"))
     assert after["ok"], f"beta could not take the {kind} lock after alpha released it: {describe(after)}"
@@ -98,7 +98,7 @@ def test_unix_socket_file_in_the_volume_connects(alpha, beta, stranger, volume, 
     evidence.update(beta=seen, stranger=foreign)
     assert seen["ok"] and seen["peer"]["container"] == "alpha", (
         f"beta cannot connect to the unix socket alpha bound in the volume: {describe(seen)}")
-    assert not foreign["ok"] and foreign.get("errno") == "ENOENT", (
+    assert failed_with(foreign, "ENOENT"), (
         f"the stranger pod connects to alpha's socket file too ({describe(foreign)}), so it is not the pod's alone")
 
 
@@ -134,7 +134,7 @@ def test_memory_volume_is_tmpfs_and_honours_its_size_limit(probe_set, alpha, bet
     assert fs["ok"], f"alpha cannot stat the memory volume: {describe(fs)}"
     assert fs["fstype"] == "tmpfs", f"the memory volume is {fs.get('fstype')}, not tmpfs"
     assert fs["size_bytes"] == limit_bytes, f"the memory volume's tmpfs is {fs['size_bytes']} bytes, not its sizeLimit {limit}"
-    assert not filled["ok"] and filled.get("errno") == "ENOSPC", (
+    assert failed_with(filled, "ENOSPC"), (
         f"a write past the {limit} sizeLimit did not fail with ENOSPC: {describe(filled)}")
     assert filled["written"] <= limit_bytes, f"{filled['written']} bytes went into a volume limited to {limit}"
 
