@@ -4,6 +4,9 @@
     localcluster.py up      build (cached), start everything, wait for a Ready node
     localcluster.py down    stop what `up` started and remove everything it left
     localcluster.py status  say whether a cluster runs, and its kubeconfig
+    localcluster.py restart-component NAME
+                            start one component again as `up` does (after a test
+                            killed it, or stop it first), and wait until it serves
 
 All state lives under one directory (PODSHARE_CLUSTER_DIR, default
 /var/lib/podshare/cluster); logs under its sibling `logs`, kept after `down`
@@ -27,68 +30,34 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+import workers
+from processes import (LOGS, STATE, ClusterError, alive, log_tail, recorded_pid, sh, start, stop,  # noqa: F401
+                       wait_for)
 
 HERE = Path(__file__).resolve().parent
-STATE = Path(os.environ.get("PODSHARE_CLUSTER_DIR", "/var/lib/podshare/cluster"))
-LOGS = STATE.parent / "logs"
 LOCK = STATE.parent / "cluster.lock"
 NODE = socket.gethostname().lower()
 
 ETCD_PORT, ETCD_PEER_PORT, API_PORT = 23790, 23800, 6443
-POD_CIDR, SERVICE_CIDR, SERVICE_API_IP = "10.244.0.0/24", "10.96.0.0/24", "10.96.0.1"
+# Pod CIDRs: a /24 per node, allocated by the controller-manager from this.
+CLUSTER_CIDR, SERVICE_CIDR, SERVICE_API_IP = "10.244.0.0/16", "10.96.0.0/24", "10.96.0.1"
 BRIDGE = "podshare0"
 CNI_BIN = "/usr/lib/cni"
 # Started in this order, stopped in the reverse one.
 COMPONENTS = ("containerd", "etcd", "kube-apiserver", "kube-controller-manager",
               "kube-scheduler", "kubelet", "kube-proxy")
 # Kernel settings kube-proxy and the bridge need; the old values come back on `down`.
-SYSCTLS = {"net/bridge/bridge-nf-call-iptables": "1", "net/ipv4/conf/all/route_localnet": "1"}
+SYSCTLS = {"net/bridge/bridge-nf-call-iptables": "1", "net/ipv4/conf/all/route_localnet": "1",
+           # the host routes between the nodes' pods (the CNI bridge would turn it on anyway)
+           "net/ipv4/ip_forward": "1"}
 CHAIN_PREFIXES = ("KUBE-", "CNI-")
 # RuntimeClass name -> containerd runtime (handler); runc is also the default.
 RUNTIME_CLASSES = {"runc": "runc", "crun": "crun", "gvisor": "gvisor"}
 
 
-class ClusterError(Exception):
-    pass
-
-
 # ---------------------------------------------------------------- helpers
-
-def sh(*cmd, check=True, capture=False, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], check=check, text=True,
-                          stdout=subprocess.PIPE if capture else None,
-                          stderr=subprocess.PIPE if capture else None, **kw)
-
-
-def wait_for(what: str, probe, timeout: float, watch: tuple[str, ...] = ()) -> None:
-    """Retry `probe` (raising or returning False) until it holds; fail fast when
-    a watched component has exited, with its log tail."""
-    def attempt():
-        for name in watch:
-            if not alive(name):
-                code = _children[name].returncode if name in _children else "?"
-                raise ClusterError(f"{name} exited (status {code}) while waiting for {what}\n{log_tail(name)}")
-        if not probe():
-            raise TimeoutError(what)
-    try:
-        for a in Retrying(stop=stop_after_delay(timeout), retry=retry_if_exception_type((OSError, TimeoutError, ValueError)),
-                          wait=wait_exponential(multiplier=0.05, max=1.0)):
-            with a:
-                attempt()
-    except RetryError as exc:
-        tails = "\n".join(log_tail(n) for n in watch)
-        raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}: "
-                           f"{exc.last_attempt.exception()}\n{tails}") from None
-
-
-def log_tail(name: str, lines: int = 25) -> str:
-    path = LOGS / f"{name}.log"
-    if not path.exists():
-        return f"--- {name}: no log"
-    text = path.read_text(errors="replace").splitlines()[-lines:]
-    return f"--- last {len(text)} lines of {path}\n" + "\n".join(text)
-
 
 def node_ip() -> str:
     out = sh("ip", "-4", "-o", "addr", "show", "scope", "global", capture=True).stdout.split()
@@ -98,69 +67,9 @@ def node_ip() -> str:
     return "127.0.0.1"
 
 
-# ---------------------------------------------------------------- processes
-
-def pidfile(name: str) -> Path:
-    return STATE / "pids" / f"{name}.pid"
-
-
-def recorded_pid(name: str) -> int | None:
-    try:
-        return int(pidfile(name).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-_children: dict[str, subprocess.Popen] = {}  # started by this invocation
-
-
-def alive(name: str) -> bool:
-    if name in _children:
-        return _children[name].poll() is None
-    pid = recorded_pid(name)
-    if pid is None:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    # A recycled PID is not ours: every component's command line names STATE.
-    return str(STATE).encode() in cmdline and state != "Z"
-
-
-def start(name: str, argv: list[str], env: dict | None = None) -> None:
-    LOGS.mkdir(parents=True, exist_ok=True)
-    pidfile(name).parent.mkdir(parents=True, exist_ok=True)
-    with open(LOGS / f"{name}.log", "wb") as log:
-        proc = subprocess.Popen([str(a) for a in argv], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, **(env or {})})
-    pidfile(name).write_text(str(proc.pid))
-    _children[name] = proc
-
-
-def stop(name: str, grace: float = 10.0) -> None:
-    """SIGTERM, wait up to `grace`, then SIGKILL; only ever our own recorded PID."""
-    pid = recorded_pid(name)
-    if pid is None or not alive(name):
-        return
-    os.kill(pid, signal.SIGTERM)
-    try:
-        for attempt in Retrying(stop=stop_after_delay(grace), wait=wait_exponential(multiplier=0.02, max=0.5),
-                                retry=retry_if_exception_type(TimeoutError), reraise=True):
-            with attempt:
-                if alive(name):
-                    raise TimeoutError(name)
-    except TimeoutError:
-        os.kill(pid, signal.SIGKILL)
-    if name in _children:
-        _children.pop(name).wait()
-
-
 # ---------------------------------------------------------------- PKI
 
-def make_pki(ip: str) -> None:
+def make_pki(ip: str, all_workers: list[workers.Worker]) -> None:
     pki = STATE / "pki"
     pki.mkdir(parents=True)
 
@@ -185,7 +94,7 @@ def make_pki(ip: str) -> None:
     key("ca")
     sh("openssl", "req", "-x509", "-new", "-key", pki / "ca.key", "-subj", "/CN=podshare-local-ca",
        "-days", "30", "-out", pki / "ca.crt", capture=True)
-    api_sans = [f"IP:{a}" for a in ("127.0.0.1", SERVICE_API_IP, ip)] + [
+    api_sans = [f"IP:{a}" for a in ("127.0.0.1", SERVICE_API_IP, ip, workers.HOST_IP)] + [
         f"DNS:{d}" for d in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                              "kubernetes.default.svc.cluster.local")]
     cert("apiserver", "/CN=kube-apiserver", client=False, sans=api_sans)
@@ -196,22 +105,27 @@ def make_pki(ip: str) -> None:
     cert("scheduler", "/CN=system:kube-scheduler")
     cert("kubelet", f"/O=system:nodes/CN=system:node:{NODE}")
     cert("kube-proxy", "/CN=system:kube-proxy")
+    for w in all_workers:  # each node its own identity (the Node authorizer checks it) and serving address
+        cert(f"kubelet-serving-{w.name}", f"/CN={w.name}", client=False, sans=[f"IP:{w.ip}", f"DNS:{w.name}"])
+        cert(f"kubelet-{w.name}", f"/O=system:nodes/CN=system:node:{w.name}")
     key("sa")
     sh("openssl", "ec", "-in", pki / "sa.key", "-pubout", "-out", pki / "sa.pub", capture=True)
 
 
-def kubeconfig(name: str) -> Path:
+def kubeconfig(name: str, path: Path | None = None, server: str = f"https://127.0.0.1:{API_PORT}") -> Path:
+    """A kubeconfig for the PKI's client certificate `name` (workers reach the API
+    server at its address on the node network)."""
     pki = STATE / "pki"
     b64 = lambda p: base64.b64encode(p.read_bytes()).decode()  # noqa: E731
     config = {
         "apiVersion": "v1", "kind": "Config", "current-context": "podshare-local",
         "clusters": [{"name": "podshare-local", "cluster": {
-            "server": f"https://127.0.0.1:{API_PORT}", "certificate-authority-data": b64(pki / "ca.crt")}}],
+            "server": server, "certificate-authority-data": b64(pki / "ca.crt")}}],
         "users": [{"name": name, "user": {"client-certificate-data": b64(pki / f"{name}.crt"),
                                           "client-key-data": b64(pki / f"{name}.key")}}],
         "contexts": [{"name": "podshare-local", "context": {"cluster": "podshare-local", "user": name}}],
     }
-    path = STATE / f"{name}.kubeconfig"
+    path = path or STATE / f"{name}.kubeconfig"
     path.write_text(json.dumps(config, indent=1))  # JSON is YAML: every client reads it
     path.chmod(0o600)
     return path
@@ -219,45 +133,49 @@ def kubeconfig(name: str) -> Path:
 
 # ---------------------------------------------------------------- configs
 
-def write_configs(ip: str, images: dict[str, str]) -> None:
-    cni = STATE / "cni" / "net.d"
-    cni.mkdir(parents=True)
-    (cni / "10-podshare.conflist").write_text(json.dumps({
+def containerd_config(home: Path, images: dict[str, str], default_runtime: str, runtime_roots: str) -> str:
+    """A node's containerd: its own root, state, sockets and CNI directories. The
+    CNI configuration is written by containerd from the template once the kubelet
+    hands it the node's pod CIDR (allocated by the controller-manager)."""
+    cni = home / "cni"
+    (cni / "template.json").write_text(json.dumps({
         "cniVersion": "0.4.0", "name": "podshare", "plugins": [
             {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR}]],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(STATE / "cni" / "ipam")}},
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "{{.PodCIDR}}"}]],
+                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(cni / "ipam")}},
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ]}, indent=1))
-    (STATE / "containerd.toml").write_text(f"""\
+    return f"""\
 version = 2
-root = "{STATE}/containerd/root"
-state = "{STATE}/containerd/state"
+root = "{home}/containerd/root"
+state = "{home}/containerd/state"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
                     "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]
 [grpc]
-  address = "{STATE}/containerd.sock"
+  address = "{home}/containerd.sock"
 [ttrpc]
-  address = "{STATE}/containerd.ttrpc.sock"
+  address = "{home}/containerd.ttrpc.sock"
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{STATE}/containerd/opt"
+  path = "{home}/containerd/opt"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{images['PAUSE_IMAGE']}"
   # CAP_SYS_RESOURCE is withheld here: a negative oom_score_adj makes runc fail.
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
-    default_runtime_name = "runc"
+    default_runtime_name = "{default_runtime}"
+    # Each runtime's state under a root of this node's (several containerds share /run).
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "/run/containerd/runc{runtime_roots}"
         SystemdCgroup = false
-    # crun under the same shim, with a state root of its own.
+    # crun under the same shim.
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun.options]
         BinaryName = "/usr/bin/crun"
-        Root = "/run/containerd/crun"
+        Root = "/run/containerd/crun{runtime_roots}"
         SystemdCgroup = false
     # gVisor: Debian's runsc behind our wrapper (cluster/runtimes/runsc-podshare);
     # every container of a pod under one root, so runsc finds the pod's sandbox.
@@ -266,14 +184,20 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       pod_annotations = ["dev.gvisor.*"]
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.gvisor.options]
         BinaryName = "{HERE / 'runtimes' / 'runsc-podshare'}"
-        Root = "/run/containerd/runsc"
+        Root = "/run/containerd/runsc{runtime_roots}"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN}"
-    conf_dir = "{cni}"
-""")
+    conf_dir = "{cni / 'net.d'}"
+    conf_template = "{cni / 'template.json'}"
+"""
+
+
+def write_configs(ip: str, images: dict[str, str], all_workers: list[workers.Worker]) -> None:
+    (STATE / "cni" / "net.d").mkdir(parents=True)
+    (STATE / "containerd.toml").write_text(containerd_config(STATE, images, "runc", ""))
     pki = STATE / "pki"
-    (STATE / "kubelet.yaml").write_text(json.dumps({
+    kubelet = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
         "cgroupDriver": "cgroupfs",
         "failCgroupV1": False,            # these VMs have cgroup v1 controllers only
@@ -292,16 +216,83 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         "serializeImagePulls": False,
         "staticPodPath": "", "syncFrequency": "10s", "fileCheckFrequency": "10s",
         "nodeStatusUpdateFrequency": "5s",
-    }, indent=1))
-    (STATE / "kube-proxy.yaml").write_text(json.dumps({
+    }
+    kube_proxy = {
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
-        "mode": "iptables", "clusterCIDR": POD_CIDR, "hostnameOverride": NODE,
+        "mode": "iptables", "clusterCIDR": CLUSTER_CIDR, "hostnameOverride": NODE,
         "clientConnection": {"kubeconfig": str(STATE / "kube-proxy.kubeconfig")},
         "oomScoreAdj": 0,
         # 0 leaves the conntrack sysctls as they are (they are not namespaced here).
         "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
         "healthzBindAddress": "127.0.0.1:10256", "metricsBindAddress": "127.0.0.1:10249",
-    }, indent=1))
+    }
+    (STATE / "kubelet.yaml").write_text(json.dumps(kubelet, indent=1))
+    (STATE / "kube-proxy.yaml").write_text(json.dumps(kube_proxy, indent=1))
+    for w in all_workers:
+        (w.dir / "cni").mkdir(parents=True)
+        workers.write_configs(w, containerd_config(w.dir, images, w.pool.default_runtime, f"-{w.name}"),
+                              kubelet, kube_proxy)
+        server = f"https://{workers.HOST_IP}:{API_PORT}"
+        kubeconfig(f"kubelet-{w.name}", w.dir / "kubelet.kubeconfig", server)
+        kubeconfig("kube-proxy", w.dir / "kube-proxy.kubeconfig", server)
+
+
+# ---------------------------------------------------------------- components
+
+def component_argv(name: str, bindir: Path, ip: str) -> list:
+    """How `up` starts each component (and `restart-component` starts one again):
+    the control plane's, the first node's, or a worker's (`kubelet-NODE`...)."""
+    worker = workers.component_argv(name, bindir)
+    if worker is not None:
+        return worker
+    pki, state = STATE / "pki", str(STATE)
+    common = ["--bind-address", "127.0.0.1", "--leader-elect=false", "--profiling=false"]
+    return {
+        "containerd": ["containerd", "--config", STATE / "containerd.toml"],
+        "etcd": [bindir / "etcd", "--name", NODE, "--data-dir", STATE / "etcd",
+                 "--listen-client-urls", f"http://127.0.0.1:{ETCD_PORT}",
+                 "--advertise-client-urls", f"http://127.0.0.1:{ETCD_PORT}",
+                 "--listen-peer-urls", f"http://127.0.0.1:{ETCD_PEER_PORT}",
+                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{ETCD_PEER_PORT}",
+                 "--initial-cluster", f"{NODE}=http://127.0.0.1:{ETCD_PEER_PORT}",
+                 "--listen-metrics-urls", "http://127.0.0.1:23810",
+                 "--unsafe-no-fsync", "--log-level", "warn"],
+        "kube-apiserver": [
+            bindir / "kube-apiserver", "--etcd-servers", f"http://127.0.0.1:{ETCD_PORT}",
+            # All addresses: pods reach the API through the kubernetes Service, which
+            # kube-proxy sends to the advertised node IP (in-cluster runs need it).
+            "--bind-address", "0.0.0.0", "--secure-port", API_PORT, "--advertise-address", ip,
+            "--tls-cert-file", pki / "apiserver.crt", "--tls-private-key-file", pki / "apiserver.key",
+            "--client-ca-file", pki / "ca.crt",
+            "--kubelet-client-certificate", pki / "apiserver-kubelet-client.crt",
+            "--kubelet-client-key", pki / "apiserver-kubelet-client.key",
+            "--kubelet-certificate-authority", pki / "ca.crt",
+            "--kubelet-preferred-address-types", "InternalIP",
+            "--service-account-key-file", pki / "sa.pub", "--service-account-signing-key-file", pki / "sa.key",
+            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+            "--service-cluster-ip-range", SERVICE_CIDR, "--service-node-port-range", "30000-32767",
+            "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
+            "--profiling=false", "--cert-dir", STATE / "apiserver-certs", "--v", "1"],
+        "kube-controller-manager": [
+            bindir / "kube-controller-manager", *common,
+            "--kubeconfig", STATE / "controller-manager.kubeconfig",
+            "--authentication-kubeconfig", STATE / "controller-manager.kubeconfig",
+            "--authorization-kubeconfig", STATE / "controller-manager.kubeconfig",
+            "--service-account-private-key-file", pki / "sa.key", "--root-ca-file", pki / "ca.crt",
+            "--cluster-signing-cert-file", pki / "ca.crt", "--cluster-signing-key-file", pki / "ca.key",
+            "--use-service-account-credentials=true", "--service-cluster-ip-range", SERVICE_CIDR,
+            "--allocate-node-cidrs", "--cluster-cidr", CLUSTER_CIDR, "--node-cidr-mask-size", "24",
+            "--cert-dir", STATE / "controller-manager-certs"],
+        "kube-scheduler": [
+            bindir / "kube-scheduler", *common, "--kubeconfig", STATE / "scheduler.kubeconfig",
+            "--authentication-kubeconfig", STATE / "scheduler.kubeconfig",
+            "--authorization-kubeconfig", STATE / "scheduler.kubeconfig"],
+        "kubelet": [bindir / "kubelet", "--config", STATE / "kubelet.yaml",
+                    "--kubeconfig", STATE / "kubelet.kubeconfig", "--root-dir", STATE / "kubelet",
+                    "--node-ip", ip, "--hostname-override", NODE, "--node-labels", "podshare.io/pool=default",
+                    "--v", "1", "--cert-dir", f"{state}/kubelet-certs"],
+        "kube-proxy": [bindir / "kube-proxy", "--config", STATE / "kube-proxy.yaml", "--v", "1"],
+    }[name]
 
 
 # ---------------------------------------------------------------- up
@@ -335,10 +326,22 @@ def http_ok(url: str) -> bool:
         return r.status == 200
 
 
-def node_ready() -> bool:
-    status, node = https_get(f"/api/v1/nodes/{NODE}")
-    return status == 200 and any(c["type"] == "Ready" and c["status"] == "True"
+def node_ready(since: str = "", name: str = NODE) -> bool:
+    """The node is Ready; with `since` (RFC 3339, UTC), by a heartbeat at or after it."""
+    status, node = https_get(f"/api/v1/nodes/{name}")
+    return status == 200 and any(c["type"] == "Ready" and c["status"] == "True" and c["lastHeartbeatTime"] >= since
                                  for c in node.get("status", {}).get("conditions", []))
+
+
+def wait_for_pod_cidr(name: str, watch: tuple[str, ...]) -> str:
+    found = {}
+
+    def allocated() -> bool:
+        status, node = https_get(f"/api/v1/nodes/{name}")
+        found["cidr"] = node.get("spec", {}).get("podCIDR") if status == 200 else None
+        return bool(found["cidr"])
+    wait_for(f"node {name}'s pod CIDR", allocated, 120, watch)
+    return found["cidr"]
 
 
 def up(args) -> int:
@@ -362,12 +365,14 @@ def up(args) -> int:
     sh(sys.executable, HERE / "images.py", "build", capture=True)  # so the import below finds them built
     t_built = time.monotonic()
     ip, images = node_ip(), read_images()
+    nodes = workers.workers(args.nodes, NODE)
     STATE.mkdir(parents=True)
+    workers.record(args.nodes, NODE)  # before anything of theirs exists: `down` finds them even after a crash
     shutil.rmtree(LOGS, ignore_errors=True)
-    make_pki(ip)
+    make_pki(ip, nodes)
     for name in ("admin", "controller-manager", "scheduler", "kubelet", "kube-proxy"):
         kubeconfig(name)
-    write_configs(ip, images)
+    write_configs(ip, images, nodes)
     saved = {}
     for key, value in SYSCTLS.items():
         path = Path("/proc/sys") / key
@@ -375,65 +380,40 @@ def up(args) -> int:
         path.write_text(value)
     (STATE / "sysctls.json").write_text(json.dumps(saved))
     bind_v2_controllers_to_v1()
-    pki, state = STATE / "pki", str(STATE)
+    (STATE / "components.json").write_text(json.dumps({"bindir": str(bindir), "ip": ip}))  # for restart-component
+    every = COMPONENTS + tuple(c for w in nodes for c in w.components)
     try:
-        start("containerd", ["containerd", "--config", STATE / "containerd.toml"])
-        start("etcd", [bindir / "etcd", "--name", NODE, "--data-dir", STATE / "etcd",
-                       "--listen-client-urls", f"http://127.0.0.1:{ETCD_PORT}",
-                       "--advertise-client-urls", f"http://127.0.0.1:{ETCD_PORT}",
-                       "--listen-peer-urls", f"http://127.0.0.1:{ETCD_PEER_PORT}",
-                       "--initial-advertise-peer-urls", f"http://127.0.0.1:{ETCD_PEER_PORT}",
-                       "--initial-cluster", f"{NODE}=http://127.0.0.1:{ETCD_PEER_PORT}",
-                       "--listen-metrics-urls", "http://127.0.0.1:23810",
-                       "--unsafe-no-fsync", "--log-level", "warn"])
-        wait_for("containerd's socket", lambda: (STATE / "containerd.sock").exists(), 30, ("containerd",))
+        workers.make_network(nodes)
+        workers.make_cgroup_parents(nodes)
+        start("containerd", component_argv("containerd", bindir, ip))
+        for w in nodes:
+            workers.start_containerd(w)
+        start("etcd", component_argv("etcd", bindir, ip))
+        sockets = {"containerd": STATE / "containerd.sock", **{w.component("containerd"): w.socket for w in nodes}}
+        for name, sock in sockets.items():
+            wait_for(f"{name}'s socket", sock.exists, 30, (name,))
         # Importing the images overlaps with the control plane's start.
-        importer = subprocess.Popen([sys.executable, HERE / "images.py", "import", "--address",
-                                     STATE / "containerd.sock"], stdout=subprocess.DEVNULL)
+        importers = [subprocess.Popen([sys.executable, HERE / "images.py", "import", "--address", sock],
+                                      stdout=subprocess.DEVNULL) for sock in sockets.values()]
         wait_for("etcd health", lambda: http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), 60, ("etcd",))
-        start("kube-apiserver", [
-            bindir / "kube-apiserver", "--etcd-servers", f"http://127.0.0.1:{ETCD_PORT}",
-            # All addresses: pods reach the API through the kubernetes Service, which
-            # kube-proxy sends to the advertised node IP (in-cluster runs need it).
-            "--bind-address", "0.0.0.0", "--secure-port", API_PORT, "--advertise-address", ip,
-            "--tls-cert-file", pki / "apiserver.crt", "--tls-private-key-file", pki / "apiserver.key",
-            "--client-ca-file", pki / "ca.crt",
-            "--kubelet-client-certificate", pki / "apiserver-kubelet-client.crt",
-            "--kubelet-client-key", pki / "apiserver-kubelet-client.key",
-            "--kubelet-certificate-authority", pki / "ca.crt",
-            "--kubelet-preferred-address-types", "InternalIP",
-            "--service-account-key-file", pki / "sa.pub", "--service-account-signing-key-file", pki / "sa.key",
-            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-            "--service-cluster-ip-range", SERVICE_CIDR, "--service-node-port-range", "30000-32767",
-            "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
-            "--profiling=false", "--cert-dir", STATE / "apiserver-certs", "--v", "1"])
+        start("kube-apiserver", component_argv("kube-apiserver", bindir, ip))
         wait_for("kube-apiserver /readyz", lambda: https_get("/readyz")[0] == 200, 90, ("kube-apiserver",))
-        common = ["--bind-address", "127.0.0.1", "--leader-elect=false", "--profiling=false"]
-        start("kube-controller-manager", [
-            bindir / "kube-controller-manager", *common,
-            "--kubeconfig", STATE / "controller-manager.kubeconfig",
-            "--authentication-kubeconfig", STATE / "controller-manager.kubeconfig",
-            "--authorization-kubeconfig", STATE / "controller-manager.kubeconfig",
-            "--service-account-private-key-file", pki / "sa.key", "--root-ca-file", pki / "ca.crt",
-            "--cluster-signing-cert-file", pki / "ca.crt", "--cluster-signing-key-file", pki / "ca.key",
-            "--use-service-account-credentials=true", "--service-cluster-ip-range", SERVICE_CIDR,
-            "--cert-dir", STATE / "controller-manager-certs"])
-        start("kube-scheduler", [
-            bindir / "kube-scheduler", *common, "--kubeconfig", STATE / "scheduler.kubeconfig",
-            "--authentication-kubeconfig", STATE / "scheduler.kubeconfig",
-            "--authorization-kubeconfig", STATE / "scheduler.kubeconfig"])
-        start("kubelet", [bindir / "kubelet", "--config", STATE / "kubelet.yaml",
-                          "--kubeconfig", STATE / "kubelet.kubeconfig", "--root-dir", STATE / "kubelet",
-                          "--node-ip", ip, "--hostname-override", NODE, "--v", "1",
-                          "--cert-dir", f"{state}/kubelet-certs"])
-        start("kube-proxy", [bindir / "kube-proxy", "--config", STATE / "kube-proxy.yaml", "--v", "1"])
-        if importer.wait() != 0:
-            raise ClusterError("importing the images into containerd failed")
-        watch = COMPONENTS
-        wait_for(f"node {NODE} Ready", node_ready, 120, watch)
+        for name in ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"):
+            start(name, component_argv(name, bindir, ip))
+        for w in nodes:
+            workers.start_node_agents(w, bindir)
+        if any(importer.wait() != 0 for importer in importers):
+            raise ClusterError("importing the images into a node's containerd failed")
+        # A node is Ready once its CNI configuration exists, which needs its pod CIDR;
+        # the host routes each worker's pod CIDR to it.
+        for w in nodes:
+            cidr = wait_for_pod_cidr(w.name, every)
+            workers.route_pod_cidr(w, cidr)
+        for name in (NODE, *(w.name for w in nodes)):
+            wait_for(f"node {name} Ready", lambda name=name: node_ready(name=name), 120, every)
         wait_for("the default ServiceAccount",
-                 lambda: https_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200, 60, watch)
-        wait_for("kube-proxy healthz", lambda: http_ok("http://127.0.0.1:10256/healthz"), 60, watch)
+                 lambda: https_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200, 60, every)
+        wait_for("kube-proxy healthz", lambda: http_ok("http://127.0.0.1:10256/healthz"), 60, every)
         for name, handler in RUNTIME_CLASSES.items():
             code, _ = https_get("/apis/node.k8s.io/v1/runtimeclasses", {
                 "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
@@ -446,7 +426,8 @@ def up(args) -> int:
             teardown()
         return 1
     t_ready = time.monotonic()
-    print(f"podshare cluster: node {NODE} Ready; build check {t_built - t0:.1f}s, "
+    names = ", ".join([NODE, *(f"{w.name} ({w.pool.why})" for w in nodes)])
+    print(f"podshare cluster: {1 + len(nodes)} node(s) Ready: {names}; build check {t_built - t0:.1f}s, "
           f"start to Ready {t_ready - t_built:.1f}s", file=sys.stderr)
     print(f"KUBECONFIG={STATE / 'admin.kubeconfig'}")
     return 0
@@ -537,8 +518,10 @@ def bind_v2_controllers_to_v1() -> None:
 
 
 def teardown() -> list[str]:
-    """Remove everything `up` made; returns what could not be removed."""
+    """Remove everything `up` made, on every node; returns what could not be removed."""
     problems = []
+    nodes = workers.recorded()
+    workers.stop_all(nodes)
     for name in reversed(COMPONENTS):
         stop(name)
     shims = _our_shims()
@@ -547,11 +530,13 @@ def teardown() -> list[str]:
             _kill_cgroup_tree(controller / "kubepods")
         except OSError as exc:
             problems.append(f"cgroup {controller}/kubepods: {exc}")
+    problems += workers.kill_cgroups(nodes, _kill_cgroup_tree)
     for pid in shims:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    problems += workers.remove_network(nodes)  # before the mounts below: `ip netns delete` unmounts its own
     netns = Path("/var/run/netns")
     for mountpoint in _mounts_under(str(STATE), str(netns), "/run/containerd"):
         if sh("umount", "-l", mountpoint, check=False, capture=True).returncode != 0:
@@ -576,6 +561,7 @@ def teardown() -> list[str]:
     if saved.exists():
         for key, value in json.loads(saved.read_text()).items():
             Path("/proc/sys", key).write_text(value)
+    problems += [p for w in nodes for p in workers.left_behind(w)]
     for leftover in (STATE, Path("/run/containerd"), Path("/var/lib/cni")):
         shutil.rmtree(leftover, ignore_errors=True)
         if leftover.exists():
@@ -596,12 +582,78 @@ def down(_args) -> int:
 
 
 def status(_args) -> int:
-    running = [c for c in COMPONENTS if alive(c)]
+    every = COMPONENTS + tuple(c for w in workers.recorded() for c in w.components)
+    running = [c for c in every if alive(c)]
     if not running:
         print("podshare cluster: not running")
         return 1
     print(f"podshare cluster: running ({', '.join(running)})\nKUBECONFIG={STATE / 'admin.kubeconfig'}")
-    return 0 if len(running) == len(COMPONENTS) else 1
+    return 0 if len(running) == len(every) else 1
+
+
+# ---------------------------------------------------------------- restart one component
+
+def _unix_socket_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(2)
+        s.connect(str(path))
+    return True
+
+
+def serving(name: str, since: str):
+    """What says a (re)started component serves again: its health endpoint, and for
+    the kubelet a Ready node by a heartbeat posted after the restart."""
+    for w in workers.recorded():  # a worker's: its socket, its Ready node (its health ports are in its netns)
+        if name == w.component("containerd"):
+            return lambda: _unix_socket_answers(w.socket)
+        if name == w.component("kubelet"):
+            return lambda: node_ready(since, name=w.name)
+    return {
+        "containerd": lambda: _unix_socket_answers(STATE / "containerd.sock"),
+        "etcd": lambda: http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"),
+        "kube-apiserver": lambda: https_get("/readyz")[0] == 200,
+        "kubelet": lambda: http_ok("http://127.0.0.1:10248/healthz") and node_ready(since),
+        "kube-proxy": lambda: http_ok("http://127.0.0.1:10256/healthz"),
+    }.get(name, lambda: True)
+
+
+def restart_component(args) -> int:
+    """Start one component of a running cluster again with `up`'s own arguments:
+    stopped first if it still runs (a test that killed or froze it restores it so)."""
+    name = args.name
+    known = COMPONENTS + tuple(c for w in workers.recorded() for c in w.components)
+    if name not in known:
+        print(f"podshare cluster: no component {name!r} (this cluster has {', '.join(known)})", file=sys.stderr)
+        return 2
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # never in the middle of an `up` or `down`
+        if not (STATE / "pki").is_dir():
+            print("podshare cluster: not running", file=sys.stderr)
+            return 1
+        saved = STATE / "components.json"
+        if saved.exists():
+            where = json.loads(saved.read_text())
+            bindir, ip = Path(where["bindir"]), where["ip"]
+        else:  # a cluster brought up before `up` saved them: the same lookups `up` makes
+            bindir, ip = Path(sh(HERE / "build-binaries.sh", capture=True).stdout.strip()), node_ip()
+        t0 = time.monotonic()
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+        stop(name)
+        pid = recorded_pid(name)
+        if pid is not None:
+            try:  # a frozen (SIGSTOPped) one does not act on SIGTERM until continued
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        start(name, component_argv(name, bindir, ip), append=True)
+        try:
+            wait_for(f"{name} to serve again", serving(name, since), 120, (name,))
+        except ClusterError as exc:
+            print(f"podshare cluster: restart of {name} failed: {exc}", file=sys.stderr)
+            return 1
+    print(f"podshare cluster: {name} restarted (pid {recorded_pid(name)}), serving after "
+          f"{time.monotonic() - t0:.1f}s", file=sys.stderr)
+    return 0
 
 
 def main() -> int:
@@ -609,13 +661,19 @@ def main() -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up")
     u.add_argument("--keep-on-failure", action="store_true", help="leave a failed cluster for inspection")
+    u.add_argument("--nodes", type=int, default=int(os.environ.get("PODSHARE_NODES", "1")),
+                   help="nodes in all: the first (control plane machine) and N-1 workers, each a pool of "
+                        "its own (default $PODSHARE_NODES or 1)")
     sub.add_parser("down")
     sub.add_parser("status")
+    r = sub.add_parser("restart-component", help="start one component again as `up` does, wait until it serves")
+    r.add_argument("name", help=f"one of {', '.join(COMPONENTS)}, or a worker's: containerd-NODE, kubelet-NODE, "
+                                "kube-proxy-NODE")
     args = p.parse_args()
     if os.geteuid() != 0:
         print("podshare cluster: must run as root", file=sys.stderr)
         return 2
-    return {"up": up, "down": down, "status": status}[args.cmd](args)
+    return {"up": up, "down": down, "status": status, "restart-component": restart_component}[args.cmd](args)
 
 
 if __name__ == "__main__":

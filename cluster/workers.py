@@ -1,0 +1,281 @@
+"""Worker nodes of the local cluster, one per node pool, as the machines of a
+real cluster's pools are: each in a network namespace of its own (a veth on the
+host bridge `podshare-nodes`, its own node IP), with its own containerd (root,
+state, sockets, CNI configuration, runtime state roots), kubelet (root dir, pod
+logs dir, cgroup root, certificates, node IP and name) and kube-proxy (its own
+iptables, in its namespace). Pod CIDRs come from the controller-manager; the
+host routes each node's pod CIDR to that node.
+
+Only the network namespace is entered (`nsenter --net`), never `ip netns exec`:
+that also makes a mount namespace and remounts /sys, where the kubelet would
+see no cgroups and runc none of the kubelet's mounts.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from processes import STATE, alive, sh, start, stop
+
+NODES_BRIDGE = "podshare-nodes"  # the host side of the node network
+HOST_IP = "10.250.0.1"           # the control plane's address on it
+NODE_NET_PREFIX = 24
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A node pool: what makes its nodes differ from the others."""
+    name: str
+    default_runtime: str = "runc"
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[str, ...] = ()
+    why: str = ""
+
+
+# The pools a `--nodes N` cluster gets, in this order, after the first node (pool "default").
+POOLS = (
+    # As a managed sandboxed pool (GKE Sandbox): gVisor is the node's default runtime,
+    # so a pod without runtimeClassName runs sandboxed there; tainted, so only pods
+    # that tolerate it land there.
+    Pool("sandboxed", default_runtime="gvisor", labels={"sandbox.gke.io/runtime": "gvisor"},
+         taints=("sandbox.gke.io/runtime=gvisor:NoSchedule",),
+         why="a sandboxed pool: gVisor is the default runtime"),
+    # A pool configured otherwise: crun is the default runtime.
+    Pool("crun", default_runtime="crun", why="a pool whose default runtime is crun"),
+)
+
+
+@dataclass(frozen=True)
+class Worker:
+    index: int  # 1, 2, ...: its address and its pool
+    cluster: str  # the first node's name, the prefix of every worker's
+
+    @property
+    def pool(self) -> Pool:
+        return POOLS[(self.index - 1) % len(POOLS)]
+
+    @property
+    def name(self) -> str:
+        return f"{self.cluster}-{self.pool.name}" + (f"-{self.index}" if self.index > len(POOLS) else "")
+
+    @property
+    def ip(self) -> str:
+        return f"10.250.0.{10 + self.index}"
+
+    @property
+    def netns(self) -> str:
+        return f"podshare-n{self.index}"
+
+    @property
+    def dir(self) -> Path:
+        return STATE / "nodes" / self.name
+
+    @property
+    def cgroup_parent(self) -> str:
+        """The kubelet's cgroupRoot: two kubelets under one would kill each other's pods."""
+        return f"/podshare-{self.name}"
+
+    def component(self, name: str) -> str:
+        return f"{name}-{self.name}"
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return tuple(self.component(c) for c in ("containerd", "kubelet", "kube-proxy"))
+
+    @property
+    def socket(self) -> Path:
+        return self.dir / "containerd.sock"
+
+
+def workers(count: int, cluster: str) -> list[Worker]:
+    return [Worker(i, cluster) for i in range(1, count)]
+
+
+def recorded() -> list[Worker]:
+    """The workers a running (or crashed) cluster has, as `up` recorded them."""
+    path = STATE / "workers.json"
+    if not path.exists():
+        return []
+    saved = json.loads(path.read_text())
+    return workers(saved["nodes"], saved["cluster"])
+
+
+def record(count: int, cluster: str) -> None:
+    (STATE / "workers.json").write_text(json.dumps({"nodes": count, "cluster": cluster}))
+
+
+# ---------------------------------------------------------------- the node network
+
+def in_netns(worker: Worker, *argv) -> list:
+    return ["nsenter", f"--net=/var/run/netns/{worker.netns}", "--", *argv]
+
+
+def make_network(all_workers: list[Worker]) -> None:
+    """The host bridge, and per worker a network namespace with eth0 on it."""
+    if not all_workers:
+        return
+    sh("ip", "link", "add", NODES_BRIDGE, "type", "bridge")
+    sh("ip", "addr", "add", f"{HOST_IP}/{NODE_NET_PREFIX}", "dev", NODES_BRIDGE)
+    sh("ip", "link", "set", NODES_BRIDGE, "up")
+    for w in all_workers:
+        host_end = f"psn{w.index}"
+        sh("ip", "netns", "add", w.netns)
+        sh("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", w.netns)
+        sh("ip", "link", "set", host_end, "master", NODES_BRIDGE, "up")
+        sh("ip", "-n", w.netns, "addr", "add", f"{w.ip}/{NODE_NET_PREFIX}", "dev", "eth0")
+        sh("ip", "-n", w.netns, "link", "set", "eth0", "up")
+        sh("ip", "-n", w.netns, "link", "set", "lo", "up")
+        # Everything else (the other nodes' pods, the API server's advertised
+        # address) through the host, which routes each pod CIDR to its node.
+        sh("ip", "-n", w.netns, "route", "add", "default", "via", HOST_IP)
+        # A new network namespace starts with forwarding off; kube-proxy's NodePorts
+        # on the node's address need route_localnet as on the first node.
+        sh(*in_netns(w, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward; "
+                                    "echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet; "
+                                    "echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables"))
+
+
+def route_pod_cidr(worker: Worker, cidr: str) -> None:
+    sh("ip", "route", "replace", cidr, "via", worker.ip)
+
+
+def make_cgroup_parents(all_workers: list[Worker]) -> None:
+    """Each worker kubelet's cgroupRoot in every cgroup v1 hierarchy (cpuset needs
+    its cpus and mems before a task may join a child)."""
+    for hierarchy in cgroup_hierarchies():
+        for w in all_workers:
+            parent = hierarchy / w.cgroup_parent.lstrip("/")
+            parent.mkdir(exist_ok=True)
+            for knob in ("cpuset.cpus", "cpuset.mems"):
+                if (hierarchy / knob).exists():
+                    (parent / knob).write_text((hierarchy / knob).read_text())
+
+
+def cgroup_hierarchies() -> list[Path]:
+    return [p for p in CGROUP_ROOT.iterdir() if p.is_dir() and not p.is_symlink() and p.name != "unified"
+            and (p / "cgroup.procs").exists()]
+
+
+# ---------------------------------------------------------------- configuration
+
+def write_configs(w: Worker, containerd_toml: str, kubelet: dict, kube_proxy: dict) -> None:
+    """The first node's configuration made this worker's: its own paths, address,
+    cgroup root, pool labels and default runtime."""
+    (w.dir / "cni" / "net.d").mkdir(parents=True)
+    (w.dir / "containerd.toml").write_text(containerd_toml)
+    (w.dir / "kubelet.yaml").write_text(json.dumps({
+        **kubelet, "containerRuntimeEndpoint": f"unix://{w.socket}", "address": w.ip,
+        "tlsCertFile": str(STATE / "pki" / f"kubelet-serving-{w.name}.crt"),
+        "tlsPrivateKeyFile": str(STATE / "pki" / f"kubelet-serving-{w.name}.key"),
+        "cgroupRoot": w.cgroup_parent, "podLogsDir": str(w.dir / "pod-logs"),
+        "registerWithTaints": [_taint(t) for t in w.pool.taints],
+    }, indent=1))
+    (w.dir / "kube-proxy.yaml").write_text(json.dumps({
+        **kube_proxy, "hostnameOverride": w.name,
+        "clientConnection": {"kubeconfig": str(w.dir / "kube-proxy.kubeconfig")},
+    }, indent=1))
+
+
+def _taint(text: str) -> dict:
+    key_value, effect = text.rsplit(":", 1)
+    key, _, value = key_value.partition("=")
+    return {"key": key, "value": value, "effect": effect}
+
+
+def labels(w: Worker) -> str:
+    return ",".join(f"{k}={v}" for k, v in {"podshare.io/pool": w.pool.name, **w.pool.labels}.items())
+
+
+# ---------------------------------------------------------------- processes
+
+def start_containerd(w: Worker) -> None:
+    start(w.component("containerd"), in_netns(w, "containerd", "--config", w.dir / "containerd.toml"))
+
+
+def start_node_agents(w: Worker, bindir: Path) -> None:
+    start(w.component("kubelet"), kubelet_argv(w, bindir))
+    start(w.component("kube-proxy"), in_netns(w, bindir / "kube-proxy", "--config", w.dir / "kube-proxy.yaml",
+                                              "--v", "1"))
+
+
+def kubelet_argv(w: Worker, bindir: Path) -> list:
+    return in_netns(w, bindir / "kubelet", "--config", w.dir / "kubelet.yaml",
+                    "--kubeconfig", w.dir / "kubelet.kubeconfig", "--root-dir", w.dir / "kubelet",
+                    "--node-ip", w.ip, "--hostname-override", w.name, "--node-labels", labels(w),
+                    "--v", "1", "--cert-dir", w.dir / "kubelet-certs")
+
+
+def component_argv(name: str, bindir: Path) -> list | None:
+    """A worker component's command line (restart-component), or None if not a worker's."""
+    for w in recorded():
+        if name == w.component("containerd"):
+            return in_netns(w, "containerd", "--config", w.dir / "containerd.toml")
+        if name == w.component("kubelet"):
+            return kubelet_argv(w, bindir)
+        if name == w.component("kube-proxy"):
+            return in_netns(w, bindir / "kube-proxy", "--config", w.dir / "kube-proxy.yaml", "--v", "1")
+    return None
+
+
+# ---------------------------------------------------------------- teardown
+
+def stop_all(all_workers: list[Worker]) -> None:
+    for w in all_workers:
+        for name in reversed(w.components):
+            stop(name)
+
+
+def kill_cgroups(all_workers: list[Worker], kill_cgroup_tree) -> list[str]:
+    """Every process left in a worker kubelet's cgroup root, then the root itself."""
+    problems = []
+    for w in all_workers:
+        for hierarchy in cgroup_hierarchies():
+            parent = hierarchy / w.cgroup_parent.lstrip("/")
+            try:
+                kill_cgroup_tree(parent)
+            except OSError as exc:
+                problems.append(f"{w.name}: cgroup {parent}: {exc}")
+    return problems
+
+
+def remove_network(all_workers: list[Worker]) -> list[str]:
+    """Each worker's network namespace (its eth0, the host end of the veth, its
+    routes and its iptables go with it), then the bridge (the host's routes to
+    the pod CIDRs go with it)."""
+    problems = []
+    for w in all_workers:
+        if Path(f"/var/run/netns/{w.netns}").exists():
+            sh("ip", "netns", "delete", w.netns, check=False, capture=True)
+    if Path(f"/sys/class/net/{NODES_BRIDGE}").exists():
+        sh("ip", "link", "delete", NODES_BRIDGE, check=False)
+    return problems
+
+
+def left_behind(w: Worker) -> list[str]:
+    """What of this worker is still on the machine: processes, mounts, its network
+    namespace and links, its cgroups."""
+    found = []
+    for name in w.components:
+        if alive(name):
+            found.append(f"process {name}")
+    home = str(w.dir).encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if home in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(f"process {pid}")
+        except OSError:
+            pass
+    with open("/proc/self/mountinfo") as f:
+        found += [f"mount {line.split()[4]}" for line in f if line.split()[4].startswith(str(w.dir))]
+    if Path(f"/var/run/netns/{w.netns}").exists():
+        found.append(f"network namespace {w.netns}")
+    if Path(f"/sys/class/net/psn{w.index}").exists():
+        found.append(f"link psn{w.index}")
+    found += [f"cgroup {h / w.cgroup_parent.lstrip('/')}" for h in cgroup_hierarchies()
+              if (h / w.cgroup_parent.lstrip("/")).exists()]
+    if sh("ip", "route", "show", "via", w.ip, capture=True, check=False).stdout.strip():
+        found.append(f"route via {w.ip}")
+    return [f"{w.name}: {what}" for what in found]
