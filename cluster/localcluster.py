@@ -4,6 +4,9 @@
     localcluster.py up      build (cached), start everything, wait for a Ready node
     localcluster.py down    stop what `up` started and remove everything it left
     localcluster.py status  say whether a cluster runs, and its kubeconfig
+    localcluster.py restart-component NAME
+                            start one component again as `up` does (after a test
+                            killed it, or stop it first), and wait until it serves
 
 All state lives under one directory (PODSHARE_CLUSTER_DIR, default
 /var/lib/podshare/cluster); logs under its sibling `logs`, kept after `down`
@@ -129,10 +132,10 @@ def alive(name: str) -> bool:
     return str(STATE).encode() in cmdline and state != "Z"
 
 
-def start(name: str, argv: list[str], env: dict | None = None) -> None:
+def start(name: str, argv: list[str], env: dict | None = None, append: bool = False) -> None:
     LOGS.mkdir(parents=True, exist_ok=True)
     pidfile(name).parent.mkdir(parents=True, exist_ok=True)
-    with open(LOGS / f"{name}.log", "wb") as log:
+    with open(LOGS / f"{name}.log", "ab" if append else "wb") as log:
         proc = subprocess.Popen([str(a) for a in argv], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, **(env or {})})
@@ -304,6 +307,59 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     }, indent=1))
 
 
+# ---------------------------------------------------------------- components
+
+def component_argv(name: str, bindir: Path, ip: str) -> list:
+    """How `up` starts each component (and `restart-component` starts one again)."""
+    pki, state = STATE / "pki", str(STATE)
+    common = ["--bind-address", "127.0.0.1", "--leader-elect=false", "--profiling=false"]
+    return {
+        "containerd": ["containerd", "--config", STATE / "containerd.toml"],
+        "etcd": [bindir / "etcd", "--name", NODE, "--data-dir", STATE / "etcd",
+                 "--listen-client-urls", f"http://127.0.0.1:{ETCD_PORT}",
+                 "--advertise-client-urls", f"http://127.0.0.1:{ETCD_PORT}",
+                 "--listen-peer-urls", f"http://127.0.0.1:{ETCD_PEER_PORT}",
+                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{ETCD_PEER_PORT}",
+                 "--initial-cluster", f"{NODE}=http://127.0.0.1:{ETCD_PEER_PORT}",
+                 "--listen-metrics-urls", "http://127.0.0.1:23810",
+                 "--unsafe-no-fsync", "--log-level", "warn"],
+        "kube-apiserver": [
+            bindir / "kube-apiserver", "--etcd-servers", f"http://127.0.0.1:{ETCD_PORT}",
+            # All addresses: pods reach the API through the kubernetes Service, which
+            # kube-proxy sends to the advertised node IP (in-cluster runs need it).
+            "--bind-address", "0.0.0.0", "--secure-port", API_PORT, "--advertise-address", ip,
+            "--tls-cert-file", pki / "apiserver.crt", "--tls-private-key-file", pki / "apiserver.key",
+            "--client-ca-file", pki / "ca.crt",
+            "--kubelet-client-certificate", pki / "apiserver-kubelet-client.crt",
+            "--kubelet-client-key", pki / "apiserver-kubelet-client.key",
+            "--kubelet-certificate-authority", pki / "ca.crt",
+            "--kubelet-preferred-address-types", "InternalIP",
+            "--service-account-key-file", pki / "sa.pub", "--service-account-signing-key-file", pki / "sa.key",
+            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+            "--service-cluster-ip-range", SERVICE_CIDR, "--service-node-port-range", "30000-32767",
+            "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
+            "--profiling=false", "--cert-dir", STATE / "apiserver-certs", "--v", "1"],
+        "kube-controller-manager": [
+            bindir / "kube-controller-manager", *common,
+            "--kubeconfig", STATE / "controller-manager.kubeconfig",
+            "--authentication-kubeconfig", STATE / "controller-manager.kubeconfig",
+            "--authorization-kubeconfig", STATE / "controller-manager.kubeconfig",
+            "--service-account-private-key-file", pki / "sa.key", "--root-ca-file", pki / "ca.crt",
+            "--cluster-signing-cert-file", pki / "ca.crt", "--cluster-signing-key-file", pki / "ca.key",
+            "--use-service-account-credentials=true", "--service-cluster-ip-range", SERVICE_CIDR,
+            "--cert-dir", STATE / "controller-manager-certs"],
+        "kube-scheduler": [
+            bindir / "kube-scheduler", *common, "--kubeconfig", STATE / "scheduler.kubeconfig",
+            "--authentication-kubeconfig", STATE / "scheduler.kubeconfig",
+            "--authorization-kubeconfig", STATE / "scheduler.kubeconfig"],
+        "kubelet": [bindir / "kubelet", "--config", STATE / "kubelet.yaml",
+                    "--kubeconfig", STATE / "kubelet.kubeconfig", "--root-dir", STATE / "kubelet",
+                    "--node-ip", ip, "--hostname-override", NODE, "--v", "1",
+                    "--cert-dir", f"{state}/kubelet-certs"],
+        "kube-proxy": [bindir / "kube-proxy", "--config", STATE / "kube-proxy.yaml", "--v", "1"],
+    }[name]
+
+
 # ---------------------------------------------------------------- up
 
 def read_images() -> dict[str, str]:
@@ -335,9 +391,10 @@ def http_ok(url: str) -> bool:
         return r.status == 200
 
 
-def node_ready() -> bool:
+def node_ready(since: str = "") -> bool:
+    """The node is Ready; with `since` (RFC 3339, UTC), by a heartbeat at or after it."""
     status, node = https_get(f"/api/v1/nodes/{NODE}")
-    return status == 200 and any(c["type"] == "Ready" and c["status"] == "True"
+    return status == 200 and any(c["type"] == "Ready" and c["status"] == "True" and c["lastHeartbeatTime"] >= since
                                  for c in node.get("status", {}).get("conditions", []))
 
 
@@ -375,58 +432,19 @@ def up(args) -> int:
         path.write_text(value)
     (STATE / "sysctls.json").write_text(json.dumps(saved))
     bind_v2_controllers_to_v1()
-    pki, state = STATE / "pki", str(STATE)
+    (STATE / "components.json").write_text(json.dumps({"bindir": str(bindir), "ip": ip}))  # for restart-component
     try:
-        start("containerd", ["containerd", "--config", STATE / "containerd.toml"])
-        start("etcd", [bindir / "etcd", "--name", NODE, "--data-dir", STATE / "etcd",
-                       "--listen-client-urls", f"http://127.0.0.1:{ETCD_PORT}",
-                       "--advertise-client-urls", f"http://127.0.0.1:{ETCD_PORT}",
-                       "--listen-peer-urls", f"http://127.0.0.1:{ETCD_PEER_PORT}",
-                       "--initial-advertise-peer-urls", f"http://127.0.0.1:{ETCD_PEER_PORT}",
-                       "--initial-cluster", f"{NODE}=http://127.0.0.1:{ETCD_PEER_PORT}",
-                       "--listen-metrics-urls", "http://127.0.0.1:23810",
-                       "--unsafe-no-fsync", "--log-level", "warn"])
+        start("containerd", component_argv("containerd", bindir, ip))
+        start("etcd", component_argv("etcd", bindir, ip))
         wait_for("containerd's socket", lambda: (STATE / "containerd.sock").exists(), 30, ("containerd",))
         # Importing the images overlaps with the control plane's start.
         importer = subprocess.Popen([sys.executable, HERE / "images.py", "import", "--address",
                                      STATE / "containerd.sock"], stdout=subprocess.DEVNULL)
         wait_for("etcd health", lambda: http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), 60, ("etcd",))
-        start("kube-apiserver", [
-            bindir / "kube-apiserver", "--etcd-servers", f"http://127.0.0.1:{ETCD_PORT}",
-            # All addresses: pods reach the API through the kubernetes Service, which
-            # kube-proxy sends to the advertised node IP (in-cluster runs need it).
-            "--bind-address", "0.0.0.0", "--secure-port", API_PORT, "--advertise-address", ip,
-            "--tls-cert-file", pki / "apiserver.crt", "--tls-private-key-file", pki / "apiserver.key",
-            "--client-ca-file", pki / "ca.crt",
-            "--kubelet-client-certificate", pki / "apiserver-kubelet-client.crt",
-            "--kubelet-client-key", pki / "apiserver-kubelet-client.key",
-            "--kubelet-certificate-authority", pki / "ca.crt",
-            "--kubelet-preferred-address-types", "InternalIP",
-            "--service-account-key-file", pki / "sa.pub", "--service-account-signing-key-file", pki / "sa.key",
-            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-            "--service-cluster-ip-range", SERVICE_CIDR, "--service-node-port-range", "30000-32767",
-            "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
-            "--profiling=false", "--cert-dir", STATE / "apiserver-certs", "--v", "1"])
+        start("kube-apiserver", component_argv("kube-apiserver", bindir, ip))
         wait_for("kube-apiserver /readyz", lambda: https_get("/readyz")[0] == 200, 90, ("kube-apiserver",))
-        common = ["--bind-address", "127.0.0.1", "--leader-elect=false", "--profiling=false"]
-        start("kube-controller-manager", [
-            bindir / "kube-controller-manager", *common,
-            "--kubeconfig", STATE / "controller-manager.kubeconfig",
-            "--authentication-kubeconfig", STATE / "controller-manager.kubeconfig",
-            "--authorization-kubeconfig", STATE / "controller-manager.kubeconfig",
-            "--service-account-private-key-file", pki / "sa.key", "--root-ca-file", pki / "ca.crt",
-            "--cluster-signing-cert-file", pki / "ca.crt", "--cluster-signing-key-file", pki / "ca.key",
-            "--use-service-account-credentials=true", "--service-cluster-ip-range", SERVICE_CIDR,
-            "--cert-dir", STATE / "controller-manager-certs"])
-        start("kube-scheduler", [
-            bindir / "kube-scheduler", *common, "--kubeconfig", STATE / "scheduler.kubeconfig",
-            "--authentication-kubeconfig", STATE / "scheduler.kubeconfig",
-            "--authorization-kubeconfig", STATE / "scheduler.kubeconfig"])
-        start("kubelet", [bindir / "kubelet", "--config", STATE / "kubelet.yaml",
-                          "--kubeconfig", STATE / "kubelet.kubeconfig", "--root-dir", STATE / "kubelet",
-                          "--node-ip", ip, "--hostname-override", NODE, "--v", "1",
-                          "--cert-dir", f"{state}/kubelet-certs"])
-        start("kube-proxy", [bindir / "kube-proxy", "--config", STATE / "kube-proxy.yaml", "--v", "1"])
+        for name in ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"):
+            start(name, component_argv(name, bindir, ip))
         if importer.wait() != 0:
             raise ClusterError("importing the images into containerd failed")
         watch = COMPONENTS
@@ -604,6 +622,62 @@ def status(_args) -> int:
     return 0 if len(running) == len(COMPONENTS) else 1
 
 
+# ---------------------------------------------------------------- restart one component
+
+def _unix_socket_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(2)
+        s.connect(str(path))
+    return True
+
+
+def serving(name: str, since: str):
+    """What says a (re)started component serves again: its health endpoint, and for
+    the kubelet a Ready node by a heartbeat posted after the restart."""
+    return {
+        "containerd": lambda: _unix_socket_answers(STATE / "containerd.sock"),
+        "etcd": lambda: http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"),
+        "kube-apiserver": lambda: https_get("/readyz")[0] == 200,
+        "kubelet": lambda: http_ok("http://127.0.0.1:10248/healthz") and node_ready(since),
+        "kube-proxy": lambda: http_ok("http://127.0.0.1:10256/healthz"),
+    }.get(name, lambda: True)
+
+
+def restart_component(args) -> int:
+    """Start one component of a running cluster again with `up`'s own arguments:
+    stopped first if it still runs (a test that killed or froze it restores it so)."""
+    name = args.name
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # never in the middle of an `up` or `down`
+        if not (STATE / "pki").is_dir():
+            print("podshare cluster: not running", file=sys.stderr)
+            return 1
+        saved = STATE / "components.json"
+        if saved.exists():
+            where = json.loads(saved.read_text())
+            bindir, ip = Path(where["bindir"]), where["ip"]
+        else:  # a cluster brought up before `up` saved them: the same lookups `up` makes
+            bindir, ip = Path(sh(HERE / "build-binaries.sh", capture=True).stdout.strip()), node_ip()
+        t0 = time.monotonic()
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+        stop(name)
+        pid = recorded_pid(name)
+        if pid is not None:
+            try:  # a frozen (SIGSTOPped) one does not act on SIGTERM until continued
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        start(name, component_argv(name, bindir, ip), append=True)
+        try:
+            wait_for(f"{name} to serve again", serving(name, since), 120, (name,))
+        except ClusterError as exc:
+            print(f"podshare cluster: restart of {name} failed: {exc}", file=sys.stderr)
+            return 1
+    print(f"podshare cluster: {name} restarted (pid {recorded_pid(name)}), serving after "
+          f"{time.monotonic() - t0:.1f}s", file=sys.stderr)
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -611,11 +685,13 @@ def main() -> int:
     u.add_argument("--keep-on-failure", action="store_true", help="leave a failed cluster for inspection")
     sub.add_parser("down")
     sub.add_parser("status")
+    r = sub.add_parser("restart-component", help="start one component again as `up` does, wait until it serves")
+    r.add_argument("name", choices=COMPONENTS)
     args = p.parse_args()
     if os.geteuid() != 0:
         print("podshare cluster: must run as root", file=sys.stderr)
         return 2
-    return {"up": up, "down": down, "status": status}[args.cmd](args)
+    return {"up": up, "down": down, "status": status, "restart-component": restart_component}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -92,14 +92,14 @@ def _events(kube: Any, namespace: str, name: str) -> str:
         records = kube.event_records(namespace, name, timeout=REQUEST_TIMEOUT)
     except KubeError:  # listing events is optional (RBAC); the decision never rests on them
         return ""
-    named = [r for r in records if r["reason"] in DISRUPTING_EVENTS]
-    seen, words = set(), []
-    for r in named[-3:]:
-        text = f"event {r['reason']} at {_at(r['time'])}: {r['message']}"
-        if (r["reason"], r["message"]) not in seen:
-            seen.add((r["reason"], r["message"]))
-            words.append(text)
-    return "; ".join(words)
+    grouped: dict[tuple[str, str], list[str]] = {}  # one reason at one time: its messages together
+    for r in records:
+        if r["reason"] in DISRUPTING_EVENTS:
+            messages = grouped.setdefault((r["reason"], _at(r["time"])), [])
+            if r["message"] not in messages:
+                messages.append(r["message"])
+    return "; ".join(f"event {reason} at {at}: {', '.join(messages)}"
+                     for (reason, at), messages in list(grouped.items())[-3:])
 
 
 def _with(detail: str) -> str:
