@@ -178,7 +178,8 @@ def _kubelet_silent(kube: Any, node: str, found: Any, pod: Any, live: Any) -> Di
         said = exc
     ready = next((c for c in (found.status.conditions or []) if c.type == "Ready"), None) if found else None
     heard = f"; the API last heard from it at {_at(ready.last_heartbeat_time)}" if ready else ""
-    return Disruption(f"node {node}'s kubelet is not answering: {said}{heard}", node=node)
+    return Disruption(f"node {node}'s kubelet is not answering: the API server could not reach it to {said}{heard}",
+                      node=node)
 
 
 def diagnose(kube: Any, pods: Iterable[Any], pod_level: bool = True) -> Disruption | None:

@@ -26,6 +26,9 @@ from .retry import NotYet, wait_until
 MANIFESTS = next(p for p in (Path(__file__).resolve().parent / "manifests",
                              Path(__file__).resolve().parent.parent / "manifests") if p.is_dir())
 READY_TIMEOUT = 15.0
+# A round trip over a live channel takes milliseconds: one slower than this was
+# held up by the channel (a frozen containerd or API server), not by the probe.
+STALLED = 1.0
 # Waiting reasons after which a pod never becomes ready without a change by a person.
 TERMINAL_WAITING_REASONS = frozenset({
     "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
@@ -222,8 +225,23 @@ class Background:
         self._result: dict | None = None
 
     def wait_ready(self) -> "Background":
-        self.running.wait_ready(READY_TIMEOUT)
-        return self
+        """Wait until the probe says it holds its resource: READY_TIMEOUT of the
+        probe's own time. When that runs out, a round trip over the same channel
+        tells a probe that is not ready (the round trip is quick: fail) from a
+        channel that stalled, which holds up every frame, that one too (a frozen
+        containerd or API server: wait again, up to the verb's answer timeout)."""
+        deadline = time.monotonic() + self.running.timeout
+        while True:
+            try:
+                self.running.wait_ready(READY_TIMEOUT)
+                return self
+            except KubeError:
+                if self.running.finished or time.monotonic() > deadline:
+                    raise
+                start = time.monotonic()
+                self.container.pod.channel(self.container.name).send(["loopback"]).answer()
+                if time.monotonic() - start < STALLED:
+                    raise
 
     def result(self) -> dict:
         if self._result is None:
