@@ -65,6 +65,11 @@ class VerbRun:
     def stderr(self) -> str:
         return "".join(self._err)
 
+    @property
+    def finished(self) -> bool:
+        """The verb answered or its channel closed."""
+        return self._done.is_set()
+
     def wait_ready(self, timeout: float) -> None:
         if not self._ready.wait(timeout):
             raise KubeError(f"the probe did not report ready within {timeout:g}s; stderr={self.stderr[-300:]!r}")

@@ -26,7 +26,7 @@ from .history import WINDOW, History
 from .images import IMAGES, mirrored
 from .errors import KubeError
 from .kube import Kube
-from .report import RunReport
+from .report import COULD_NOT_CHECK, RunReport
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def show_history(store: Path, out: Path, window: int) -> int:
     """Reports of the store's newest run with the trend; prints what changed.
-    Exit 1 when the newest run has a claim that did not hold, as the run itself did."""
+    Exit 1 when the newest run has a claim that did not hold, 2 when it only could
+    not check some, as the run itself did."""
     history = History.load(store, window)
     if not history.runs:
         print(f"podshare history: no runs in {store}", file=sys.stderr)
@@ -183,9 +184,12 @@ def show_history(store: Path, out: Path, window: int) -> int:
         print(f"report: {path}")
     for key, verdict in history.changes().items():
         print(f"{verdict}: {key}")
+    unchecked = report.summary[COULD_NOT_CHECK]
     print(f"podshare history: {len(history.runs)} runs, newest {report.run.get('id')} "
-          f"({report.summary['passed']} passed, {report.summary['failed']} failed)")
-    return 1 if report.summary["failed"] or report.summary["error"] else 0
+          f"({report.summary['passed']} passed, {report.summary['failed']} failed"
+          + (f", {unchecked} could not check" if unchecked else "") + ")")
+    # as the run itself: 1 for a claim that did not hold, else 2 when some could not be checked
+    return 1 if report.summary["failed"] or report.summary["error"] else 2 if unchecked else 0
 
 
 if __name__ == "__main__":

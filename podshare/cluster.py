@@ -7,10 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from . import MANAGED_BY, RUN_ID_LABEL
+from .disruption import Disruption, Disruptions, diagnose
 from .errors import AccessDenied, KubeError
 from .evidence import Evidence
 from .kube import Kube
 from .pods import Pod
+
+
+DISRUPTED_WAIT = 5.0  # seconds to wait for the namespace to go when a node or the API is disrupted
 
 
 class Cluster:
@@ -26,6 +30,7 @@ class Cluster:
         self.leftovers: list[str] = []
         # The running test's evidence: the pod layer records each verb into it.
         self.evidence: Evidence | None = None
+        self.disruptions = Disruptions()  # what moved under the run: its pods are not used again
 
     @property
     def kube(self) -> Kube:
@@ -120,6 +125,19 @@ class Cluster:
         return name
 
     def delete_namespace(self, timeout: float) -> None:
-        """Delete the run's own namespace and wait until it is gone; what stayed is a leftover."""
-        if self.namespace:
-            self.leftovers += self.kube.delete_namespace(self.namespace, timeout=timeout)
+        """Delete the run's own namespace and wait until it is gone; what stayed is a leftover.
+        With a node or the API known disrupted, pods there cannot be confirmed gone:
+        the wait is short and the leftovers say why."""
+        if not self.namespace:
+            return
+        disrupted = [d for d in self.disruptions.known if d.node or d.everywhere]
+        left = self.kube.delete_namespace(self.namespace, timeout=DISRUPTED_WAIT if disrupted else timeout)
+        self.leftovers += [f"{what} (deleted, not seen gone: {disrupted[0].cause})" if disrupted else what
+                           for what in left]
+
+    # ------------------------------------------------------------ disruptions
+    def diagnose(self, pods: list[Pod], pod_level: bool = True) -> Disruption | None:
+        """Whether the cluster moved under these pods (see podshare.disruption); a
+        disruption found is remembered, so later claims needing them end at once."""
+        found = diagnose(self.kube, pods, pod_level)
+        return self.disruptions.record(found) if found else None

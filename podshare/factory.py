@@ -39,7 +39,8 @@ class PodFactory:
         body = render(template, name=f"{base_name}-{self.suffix}", settings=self.settings,
                       run_id=self.cluster.run_id, node=node or self.settings.node, renamed=renamed,
                       runtime_class=self.runtime_class)
-        pod = Pod(self.kube, self.namespace, body, self.settings.pod_timeout, recorder=self.cluster)
+        pod = Pod(self.kube, self.namespace, body, self.settings.pod_timeout, recorder=self.cluster,
+                  disruptions=self.cluster.disruptions)
         self.created.append(pod)
         self.cluster.pods.append(pod)
         return pod
@@ -169,7 +170,9 @@ class PodFactory:
                 self.cluster.leftovers.append(f"{kind.lower()}/{name}: {exc}")
         if self.settings.namespace:
             for pod in self.created:
-                if pod.name in deleted:
+                if pod.disruption is not None and (pod.disruption.node or pod.disruption.everywhere):
+                    self.cluster.leftovers.append(f"pod/{pod.name} (deleted, not seen gone: {pod.disruption.cause})")
+                elif pod.name in deleted:
                     try:
                         self.kube.wait_pod_gone(self.namespace, pod.name, pod.uid, self.settings.pod_timeout)
                     except HARNESS_ERRORS as exc:

@@ -30,6 +30,11 @@ def claim_key(check: dict[str, Any] | Any) -> str:
     return f"{get('claim_id') or get('id')} @ {get('runtime_class') or 'default'}"
 
 
+# Outcomes that say nothing about the promise: they are not points of a trend
+# (a claim the cluster moved under is neither newly failing, nor recovered, nor flaky).
+NOT_A_VERDICT = frozenset({"skipped", "could-not-check"})
+
+
 def _held(outcome: str) -> bool:
     return outcome == HELD
 
@@ -75,7 +80,7 @@ class History:
         three changes or more; a regression and its fix are two, and the fix is
         news), or None. Flaky wins: a claim that keeps flipping is not news each day."""
         points = self.timeline(key)
-        held = [_held(p.outcome) for p in points if p.outcome != "skipped"]
+        held = [_held(p.outcome) for p in points if p.outcome not in NOT_A_VERDICT]
         if len(held) < 2:
             return None
         changes = sum(a != b for a, b in zip(held, held[1:]))

@@ -157,8 +157,8 @@ class Kube:
     def nodes(self) -> list[client.V1Node]:
         return api_call("list nodes", self.core.list_node).items
 
-    def node(self, name: str) -> client.V1Node:
-        return api_call(f"read node {name}", self.core.read_node, name)
+    def node(self, name: str, timeout: float | None = None) -> client.V1Node:
+        return api_call(f"read node {name}", self.core.read_node, name, _request_timeout=timeout)
 
     def runtime_class(self, name: str) -> client.V1RuntimeClass:
         return api_call(f"read RuntimeClass {name}", self._node_api.read_runtime_class, name)
@@ -274,8 +274,9 @@ class Kube:
         return api_call(f"request a token for {namespace}/{name}", self.core.create_namespaced_service_account_token,
                         name, namespace, body).status.token
 
-    def read_pod(self, namespace: str, name: str) -> client.V1Pod:
-        return api_call(f"read pod {name}", self.core.read_namespaced_pod, name, namespace)
+    def read_pod(self, namespace: str, name: str, timeout: float | None = None) -> client.V1Pod:
+        """The pod; `timeout` bounds the request (no bound by default: a frozen API server is waited for)."""
+        return api_call(f"read pod {name}", self.core.read_namespaced_pod, name, namespace, _request_timeout=timeout)
 
     def delete(self, namespace: str, kind: str, name: str) -> None:
         # the pod's own grace period: kubelet confirms the containers ended
@@ -300,17 +301,26 @@ class Kube:
                 raise NotYet(f"pod {name} is {pod.status.phase}, deletion pending")
         wait_until(gone, timeout=timeout, what=f"pod {name} to be deleted")
 
-    def events(self, namespace: str, name: str) -> list[str]:
+    def event_records(self, namespace: str, name: str, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The events about an object (they outlive a deleted pod), oldest first:
+        type, reason, message, time (a datetime or None) and the reporting component."""
         items = api_call("list events", self.core.list_namespaced_event, namespace,
-                         field_selector=f"involvedObject.name={name}").items
-        items.sort(key=lambda e: (e.last_timestamp or e.event_time or e.metadata.creation_timestamp).isoformat()
-                   if (e.last_timestamp or e.event_time or e.metadata.creation_timestamp) else "")
-        return [f"{e.type} {e.reason}: {e.message}" for e in items]
+                         field_selector=f"involvedObject.name={name}", _request_timeout=timeout).items
+        records = [{"type": e.type, "reason": e.reason, "message": e.message,
+                    "time": e.last_timestamp or e.event_time or e.metadata.creation_timestamp,
+                    "source": (e.source.component if e.source else None) or e.reporting_component}
+                   for e in items]
+        return sorted(records, key=lambda r: r["time"].isoformat() if r["time"] else "")
 
-    def read_log(self, namespace: str, pod: str, container: str) -> str:
-        """A container's log for a claim: a refusal is an error, not text."""
+    def events(self, namespace: str, name: str) -> list[str]:
+        return [f"{e['type']} {e['reason']}: {e['message']}" for e in self.event_records(namespace, name)]
+
+    def read_log(self, namespace: str, pod: str, container: str, tail: int | None = None,
+                 timeout: float | None = None) -> str:
+        """A container's log for a claim: a refusal is an error, not text. The
+        kubelet serves it: a 5xx here is the API server failing to reach the kubelet."""
         return api_call(f"read the log of {pod}/{container}", self.core.read_namespaced_pod_log, pod, namespace,
-                        container=container)
+                        container=container, tail_lines=tail, _request_timeout=timeout)
 
     def logs(self, namespace: str, pod: str, container: str, previous: bool = False, tail: int = 50) -> str:
         """The tail of a container's log for diagnostics: never raises."""

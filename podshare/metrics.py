@@ -10,6 +10,9 @@ from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HELD = {"passed": 1, "failed": 0, "error": 0, "interrupted": 0, "known-divergence": 0}  # skipped: no sample
+# Whether the run checked the claim at all: a claim the cluster moved under
+# (could-not-check) or the run stopped in has 0 and says nothing about the promise.
+CHECKED = {**{outcome: 1 for outcome in HELD}, "interrupted": 0, "could-not-check": 0}
 
 
 def _label(value: Any) -> str:
@@ -21,15 +24,17 @@ def _labels(**labels: Any) -> str:
 
 
 def exposition(run: dict[str, Any], cluster: dict[str, Any], checks: list[Any]) -> str:
-    """podshare_claim_passed, podshare_claim_duration_seconds (per claim, runtime
-    class and node), podshare_figure (the perf suite's medians and p95s) and
+    """podshare_claim_passed, podshare_claim_checked, podshare_claim_duration_seconds
+    (per claim, runtime class and node), podshare_figure (the perf suite's medians and p95s) and
     podshare_run_timestamp_seconds."""
     node = cluster.get("node") or ""
-    passed, duration, figures = [], [], []
+    passed, checked, duration, figures = [], [], [], []
     for c in checks:
+        labels = _labels(claim=c.claim_id or c.id, runtime_class=c.runtime_class or "default", node=node)
+        if c.outcome in CHECKED:
+            checked.append(f"podshare_claim_checked{labels} {CHECKED[c.outcome]}")
         if c.outcome not in HELD:
             continue
-        labels = _labels(claim=c.claim_id or c.id, runtime_class=c.runtime_class or "default", node=node)
         passed.append(f"podshare_claim_passed{labels} {HELD[c.outcome]}")
         duration.append(f"podshare_claim_duration_seconds{labels} {c.duration_s:g}")
         for name, figure in (c.figures or {}).items():
@@ -41,6 +46,9 @@ def exposition(run: dict[str, Any], cluster: dict[str, Any], checks: list[Any]) 
     lines = [
         "# HELP podshare_claim_passed 1 if the claim held in the run, 0 if it did not (a known divergence is 0).",
         "# TYPE podshare_claim_passed gauge", *passed,
+        "# HELP podshare_claim_checked 1 if the run checked the claim, 0 if the cluster moved under it or the run "
+        "stopped in it (then there is no podshare_claim_passed sample for a claim the cluster moved under).",
+        "# TYPE podshare_claim_checked gauge", *checked,
         "# HELP podshare_claim_duration_seconds How long checking the claim took.",
         "# TYPE podshare_claim_duration_seconds gauge", *duration,
         "# HELP podshare_figure A perf measurement between two containers of a pod (median or p95).",

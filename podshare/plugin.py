@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections import Counter
 import json
 import signal
 import threading
@@ -16,15 +17,17 @@ from pathlib import Path
 from typing import Iterator, NoReturn
 
 import pytest
+from _pytest import junitxml
 
 from . import __version__, new_run_id
 from .cluster import Cluster
+from .disruption import Disrupted, Disruption
 from .errors import HARNESS_ERRORS, AccessDenied, KubeError
 from .evidence import Evidence
 from .history import History
 from .metrics import exposition, push
-from .pods import probe_manifest_problem
-from .report import Check, KnownDivergences, RunReport
+from .pods import Pod, ProbeContainer, ProbeSet, probe_manifest_problem
+from .report import COULD_NOT_CHECK, Check, KnownDivergences, RunReport
 from .settings import Settings, add_options
 
 MARKERS = {
@@ -46,6 +49,8 @@ EVIDENCE = pytest.StashKey[Evidence]()
 DIAGNOSTICS = pytest.StashKey[list]()
 KNOWN = pytest.StashKey[tuple]()  # (outcome, message) where --known-divergences decided it
 REPORTS = pytest.StashKey[list]()
+# (the disruption, what the claim itself saw or None when it ended before using the pod)
+DISRUPTED = pytest.StashKey[tuple]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -118,12 +123,13 @@ class PodshareSession:
         try:
             yield
         except HARNESS_ERRORS as exc:
-            failure = str(exc)
+            failure, cause = str(exc), exc
         else:
             return
         if fatal:
             self.fail_run(failure)
-        pytest.fail(failure, pytrace=False)
+        # the cause stays attached: the report decides whether the cluster moved under the claim
+        raise pytest.fail.Exception(failure, pytrace=False) from cause
 
     def keep(self, session: pytest.Session) -> bool:
         return self.settings.keep == "always" or (self.settings.keep == "on-failure" and session.testsfailed > 0)
@@ -170,8 +176,21 @@ class PodshareSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> None:
-        """A claim whose pod never became ready fails here, before its body runs, with
-        the pod's reason; its status and events go into the diagnostics."""
+        """A claim whose pod, node or API the run already knows is disrupted ends
+        here at once as could-not-check, with the same cause. A claim whose pod never
+        became ready fails here, before its body runs, with the pod's reason (unless
+        the facts show the cluster moved); its status and events go into the diagnostics."""
+        pods = _pods_behind(item)
+        known = next((p.disruption for p in pods if p.disruption is not None), None)
+        if known is not None:
+            item.stash[DISRUPTED] = (known, None)
+            pytest.fail(f"could not check: {known.cause}", pytrace=False)
+        not_ready = [p for p in pods if p.start_failure]
+        if not_ready:
+            found = self.cluster.diagnose(not_ready)
+            if found is not None:
+                item.stash[DISRUPTED] = (found, not_ready[0].start_failure)
+                pytest.fail(f"could not check: {found.cause}", pytrace=False)
         for value in getattr(item, "funcargs", {}).values():
             for candidate in (value.values() if isinstance(value, dict) else [value]):
                 failure = getattr(candidate, "start_failure", None)
@@ -187,7 +206,13 @@ class PodshareSession:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
         report = yield
-        if report.when == "call":
+        known_before = DISRUPTED in item.stash
+        if report.failed and report.when in ("setup", "call") and not known_before:
+            self._diagnose(item, call)
+        if DISRUPTED in item.stash and report.failed and report.when in ("setup", "call"):
+            disruption, seen = item.stash[DISRUPTED]
+            report.podshare_could_not_check = _could_not_check_message(disruption, seen)
+        elif report.when == "call":
             self._apply_known_divergence(item, report)
         item.stash.setdefault(REPORTS, []).append(report)  # setup, call, teardown: one check
         if call.excinfo is not None and isinstance(call.excinfo.value, AccessDenied):
@@ -195,7 +220,8 @@ class PodshareSession:
         ev = item.stash.get(EVIDENCE, None)
         # The pods the test touched; when a fixture failed before any exec, every pod of the run.
         pods = (ev.pods if ev is not None and ev.pods else None) or self.cluster.pods
-        if report.failed and pods and DIAGNOSTICS not in item.stash:
+        # A claim ended at once by a known disruption adds nothing to the first one's diagnostics.
+        if report.failed and pods and DIAGNOSTICS not in item.stash and not known_before:
             dumps = []
             for pod in pods:
                 try:
@@ -209,6 +235,58 @@ class PodshareSession:
             if DIAGNOSTICS in item.stash:
                 item.user_properties.append(("diagnostics", json.dumps(item.stash[DIAGNOSTICS], default=str)))
         return report
+
+    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config):
+        """The terminal says COULD NOT CHECK (letter C), apart from failures and errors."""
+        if getattr(report, "podshare_could_not_check", None):
+            return "could not check", "C", ("COULD NOT CHECK", {"yellow": True})
+        return None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> Iterator[None]:
+        """junit.xml: a claim that could not be checked is an <error> with the cause,
+        not a <failure> (junitxml writes a failed call as one; the element is
+        retagged right after, and its counts with it)."""
+        result = yield
+        message = getattr(report, "podshare_could_not_check", None)
+        xml = self.config.stash.get(junitxml.xml_key, None)
+        if message and xml is not None and report.when == "call":
+            for node in xml.node_reporter(report).nodes:
+                if node.tag == "failure":
+                    node.tag = "error"
+                    node.set("message", junitxml.bin_xml_escape(message))
+                    node.set("type", COULD_NOT_CHECK)
+                    xml.stats["failure"] -= 1
+                    xml.stats["error"] += 1
+        elif message and xml is not None:  # setup: already an <error>; it names the cause
+            for node in xml.node_reporter(report).nodes:
+                if node.tag == "error":
+                    node.set("message", junitxml.bin_xml_escape(message))
+                    node.set("type", COULD_NOT_CHECK)
+        return result
+
+    def _diagnose(self, item: pytest.Item, call: pytest.CallInfo) -> None:
+        """A claim that failed with a harness error (never an assertion on a probe's
+        answer): did the cluster move under it? Decided from the facts read back from
+        the API now; the claim's pods first, else only the nodes and the API."""
+        exc = call.excinfo.value if call.excinfo is not None else None
+        if isinstance(exc, pytest.fail.Exception) and isinstance(exc.__cause__, HARNESS_ERRORS):
+            exc = exc.__cause__
+        if not isinstance(exc, HARNESS_ERRORS) or isinstance(exc, AccessDenied):
+            return
+        seen = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, Disrupted):
+            item.stash[DISRUPTED] = (exc.disruption, None)
+            return
+        ev = item.stash.get(EVIDENCE, None)
+        needed = list(dict.fromkeys([*_pods_behind(item), *(ev.pods if ev is not None else [])]))
+        try:
+            found = (self.cluster.diagnose(needed) if needed else
+                     self.cluster.diagnose(list(self.cluster.pods), pod_level=False))
+        except Exception:  # diagnosing must never hide the failure itself
+            return
+        if found is not None:
+            item.stash[DISRUPTED] = (found, seen)
 
     def _apply_known_divergence(self, item: pytest.Item, report: pytest.TestReport) -> None:
         """A claim the operator listed as a known divergence of its RuntimeClass: its
@@ -251,6 +329,12 @@ class PodshareSession:
         ev = item.stash.get(EVIDENCE, None)
         if KNOWN in item.stash:
             outcome, message = item.stash[KNOWN]
+        if DISRUPTED in item.stash and outcome in ("failed", "error"):
+            disruption, seen = item.stash[DISRUPTED]
+            outcome, message = COULD_NOT_CHECK, _could_not_check_message(disruption, seen)
+            if ev is not None:
+                ev["disruption"] = {"cause": disruption.cause, "claim_saw": seen}
+        cause = item.stash[DISRUPTED][0].cause if outcome == COULD_NOT_CHECK else ""
         self.checks[item.nodeid] = Check(
             id=_check_id(item), claim=_claim_of(item), outcome=outcome,
             claim_id=_claim_id(item), runtime_class=_runtime_class_of(item),
@@ -258,7 +342,7 @@ class PodshareSession:
             evidence=ev.as_json() if ev is not None else {}, message=message,
             figures=dict(ev.figures) if ev is not None else {},
             markers=sorted(m.name for m in item.iter_markers() if m.name in MARKERS),
-            diagnostics=item.stash.get(DIAGNOSTICS, []))
+            diagnostics=item.stash.get(DIAGNOSTICS, []), cause=cause)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -269,8 +353,14 @@ class PodshareSession:
         if self.collection_errors and not self.fatal:
             self.fatal = f"could not collect the claims: {'; '.join(self.collection_errors)}"
         leftovers = self.cluster.leftovers
+        outcomes = {c.outcome for c in self.checks.values()}
         if self.fatal:
             # "could not check" is exit code 2, also when -x stopped the session first
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
+        elif COULD_NOT_CHECK in outcomes and not outcomes & {"failed", "error"} \
+                and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            # claims the cluster moved under: the run did not check everything (2), but no
+            # promise was seen broken (1 stays for that)
             session.exitstatus = pytest.ExitCode.INTERRUPTED
         elif leftovers and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # leaving things behind fails the run
@@ -314,6 +404,41 @@ class PodshareSession:
                                         green=verdict == "recovered")
         for warning in self.cluster.warnings:
             terminalreporter.write_line(f"API warning: {warning}", yellow=True)
+        unchecked = [c for c in self.checks.values() if c.outcome == COULD_NOT_CHECK]
+        for cause, count in Counter(c.cause for c in unchecked).items():
+            terminalreporter.write_line(f"could not check {count} claim{'s' * (count != 1)}: {cause}", yellow=True)
+
+
+# ------------------------------------------------------------------ the pods a claim needs
+
+def _pods_behind(item: pytest.Item) -> list[Pod]:
+    """The pod handles behind a claim's fixtures (containers, probe sets, pods,
+    a pattern's objects), in order, once each."""
+    found: list[Pod] = []
+
+    def add(value) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                add(v)
+        elif isinstance(value, tuple):
+            for v in value:
+                add(v)
+        elif isinstance(value, ProbeContainer):
+            add(value.pod)
+        elif isinstance(value, ProbeSet):
+            for p in value.pods:
+                add(p)
+        elif isinstance(value, Pod) and all(p is not value for p in found):
+            found.append(value)
+    for value in getattr(item, "funcargs", {}).values():
+        add(value)
+    return found
+
+
+def _could_not_check_message(disruption: Disruption, seen: str | None) -> str:
+    """One sentence: the disruption and its source, then what the claim itself saw."""
+    said = f"could not check: {disruption.cause}"
+    return f"{said}; the claim saw: {seen}" if seen and seen not in disruption.cause else said
 
 
 # ------------------------------------------------------------------ naming claims

@@ -17,6 +17,7 @@ import yaml
 from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
 from .evidence import Evidence
 from .channel import Channel, VerbRun
+from .disruption import Disrupted, Disruption, Disruptions
 from .errors import KubeError, PodNotReady
 from .kube import Kube, to_manifest
 from .retry import NotYet, wait_until
@@ -25,6 +26,9 @@ from .retry import NotYet, wait_until
 MANIFESTS = next(p for p in (Path(__file__).resolve().parent / "manifests",
                              Path(__file__).resolve().parent.parent / "manifests") if p.is_dir())
 READY_TIMEOUT = 15.0
+# A round trip over a live channel takes milliseconds: one slower than this was
+# held up by the channel (a frozen containerd or API server), not by the probe.
+STALLED = 1.0
 # Waiting reasons after which a pod never becomes ready without a change by a person.
 TERMINAL_WAITING_REASONS = frozenset({
     "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
@@ -144,11 +148,15 @@ def pod_problem(pod) -> str | None:
     return None
 
 
-def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, condition=running_and_ready):
+def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, condition=running_and_ready,
+                 disruptions: Disruptions | None = None):
     """Wait until `condition` holds for the pod, failing fast on a terminal state
-    (PodNotReady); retryable API errors are tried again, others end the wait."""
+    (PodNotReady) and on a pod or node the run knows is disrupted (Disrupted);
+    retryable API errors are tried again, others end the wait."""
     def check():
         pod = kube.read_pod(namespace, name)
+        if disruptions is not None:
+            disruptions.check(pod.metadata.uid, pod.spec.node_name)
         problem = pod_problem(pod)
         if problem:
             raise PodNotReady(problem)
@@ -217,8 +225,23 @@ class Background:
         self._result: dict | None = None
 
     def wait_ready(self) -> "Background":
-        self.running.wait_ready(READY_TIMEOUT)
-        return self
+        """Wait until the probe says it holds its resource: READY_TIMEOUT of the
+        probe's own time. When that runs out, a round trip over the same channel
+        tells a probe that is not ready (the round trip is quick: fail) from a
+        channel that stalled, which holds up every frame, that one too (a frozen
+        containerd or API server: wait again, up to the verb's answer timeout)."""
+        deadline = time.monotonic() + self.running.timeout
+        while True:
+            try:
+                self.running.wait_ready(READY_TIMEOUT)
+                return self
+            except KubeError:
+                if self.running.finished or time.monotonic() > deadline:
+                    raise
+                start = time.monotonic()
+                self.container.pod.channel(self.container.name).send(["loopback"]).answer()
+                if time.monotonic() - start < STALLED:
+                    raise
 
     def result(self) -> dict:
         if self._result is None:
@@ -246,10 +269,13 @@ class Background:
 class Pod:
     """A pod podshare created: its manifest, its state, its containers."""
 
-    def __init__(self, kube: Kube, namespace: str, body: dict, timeout: float, recorder: Any = None) -> None:
-        """`recorder.evidence` is the running test's Evidence (the run's Cluster holds it)."""
+    def __init__(self, kube: Kube, namespace: str, body: dict, timeout: float, recorder: Any = None,
+                 disruptions: Disruptions | None = None) -> None:
+        """`recorder.evidence` is the running test's Evidence (the run's Cluster holds it);
+        `disruptions` what the run knows moved under it (a disrupted pod is not used again)."""
         self.kube, self.namespace, self.body, self.timeout = kube, namespace, body, timeout
-        self.recorder = recorder
+        self.recorder, self.disruptions = recorder, disruptions
+        self.disrupted_by: Disruption | None = None  # why it could not start, when the cluster moved
         self.name: str = body["metadata"]["name"]
         self.uid: str | None = None
         self.node: str | None = None
@@ -260,7 +286,10 @@ class Pod:
     def channel(self, container: str) -> Channel:
         """The container's probe channel, opened on first use (once, also when
         threads ask at the same time). One that closed unexpectedly is reopened
-        once per verb, and the evidence says so."""
+        once per verb, and the evidence says so; none is opened to a pod the run
+        knows is disrupted."""
+        if self.disruptions is not None:
+            self.disruptions.check(self.uid, self.node)
         with self._channels_lock:
             return self._open_channel(container)
 
@@ -289,6 +318,12 @@ class Pod:
     def evidence(self) -> Evidence | None:
         return getattr(self.recorder, "evidence", None)
 
+    @property
+    def disruption(self) -> Disruption | None:
+        """What the run knows took this pod, its node or the API, if anything."""
+        known = self.disruptions.of(self) if self.disruptions is not None else None
+        return known or self.disrupted_by
+
     def container(self, name: str) -> ProbeContainer:
         return ProbeContainer(self, name)
 
@@ -305,12 +340,12 @@ class Pod:
 
     def wait_scheduled(self) -> str:
         """Wait only until the scheduler has placed the pod (same fail-fast as wait_ready)."""
-        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, scheduled)
+        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, scheduled, self.disruptions)
         self.node = pod.spec.node_name
         return self.node
 
     def wait_ready(self) -> "Pod":
-        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout)
+        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, disruptions=self.disruptions)
         self.uid, self.node = pod.metadata.uid, pod.spec.node_name
         return self
 
@@ -331,7 +366,8 @@ class Pod:
         except KubeError:
             pass  # the answer may die with the container it stops; the restart count is the evidence
         self.close_channels(container)  # it ends with the container: a new one serves the restarted one
-        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, restarted(container, before))
+        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, restarted(container, before),
+                           self.disruptions)
         return next(s.restart_count for s in pod.status.container_statuses if s.name == container)
 
     def delete(self) -> None:
@@ -380,6 +416,8 @@ def start_pods_for_claims(pods: list[Pod], errors: tuple[type[BaseException], ..
                 step(pod)
             except errors as exc:
                 pod.start_failure = str(exc)
+                if isinstance(exc, Disrupted):
+                    pod.disrupted_by = exc.disruption
     # all created first, then waited for: their start-up overlaps, as in start_pods
     attempt(lambda pod: pod.create() if pod.uid is None else None)
     if wait:

@@ -15,7 +15,10 @@ from typing import Any
 from .history import History, claim_key
 from .metrics import exposition
 
-OUTCOMES = ("passed", "failed", "error", "skipped", "interrupted", "known-divergence")
+# The outcome of a claim the cluster moved under (its pod deleted or evicted, its
+# node NotReady or its kubelet not answering, the API gone): not checked, not broken.
+COULD_NOT_CHECK = "could-not-check"
+OUTCOMES = ("passed", "failed", "error", "skipped", "interrupted", "known-divergence", COULD_NOT_CHECK)
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Check:
     claim_id: str = ""  # the id without its RuntimeClass: a row of the matrix
     runtime_class: str | None = None
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> unit, median, p95, ...
+    cause: str = ""  # could-not-check: the disruption and its source, the same for every claim it took
 
 
 @dataclass
@@ -101,7 +105,7 @@ class RunReport:
 
 
 _ICON = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️", "interrupted": "⏹️",
-         "known-divergence": "🔶"}
+         "known-divergence": "🔶", COULD_NOT_CHECK: "🌀"}
 
 
 def _cluster_line(cluster: dict[str, Any]) -> str:
@@ -154,6 +158,16 @@ def needs_attention(report: RunReport) -> list[tuple[Check, str | None]]:
     return sorted(flagged, key=lambda cv: cv[1] != "newly failing") + flaky_passes
 
 
+def not_checked(report: RunReport) -> dict[str, list[Check]]:
+    """The claims the cluster moved under, grouped by cause (one disruption, many
+    claims): apart from the broken promises, which they are not."""
+    groups: dict[str, list[Check]] = {}
+    for c in report.checks:
+        if c.outcome == COULD_NOT_CHECK:
+            groups.setdefault(c.cause or _first_line(c.message), []).append(c)
+    return groups
+
+
 def _first_line(message: str, limit: int = 200) -> str:
     line = message.strip().splitlines()[0] if message.strip() else ""
     line = re.sub(r"^(AssertionError|Failed): ", "", line)
@@ -177,6 +191,7 @@ def run_problems(run: dict[str, Any]) -> list[str]:
 def render_markdown(report: RunReport) -> str:
     s = report.summary
     lines = [f"# podshare: {s['passed']} passed, {s['failed']} failed, {s['error']} errors, {s['skipped']} skipped"
+             + (f", {s[COULD_NOT_CHECK]} could not check" if s[COULD_NOT_CHECK] else "")
              + (f", {s['interrupted']} interrupted" if s["interrupted"] else "")
              + (f", {s['known-divergence']} known divergences" if s["known-divergence"] else ""), ""]
     for problem in run_problems(report.run):
@@ -187,6 +202,12 @@ def render_markdown(report: RunReport) -> str:
         lines += ["## Needs attention", ""] + [
             f"- {_ICON.get(c.outcome, '')} `{c.id.split('::')[-1]}`{f' **{v}**' if v else ''}: {_first_line(c.message)}"
             for c, v in attention] + [""]
+    unchecked = not_checked(report)
+    if unchecked:
+        lines += ["## Could not check: the cluster moved under the run", ""] + [
+            f"- {_ICON[COULD_NOT_CHECK]} {len(checks)} claim{'s' * (len(checks) != 1)}: {_first_line(cause, 400)} "
+            f"({', '.join('`' + c.id.split('::')[-1] + '`' for c in checks)})"
+            for cause, checks in unchecked.items()] + [""]
     recovered = [k for k, v in report.history.changes().items() if v != "newly failing"] if report.history else []
     if recovered:
         lines += [f"Since the previous run: " + "; ".join(
@@ -236,11 +257,14 @@ pre{background:#f7f7f7;padding:.6em;overflow:auto;max-height:30em;font-size:12px
 h2{font-size:1.1em;margin:1.2em 0 .3em} h2 .tally{font-weight:400;color:#555;font-size:.85em}
 .fatal{background:#fde7e9;padding:.5em;border-radius:4px;font-weight:600}
 .known-divergence{background:#fff0d9} details.known-divergence .o{color:#a05a00}
+.could-not-check{background:#e3e8fd} details.could-not-check .o{color:#3c4fb5}
+.unchecked{border:2px solid #3c4fb5;border-radius:6px;padding:.2em 1em;margin:1em 0} .unchecked li{margin:.3em 0}
 .attention{border:2px solid #c5221f;border-radius:6px;padding:.2em 1em;margin:1em 0} .attention li{margin:.3em 0}
 .verdict{color:#c5221f;font-size:12px;text-transform:uppercase} .verdict.recovered{color:#137333} .verdict.flaky{color:#b06000}
 .timeline .t{display:inline-block;width:8px;height:12px;margin-left:1px;vertical-align:middle;background:#ccc}
 .timeline .t.passed{background:#34a853}.timeline .t.failed,.timeline .t.error{background:#ea4335}
 .timeline .t.known-divergence{background:#f6ae2d}.timeline .t.interrupted{background:#fbbc04}
+.timeline .t.could-not-check{background:#7986cb}
 details.fold{border:none;padding:0} details.fold summary{font-weight:600;margin:.6em 0}
 table.matrix{border-collapse:collapse;margin:.5em 0} table.matrix td,table.matrix th{border:1px solid #ddd;padding:.2em .5em;font-size:12px}
 """
@@ -269,7 +293,7 @@ def render_html(report: RunReport) -> str:
 <p class="meta">{e(_cluster_line(report.cluster))}</p>
 <p class="meta">run {e(str(report.run.get('id')))}, started {e(str(report.run.get('started_at')))},
 {report.run.get('duration_s', 0):.1f}s, podshare {e(str(report.run.get('podshare_version')))}</p>
-{problems}{_html_attention(report)}{_html_matrix(report)}{_html_figures(report)}{''.join(rows)}
+{problems}{_html_attention(report)}{_html_unchecked(report)}{_html_matrix(report)}{_html_figures(report)}{''.join(rows)}
 </body></html>
 """
 
@@ -316,6 +340,21 @@ def _html_attention(report: RunReport) -> str:
     return f'<section class="attention"><h2>Needs attention ({len(attention)})</h2><ul>{items}</ul></section>'
 
 
+def _html_unchecked(report: RunReport) -> str:
+    """The claims the cluster moved under, one item per cause, apart from Needs attention."""
+    groups = not_checked(report)
+    if not groups:
+        return ""
+    e = html.escape
+    items = "".join(
+        f'<li class="{COULD_NOT_CHECK}">{len(checks)} claim{"s" * (len(checks) != 1)}: {e(cause)} — '
+        + ", ".join(f'<a href="#check-{report.checks.index(c)}">{e(c.id.split("::")[-1])}</a>' for c in checks)
+        + "</li>" for cause, checks in groups.items())
+    total = sum(len(checks) for checks in groups.values())
+    return (f'<section class="unchecked"><h2>Could not check ({total}): the cluster moved under the run</h2>'
+            f'<ul>{items}</ul></section>')
+
+
 def _html_timeline(report: RunReport, c: Check) -> str:
     """The claim's last runs as small squares, oldest first (hover: run, outcome, time)."""
     if not report.history:
@@ -357,7 +396,7 @@ def _html_check(c: Check, index: int = 0, report: RunReport | None = None) -> st
             body.append(_collapsible("Probe transcript", json.dumps(c.evidence["transcript"], indent=2, default=str), 0))
     if c.diagnostics:
         body.append(_collapsible("Pod diagnostics", json.dumps(c.diagnostics, indent=2, default=str), 0))
-    open_attr = " open" if c.outcome in ("failed", "error", "interrupted") else ""
+    open_attr = " open" if c.outcome in ("failed", "error", "interrupted", COULD_NOT_CHECK) else ""
     runtime = f" · {e(c.runtime_class)}" if c.runtime_class else ""
     return (f'<details id="check-{index}" class="{c.outcome}"{open_attr}><summary><span class="o">{c.outcome}</span> '
             f'<span class="claim">{e(c.claim)}</span> <span class="id">{e(c.id)}{runtime} · {c.duration_s:.2f}s</span>'

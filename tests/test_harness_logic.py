@@ -132,7 +132,8 @@ def test_report_counts_outcomes_and_renders_every_claim(tmp_path):
     report = RunReport(run={"id": "r", "duration_s": 1.0}, cluster={"server_version": "v1.35.4"}, checks=checks)
     paths = report.write(tmp_path)
     data = json.loads(paths[0].read_text())
-    assert data["summary"] == {"passed": 1, "failed": 1, "error": 0, "skipped": 1, "interrupted": 0, "known-divergence": 0, "total": 3}
+    assert data["summary"] == {"passed": 1, "failed": 1, "error": 0, "skipped": 1, "interrupted": 0,
+                               "known-divergence": 0, "could-not-check": 0, "total": 3}
     assert [c["outcome"] for c in data["checks"]] == ["passed", "failed", "skipped"]
     page = paths[1].read_text()
     assert "claim &lt;B&gt;" in page and "<script" not in page and "http" not in page.split("<body>")[1]
@@ -353,3 +354,81 @@ def test_ctrl_c_inside_the_clients_websocket_call_stops_the_run_instead_of_faili
             raise ApiException(status=0, reason=str(e))
     with pytest.raises(KeyboardInterrupt):
         api_call("exec in p/alpha", connect)
+
+
+# ------------------------------------------------------------------ could not check
+
+DELETED = "pod podshare-probe-x was deleted at 19:42:10 UTC (event Killing at 19:42:10 UTC: Stopping container alpha)"
+
+
+def _unchecked(claim_id, cause=DELETED, runtime_class="runc"):
+    return _check("could-not-check", runtime_class, claim_id, cause=cause,
+                  message=f"could not check: {cause}; the claim saw: exec in podshare-probe-x/alpha: 404 not found")
+
+
+def test_a_claim_the_cluster_moved_under_is_counted_and_shown_apart_from_broken_promises(tmp_path):
+    from podshare.report import render_html, render_markdown
+    checks = [_check("passed", claim_id="s.py::ok"), _check("failed", claim_id="s.py::broken",
+                                                            message="beta cannot read alpha's file"),
+              _unchecked("s.py::a"), _unchecked("s.py::b"),
+              _unchecked("s.py::c", cause="node n1's kubelet is not answering: 500 connection refused")]
+    report = RunReport(run={"id": "r"}, cluster={}, checks=checks)
+    assert report.summary["could-not-check"] == 3 and report.summary["failed"] == 1
+    page = render_html(report)
+    attention = page[page.index("Needs attention (1)"):page.index("</section>")]
+    assert "broken[runc]" in attention and "a[runc]" not in attention  # broken promises only
+    unchecked = page[page.index("Could not check (3)"):]
+    unchecked = unchecked[:unchecked.index("</section>")]
+    assert f"2 claims: {DELETED}" in unchecked and "1 claim: node n1&#x27;s kubelet is not answering" in unchecked
+    assert '<details id="check-2" class="could-not-check" open>' in page and ".could-not-check{background:" in page
+    md = render_markdown(report)
+    assert md.startswith("# podshare: 1 passed, 1 failed, 0 errors, 0 skipped, 3 could not check")
+    assert f"- 🌀 2 claims: {DELETED} (`a[runc]`, `b[runc]`)" in md
+    assert "- ❌ `broken[runc]`: beta cannot read alpha's file" in md and "- 💥 `a" not in md
+    data = json.loads(report.write(tmp_path)[0].read_text())
+    assert data["summary"]["could-not-check"] == 3 and data["checks"][2]["cause"] == DELETED
+
+
+def test_metrics_have_no_passed_sample_for_a_claim_that_was_not_checked():
+    from podshare.metrics import exposition
+    text = exposition({"started_epoch": 1}, {"node": "vm"}, [_check("passed"), _check("failed", "crun"),
+                                                             _unchecked("s.py::t", runtime_class="gvisor")])
+    assert 'podshare_claim_passed{claim="s.py::t",runtime_class="gvisor"' not in text
+    assert 'podshare_claim_checked{claim="s.py::t",runtime_class="gvisor",node="vm"} 0\n' in text
+    assert 'podshare_claim_checked{claim="s.py::t",runtime_class="runc",node="vm"} 1\n' in text
+    assert 'podshare_claim_checked{claim="s.py::t",runtime_class="crun",node="vm"} 1\n' in text
+    assert 'podshare_claim_passed{claim="s.py::t",runtime_class="crun",node="vm"} 0\n' in text
+
+
+def test_history_does_not_count_a_claim_that_could_not_be_checked_as_a_change(tmp_path):
+    from podshare.history import History
+
+    def run(i, outcome):
+        return {"run": {"id": f"r{i}", "started_at": f"2026-11-2{i}T00:00:00+00:00"},
+                "checks": [{"id": "a", "claim_id": "a", "runtime_class": "runc", "outcome": outcome, "duration_s": 1},
+                           {"id": "b", "claim_id": "b", "runtime_class": "runc",
+                            "outcome": "passed" if i < 5 else "failed", "duration_s": 1}]}
+    outcomes = ["passed", "could-not-check", "passed", "could-not-check"]
+    for i, outcome in enumerate(outcomes, 1):
+        History.record(tmp_path, run(i, outcome))
+    history = History.load(tmp_path)
+    assert history.verdict("a @ runc") is None  # neither newly failing, recovered nor flaky
+    assert [p.outcome for p in history.timeline("a @ runc")] == outcomes  # but shown in the timeline
+    History.record(tmp_path, run(5, "passed"))
+    assert History.load(tmp_path).changes() == {"b @ runc": "newly failing"}
+
+
+def test_a_disruption_covers_its_pods_its_node_or_everything():
+    from podshare.disruption import Disrupted, Disruption, Disruptions
+    known = Disruptions()
+    pod = type("P", (), {"uid": "u1", "node": "n1", "name": "p"})()
+    other = type("P", (), {"uid": "u2", "node": "n2", "name": "q"})()
+    assert known.of(pod) is None
+    gone = known.record(Disruption("pod p was deleted", pods=frozenset({"u1"})))
+    assert known.of(pod) is gone and known.of(other) is None
+    with pytest.raises(Disrupted, match="pod p was deleted"):
+        known.check("u1", "n9")
+    down = known.record(Disruption("node n2 is NotReady since 19:43:02 UTC", node="n2"))
+    assert known.of(other) is down and known.covering("u3", "n2") is down
+    known.record(Disruption("the API server did not answer", everywhere=True))
+    assert known.covering("u4", "n4").everywhere
