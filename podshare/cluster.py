@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import MANAGED_BY, RUN_ID_LABEL
-from .disruption import Disruption, Disruptions, diagnose
+from .disruption import Disrupted, Disruption, Disruptions, diagnose
 from .errors import AccessDenied, KubeError
 from .evidence import Evidence
 from .kube import Kube
@@ -15,6 +15,47 @@ from .pods import Pod
 
 
 DISRUPTED_WAIT = 5.0  # seconds to wait for the namespace to go when a node or the API is disrupted
+
+
+# Where clusters name a node's pool (ours, then the clouds').
+POOL_LABELS = ("podshare.io/pool", "cloud.google.com/gke-nodepool", "eks.amazonaws.com/nodegroup",
+               "kubernetes.azure.com/agentpool", "node.kubernetes.io/pool")
+
+
+def node_facts(node: Any) -> dict[str, Any]:
+    """What the reports say about a node: its pool, versions, OS and kernel, its
+    taints, whether it takes pods, and the runtime handlers it reports."""
+    info, labels = node.status.node_info, node.metadata.labels or {}
+    ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
+    return {
+        "pool": next((labels[k] for k in POOL_LABELS if k in labels), None),
+        "labels": {k: v for k, v in labels.items() if k in POOL_LABELS or "sandbox" in k or k.startswith("podshare.io/")},
+        "all_labels": dict(labels),  # what known divergences' node_selector matches
+        "kubelet": info.kubelet_version, "container_runtime": info.container_runtime_version,
+        "os_image": info.os_image, "kernel": info.kernel_version,
+        "runtime_handlers": [h.name or "(default)" for h in (node.status.runtime_handlers or [])],
+        "taints": [f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in node.spec.taints or []],
+        "unschedulable": bool(node.spec.unschedulable),
+        "ready": ready.status if ready else "Unknown",
+    }
+
+
+def node_unfit(node: Any, tolerated: tuple[str, ...]) -> str | None:
+    """Why this run's pods cannot be checked on a node, in one sentence, or None."""
+    name = node.metadata.name
+    if node.spec.unschedulable:
+        return f"node {name} is cordoned (spec.unschedulable): no new pod may start there"
+    ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
+    if ready is None or ready.status != "True":
+        since = f" since {ready.last_transition_time:%Y-%m-%d %H:%M:%S} UTC" if ready and ready.last_transition_time else ""
+        why = f" ({ready.reason}: {ready.message})" if ready and ready.reason else ""
+        return f"node {name} is NotReady{since}{why}"
+    for t in node.spec.taints or []:
+        if t.effect in ("NoSchedule", "NoExecute") and "*" not in tolerated and t.key not in tolerated:
+            taint = f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}"
+            return (f"node {name} has the taint {taint}, which the pods do not tolerate "
+                    f"(--tolerate {t.key} checks it too)")
+    return None
 
 
 class Cluster:
@@ -63,6 +104,26 @@ class Cluster:
         nodes = [self.kube.node(node)] if node else self.kube.nodes()
         return [f"podshare node {n.metadata.name}: {n.status.node_info.container_runtime_version}, "
                 f"{n.status.node_info.os_image}, kernel {n.status.node_info.kernel_version}" for n in nodes[:5]]
+
+    def target_nodes(self, selector: str | None) -> list[str]:
+        """The nodes a run checks (--all-nodes: every node; --node-selector: those
+        its labels select), by name; their facts go into the report now, also for
+        the nodes that turn out not to be checkable."""
+        nodes = sorted(self.kube.nodes(selector), key=lambda n: n.metadata.name)
+        for n in nodes:
+            self.facts.setdefault("nodes", {})[n.metadata.name] = node_facts(n)
+        return [n.metadata.name for n in nodes]
+
+    def check_node_fit(self, name: str, tolerated: tuple[str, ...]) -> None:
+        """Raise Disrupted when a node cannot be checked now: cordoned, not Ready,
+        or tainted in a way the pods do not tolerate. Remembered, so each of its
+        claims ends at once with the same sentence."""
+        node = self.kube.node(name)
+        self.facts.setdefault("nodes", {})[name] = node_facts(node)
+        unfit = node_unfit(node, tolerated)
+        if unfit:
+            self.disruptions.check(None, name)  # already known: the same one
+            raise Disrupted(self.disruptions.record(Disruption(unfit, node=name)))
 
     def learn_node(self, node: str | None) -> None:
         """Node facts for the report; reading nodes is optional (cluster-scoped)."""

@@ -15,15 +15,25 @@ from .errors import HARNESS_ERRORS, AccessDenied, KubeError
 from .pods import Pod, ProbeSet, load_manifest, load_manifests, render, start_pods, start_pods_for_claims
 
 
+def node_tag(node: str) -> str:
+    """A short, stable stand-in for a node's name in pod names (63 characters at most)."""
+    import hashlib
+    return "n" + hashlib.sha1(node.encode()).hexdigest()[:5]
+
+
 class PodFactory:
     """Creates pods and their companions (ConfigMaps, Services) from manifests/
     in the run's namespace; deletes them, newest first, at the end of the run."""
 
-    def __init__(self, cluster: Cluster, settings: Any, suffix: str, runtime_class: str | None = None) -> None:
+    def __init__(self, cluster: Cluster, settings: Any, suffix: str, runtime_class: str | None = None,
+                 node: str | None = None) -> None:
         self.cluster, self.settings, self.runtime_class = cluster, settings, runtime_class
+        self.node = node or settings.node  # every pod of this factory there (through the scheduler)
         self.kube, self.namespace = cluster.kube, cluster.namespace
-        # Pods of each RuntimeClass side by side in one namespace: the class is in the name.
-        self.suffix = f"{runtime_class}-{suffix}" if runtime_class else suffix
+        # Pods of each node and RuntimeClass side by side in one namespace: both are in the name
+        # (the node as a short tag: node names may be long).
+        tags = [node_tag(node) if node else None, runtime_class]
+        self.suffix = "-".join([t for t in tags if t] + [suffix])
         self.created: list[Pod] = []
         self.others: list[tuple[str, str]] = []  # (kind, name) of non-pod objects
         self.applied: dict[str, dict[str, Any]] = {}  # manifest -> what apply made
@@ -37,7 +47,7 @@ class PodFactory:
             renamed: dict[str, str] | None = None) -> Pod:
         template = manifest if isinstance(manifest, dict) else load_manifest(manifest)
         body = render(template, name=f"{base_name}-{self.suffix}", settings=self.settings,
-                      run_id=self.cluster.run_id, node=node or self.settings.node, renamed=renamed,
+                      run_id=self.cluster.run_id, node=node or self.node, renamed=renamed,
                       runtime_class=self.runtime_class)
         pod = Pod(self.kube, self.namespace, body, self.settings.pod_timeout, recorder=self.cluster,
                   disruptions=self.cluster.disruptions)
@@ -71,7 +81,7 @@ class PodFactory:
         every claim needs (a KubeError here ends the run). The others are waited
         for by their claims' fixtures, their start-up overlapping meanwhile."""
         if self.probes is None:
-            self.cluster.check_node_exists(self.settings.node)
+            self.cluster.check_node_exists(self.node)
             probes = self.probe_set("podshare-probe")
             for pod in probes.pods:
                 pod.create()

@@ -60,22 +60,35 @@ def runtime_class(request: pytest.FixtureRequest, kube, podshare_session: Podsha
 
 
 @pytest.fixture(scope="session")
-def pod_factory(podshare_session: PodshareSession, run_namespace: str, runtime_class: str | None,
-                request: pytest.FixtureRequest) -> Iterator[PodFactory]:
+def node(request: pytest.FixtureRequest, kube, podshare_session: PodshareSession) -> str | None:
+    """The node of this claim's pods (parametrized by --all-nodes or --node-selector),
+    --node, or None for the scheduler's choice. A node that cannot be checked
+    (cordoned, NotReady, a taint the pods do not tolerate) ends each of its claims
+    as could-not-check with that reason."""
+    name = getattr(request, "param", None)
+    if name is None:
+        return podshare_session.settings.node
+    podshare_session.cluster.check_node_fit(name, podshare_session.settings.tolerate)
+    return name
+
+
+@pytest.fixture(scope="session")
+def pod_factory(podshare_session: PodshareSession, run_namespace: str, node: str | None,
+                runtime_class: str | None, request: pytest.FixtureRequest) -> Iterator[PodFactory]:
     ps = podshare_session
-    factory = PodFactory(ps.cluster, ps.settings, ps.suffix, runtime_class)
+    factory = PodFactory(ps.cluster, ps.settings, ps.suffix, runtime_class, node)
     yield factory
     factory.cleanup(keep=ps.keep(request.session))
 
 
-def _needed_by(items: list[pytest.Item], runtime_class: str | None) -> tuple[list[str], int]:
-    """What the collected claims of one RuntimeClass need besides the probe pod:
-    their patterns' manifests (the `manifest` marker) and lifecycle pods."""
+def _needed_by(items: list[pytest.Item], node: str | None, runtime_class: str | None) -> tuple[list[str], int]:
+    """What the collected claims of one node and RuntimeClass need besides the probe
+    pod: their patterns' manifests (the `manifest` marker) and lifecycle pods."""
     patterns: list[str] = []
     lifecycle = 0
     for item in items:
-        callspec = getattr(item, "callspec", None)
-        if (callspec.params.get("runtime_class") if callspec else None) != runtime_class:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (params.get("runtime_class"), params.get("node", node)) != (runtime_class, node):
             continue
         for marker in item.iter_markers("manifest"):
             if marker.args[0] not in patterns:
@@ -85,12 +98,13 @@ def _needed_by(items: list[pytest.Item], runtime_class: str | None) -> tuple[lis
 
 
 @pytest.fixture(scope="session")
-def probe_pods(pod_factory: PodFactory, podshare_session: PodshareSession, runtime_class: str | None,
-               request: pytest.FixtureRequest) -> tuple[ProbeSet, Pod]:
+def probe_pods(pod_factory: PodFactory, podshare_session: PodshareSession, node: str | None,
+               runtime_class: str | None, request: pytest.FixtureRequest) -> tuple[ProbeSet, Pod]:
     """The probe pod and, on the same node, the stranger pod (the negative control);
     every other pod the collected claims need starts with them."""
-    patterns, lifecycle = _needed_by(request.session.items, runtime_class)
-    with podshare_session.harness_errors(fatal=True):
+    patterns, lifecycle = _needed_by(request.session.items, node, runtime_class)
+    # With several nodes, pods that cannot start end that node's claims, not the run.
+    with podshare_session.harness_errors(fatal=True, node=node if podshare_session.nodes_dimension else None):
         return pod_factory.start_probes(patterns, lifecycle)
 
 

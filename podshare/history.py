@@ -25,9 +25,11 @@ class Point:
 
 
 def claim_key(check: dict[str, Any] | Any) -> str:
-    """A claim on a RuntimeClass: one row of the history."""
-    get = check.get if isinstance(check, dict) else lambda k: getattr(check, k)
-    return f"{get('claim_id') or get('id')} @ {get('runtime_class') or 'default'}"
+    """A claim on a RuntimeClass (and a node, where the run checked each node): one
+    row of the history."""
+    get = check.get if isinstance(check, dict) else lambda k: getattr(check, k, None)
+    key = f"{get('claim_id') or get('id')} @ {get('runtime_class') or 'default'}"
+    return f"{key} @ {get('node')}" if get("per_node") else key
 
 
 # Outcomes that say nothing about the promise: they are not points of a trend
@@ -73,6 +75,21 @@ class History:
 
     def timeline(self, key: str) -> list[Point]:
         return self.timelines.get(key, [])
+
+    def first_seen(self, checks: list[Any]) -> str | None:
+        """When the oldest of these claims' current unbroken run of not holding began
+        (the start of that run, as far back as the window goes)."""
+        starts = []
+        for check in checks:
+            points = [p for p in self.timeline(claim_key(check)) if p.outcome not in NOT_A_VERDICT]
+            since = None
+            for p in reversed(points):
+                if _held(p.outcome):
+                    break
+                since = p.started_at
+            if since:
+                starts.append(since)
+        return min(starts) if starts else None
 
     def verdict(self, key: str) -> str | None:
         """"newly failing" (held in the previous run, not in the last), "recovered"

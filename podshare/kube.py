@@ -154,8 +154,8 @@ class Kube:
     def server_version(self) -> str:
         return api_call("read the server version", self._version.get_code).git_version
 
-    def nodes(self) -> list[client.V1Node]:
-        return api_call("list nodes", self.core.list_node).items
+    def nodes(self, label_selector: str | None = None) -> list[client.V1Node]:
+        return api_call("list nodes", self.core.list_node, label_selector=label_selector or "").items
 
     def node(self, name: str, timeout: float | None = None) -> client.V1Node:
         return api_call(f"read node {name}", self.core.read_node, name, _request_timeout=timeout)

@@ -27,10 +27,12 @@ def exposition(run: dict[str, Any], cluster: dict[str, Any], checks: list[Any]) 
     """podshare_claim_passed, podshare_claim_checked, podshare_claim_duration_seconds
     (per claim, runtime class and node), podshare_figure (the perf suite's medians and p95s) and
     podshare_run_timestamp_seconds."""
-    node = cluster.get("node") or ""
+    nodes = cluster.get("nodes", {})
     passed, checked, duration, figures = [], [], [], []
     for c in checks:
-        labels = _labels(claim=c.claim_id or c.id, runtime_class=c.runtime_class or "default", node=node)
+        node = getattr(c, "node", None) or cluster.get("node") or ""
+        pool = nodes.get(node, {}).get("pool") or ""
+        labels = _labels(claim=c.claim_id or c.id, runtime_class=c.runtime_class or "default", node=node, pool=pool)
         if c.outcome in CHECKED:
             checked.append(f"podshare_claim_checked{labels} {CHECKED[c.outcome]}")
         if c.outcome not in HELD:
@@ -42,7 +44,7 @@ def exposition(run: dict[str, Any], cluster: dict[str, Any], checks: list[Any]) 
                 if stat in figure:
                     figures.append("podshare_figure" + _labels(
                         measurement=name, unit=figure["unit"], stat=stat, runtime_class=c.runtime_class or "default",
-                        node=node) + f" {figure[stat]:g}")
+                        node=node, pool=pool) + f" {figure[stat]:g}")
     lines = [
         "# HELP podshare_claim_passed 1 if the claim held in the run, 0 if it did not (a known divergence is 0).",
         "# TYPE podshare_claim_passed gauge", *passed,

@@ -117,15 +117,23 @@ class PodshareSession:
         pytest.fail(reason, pytrace=False)
 
     @contextlib.contextmanager
-    def harness_errors(self, fatal: bool) -> Iterator[None]:
+    def harness_errors(self, fatal: bool, node: str | None = None) -> Iterator[None]:
         """The one way a fixture turns a harness error into an outcome: the run's
-        end (fatal) or this claim's failure, with the one-line reason either way."""
+        end (fatal), the end of one node's claims (fatal, with several nodes: each
+        of them could not be checked, the other nodes go on) or this claim's
+        failure, with the one-line reason either way."""
         try:
             yield
+        except Disrupted:
+            raise
         except HARNESS_ERRORS as exc:
             failure, cause = str(exc), exc
         else:
             return
+        if fatal and node is not None and not isinstance(cause, AccessDenied):
+            raise Disrupted(self.cluster.disruptions.record(
+                Disruption(f"node {node}: the pods every claim there needs could not start: {failure}",
+                           node=node))) from cause
         if fatal:
             self.fail_run(failure)
         # the cause stays attached: the report decides whether the cluster moved under the claim
@@ -142,9 +150,23 @@ class PodshareSession:
         if report.failed:
             self.collection_errors.append(f"{report.nodeid}: {_short_message(report)}")
 
+    @property
+    def nodes_dimension(self) -> bool:
+        """Whether the node is a dimension of this run (--all-nodes, --node-selector)."""
+        return bool(self.settings.all_nodes or self.settings.node_selector)
+
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        """Every claim once per --runtime-class: a session-scoped parameter, so each
-        class gets its own pods and the claims are grouped by class."""
+        """Every claim once per node (--all-nodes, --node-selector) and per
+        --runtime-class: session-scoped parameters, so each node and class gets its
+        own pods and the claims are grouped by them."""
+        if self.nodes_dimension and "node" in metafunc.fixturenames:
+            try:
+                nodes = self.cluster.target_nodes(self.settings.node_selector)
+            except KubeError as exc:
+                raise pytest.UsageError(f"podshare: cannot list the nodes to check: {exc}") from None
+            if not nodes:
+                raise pytest.UsageError(f"podshare: no node matches --node-selector {self.settings.node_selector}")
+            metafunc.parametrize("node", nodes, indirect=True, scope="session", ids=nodes)
         if self.settings.runtime_class and "runtime_class" in metafunc.fixturenames:
             metafunc.parametrize("runtime_class", list(self.settings.runtime_class), indirect=True,
                                  scope="session", ids=list(self.settings.runtime_class))
@@ -292,18 +314,20 @@ class PodshareSession:
         """A claim the operator listed as a known divergence of its RuntimeClass: its
         failure is reported as that (an expected failure, with the reason and what was
         seen), and its passing fails the run (strict: the list is out of date)."""
-        runtime_class = _runtime_class_of(item)
-        if not runtime_class or not self.known_divergences:
+        if not self.known_divergences:
             return
-        listed = self.known_divergences.match(_claim_id(item), runtime_class)
+        runtime_class, node = _runtime_class_of(item), _node_param_of(item)
+        node_labels = self.cluster.facts.get("nodes", {}).get(node, {}).get("all_labels") if node else None
+        listed = self.known_divergences.match(_claim_id(item), runtime_class, node_labels)
         if listed is None:
             return
+        where = " on ".join(w for w in ("", runtime_class, f"node {node}" if node else None) if w is not None)
         if report.failed:
             seen = _short_message(report)
-            report.outcome, report.wasxfail = "skipped", f"known divergence on {runtime_class}: {listed}"
+            report.outcome, report.wasxfail = "skipped", f"known divergence{where}: {listed}"
             item.stash[KNOWN] = ("known-divergence", f"{listed} (seen: {seen})")
         elif report.passed:
-            message = (f"listed as a known divergence on {runtime_class} ({listed}), but the claim now holds: "
+            message = (f"listed as a known divergence{where} ({listed}), but the claim now holds: "
                        "update the known-divergences file")
             report.outcome, report.longrepr = "failed", message
             item.stash[KNOWN] = ("failed", message)
@@ -337,7 +361,9 @@ class PodshareSession:
         cause = item.stash[DISRUPTED][0].cause if outcome == COULD_NOT_CHECK else ""
         self.checks[item.nodeid] = Check(
             id=_check_id(item), claim=_claim_of(item), outcome=outcome,
-            claim_id=_claim_id(item), runtime_class=_runtime_class_of(item),
+            claim_id=_claim_id(item), runtime_class=_runtime_class_of(item), per_node=bool(_node_param_of(item)),
+            node=_node_param_of(item) or next((p.node for p in (ev.pods if ev is not None else []) if p.node),
+                                              self.cluster.facts.get("node")),
             duration_s=round(sum(r.duration for r in reports), 3),
             evidence=ev.as_json() if ev is not None else {}, message=message,
             figures=dict(ev.figures) if ev is not None else {},
@@ -448,6 +474,11 @@ def _runtime_class_of(item: pytest.Item) -> str | None:
     return callspec.params.get("runtime_class") if callspec else None
 
 
+def _node_param_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("node") if callspec else None
+
+
 def _check_id(item: pytest.Item) -> str:
     """The claim's id as a checkout names it (suites/test_x.py::test_y[...]), also
     when the installed suites run (`podshare run`, the runner image), so known
@@ -457,16 +488,16 @@ def _check_id(item: pytest.Item) -> str:
 
 
 def _claim_id(item: pytest.Item) -> str:
-    """The claim without its RuntimeClass: one row of the claim x runtime matrix."""
-    runtime_class = _runtime_class_of(item)
+    """The claim without its node and RuntimeClass: one row of the matrix. They are
+    the last parameters of its id (test_x[disk-node-b-gvisor] -> test_x[disk])."""
     check_id = _check_id(item)
-    if not runtime_class or "[" not in check_id:
+    dimensions = "-".join(d for d in (_node_param_of(item), _runtime_class_of(item)) if d)
+    if not dimensions or not check_id.endswith("]"):
         return check_id
     base, ids = check_id[:-1].split("[", 1)
-    parts = ids.split("-")
-    if runtime_class in parts:
-        del parts[len(parts) - 1 - parts[::-1].index(runtime_class)]
-    return f"{base}[{'-'.join(parts)}]" if parts else base
+    if ids == dimensions:
+        return base
+    return f"{base}[{ids[:-len(dimensions) - 1]}]" if ids.endswith("-" + dimensions) else check_id
 
 
 def _claim_of(item: pytest.Item) -> str:

@@ -102,6 +102,10 @@ def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str |
         spec["imagePullSecrets"] = [{"name": settings.image_pull_secret}]
     if node:
         pin_to_node(spec, node)
+    if getattr(settings, "tolerate", ()):  # --tolerate: tainted pools are checked too
+        spec["tolerations"] = spec.get("tolerations", []) + (
+            [{"operator": "Exists"}] if "*" in settings.tolerate else
+            [{"key": key, "operator": "Exists"} for key in settings.tolerate])
     if runtime_class:
         spec["runtimeClassName"] = runtime_class
     return body

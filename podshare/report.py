@@ -31,17 +31,20 @@ class Check:
     message: str = ""
     markers: list[str] = field(default_factory=list)
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
-    claim_id: str = ""  # the id without its RuntimeClass: a row of the matrix
+    claim_id: str = ""  # the id without its node and RuntimeClass: a row of the matrix
     runtime_class: str | None = None
+    node: str | None = None  # where its pods ran
+    per_node: bool = False  # the node is a dimension of the run (--all-nodes, --node-selector): part of its key
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> unit, median, p95, ...
     cause: str = ""  # could-not-check: the disruption and its source, the same for every claim it took
 
 
 @dataclass
 class KnownDivergences:
-    """What an operator accepts that a RuntimeClass breaks: claim id (a pattern
-    where * matches anything) x runtime class -> reason. Loaded from a YAML list of
-    {claim, runtime_class, reason}."""
+    """What an operator accepts that a RuntimeClass or a node pool breaks: claim id
+    (a pattern where * matches anything) x runtime class and/or node selector ->
+    reason. Loaded from a YAML list of {claim, runtime_class, node_selector, reason}
+    (runtime_class, node_selector or both)."""
     entries: list[dict[str, str]] = field(default_factory=list)
 
     @classmethod
@@ -51,18 +54,35 @@ class KnownDivergences:
         import yaml
         entries = yaml.safe_load(Path(path).read_text()) or []
         if not isinstance(entries, list) or not all(
-                isinstance(e, dict) and {"claim", "runtime_class", "reason"} <= set(e) for e in entries):
-            raise ValueError(f"{path}: expected a list of {{claim, runtime_class, reason}}")
+                isinstance(e, dict) and {"claim", "reason"} <= set(e) and {"runtime_class", "node_selector"} & set(e)
+                for e in entries):
+            raise ValueError(f"{path}: expected a list of {{claim, runtime_class and/or node_selector, reason}}")
         return cls(entries)
 
-    def match(self, claim_id: str, runtime_class: str) -> str | None:
-        """The reason a claim is listed for a class; in `claim`, only * is a wildcard
-        (ids have literal brackets: test_x[disk])."""
-        return next((e["reason"] for e in self.entries if e["runtime_class"] == runtime_class
-                     and re.fullmatch(re.escape(e["claim"]).replace(r"\*", ".*"), claim_id)), None)
+    def match(self, claim_id: str, runtime_class: str | None, node_labels: dict[str, str] | None = None) -> str | None:
+        """The reason a claim is listed for this class and node; every condition an
+        entry names must hold. In `claim`, only * is a wildcard (ids have literal
+        brackets: test_x[disk]); node_selector is k=v[,k=v...] (or k: the label is set)."""
+        for e in self.entries:
+            if "runtime_class" in e and e["runtime_class"] != runtime_class:
+                continue
+            if "node_selector" in e and (node_labels is None or not selects(e["node_selector"], node_labels)):
+                continue
+            if re.fullmatch(re.escape(e["claim"]).replace(r"\*", ".*"), claim_id):
+                return e["reason"]
+        return None
 
     def __bool__(self) -> bool:
         return bool(self.entries)
+
+
+def selects(selector: str, labels: dict[str, str]) -> bool:
+    """Equality-based label selector: every k=v holds (a bare k: the label is set)."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        key, eq, value = term.partition("=")
+        if key.strip() not in labels or (eq and labels[key.strip()] != value.strip()):
+            return False
+    return True
 
 
 @dataclass
@@ -113,15 +133,64 @@ def _cluster_line(cluster: dict[str, Any]) -> str:
     return ", ".join(f"{k.replace('_', ' ')}: {cluster[k]}" for k in keys if cluster.get(k))
 
 
-def claim_matrix(checks: list[Check]) -> tuple[list[str], dict[str, dict[str, Check]]] | None:
-    """Claim (row) x RuntimeClass (column), in run order; None when the run had no classes."""
-    classes = list(dict.fromkeys(c.runtime_class for c in checks if c.runtime_class))
-    if not classes:
+@dataclass
+class Matrix:
+    """Claim (row) x node and/or RuntimeClass (column), in run order."""
+    title: str
+    columns: list[str]
+    rows: dict[str, dict[str, Check]]  # claim id -> column -> check
+
+    def sentence(self, claim_id: str) -> str:
+        return next(iter(self.rows[claim_id].values())).claim
+
+
+def claim_matrix(checks: list[Check]) -> Matrix | None:
+    """The matrix of a run with several nodes or RuntimeClasses; None when it had one column."""
+    per_node, classes = any(c.per_node for c in checks), any(c.runtime_class for c in checks)
+    if not (per_node or classes):
         return None
+
+    def column(c: Check) -> str:
+        return " · ".join([*([c.node or "?"] if per_node else []), *([c.runtime_class or "default"] if classes else [])])
     rows: dict[str, dict[str, Check]] = {}
     for c in checks:
-        rows.setdefault(c.claim_id or c.id, {})[c.runtime_class or "default"] = c
-    return classes, rows
+        rows.setdefault(c.claim_id or c.id, {})[column(c)] = c
+    title = "Claim x " + " x ".join(w for w, on in (("node", per_node), ("RuntimeClass", classes)) if on)
+    return Matrix(title, list(dict.fromkeys(column(c) for c in checks)), rows)
+
+
+def node_summary(report: "RunReport") -> list[str]:
+    """One sentence per kind of node, first: which nodes keep every promise, which
+    break which (with the first run that saw it, from the history), which could not
+    be checked, and why."""
+    per_node = [c for c in report.checks if c.per_node]
+    if not per_node:
+        return []
+    nodes = list(dict.fromkeys(c.node for c in per_node))
+    broken = {n: [c for c in per_node if c.node == n and c.outcome in ("failed", "error", "known-divergence")]
+              for n in nodes}
+    unchecked = {n: [c for c in per_node if c.node == n and c.outcome == COULD_NOT_CHECK] for n in nodes}
+    claims = len({c.claim_id for c in per_node})
+    keeping = [n for n in nodes if not broken[n] and not unchecked[n]]
+    lines = [f"{len(nodes)} node{'s' * (len(nodes) != 1)} checked"
+             + (f": {_and(keeping)} keep{'s' * (len(keeping) == 1)} all {claims} promises" if keeping else "")]
+    for n in nodes:
+        if broken[n]:
+            first = report.history.first_seen(broken[n]) if report.history else None
+            lines.append(f"{n} breaks {len({c.claim_id for c in broken[n]})}"
+                         + (f" (first seen {first})" if first else "") + ": "
+                         + "; ".join(sorted({c.claim for c in broken[n]})))
+        if unchecked[n]:
+            lines.append(f"{n} could not be checked ({len(unchecked[n])} claims): {unchecked[n][0].cause}")
+    return lines
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def node_table(cluster: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return list(cluster.get("nodes", {}).items())
 
 
 def figure_table(checks: list[Check]) -> tuple[list[str], dict[str, dict[str, tuple[dict, int]]]] | None:
@@ -197,6 +266,7 @@ def render_markdown(report: RunReport) -> str:
     for problem in run_problems(report.run):
         lines += [f"**{problem}**", ""]
     lines += [_cluster_line(report.cluster), ""]
+    lines += [f"- {line}" for line in node_summary(report)] + ([""] if node_summary(report) else [])
     attention = needs_attention(report)
     if attention:
         lines += ["## Needs attention", ""] + [
@@ -212,14 +282,20 @@ def render_markdown(report: RunReport) -> str:
     if recovered:
         lines += [f"Since the previous run: " + "; ".join(
             f"`{k.split('::')[-1]}` {report.history.verdict(k)}" for k in recovered), ""]
+    if report.cluster.get("nodes") and any(c.per_node for c in report.checks):
+        lines += ["## Nodes", "", "| node | pool | kubelet | runtime | OS, kernel | taints | state |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {f.get('pool') or ''} | {f.get('kubelet')} | {f.get('container_runtime')} | "
+                  f"{f.get('os_image')}, {f.get('kernel')} | {', '.join(f.get('taints') or []) or 'none'} | "
+                  f"{_node_state(f)} |" for n, f in node_table(report.cluster)] + [""]
     matrix = claim_matrix(report.checks)
-    if matrix:  # which runtime breaks which promise, before the detail
-        classes, rows = matrix
-        lines += ["## Claim x RuntimeClass", "", "| claim | " + " | ".join(classes) + " |",
-                  "|---|" + "---|" * len(classes)]
-        for claim_id, cells in rows.items():
-            lines.append(f"| `{claim_id.split('::')[-1]}` | " + " | ".join(
-                f"{_ICON.get(cells[k].outcome, '')} {cells[k].outcome}" if k in cells else "" for k in classes) + " |")
+    if matrix:  # which node and runtime break which promise, before the detail
+        lines += [f"## {matrix.title}", "", "| claim | " + " | ".join(matrix.columns) + " |",
+                  "|---|" + "---|" * len(matrix.columns)]
+        for claim_id, cells in matrix.rows.items():
+            lines.append(f"| {matrix.sentence(claim_id)} (`{claim_id.split('::')[-1]}`) | " + " | ".join(
+                f"{_ICON.get(cells[k].outcome, '')} {cells[k].outcome}" if k in cells else "not applicable"
+                for k in matrix.columns) + " |")
         lines.append("")
     figures = figure_table(report.checks)
     if figures:
@@ -312,10 +388,31 @@ def _html_matrix(report: RunReport) -> str:
     matrix = claim_matrix(report.checks)
     if not matrix:
         return ""
-    classes, rows = matrix
-    return _html_by_class("Claim x RuntimeClass", "claim", classes, {
-        claim_id.split("::")[-1]: {k: (c.outcome, c.outcome, report.checks.index(c)) for k, c in cells.items()}
-        for claim_id, cells in rows.items()})
+    e = html.escape
+    nodes = dict(node_table(report.cluster))
+    head = "".join(f"<th>{e(k)}" + (f'<br><span class="id">{e(_node_line(nodes[k.split(" · ")[0]]))}</span>'
+                                     if k.split(" · ")[0] in nodes else "") + "</th>" for k in matrix.columns)
+    body = "".join(
+        f'<tr><td>{e(matrix.sentence(claim_id))} <a class="id" href="#check-{report.checks.index(next(iter(cells.values())))}">'
+        f'{e(claim_id.split("::")[-1])}</a></td>' + "".join(
+            f'<td class="{cells[k].outcome}"><a href="#check-{report.checks.index(cells[k])}">{e(cells[k].outcome)}</a></td>'
+            if k in cells else '<td class="id">not applicable</td>' for k in matrix.columns) + "</tr>"
+        for claim_id, cells in matrix.rows.items())
+    summary = "".join(f"<li>{e(line)}</li>" for line in node_summary(report))
+    return (f"<ul>{summary}</ul>" if summary else "") + \
+        f'<h2>{e(matrix.title)}</h2><table class="matrix"><tr><th>claim</th>{head}</tr>{body}</table>'
+
+
+def _node_line(facts: dict[str, Any]) -> str:
+    return (f"pool {facts.get('pool') or '-'}; kubelet {facts.get('kubelet')}; {facts.get('container_runtime')}; "
+            f"{facts.get('os_image')}, kernel {facts.get('kernel')}; taints: {', '.join(facts.get('taints') or []) or 'none'}"
+            f"; {_node_state(facts)}")
+
+
+def _node_state(facts: dict[str, Any]) -> str:
+    if facts.get("unschedulable"):
+        return "cordoned"
+    return "Ready" if facts.get("ready") == "True" else "NotReady"
 
 
 def _html_figures(report: RunReport) -> str:

@@ -48,6 +48,14 @@ OPTIONS = (
            PULL_POLICIES),
     Option("--image-pull-secret", "PODSHARE_IMAGE_PULL_SECRET", None, "name of an imagePullSecret in the namespace"),
     Option("--node", "PODSHARE_NODE", None, "run the pods on this node (default: wherever the scheduler puts them)"),
+    Option("--all-nodes", "PODSHARE_ALL_NODES", False,
+           "check every node: a probe set per node, the node in each check's id (nodes that cannot be "
+           "checked are reported, not dropped)", type=bool),
+    Option("--node-selector", "PODSHARE_NODE_SELECTOR", None,
+           "check every node these labels select (a label selector, e.g. podshare.io/pool=sandboxed)"),
+    Option("--tolerate", "PODSHARE_TOLERATE", None,
+           "taint keys the pods tolerate (repeatable; * for every taint), so tainted pools are checked too",
+           type=list),
     Option("--keep", "PODSHARE_KEEP", "never", "keep the namespace and pods after the run", KEEP_CHOICES),
     Option("--reports-dir", "PODSHARE_REPORTS_DIR", "reports", "where results.json, report.html, summary.md and junit.xml go"),
     Option("--pod-manifest", "PODSHARE_POD_MANIFEST", "probe-pod.yaml",
@@ -85,6 +93,9 @@ class Settings:
     image_pull_policy: str
     image_pull_secret: str | None
     node: str | None
+    all_nodes: bool
+    node_selector: str | None
+    tolerate: tuple[str, ...]
     keep: str
     reports_dir: str
     pod_manifest: str
@@ -108,8 +119,14 @@ class Settings:
             if opt.type is list:
                 raw = tuple(raw) if isinstance(raw, list) else tuple(
                     part.strip() for part in (raw or "").split(",") if part.strip())
-                if any(not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", c) for c in raw):
+                if opt.flag == "--runtime-class" and any(
+                        not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", c) for c in raw):
                     raise pytest.UsageError(f"{opt.flag} must name RuntimeClasses, not {', '.join(raw)}")
+                if opt.flag == "--tolerate" and any(
+                        not re.fullmatch(r"\*|([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", k) for k in raw):
+                    raise pytest.UsageError(f"{opt.flag} takes taint keys (or *), not {', '.join(raw)}")
+            if opt.type is bool:
+                raw = raw if isinstance(raw, bool) else str(raw).strip().lower() in ("1", "true", "yes", "on")
             if raw is not None and opt.type is float:
                 try:
                     raw = float(raw)
@@ -122,6 +139,8 @@ class Settings:
             if opt.choices and raw not in opt.choices:
                 raise pytest.UsageError(f"{opt.flag} must be one of {', '.join(opt.choices)}, not {raw!r}")
             values[opt.flag[2:].replace("-", "_")] = raw
+        if sum(bool(values[k]) for k in ("node", "all_nodes", "node_selector")) > 1:
+            raise pytest.UsageError("--node, --all-nodes and --node-selector choose the nodes in three ways: give one")
         for image in ("probe_image", "nginx_image"):  # an air-gapped cluster pulls from its mirror
             values[image] = mirrored(values[image], values["registry"])
         return cls(**values)
@@ -130,7 +149,9 @@ class Settings:
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("podshare", "podshare: pod sharing conformance")
     for opt in OPTIONS:
-        group.addoption(opt.flag, dest=opt.dest, default=None, action="append" if opt.type is list else "store",
+        action = {list: "append", bool: "store_const"}.get(opt.type, "store")
+        group.addoption(opt.flag, dest=opt.dest, default=None, action=action,
+                        **({"const": True} if opt.type is bool else {}),
                         help=f"{opt.help} [env {opt.env}; ini {opt.ini}]"
                         + (f" (default {opt.default})" if opt.default is not None else ""))
         parser.addini(opt.ini, help=opt.help, default=None)

@@ -222,10 +222,10 @@ def test_the_matrix_has_a_row_per_claim_and_a_column_per_class():
     from podshare.report import claim_matrix, render_html, render_markdown
     checks = [Check(id=f"s.py::t[disk-{k}]", claim="T", outcome=o, duration_s=0.1, claim_id="s.py::t[disk]",
                     runtime_class=k) for k, o in (("runc", "passed"), ("gvisor", "known-divergence"))]
-    classes, rows = claim_matrix(checks)
-    assert classes == ["runc", "gvisor"] and list(rows) == ["s.py::t[disk]"]
+    matrix = claim_matrix(checks)
+    assert matrix.columns == ["runc", "gvisor"] and list(matrix.rows) == ["s.py::t[disk]"]
     report = RunReport(run={"id": "r"}, cluster={}, checks=checks)
-    assert "| `t[disk]` | ✅ passed | 🔶 known-divergence |" in render_markdown(report)
+    assert "| T (`t[disk]`) | ✅ passed | 🔶 known-divergence |" in render_markdown(report)
     assert 'href="#check-1">known-divergence</a>' in render_html(report)
     assert claim_matrix([Check(id="a", claim="A", outcome="passed", duration_s=0)]) is None
 
@@ -298,11 +298,11 @@ def test_metrics_are_prometheus_text_with_one_sample_per_claim_and_class():
     checks = [_check("passed"), _check("known-divergence", "gvisor"), _check("skipped", "crun"),
               _check("failed", claim_id='s.py::t["x"]')]
     text = exposition({"started_epoch": 1700000000.5}, {"node": "vm"}, checks)
-    assert 'podshare_claim_passed{claim="s.py::t",runtime_class="runc",node="vm"} 1\n' in text
-    assert 'podshare_claim_passed{claim="s.py::t",runtime_class="gvisor",node="vm"} 0\n' in text
-    assert 'podshare_claim_passed{claim="s.py::t[\\"x\\"]",runtime_class="runc",node="vm"} 0\n' in text
+    assert 'podshare_claim_passed{claim="s.py::t",runtime_class="runc",node="vm",pool=""} 1\n' in text
+    assert 'podshare_claim_passed{claim="s.py::t",runtime_class="gvisor",node="vm",pool=""} 0\n' in text
+    assert 'podshare_claim_passed{claim="s.py::t[\\"x\\"]",runtime_class="runc",node="vm",pool=""} 0\n' in text
     assert 'runtime_class="crun"' not in text  # a skipped claim says nothing about the cluster
-    assert 'podshare_claim_duration_seconds{claim="s.py::t",runtime_class="runc",node="vm"} 1.5\n' in text
+    assert 'podshare_claim_duration_seconds{claim="s.py::t",runtime_class="runc",node="vm",pool=""} 1.5\n' in text
     assert "podshare_run_timestamp_seconds 1700000000.500\n" in text
     for line in text.splitlines():  # every line is a comment or `name{labels} value`
         assert line.startswith("# ") or re.fullmatch(r'[a-z_]+(\{[^}]*\})? -?[0-9.e+]+', line), line
@@ -394,10 +394,10 @@ def test_metrics_have_no_passed_sample_for_a_claim_that_was_not_checked():
     text = exposition({"started_epoch": 1}, {"node": "vm"}, [_check("passed"), _check("failed", "crun"),
                                                              _unchecked("s.py::t", runtime_class="gvisor")])
     assert 'podshare_claim_passed{claim="s.py::t",runtime_class="gvisor"' not in text
-    assert 'podshare_claim_checked{claim="s.py::t",runtime_class="gvisor",node="vm"} 0\n' in text
-    assert 'podshare_claim_checked{claim="s.py::t",runtime_class="runc",node="vm"} 1\n' in text
-    assert 'podshare_claim_checked{claim="s.py::t",runtime_class="crun",node="vm"} 1\n' in text
-    assert 'podshare_claim_passed{claim="s.py::t",runtime_class="crun",node="vm"} 0\n' in text
+    assert 'podshare_claim_checked{claim="s.py::t",runtime_class="gvisor",node="vm",pool=""} 0\n' in text
+    assert 'podshare_claim_checked{claim="s.py::t",runtime_class="runc",node="vm",pool=""} 1\n' in text
+    assert 'podshare_claim_checked{claim="s.py::t",runtime_class="crun",node="vm",pool=""} 1\n' in text
+    assert 'podshare_claim_passed{claim="s.py::t",runtime_class="crun",node="vm",pool=""} 0\n' in text
 
 
 def test_history_does_not_count_a_claim_that_could_not_be_checked_as_a_change(tmp_path):
