@@ -61,9 +61,10 @@ def node_unfit(node: Any, tolerated: tuple[str, ...]) -> str | None:
 class Cluster:
     """Connects once; a failure is remembered, so every test reports the same cause quickly."""
 
-    def __init__(self, kubeconfig: str | None, context: str | None, run_id: str) -> None:
+    def __init__(self, kubeconfig: str | None, context: str | None, run_id: str, worker: str | None = None) -> None:
         self._config = (kubeconfig, context)
         self.run_id = run_id
+        self.worker = worker  # a pytest-xdist worker's id: its namespace is its own
         self._kube: Kube | KubeError | None = None
         self.facts: dict[str, Any] = {}  # the report's "cluster" section
         self.namespace: str | None = None
@@ -174,7 +175,7 @@ class Cluster:
                 raise KubeError(f"namespace {given!r} does not exist (--namespace uses an existing one)")
             self.namespace = given
             return given
-        name = f"podshare-{self.run_id}"
+        name = f"podshare-{self.run_id}" + (f"-{self.worker}" if self.worker else "")
         psa = {f"pod-security.kubernetes.io/{mode}": pod_security for mode in ("enforce", "warn", "audit")}
         self.kube.create_namespace(name, {**self.labels(), **psa})
         self.namespace = name

@@ -10,6 +10,8 @@ import contextlib
 import datetime as dt
 from collections import Counter
 import json
+import re
+from dataclasses import asdict
 import signal
 import threading
 import time
@@ -19,7 +21,7 @@ from typing import Iterator, NoReturn
 import pytest
 from _pytest import junitxml
 
-from . import __version__, new_run_id
+from . import RUN_ID_LABEL, __version__, new_run_id
 from .cluster import Cluster
 from .disruption import Disrupted, Disruption
 from .errors import HARNESS_ERRORS, AccessDenied, KubeError
@@ -58,6 +60,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Several nodes or RuntimeClasses are checked side by side, as the machines
+    they are: a pytest-xdist worker per node and class (`--dist loadgroup`, each
+    group's claims on one worker, which starts that group's pods), at most
+    --workers at once. An explicit -n is the user's choice; workers do not recurse."""
+    if hasattr(config, "workerinput") or config.option.help or config.option.collectonly \
+            or not config.pluginmanager.hasplugin("xdist") or getattr(config.option, "numprocesses", None):
+        return
+    settings = Settings.from_config(config)
+    groups = len(settings.runtime_class or (None,))
+    if settings.all_nodes or settings.node_selector:
+        try:
+            groups *= len(Cluster(settings.kubeconfig, settings.kube_context, "").kube.nodes(settings.node_selector))
+        except KubeError:
+            return  # the run itself will say why it cannot reach the cluster
+    if groups > 1 and settings.workers > 1:
+        workers = min(groups, settings.workers)
+        # what `-n N --dist loadgroup` sets (xdist turns -n into tx in its own cmdline_main,
+        # which may have run before this one)
+        config.option.numprocesses, config.option.dist, config.option.tx = workers, "loadgroup", ["popen"] * workers
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in {**MARKERS, **OTHER_MARKERS}.items():
         config.addinivalue_line("markers", f"{name}: {text}")
@@ -93,12 +118,18 @@ class PodshareSession:
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config, self.settings = config, settings
-        self.run_id = settings.run_id or new_run_id()
+        worker = getattr(config, "workerinput", None)  # a pytest-xdist worker: the controller's run
+        self.worker = worker["workerid"] if worker else None
+        self.run_id = worker["podshare_run_id"] if worker else settings.run_id or new_run_id()
         # Every object name ends in this, so runs sharing a namespace never collide.
         self.suffix = self.run_id[-6:].lower()
         self.started = time.time()
         self.started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        self.cluster = Cluster(settings.kubeconfig, settings.kube_context, self.run_id)
+        self.cluster = Cluster(settings.kubeconfig, settings.kube_context, self.run_id, self.worker)
+        self.distributed = False  # this is the controller of xdist workers
+        self.worker_problems: list[str] = []
+        self.worker_warnings: list[str] = []
+        self.namespaces: list[str] = []
         self.checks: dict[str, Check] = {}
         self.fatal: str | None = None
         self.stop: str | None = None  # why no later test can get further
@@ -370,12 +401,76 @@ class PodshareSession:
             markers=sorted(m.name for m in item.iter_markers() if m.name in MARKERS),
             diagnostics=item.stash.get(DIAGNOSTICS, []), cause=cause)
 
+    # ------------------------------------------------------------ side by side (pytest-xdist)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """One group per node and RuntimeClass: its claims run on one worker, which
+        starts that group's pods once (session fixtures are per worker)."""
+        for item in items:
+            group = "|".join(str(d) for d in (_node_param_of(item), _runtime_class_of(item)))
+            item.add_marker(pytest.mark.xdist_group(group))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node) -> None:
+        """Controller: every worker runs under this run's id (labels, gc, the reports)."""
+        self.distributed = True
+        node.workerinput["podshare_run_id"] = self.run_id
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        """Controller: a worker's checks, facts and problems join the run's."""
+        done = node.workeroutput.get("podshare") if hasattr(node, "workeroutput") else None
+        if error or not done:
+            self.worker_problems.append(f"worker {node.gateway.id} ended without its results: {error or 'no output'}")
+            return
+        done = json.loads(done)
+        known = set(Check.__dataclass_fields__)
+        for nodeid, check in done["checks"].items():
+            self.checks[nodeid] = Check(**{k: v for k, v in check.items() if k in known})
+        nodes = {**self.cluster.facts.get("nodes", {}), **done["facts"].get("nodes", {})}
+        self.cluster.facts.update({k: v for k, v in done["facts"].items() if k not in self.cluster.facts})
+        if nodes:
+            self.cluster.facts["nodes"] = nodes
+        self.cluster.leftovers += done["leftovers"]
+        self.fatal = self.fatal or done["fatal"]
+        self.worker_warnings += done["warnings"]
+        self.namespaces += [done["namespace"]] if done["namespace"] else []
+
+    def _worker_output(self) -> None:
+        """Worker: what the controller needs to write the reports (they are written once, there)."""
+        self.config.workeroutput["podshare"] = json.dumps({
+            "checks": {nodeid: asdict(c) for nodeid, c in self.checks.items()}, "facts": self.cluster.facts,
+            "leftovers": self.cluster.leftovers, "fatal": self.fatal, "warnings": self.cluster.warnings,
+            "namespace": self.cluster.namespace}, default=str)
+
+    def _remove_what_workers_left(self) -> None:
+        """Controller: a worker that died cannot delete its namespace: any of this run's
+        that remain are deleted now, and named as leftovers."""
+        if self.settings.keep != "never" or self.settings.namespace:
+            return
+        try:
+            remaining = [n.metadata.name for n in self.cluster.kube.list_namespaces(f"{RUN_ID_LABEL}={self.run_id}")]
+        except KubeError as exc:
+            self.cluster.leftovers.append(f"the run's namespaces could not be listed: {exc}")
+            return
+        for name in remaining:
+            gone = self.cluster.kube.delete_namespace(name, timeout=max(60.0, self.settings.pod_timeout))
+            self.cluster.leftovers += gone or [f"namespace/{name} (a worker left it; deleted after the run)"]
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """Every run rewrites every report, also when no claim ran or collection
-        failed, so a report on disk is never an earlier run's."""
+        failed, so a report on disk is never an earlier run's. A worker hands its
+        checks to the controller instead."""
         if session.config.option.collectonly:
             return
+        if self.worker is not None:
+            self._worker_output()
+            return
+        if self.distributed:
+            self._remove_what_workers_left()
+            order = {k: i for i, k in enumerate(self.checks)}
+            self.checks = dict(sorted(self.checks.items(), key=lambda kv: (
+                kv[1].node or "", kv[1].runtime_class or "", order[kv[0]])))
         if self.collection_errors and not self.fatal:
             self.fatal = f"could not collect the claims: {'; '.join(self.collection_errors)}"
         leftovers = self.cluster.leftovers
@@ -394,8 +489,13 @@ class PodshareSession:
                "fatal": self.fatal, "interrupted": self.interrupted,
                "exit_status": int(session.exitstatus), "duration_s": round(time.time() - self.started, 2),
                "podshare_version": __version__, "pytest_args": list(session.config.invocation_params.args),
-               "namespace": self.cluster.namespace, "leftovers": leftovers, "checks_run": len(self.checks),
-               "api_warnings": self.cluster.warnings}
+               "namespace": self.cluster.namespace if not self.distributed else ", ".join(self.namespaces),
+               "leftovers": leftovers, "checks_run": len(self.checks),
+               "api_warnings": self.cluster.warnings + self.worker_warnings,
+               "workers": len(self.namespaces) if self.distributed else None}
+        if self.worker_problems:
+            run["fatal"] = self.fatal = self.fatal or "; ".join(self.worker_problems)
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
         report = RunReport(run=run, cluster=self.cluster.facts, checks=list(self.checks.values()))
         if self.settings.pushgateway:
             self.pushed = _push_metrics(report, self.settings.pushgateway)
@@ -488,16 +588,20 @@ def _check_id(item: pytest.Item) -> str:
 
 
 def _claim_id(item: pytest.Item) -> str:
-    """The claim without its node and RuntimeClass: one row of the matrix. They are
-    the last parameters of its id (test_x[disk-node-b-gvisor] -> test_x[disk])."""
+    """The claim without its node and RuntimeClass: one row of the matrix
+    (test_x[disk-node-b-gvisor] -> test_x[disk]; a session-scoped parameter may also
+    come first: test_y[gvisor-unix] -> test_y[unix]). Node names may hold dashes, so
+    each is removed as a whole run of id segments, the last such run."""
     check_id = _check_id(item)
-    dimensions = "-".join(d for d in (_node_param_of(item), _runtime_class_of(item)) if d)
-    if not dimensions or not check_id.endswith("]"):
+    if not check_id.endswith("]"):
         return check_id
     base, ids = check_id[:-1].split("[", 1)
-    if ids == dimensions:
-        return base
-    return f"{base}[{ids[:-len(dimensions) - 1]}]" if ids.endswith("-" + dimensions) else check_id
+    for dimension in (_runtime_class_of(item), _node_param_of(item)):
+        if dimension:
+            found = list(re.finditer(rf"(?:^|-){re.escape(dimension)}(?=-|$)", ids))
+            if found:
+                ids = (ids[:found[-1].start()] + ids[found[-1].end():]).strip("-")
+    return f"{base}[{ids}]" if ids else base
 
 
 def _claim_of(item: pytest.Item) -> str:

@@ -53,6 +53,9 @@ OPTIONS = (
            "checked are reported, not dropped)", type=bool),
     Option("--node-selector", "PODSHARE_NODE_SELECTOR", None,
            "check every node these labels select (a label selector, e.g. podshare.io/pool=sandboxed)"),
+    Option("--workers", "PODSHARE_WORKERS", 8,
+           "at most this many nodes and RuntimeClasses checked side by side (pytest-xdist workers; 1: one "
+           "after the other)", type=int),
     Option("--tolerate", "PODSHARE_TOLERATE", None,
            "taint keys the pods tolerate (repeatable; * for every taint), so tainted pools are checked too",
            type=list),
@@ -95,6 +98,7 @@ class Settings:
     node: str | None
     all_nodes: bool
     node_selector: str | None
+    workers: int
     tolerate: tuple[str, ...]
     keep: str
     reports_dir: str
@@ -125,6 +129,13 @@ class Settings:
                 if opt.flag == "--tolerate" and any(
                         not re.fullmatch(r"\*|([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", k) for k in raw):
                     raise pytest.UsageError(f"{opt.flag} takes taint keys (or *), not {', '.join(raw)}")
+            if opt.type is int:
+                try:
+                    raw = int(raw)
+                except ValueError:
+                    raise pytest.UsageError(f"{opt.flag} must be a whole number, not {raw!r}") from None
+                if raw < 1:
+                    raise pytest.UsageError(f"{opt.flag} must be at least 1, not {raw}")
             if opt.type is bool:
                 raw = raw if isinstance(raw, bool) else str(raw).strip().lower() in ("1", "true", "yes", "on")
             if raw is not None and opt.type is float:

@@ -89,6 +89,9 @@ def test_claim_ids_lose_the_node_and_class_also_when_node_names_have_dashes():
     assert _claim_id(item) == "suites/test_v.py::test_x[disk]"
     item.nodeid, item.callspec.params = "suites/test_v.py::test_y[vm-sandboxed]", {"node": "vm-sandboxed"}
     assert _claim_id(item) == "suites/test_v.py::test_y"
+    item.nodeid = "suites/test_v.py::test_z[vm-sandboxed-gvisor-unix-volume]"  # session parameters first
+    item.callspec.params = {"node": "vm-sandboxed", "runtime_class": "gvisor"}
+    assert _claim_id(item) == "suites/test_v.py::test_z[unix-volume]"
 
 
 # ------------------------------------------------------------------ on the local cluster
