@@ -42,10 +42,11 @@ class Check:
 @dataclass
 class KnownDivergences:
     """What an operator accepts that a RuntimeClass or a node pool breaks: claim id
-    (a pattern where * matches anything) x runtime class and/or node selector ->
-    reason. Loaded from a YAML list of {claim, runtime_class, node_selector, reason}
-    (runtime_class, node_selector or both)."""
-    entries: list[dict[str, str]] = field(default_factory=list)
+    (a pattern where * matches anything) x where -> reason. Loaded from a YAML list
+    of {claim, reason} with the place: runtime_class, node_selector (a label
+    selector), both (both must hold), or `where:` a list of such places (any of them),
+    as one runtime is met both as a class and as a pool's default."""
+    entries: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | None) -> "KnownDivergences":
@@ -54,26 +55,37 @@ class KnownDivergences:
         import yaml
         entries = yaml.safe_load(Path(path).read_text()) or []
         if not isinstance(entries, list) or not all(
-                isinstance(e, dict) and {"claim", "reason"} <= set(e) and {"runtime_class", "node_selector"} & set(e)
+                isinstance(e, dict) and {"claim", "reason"} <= set(e) and all(
+                    isinstance(p, dict) and p and set(p) <= {"runtime_class", "node_selector"} for p in _places(e))
                 for e in entries):
-            raise ValueError(f"{path}: expected a list of {{claim, runtime_class and/or node_selector, reason}}")
+            raise ValueError(f"{path}: expected a list of {{claim, reason, and runtime_class and/or node_selector "
+                             "(or where: a list of them)}}")
         return cls(entries)
 
     def match(self, claim_id: str, runtime_class: str | None, node_labels: dict[str, str] | None = None) -> str | None:
-        """The reason a claim is listed for this class and node; every condition an
-        entry names must hold. In `claim`, only * is a wildcard (ids have literal
-        brackets: test_x[disk]); node_selector is k=v[,k=v...] (or k: the label is set)."""
+        """The reason a claim is listed where it ran; in `claim`, only * is a
+        wildcard (ids have literal brackets: test_x[disk]); node_selector is
+        k=v[,k=v...] (or k: the label is set), matched against the node's labels;
+        runtime_class `default` is a pod that names none (the node's own runtime)."""
         for e in self.entries:
-            if "runtime_class" in e and e["runtime_class"] != runtime_class:
+            if not re.fullmatch(re.escape(e["claim"]).replace(r"\*", ".*"), claim_id):
                 continue
-            if "node_selector" in e and (node_labels is None or not selects(e["node_selector"], node_labels)):
-                continue
-            if re.fullmatch(re.escape(e["claim"]).replace(r"\*", ".*"), claim_id):
+            for place in _places(e):
+                if "runtime_class" in place and place["runtime_class"] != (runtime_class or "default"):
+                    continue  # "default": the pod named no class, so it ran under the node's default runtime
+                if "node_selector" in place and (node_labels is None or not selects(place["node_selector"], node_labels)):
+                    continue
                 return e["reason"]
         return None
 
     def __bool__(self) -> bool:
         return bool(self.entries)
+
+
+def _places(entry: dict[str, Any]) -> list[dict[str, str]]:
+    if "where" in entry:
+        return entry["where"] if isinstance(entry["where"], list) else []
+    return [{k: entry[k] for k in ("runtime_class", "node_selector") if k in entry}]
 
 
 def selects(selector: str, labels: dict[str, str]) -> bool:
@@ -130,6 +142,8 @@ _ICON = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️",
 
 def _cluster_line(cluster: dict[str, Any]) -> str:
     keys = ("server_version", "context", "node", "os_image", "kernel", "container_runtime", "runtime_class")
+    if len(cluster.get("nodes", {})) > 1:  # each node's facts are in the nodes table
+        keys = ("server_version", "context")
     return ", ".join(f"{k.replace('_', ' ')}: {cluster[k]}" for k in keys if cluster.get(k))
 
 
@@ -179,7 +193,7 @@ def node_summary(report: "RunReport") -> list[str]:
             first = report.history.first_seen(broken[n]) if report.history else None
             lines.append(f"{n} breaks {len({c.claim_id for c in broken[n]})}"
                          + (f" (first seen {first})" if first else "") + ": "
-                         + "; ".join(sorted({c.claim for c in broken[n]})))
+                         + "; ".join(sorted({c.claim.rstrip(".") for c in broken[n]})))
         if unchecked[n]:
             lines.append(f"{n} could not be checked ({len(unchecked[n])} claims): {unchecked[n][0].cause}")
     return lines

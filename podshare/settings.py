@@ -69,7 +69,8 @@ OPTIONS = (
            "run every claim once per RuntimeClass (repeatable; env and ini: comma-separated); "
            "default: the cluster's default runtime", type=list),
     Option("--known-divergences", "PODSHARE_KNOWN_DIVERGENCES", None,
-           "a YAML list of {claim, runtime_class, reason}: those claims are reported as known divergences "
+           "a YAML list of {claim, reason, runtime_class and/or node_selector (or where: a list of them)}: those "
+           "claims are reported as known divergences "
            "where they fail, and fail the run where they now pass"),
     Option("--pod-security", "PODSHARE_POD_SECURITY", "restricted",
            "Pod Security level of the generated namespace (a variant with hostIPC or hostPath needs privileged)",

@@ -51,6 +51,11 @@ def test_known_divergences_name_a_node_pool_and_hold_only_there():
     assert listed.match("s.py::t[disk]", None, None) is None  # a run without the node dimension
     assert listed.match("s.py::u", "gvisor", other) == "gVisor class"
     assert listed.match("s.py::v", "runc", other) == "both" and listed.match("s.py::v", "crun", other) is None
+    either = KnownDivergences([{"claim": "s.py::w", "reason": "gVisor", "where": [
+        {"runtime_class": "gvisor"}, {"node_selector": "podshare.io/pool=sandboxed", "runtime_class": "default"}]}])
+    assert either.match("s.py::w", "gvisor", other) == "gVisor"  # the class, on any node
+    assert either.match("s.py::w", None, sandboxed) == "gVisor"  # the pool's own runtime
+    assert either.match("s.py::w", "runc", sandboxed) is None  # runc on that pool keeps its promises
 
 
 def _checks():
