@@ -5,6 +5,7 @@
 # a module of its own so its dependencies resolve to exactly its release's pins.
 # Output goes to a directory keyed by the module files, tags, flags and the Go
 # version: a warm call finds it and returns at once. Prints the directory.
+#   build-runtime.sh --where   print the directory without building; exit 3 if not built
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mods="$here/runtime"
@@ -35,7 +36,7 @@ binaries=(containerd containerd-shim-runc-v2 ctr runc)
 
 complete=1
 for b in "${binaries[@]}"; do [ -x "$out/$b" ] || complete=0; done
-if [ "$complete" = 1 ]; then echo "$out"; exit 0; fi
+if [ "$complete" = 1 ] || [ "${1:-}" = --where ]; then echo "$out"; [ "$complete" = 1 ] || exit 3; exit 0; fi
 
 echo "building containerd $ctrd_version and runc into $out (cold: see cluster/README.md for the time)" >&2
 tmp="$out.tmp.$$"

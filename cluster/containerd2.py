@@ -7,8 +7,11 @@ apart from any running cluster.
     containerd2.py config --dir DIR     print the config for a containerd rooted in DIR
     containerd2.py check [--keep]       start a private containerd 2 (from
                                         build-runtime.sh), import the probe image,
-                                        run a container under runc, crun and gVisor,
-                                        print what each saw, and remove everything
+                                        run a container under runc, crun and gVisor
+                                        (and under runc and crun in a user namespace,
+                                        and Debian's crun without its wrapper), print
+                                        what each saw as JSON, remove everything; exit
+                                        0 when every configured runtime ran
 
 Root is required. The check needs the probe image archive (images.py build).
 """
@@ -33,12 +36,13 @@ CHECK_NAMESPACE = "podshare-check"  # a ctr namespace no cluster uses
 def runtimes(bindir: Path, roots: Path) -> dict[str, dict]:
     """The RuntimeClass handlers, each under containerd's runc v2 shim with a
     state root of its own (under `roots`, so no two containerds share one):
-    runc from the current stack's build, Debian's crun, and gVisor's runsc behind
-    the podshare wrapper (every container of a pod under one root, so runsc finds
-    the pod's sandbox)."""
+    runc from the current stack's build, Debian's crun behind a wrapper that lets
+    it take containerd 2's spec version (runtimes/crun-podshare), and gVisor's
+    runsc behind the podshare wrapper (every container of a pod under one root,
+    so runsc finds the pod's sandbox)."""
     return {
         "runc": {"binary": str(bindir / "runc"), "root": str(roots / "runc")},
-        "crun": {"binary": "/usr/bin/crun", "root": str(roots / "crun")},
+        "crun": {"binary": str(HERE / "runtimes" / "crun-podshare"), "root": str(roots / "crun")},
         "gvisor": {"binary": str(HERE / "runtimes" / "runsc-podshare"), "root": str(roots / "runsc"),
                    "pod_annotations": ["dev.gvisor.*"]},
     }
@@ -186,21 +190,24 @@ def probe_archive() -> Path:
 REPORT = ("uname -r > /out/uname; cat /proc/self/uid_map > /out/uid_map; cat /proc/self/cgroup > /out/cgroup;"
           " echo done > /out/done; exec sleep 600")
 LIST = {"runc": ["{binary}", "--root", "{root}/" + CHECK_NAMESPACE, "list"],
-        "crun": ["{binary}", "--root", "{root}/" + CHECK_NAMESPACE, "list"],
+        "crun": ["/usr/bin/crun", "--root", "{root}/" + CHECK_NAMESPACE, "list"],
         "gvisor": ["/usr/bin/runsc", "--root", "{root}/" + CHECK_NAMESPACE, "list"]}
 
 
 USERNS_MAP = "0:100000:65536"  # what a kubelet gives a pod: 65536 ids at a multiple of 65536
 
 
-def check_runtime(ctrd: Private, handler: str, image: str, userns: bool = False) -> dict:
+def check_runtime(ctrd: Private, handler: str, image: str, userns: bool = False, binary: str | None = None) -> dict:
     """Start a detached task under `handler` (ctr passes BinaryName and Root to
     the runc v2 shim as the CRI would), read what it wrote, list it with the
     runtime's own `list` (the evidence of which runtime runs it), then stop it.
     With `userns`, in a user namespace of its own (ctr chowns a copy of the
-    image's snapshot; a kubelet's pod gets idmapped mounts instead)."""
-    r = runtimes(ctrd.bindir, ctrd.dir / "runtimes")[handler]
+    image's snapshot; a kubelet's pod gets idmapped mounts instead). `binary`
+    replaces the handler's BinaryName (to show what the wrapper is for)."""
+    r = dict(runtimes(ctrd.bindir, ctrd.dir / "runtimes")[handler])
     name = f"{handler}-userns" if userns else handler
+    if binary:
+        r["binary"], name = binary, f"{name}-as-{Path(binary).name}"
     out = ctrd.dir / "out" / name
     out.mkdir(parents=True)
     out.chmod(0o777)  # the probe image runs as 65532
@@ -261,6 +268,9 @@ def check(args) -> int:
         report["image"] = images["PROBE_IMAGE"]
         report["runtimes"] = [check_runtime(ctrd, h, images["PROBE_IMAGE"]) for h in ("runc", "crun", "gvisor")]
         report["runtimes"].append(check_runtime(ctrd, "runc", images["PROBE_IMAGE"], userns=True))
+        report["runtimes"].append(check_runtime(ctrd, "crun", images["PROBE_IMAGE"], userns=True))
+        # Debian's crun as the BinaryName itself: what crun-podshare is for.
+        report["crun_without_wrapper"] = check_runtime(ctrd, "crun", images["PROBE_IMAGE"], binary="/usr/bin/crun")
         report["containerd_log_errors"] = [line for line in (ctrd.dir / "containerd.log").read_text().splitlines()
                                            if "level=error" in line][-15:]
     finally:
