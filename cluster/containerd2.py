@@ -8,10 +8,13 @@ apart from any running cluster.
     containerd2.py check [--keep]       start a private containerd 2 (from
                                         build-runtime.sh), import the probe image,
                                         run a container under runc, crun and gVisor
-                                        (and under runc and crun in a user namespace,
-                                        and Debian's crun without its wrapper), print
-                                        what each saw as JSON, remove everything; exit
-                                        0 when every configured runtime ran
+                                        with ctr (and under runc and crun in a user
+                                        namespace, a gVisor pod, Debian's crun without
+                                        its wrapper), then through the CRI with crictl
+                                        (each handler's features, a pod per handler,
+                                        runc with hostUsers: false); print what each
+                                        saw as JSON, remove everything; exit 0 when
+                                        every configured runtime ran
 
 Root is required. The check needs the probe image archive (images.py build).
 """
@@ -31,6 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CNI_BIN = "/usr/lib/cni"
 CHECK_NAMESPACE = "podshare-check"  # a ctr namespace no cluster uses
+CHECK_POD_SUBNET = "203.0.113.0/24"  # documentation range, used by no cluster here; never routed
 
 
 def runtimes(bindir: Path, roots: Path) -> dict[str, dict]:
@@ -93,6 +97,9 @@ disabled_plugins = ['io.containerd.snapshotter.v1.btrfs', 'io.containerd.snapsho
     [plugins.'io.containerd.cri.v1.runtime'.containerd]
       default_runtime_name = 'runc'
 {joined}
+    # Pods' network namespaces under the state directory, not /var/run/netns,
+    # which every containerd on the machine would share.
+    netns_mounts_under_state_dir = true
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ['{CNI_BIN}']
       conf_dir = '{directory}/cni/net.d'
@@ -124,6 +131,16 @@ class Private:
         # preparing rootfs: remount-propagation ...: permission denied" (EACCES).
         self.dir.chmod(0o711)
         (self.dir / "cni" / "net.d").mkdir(parents=True)
+        # CRI pods get a network namespace of their own (never the host's: gVisor's
+        # wrapper must not start a sandbox there) with an eth0, which containerd
+        # requires, on a bridge of this instance's own that has no address on the
+        # host and no route to it: nothing outside the pods can reach them.
+        self.bridge = "pschk" + self.dir.name[-8:]
+        (self.dir / "cni" / "net.d" / "10-check.conflist").write_text(json.dumps(
+            {"cniVersion": "0.4.0", "name": "podshare-check", "plugins": [
+                {"type": "bridge", "bridge": self.bridge, "isGateway": False, "ipMasq": False,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": CHECK_POD_SUBNET}]],
+                          "dataDir": str(self.dir / "cni" / "ipam")}}]}))
         (self.dir / "containerd.toml").write_text(config(self.dir, bindir, pause_image))
         self.socket = self.dir / "containerd.sock"
         # containerd finds containerd-shim-runc-v2 on its PATH: put the build first.
@@ -137,19 +154,26 @@ class Private:
                 raise RuntimeError(f"containerd did not come up:\n{self.log_tail()}")
             time.sleep(0.2)
 
-    def ctr(self, *args, timeout: float = 120) -> subprocess.CompletedProcess:
-        return run(self.bindir / "ctr", "--address", self.socket, "-n", CHECK_NAMESPACE, *args, timeout=timeout)
+    def ctr(self, *args, ns: str = CHECK_NAMESPACE, timeout: float = 120) -> subprocess.CompletedProcess:
+        return run(self.bindir / "ctr", "--address", self.socket, "-n", ns, *args, timeout=timeout)
+
+    def crictl(self, *args, timeout: float = 150) -> subprocess.CompletedProcess:
+        endpoint = f"unix://{self.socket}"
+        return run(self.bindir / "crictl", "--config", "/dev/null", "--runtime-endpoint", endpoint,
+                   "--image-endpoint", endpoint, "--timeout", "120s", *args, timeout=timeout)
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join((self.dir / "containerd.log").read_text(errors="replace").splitlines()[-lines:])
 
     def close(self, keep: bool = False) -> list[str]:
         left = []
-        for task in self.ctr("tasks", "ls", "-q").stdout.split():
-            self.ctr("tasks", "kill", "-s", "SIGKILL", task)
-            self.ctr("tasks", "delete", "-f", task)
-        for container in self.ctr("containers", "ls", "-q").stdout.split():
-            self.ctr("containers", "delete", container)
+        self.crictl("rmp", "--force", "--all")  # CRI pods, with their network namespaces
+        for ns in self.ctr("namespaces", "ls", "-q").stdout.split():
+            for task in self.ctr("tasks", "ls", "-q", ns=ns).stdout.split():
+                self.ctr("tasks", "kill", "-s", "SIGKILL", task, ns=ns)
+                self.ctr("tasks", "delete", "-f", task, ns=ns)
+            for container in self.ctr("containers", "ls", "-q", ns=ns).stdout.split():
+                self.ctr("containers", "delete", container, ns=ns)
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(30)
@@ -157,6 +181,8 @@ class Private:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+        if Path(f"/sys/class/net/{self.bridge}").exists() and run("ip", "link", "del", self.bridge).returncode:
+            left.append(f"bridge {self.bridge}")
         for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
             target = line.split()[1]
             if target.startswith(str(self.dir)):
@@ -177,12 +203,13 @@ class Private:
         return left
 
 
-def probe_archive() -> Path:
-    """The probe image's archive, from images.py (cached: built only if missing)."""
+def archives() -> dict[str, Path]:
+    """The image archives by name (probe, pause, ...), from images.py (cached:
+    built only if missing)."""
     out = run(sys.executable, HERE / "images.py", "build", timeout=900)
     if out.returncode:
         raise RuntimeError(f"images.py build failed:\n{out.stderr[-2000:]}")
-    return next(Path(p) for p in out.stdout.split() if Path(p).name.startswith("probe-"))
+    return {Path(p).name.split("-")[0]: Path(p) for p in out.stdout.split()}
 
 
 # What each container reports, written into a host directory bound at /out:
@@ -250,10 +277,101 @@ def check_runtime(ctrd: Private, handler: str, image: str, userns: bool = False,
     return result
 
 
+def check_gvisor_pod(ctrd: Private, image: str) -> dict:
+    """A pod as the CRI makes one under gVisor: a sandbox, then an app container
+    that joins it (the wrapper's holder path). The shim must pass the app's
+    stdout through and report its exit status."""
+    r = runtimes(ctrd.bindir, ctrd.dir / "runtimes")["gvisor"]
+    base = ["run", "--runtime", "io.containerd.runc.v2", "--runc-binary", r["binary"], "--runc-root", r["root"],
+            "--annotation", "io.kubernetes.cri.sandbox-id=check-pod"]
+    sandbox = ctrd.ctr(*base, "-d", "--annotation", "io.kubernetes.cri.container-type=sandbox",
+                       image, "check-pod", "sleep", "600")
+    app = ctrd.ctr(*base, "--annotation", "io.kubernetes.cri.container-type=container",
+                   image, "check-pod-app", "sh", "-c", "echo app-says-hello; uname -r; exit 7")
+    result = {"sandbox_exit": sandbox.returncode, "app_exit": app.returncode, "app_stdout": app.stdout.strip(),
+              "app_stderr": app.stderr.strip()[-800:]}
+    for cid in ("check-pod-app", "check-pod"):
+        ctrd.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+        waited = time.monotonic() + 20
+        while "RUNNING" in ctrd.ctr("tasks", "ls").stdout and time.monotonic() < waited:
+            time.sleep(0.2)
+        ctrd.ctr("tasks", "delete", cid)
+        ctrd.ctr("containers", "delete", cid)
+    result["ok"] = sandbox.returncode == 0 and app.returncode == 7 and "app-says-hello" in app.stdout
+    return result
+
+
+def run_cri_pod(ctrd: Private, handler: str, image: str, userns: bool) -> dict:
+    """One pod through the CRI, as a kubelet would ask for it: a sandbox under
+    the RuntimeClass handler `handler` (the config's `runtimes` entry), one
+    container that prints its kernel and uid map; optionally in a user namespace
+    of the pod's own (hostUsers: false), mapped as a kubelet maps it."""
+    name = f"cri-{handler}" + ("-userns" if userns else "")
+    work = ctrd.dir / "cri" / name
+    (work / "logs").mkdir(parents=True)
+    namespaces: dict = {}
+    if userns:
+        ids = [{"host_id": 100000, "container_id": 0, "length": 65536}]
+        namespaces["userns_options"] = {"mode": 0, "uids": ids, "gids": ids}  # mode POD
+    pod = {"metadata": {"name": name, "namespace": CHECK_NAMESPACE, "uid": f"{name}-uid"},
+           "log_directory": str(work / "logs"),
+           "linux": {"cgroup_parent": f"/{CHECK_NAMESPACE}/{name}",
+                     "security_context": {"namespace_options": namespaces}}}
+    # The kubelet repeats the pod's user namespace in every container's config.
+    container = {"metadata": {"name": "report"}, "image": {"image": image}, "log_path": "report.log",
+                 "command": ["sh", "-c", "uname -r; cat /proc/self/uid_map"],
+                 "linux": {"security_context": {"namespace_options": namespaces}}}
+    (work / "pod.json").write_text(json.dumps(pod))
+    (work / "container.json").write_text(json.dumps(container))
+    result = {"pod": name}
+    started = ctrd.crictl("runp", "--runtime", handler, work / "pod.json")
+    result["runp_exit"], result["runp_stderr"] = started.returncode, started.stderr.strip()[-800:]
+    if started.returncode:
+        return {**result, "ok": False}
+    pod_id = started.stdout.strip()
+    created = ctrd.crictl("create", pod_id, work / "container.json", work / "pod.json")
+    result["create_stderr"] = created.stderr.strip()[-800:]
+    cid = created.stdout.strip()
+    if created.returncode == 0:
+        begun = ctrd.crictl("start", cid)
+        result["start_stderr"] = begun.stderr.strip()[-800:]
+        deadline = time.monotonic() + 60
+        state: dict = {}
+        while time.monotonic() < deadline:
+            inspected = ctrd.crictl("inspect", "-o", "json", cid)
+            state = json.loads(inspected.stdout)["status"] if inspected.returncode == 0 else {}
+            if state.get("state") == "CONTAINER_EXITED":
+                break
+            time.sleep(0.3)
+        result["container_state"], result["exit_code"] = state.get("state"), state.get("exitCode")
+        result["logs"] = ctrd.crictl("logs", cid).stdout.strip()
+    ctrd.crictl("stopp", pod_id)
+    removed = ctrd.crictl("rmp", pod_id)
+    result["rmp_exit"] = removed.returncode
+    result["ok"] = result.get("exit_code") == 0 and removed.returncode == 0
+    return result
+
+
+def check_cri(ctrd: Private, images: dict[str, str]) -> dict:
+    """The config's runtimes as the kubelet meets them: each handler's features
+    (what the kubelet asks before it admits a hostUsers: false pod) and a pod on
+    each handler, with and without a user namespace."""
+    info = ctrd.crictl("info")
+    told = json.loads(info.stdout) if info.returncode == 0 else {}
+    report: dict = {"handlers": {h.get("name", ""): h.get("features", {}) for h in told.get("runtimeHandlers", [])},
+                    "conditions": {c["type"]: c["status"] for c in told.get("status", {}).get("conditions", [])}}
+    report["pods"] = [run_cri_pod(ctrd, h, images["PROBE_IMAGE"], userns=False) for h in ("runc", "crun", "gvisor")]
+    report["pods"].append(run_cri_pod(ctrd, "runc", images["PROBE_IMAGE"], userns=True))
+    # A kubelet never sends crun such a pod (its handler reports no user
+    # namespaces); asked directly, this is what Debian's crun 1.8.1 does.
+    report["crun_userns_unasked"] = run_cri_pod(ctrd, "crun", images["PROBE_IMAGE"], userns=True)
+    return report
+
+
 def check(args) -> int:
     bindir = Path(run(HERE / "build-runtime.sh", timeout=3600).stdout.strip())
     images = read_images()
-    archive = probe_archive()
+    archive = archives()
     ctrd = Private(bindir, images["PAUSE_IMAGE"])
     report: dict = {"dir": str(ctrd.dir), "versions": {}}
     try:
@@ -262,13 +380,20 @@ def check(args) -> int:
         report["versions"]["crun"] = run("/usr/bin/crun", "--version").stdout.splitlines()[0]
         plugins = ctrd.ctr("plugins", "ls").stdout.splitlines()
         report["cri_plugins"] = [p.split() for p in plugins if ".cri." in p]
-        imported = ctrd.ctr("images", "import", "--platform", "linux/amd64", archive, timeout=300)
+        imported = ctrd.ctr("images", "import", "--platform", "linux/amd64", archive["probe"], timeout=300)
         if imported.returncode:
             raise RuntimeError(f"ctr images import failed: {imported.stderr}")
         report["image"] = images["PROBE_IMAGE"]
+        for name in ("probe", "pause"):  # into the CRI's namespace too
+            imported = ctrd.ctr("images", "import", "--platform", "linux/amd64", archive[name], ns="k8s.io",
+                                timeout=300)
+            if imported.returncode:
+                raise RuntimeError(f"ctr images import into k8s.io failed: {imported.stderr}")
         report["runtimes"] = [check_runtime(ctrd, h, images["PROBE_IMAGE"]) for h in ("runc", "crun", "gvisor")]
         report["runtimes"].append(check_runtime(ctrd, "runc", images["PROBE_IMAGE"], userns=True))
         report["runtimes"].append(check_runtime(ctrd, "crun", images["PROBE_IMAGE"], userns=True))
+        report["gvisor_pod"] = check_gvisor_pod(ctrd, images["PROBE_IMAGE"])
+        report["cri"] = check_cri(ctrd, images)
         # Debian's crun as the BinaryName itself: what crun-podshare is for.
         report["crun_without_wrapper"] = check_runtime(ctrd, "crun", images["PROBE_IMAGE"], binary="/usr/bin/crun")
         report["containerd_log_errors"] = [line for line in (ctrd.dir / "containerd.log").read_text().splitlines()
@@ -276,7 +401,9 @@ def check(args) -> int:
     finally:
         report["left_behind"] = ctrd.close(keep=args.keep)
     print(json.dumps(report, indent=1))
-    return 0 if all(r["ok"] for r in report.get("runtimes", [])) else 1
+    ran = report.get("runtimes", [])
+    cri_ran = report.get("cri", {}).get("pods", [])
+    return 0 if ran and all(r["ok"] for r in [*ran, *cri_ran, report["gvisor_pod"]]) else 1
 
 
 def main() -> int:

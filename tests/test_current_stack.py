@@ -93,15 +93,24 @@ def test_the_default_build_is_still_kubernetes_1_35():
     assert bindir != built("build-binaries.sh", "k8s-1.37")
 
 
-@needs_root
-def test_containerd_2_on_its_own_runs_a_container_under_each_runtime():
-    """A private containerd 2 (own directories, socket, ctr namespace) with the
-    cluster's three runtimes. crun needs the cgroup layout `localcluster.py up`
-    makes (no controller left on cgroup2): run it while the cluster is up."""
+@pytest.fixture(scope="module")
+def check():
+    """`containerd2.py check`, once for the tests below: a private containerd 2
+    (own directories, socket, ctr namespace, pod bridge) with the cluster's three
+    runtimes, through ctr and through the CRI. crun needs the cgroup layout
+    `localcluster.py up` makes (no controller left on cgroup2): run these while
+    the cluster is up."""
     built("build-runtime.sh")
     out = subprocess.run([sys.executable, CLUSTER / "containerd2.py", "check"], capture_output=True, text=True,
                          timeout=900)
     report = json.loads(out.stdout)
+    assert report["left_behind"] == [] and not Path(report["dir"]).exists(), report["left_behind"]
+    return out.returncode, report
+
+
+@needs_root
+def test_containerd_2_on_its_own_runs_a_container_under_each_runtime(check):
+    returncode, report = check
     by = {r["runtime"]: r for r in report["runtimes"]}
     for handler in ("runc", "crun", "gvisor"):
         assert by[handler]["ok"], f"{handler}: {by[handler]['ctr_run_stderr']}"
@@ -113,8 +122,40 @@ def test_containerd_2_on_its_own_runs_a_container_under_each_runtime():
         assert by[handler]["ok"], f"{handler}: {by[handler]['ctr_run_stderr']}"
         assert by[handler]["uid_map"].split() == ["0", "100000", "65536"]
         assert by[handler]["host_uid_of_written_file"] == 100000 + 65532  # the image's user, shifted
+    # A gVisor pod: the app container joins the sandbox through the wrapper's
+    # holder, its stdout and exit status come back through containerd 2's shim.
+    pod = report["gvisor_pod"]
+    assert pod["app_exit"] == 7 and pod["app_stdout"].splitlines() == ["app-says-hello", by["gvisor"]["uname"]], pod
     # Why crun needs its wrapper under containerd 2 (runtimes/crun-podshare).
     bare = report["crun_without_wrapper"]
     assert bare["ctr_run_exit"] != 0 and "unknown version specified" in bare["ctr_run_stderr"]
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert report["left_behind"] == [] and not Path(report["dir"]).exists()
+    assert returncode == 0
+
+
+@needs_root
+def test_through_the_cri_each_runtime_class_handler_runs_a_pod(check):
+    """The version 3 config's `runtimes` as a kubelet uses them: a pod sandbox
+    and a container under each handler, the container's log read back."""
+    pods = {p["pod"]: p for p in check[1]["cri"]["pods"]}
+    for handler in ("runc", "crun", "gvisor"):
+        pod = pods[f"cri-{handler}"]
+        assert pod["ok"], pod
+        kernel, uid_map = pod["logs"].splitlines()
+        assert uid_map.split() == ["0", "0", "4294967295"]
+        assert (kernel == platform.release()) == (handler != "gvisor"), pod
+
+
+@needs_root
+def test_only_runc_offers_user_namespaces_and_runs_a_hostusers_false_pod(check):
+    """What the kubelet asks before it admits a `hostUsers: false` pod: the
+    handler's user_namespaces feature (runc 1.5 reports user namespaces and
+    idmapped mounts; Debian's crun 1.8.1 and runsc have no `features` command)."""
+    cri = check[1]["cri"]
+    assert cri["handlers"]["runc"].get("user_namespaces") is True
+    assert not cri["handlers"]["crun"].get("user_namespaces") and not cri["handlers"]["gvisor"].get("user_namespaces")
+    pod = {p["pod"]: p for p in cri["pods"]}["cri-runc-userns"]
+    assert pod["ok"], pod
+    assert pod["logs"].splitlines()[1].split() == ["0", "100000", "65536"]
+    # Asked anyway (a kubelet would refuse first), crun's container cannot start.
+    crun = cri["crun_userns_unasked"]
+    assert not crun["ok"] and "failed to validate OCI runtime features" in crun["start_stderr"], crun
