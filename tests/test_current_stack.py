@@ -1,5 +1,5 @@
-"""The current stack's builds (cluster/README.md, "Current stack"): containerd 2
-and runc 1.5 (build-runtime.sh) and Kubernetes 1.37 (build-binaries.sh
+"""The current stack's builds (cluster/README.md, "Current stack"): containerd 2,
+runc 1.5 and crictl (build-runtime.sh) and Kubernetes 1.37 (build-binaries.sh
 k8s-1.37) from their Go modules, each reporting the version its module pins;
 and that containerd 2, on its own, runs a container under each RuntimeClass's
 runtime. The install path builds them only when asked (PODSHARE_CURRENT_STACK=1
@@ -70,6 +70,11 @@ def test_runc_reports_its_module_version_with_seccomp_and_idmapped_mounts():
     # What containerd 2 asks before it offers user namespaces on a runtime handler.
     assert "user" in features["linux"]["namespaces"]
     assert features["linux"]["mountExtensions"]["idmap"]["enabled"] is True
+
+
+def test_crictl_reports_the_version_its_module_pins():
+    bindir = built("build-runtime.sh")
+    assert version_of(bindir / "crictl").strip() == f"crictl version {pinned('runtime/crictl', 'sigs.k8s.io/cri-tools')}"
 
 
 @pytest.mark.parametrize("component", KUBE_COMPONENTS)
@@ -159,3 +164,20 @@ def test_only_runc_offers_user_namespaces_and_runs_a_hostusers_false_pod(check):
     # Asked anyway (a kubelet would refuse first), crun's container cannot start.
     crun = cri["crun_userns_unasked"]
     assert not crun["ok"] and "failed to validate OCI runtime features" in crun["start_stderr"], crun
+
+
+@needs_root
+def test_the_filesystems_of_pod_volumes_take_idmapped_mounts_here():
+    """What user-namespaced pods need of this kernel (cluster/idmap-check.py):
+    tmpfs (Linux >= 6.3) and /var/lib's filesystem, where a kubelet keeps pod
+    volumes, take idmapped mounts; an overlay mount itself does not, but one over
+    an idmapped lower layer (containerd's way for the root file system) does."""
+    out = subprocess.run([CLUSTER / "idmap-check.py"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["kernel"] == platform.release()
+    fs = report["filesystems"]
+    for kind in ("tmpfs", "var-lib", "overlay-on-idmapped-lower"):
+        assert fs[kind]["idmap"] and fs[kind]["uid_through_mount"] == 100000, (kind, fs[kind])
+    assert not fs["overlay"]["idmap"] and "Invalid argument" in fs["overlay"]["error"], fs["overlay"]
+    assert not list(Path("/var/lib").glob("podshare-idmap-*")), "idmap-check.py left its directory behind"
