@@ -188,14 +188,16 @@ class Private:
             if target.startswith(str(self.dir)):
                 if run("umount", "-l", target).returncode:
                     left.append(f"mount {target}")
-        # runc and crun leave the namespace's parent cgroup (/<namespace>) behind.
+        # runc and crun leave the namespace's parent cgroup (/<namespace>) behind;
+        # one still in use (another check running at once) stays.
         for hierarchy in Path("/sys/fs/cgroup").iterdir():
             parent = hierarchy / CHECK_NAMESPACE
             if parent.is_dir():
-                for d in sorted(parent.rglob("*"), key=lambda p: -len(p.parts)):
-                    if d.is_dir():
+                for d in [*sorted(parent.rglob("*"), key=lambda p: -len(p.parts)), parent]:
+                    try:
                         d.rmdir()
-                parent.rmdir()
+                    except OSError:
+                        pass
         if not keep:
             shutil.rmtree(self.dir, ignore_errors=True)
             if self.dir.exists():
