@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Prints the path of a Go new enough for cluster/k8s: the `go` on PATH when it
-# is, otherwise a pinned toolchain from the Go module proxy (Debian 12's
-# golang is 1.19, too old), checked against its sha256 and cached.
+# Prints the path of a Go new enough for the given module directories
+# (cluster/k8s when none is given): the `go` on PATH when it is, otherwise a
+# pinned toolchain from the Go module proxy (Debian 12's golang is 1.19, too
+# old), checked against its sha256 and cached.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${PODSHARE_CACHE:-/var/cache/podshare}
-need=$(awk '$1 == "go" {print $2; exit}' "$here/k8s/go.mod")
+[ $# -gt 0 ] || set -- "$here/k8s"
+need=$(for dir in "$@"; do awk '$1 == "go" {print $2; exit}' "$dir/go.mod"; done | sort -V | tail -1)
 pinned=1.26.8
 sha256=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
 

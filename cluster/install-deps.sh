@@ -5,13 +5,15 @@
 #   install-deps.sh          everything the local cluster needs (and python)
 #   install-deps.sh python   only what the project virtualenv needs
 # Kubernetes itself is built from its Go module (build-binaries.sh, with the Go
-# toolchain from go-toolchain.sh); etcd too (see k8s/cmd/etcd/main.go for why).
+# toolchain from go-toolchain.sh); etcd too (see k8s/cmd/etcd/main.go for why);
+# so are the current stack's containerd 2 and runc (build-runtime.sh).
 set -euo pipefail
 pkgs=(python3 python3-venv)
 if [ "${1:-all}" != python ]; then
   pkgs+=(containerd runc containernetworking-plugins iptables conntrack
          mmdebstrap iproute2 openssl gcc libc6-dev ca-certificates curl unzip crun runsc
-         buildah prometheus-pushgateway)  # buildah builds images/*.Containerfile; the metrics push is tested against a real Pushgateway
+         buildah prometheus-pushgateway  # buildah builds images/*.Containerfile; the metrics push is tested against a real Pushgateway
+         libseccomp-dev pkgconf)  # runc's seccomp (cgo, pkg-config) for the current stack (build-runtime.sh)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

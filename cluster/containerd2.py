@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""containerd 2 for the current stack: its config (version 3) with the
+cluster's three runtimes, and a standalone check that runs one container under
+each of them with `ctr`, in directories, a socket and a namespace of its own,
+apart from any running cluster.
+
+    containerd2.py config --dir DIR     print the config for a containerd rooted in DIR
+    containerd2.py check [--keep]       start a private containerd 2 (from
+                                        build-runtime.sh), import the probe image,
+                                        run a container under runc, crun and gVisor
+                                        with ctr (and under runc and crun in a user
+                                        namespace, a gVisor pod, Debian's crun without
+                                        its wrapper), then through the CRI with crictl
+                                        (each handler's features, a pod per handler,
+                                        runc with hostUsers: false); print what each
+                                        saw as JSON, remove everything; exit 0 when
+                                        every configured runtime ran
+
+Root is required. The check needs the probe image archive (images.py build).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CNI_BIN = "/usr/lib/cni"
+CHECK_NAMESPACE = "podshare-check"  # a ctr namespace no cluster uses
+CHECK_POD_SUBNET = "203.0.113.0/24"  # documentation range, used by no cluster here; never routed
+
+
+def runtimes(bindir: Path, roots: Path) -> dict[str, dict]:
+    """The RuntimeClass handlers, each under containerd's runc v2 shim with a
+    state root of its own (under `roots`, so no two containerds share one):
+    runc from the current stack's build, Debian's crun behind a wrapper that lets
+    it take containerd 2's spec version (runtimes/crun-podshare), and gVisor's
+    runsc behind the podshare wrapper (every container of a pod under one root,
+    so runsc finds the pod's sandbox)."""
+    return {
+        "runc": {"binary": str(bindir / "runc"), "root": str(roots / "runc")},
+        "crun": {"binary": str(HERE / "runtimes" / "crun-podshare"), "root": str(roots / "crun")},
+        "gvisor": {"binary": str(HERE / "runtimes" / "runsc-podshare"), "root": str(roots / "runsc"),
+                   "pod_annotations": ["dev.gvisor.*"]},
+    }
+
+
+def config(directory: Path, bindir: Path, pause_image: str) -> str:
+    """containerd 2's config, version 3: the CRI plugin is split into
+    io.containerd.cri.v1.images (snapshotter, the pinned pause image) and
+    io.containerd.cri.v1.runtime (runtimes, CNI, restrict_oom_score_adj);
+    io.containerd.grpc.v1.cri keeps only the streaming server."""
+    runtime_tables = []
+    for handler, r in runtimes(bindir, directory / "runtimes").items():
+        annotations = f"\n      pod_annotations = {json.dumps(r['pod_annotations'])}" if "pod_annotations" in r else ""
+        runtime_tables.append(f"""\
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{handler}]
+      runtime_type = 'io.containerd.runc.v2'{annotations}
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{handler}.options]
+        BinaryName = '{r['binary']}'
+        Root = '{r['root']}'
+        SystemdCgroup = false""")
+    joined = "\n".join(runtime_tables)
+    return f"""\
+version = 3
+root = '{directory}/root'
+state = '{directory}/state'
+disabled_plugins = ['io.containerd.snapshotter.v1.btrfs', 'io.containerd.snapshotter.v1.zfs',
+                    'io.containerd.snapshotter.v1.devmapper', 'io.containerd.snapshotter.v1.erofs']
+
+[grpc]
+  address = '{directory}/containerd.sock'
+[ttrpc]
+  address = '{directory}/containerd.ttrpc.sock'
+
+[plugins]
+  [plugins.'io.containerd.internal.v1.opt']
+    path = '{directory}/opt'
+  # NRI is on by default in containerd 2 and would listen on /var/run/nri/nri.sock,
+  # a path shared by every containerd on the machine; nothing here uses it.
+  [plugins.'io.containerd.nri.v1.nri']
+    disable = true
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = 'overlayfs'
+    [plugins.'io.containerd.cri.v1.images'.pinned_images]
+      sandbox = '{pause_image}'
+  [plugins.'io.containerd.cri.v1.runtime']
+    # CAP_SYS_RESOURCE is withheld here: a negative oom_score_adj makes runc fail.
+    restrict_oom_score_adj = true
+    [plugins.'io.containerd.cri.v1.runtime'.containerd]
+      default_runtime_name = 'runc'
+{joined}
+    # Pods' network namespaces under the state directory, not /var/run/netns,
+    # which every containerd on the machine would share.
+    netns_mounts_under_state_dir = true
+    [plugins.'io.containerd.cri.v1.runtime'.cni]
+      bin_dirs = ['{CNI_BIN}']
+      conf_dir = '{directory}/cni/net.d'
+  [plugins.'io.containerd.grpc.v1.cri']
+    stream_server_address = '127.0.0.1'
+    stream_server_port = '0'
+"""
+
+
+def read_images() -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in (HERE / "images.env").read_text().splitlines()
+             if "=" in line and not line.startswith("#"))
+    return {k: v for k, v in pairs}
+
+
+def run(*cmd, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+class Private:
+    """A containerd 2 of its own in a temporary directory; `close` stops it and
+    removes what it left (tasks, mounts, cgroups, the directory)."""
+
+    def __init__(self, bindir: Path, pause_image: str):
+        self.bindir = bindir
+        self.dir = Path(tempfile.mkdtemp(prefix="podshare-containerd2-"))
+        # In a user namespace the container's root (uid 100000 on the host) must
+        # search every directory above its rootfs, or runc fails with "error
+        # preparing rootfs: remount-propagation ...: permission denied" (EACCES).
+        self.dir.chmod(0o711)
+        (self.dir / "cni" / "net.d").mkdir(parents=True)
+        # CRI pods get a network namespace of their own (never the host's: gVisor's
+        # wrapper must not start a sandbox there) with an eth0, which containerd
+        # requires, on a bridge of this instance's own that has no address on the
+        # host and no route to it: nothing outside the pods can reach them.
+        self.bridge = "pschk" + self.dir.name[-8:]
+        (self.dir / "cni" / "net.d" / "10-check.conflist").write_text(json.dumps(
+            {"cniVersion": "0.4.0", "name": "podshare-check", "plugins": [
+                {"type": "bridge", "bridge": self.bridge, "isGateway": False, "ipMasq": False,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": CHECK_POD_SUBNET}]],
+                          "dataDir": str(self.dir / "cni" / "ipam")}}]}))
+        (self.dir / "containerd.toml").write_text(config(self.dir, bindir, pause_image))
+        self.socket = self.dir / "containerd.sock"
+        # containerd finds containerd-shim-runc-v2 on its PATH: put the build first.
+        env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+        self.log = open(self.dir / "containerd.log", "w")
+        self.proc = subprocess.Popen([bindir / "containerd", "--config", self.dir / "containerd.toml"],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while not self.ctr("version").returncode == 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"containerd did not come up:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def ctr(self, *args, ns: str = CHECK_NAMESPACE, timeout: float = 120) -> subprocess.CompletedProcess:
+        return run(self.bindir / "ctr", "--address", self.socket, "-n", ns, *args, timeout=timeout)
+
+    def crictl(self, *args, timeout: float = 150) -> subprocess.CompletedProcess:
+        endpoint = f"unix://{self.socket}"
+        return run(self.bindir / "crictl", "--config", "/dev/null", "--runtime-endpoint", endpoint,
+                   "--image-endpoint", endpoint, "--timeout", "120s", *args, timeout=timeout)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join((self.dir / "containerd.log").read_text(errors="replace").splitlines()[-lines:])
+
+    def close(self, keep: bool = False) -> list[str]:
+        left = []
+        self.crictl("rmp", "--force", "--all")  # CRI pods, with their network namespaces
+        for ns in self.ctr("namespaces", "ls", "-q").stdout.split():
+            for task in self.ctr("tasks", "ls", "-q", ns=ns).stdout.split():
+                self.ctr("tasks", "kill", "-s", "SIGKILL", task, ns=ns)
+                self.ctr("tasks", "delete", "-f", task, ns=ns)
+            for container in self.ctr("containers", "ls", "-q", ns=ns).stdout.split():
+                self.ctr("containers", "delete", container, ns=ns)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        if Path(f"/sys/class/net/{self.bridge}").exists() and run("ip", "link", "del", self.bridge).returncode:
+            left.append(f"bridge {self.bridge}")
+        for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
+            target = line.split()[1]
+            if target.startswith(str(self.dir)):
+                if run("umount", "-l", target).returncode:
+                    left.append(f"mount {target}")
+        # runc and crun leave the namespace's parent cgroup (/<namespace>) behind;
+        # one still in use (another check running at once) stays.
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            parent = hierarchy / CHECK_NAMESPACE
+            if parent.is_dir():
+                for d in [*sorted(parent.rglob("*"), key=lambda p: -len(p.parts)), parent]:
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        pass
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            if self.dir.exists():
+                left.append(str(self.dir))
+        return left
+
+
+def archives() -> dict[str, Path]:
+    """The image archives by name (probe, pause, ...), from images.py (cached:
+    built only if missing)."""
+    out = run(sys.executable, HERE / "images.py", "build", timeout=900)
+    if out.returncode:
+        raise RuntimeError(f"images.py build failed:\n{out.stderr[-2000:]}")
+    return {Path(p).name.split("-")[0]: Path(p) for p in out.stdout.split()}
+
+
+# What each container reports, written into a host directory bound at /out:
+# the kernel it sees (gVisor answers with its own), its uid map, and its cgroups.
+REPORT = ("uname -r > /out/uname; cat /proc/self/uid_map > /out/uid_map; cat /proc/self/cgroup > /out/cgroup;"
+          " echo done > /out/done; exec sleep 600")
+LIST = {"runc": ["{binary}", "--root", "{root}/" + CHECK_NAMESPACE, "list"],
+        "crun": ["/usr/bin/crun", "--root", "{root}/" + CHECK_NAMESPACE, "list"],
+        "gvisor": ["/usr/bin/runsc", "--root", "{root}/" + CHECK_NAMESPACE, "list"]}
+
+
+USERNS_MAP = "0:100000:65536"  # what a kubelet gives a pod: 65536 ids at a multiple of 65536
+
+
+def check_runtime(ctrd: Private, handler: str, image: str, userns: bool = False, binary: str | None = None) -> dict:
+    """Start a detached task under `handler` (ctr passes BinaryName and Root to
+    the runc v2 shim as the CRI would), read what it wrote, list it with the
+    runtime's own `list` (the evidence of which runtime runs it), then stop it.
+    With `userns`, in a user namespace of its own (ctr chowns a copy of the
+    image's snapshot; a kubelet's pod gets idmapped mounts instead). `binary`
+    replaces the handler's BinaryName (to show what the wrapper is for)."""
+    r = dict(runtimes(ctrd.bindir, ctrd.dir / "runtimes")[handler])
+    name = f"{handler}-userns" if userns else handler
+    if binary:
+        r["binary"], name = binary, f"{name}-as-{Path(binary).name}"
+    out = ctrd.dir / "out" / name
+    out.mkdir(parents=True)
+    out.chmod(0o777)  # the probe image runs as 65532
+    cid = f"check-{name}"
+    extra = ["--uidmap", USERNS_MAP, "--gidmap", USERNS_MAP] if userns else []
+    if handler == "gvisor":
+        # As the CRI marks a pod's sandbox: the wrapper then gives it /dev/null
+        # as stdio and sets its network up (ctr makes a new network namespace).
+        extra += ["--annotation", "io.kubernetes.cri.container-type=sandbox",
+                 "--annotation", f"io.kubernetes.cri.sandbox-id={cid}"]
+    started = time.monotonic()
+    ran = ctrd.ctr("run", "-d", "--runtime", "io.containerd.runc.v2", "--runc-binary", r["binary"],
+                   "--runc-root", r["root"], *extra,
+                   "--mount", f"type=bind,src={out},dst=/out,options=rbind:rw",
+                   image, cid, "sh", "-c", REPORT, timeout=120)
+    result = {"runtime": name, "binary": r["binary"], "ctr_run_exit": ran.returncode,
+              "ctr_run_stderr": ran.stderr.strip()[-1500:]}
+    deadline = time.monotonic() + 60
+    while ran.returncode == 0 and not (out / "done").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    result["seconds_to_report"] = round(time.monotonic() - started, 2)
+    for report in ("uname", "uid_map", "cgroup"):
+        f = out / report
+        result[report] = f.read_text().strip() if f.exists() else None
+    # Who owns, on the host, the file the container's user wrote.
+    result["host_uid_of_written_file"] = (out / "done").stat().st_uid if (out / "done").exists() else None
+    listed = run(*[a.format(**r) for a in LIST[handler]])
+    result["listed_by_runtime"] = cid in listed.stdout
+    result["runtime_list"] = (listed.stdout + listed.stderr).strip()[-800:]
+    result["task"] = ctrd.ctr("tasks", "ls").stdout.strip()
+    ctrd.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+    waited = time.monotonic() + 20
+    while "RUNNING" in ctrd.ctr("tasks", "ls").stdout and time.monotonic() < waited:
+        time.sleep(0.2)
+    deleted = ctrd.ctr("tasks", "delete", cid)
+    result["task_delete_exit"] = deleted.returncode
+    result["task_delete_stderr"] = deleted.stderr.strip()[-500:]
+    ctrd.ctr("containers", "delete", cid)
+    result["ok"] = bool(ran.returncode == 0 and result["uname"] and result["listed_by_runtime"])
+    return result
+
+
+def check_gvisor_pod(ctrd: Private, image: str) -> dict:
+    """A pod as the CRI makes one under gVisor: a sandbox, then an app container
+    that joins it (the wrapper's holder path). The shim must pass the app's
+    stdout through and report its exit status."""
+    r = runtimes(ctrd.bindir, ctrd.dir / "runtimes")["gvisor"]
+    base = ["run", "--runtime", "io.containerd.runc.v2", "--runc-binary", r["binary"], "--runc-root", r["root"],
+            "--annotation", "io.kubernetes.cri.sandbox-id=check-pod"]
+    sandbox = ctrd.ctr(*base, "-d", "--annotation", "io.kubernetes.cri.container-type=sandbox",
+                       image, "check-pod", "sleep", "600")
+    app = ctrd.ctr(*base, "--annotation", "io.kubernetes.cri.container-type=container",
+                   image, "check-pod-app", "sh", "-c", "echo app-says-hello; uname -r; exit 7")
+    result = {"sandbox_exit": sandbox.returncode, "app_exit": app.returncode, "app_stdout": app.stdout.strip(),
+              "app_stderr": app.stderr.strip()[-800:]}
+    for cid in ("check-pod-app", "check-pod"):
+        ctrd.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+        waited = time.monotonic() + 20
+        while "RUNNING" in ctrd.ctr("tasks", "ls").stdout and time.monotonic() < waited:
+            time.sleep(0.2)
+        ctrd.ctr("tasks", "delete", cid)
+        ctrd.ctr("containers", "delete", cid)
+    result["ok"] = sandbox.returncode == 0 and app.returncode == 7 and "app-says-hello" in app.stdout
+    return result
+
+
+def run_cri_pod(ctrd: Private, handler: str, image: str, userns: bool) -> dict:
+    """One pod through the CRI, as a kubelet would ask for it: a sandbox under
+    the RuntimeClass handler `handler` (the config's `runtimes` entry), one
+    container that prints its kernel and uid map; optionally in a user namespace
+    of the pod's own (hostUsers: false), mapped as a kubelet maps it."""
+    name = f"cri-{handler}" + ("-userns" if userns else "")
+    work = ctrd.dir / "cri" / name
+    (work / "logs").mkdir(parents=True)
+    namespaces: dict = {}
+    if userns:
+        ids = [{"host_id": 100000, "container_id": 0, "length": 65536}]
+        namespaces["userns_options"] = {"mode": 0, "uids": ids, "gids": ids}  # mode POD
+    pod = {"metadata": {"name": name, "namespace": CHECK_NAMESPACE, "uid": f"{name}-uid"},
+           "log_directory": str(work / "logs"),
+           "linux": {"cgroup_parent": f"/{CHECK_NAMESPACE}/{name}",
+                     "security_context": {"namespace_options": namespaces}}}
+    # The kubelet repeats the pod's user namespace in every container's config.
+    container = {"metadata": {"name": "report"}, "image": {"image": image}, "log_path": "report.log",
+                 "command": ["sh", "-c", "uname -r; cat /proc/self/uid_map"],
+                 "linux": {"security_context": {"namespace_options": namespaces}}}
+    (work / "pod.json").write_text(json.dumps(pod))
+    (work / "container.json").write_text(json.dumps(container))
+    result = {"pod": name}
+    started = ctrd.crictl("runp", "--runtime", handler, work / "pod.json")
+    result["runp_exit"], result["runp_stderr"] = started.returncode, started.stderr.strip()[-800:]
+    if started.returncode:
+        return {**result, "ok": False}
+    pod_id = started.stdout.strip()
+    created = ctrd.crictl("create", pod_id, work / "container.json", work / "pod.json")
+    result["create_stderr"] = created.stderr.strip()[-800:]
+    cid = created.stdout.strip()
+    if created.returncode == 0:
+        begun = ctrd.crictl("start", cid)
+        result["start_stderr"] = begun.stderr.strip()[-800:]
+        deadline = time.monotonic() + 60
+        state: dict = {}
+        while time.monotonic() < deadline:
+            inspected = ctrd.crictl("inspect", "-o", "json", cid)
+            state = json.loads(inspected.stdout)["status"] if inspected.returncode == 0 else {}
+            if state.get("state") == "CONTAINER_EXITED":
+                break
+            time.sleep(0.3)
+        result["container_state"], result["exit_code"] = state.get("state"), state.get("exitCode")
+        result["logs"] = ctrd.crictl("logs", cid).stdout.strip()
+    ctrd.crictl("stopp", pod_id)
+    removed = ctrd.crictl("rmp", pod_id)
+    result["rmp_exit"] = removed.returncode
+    result["ok"] = result.get("exit_code") == 0 and removed.returncode == 0
+    return result
+
+
+def check_cri(ctrd: Private, images: dict[str, str]) -> dict:
+    """The config's runtimes as the kubelet meets them: each handler's features
+    (what the kubelet asks before it admits a hostUsers: false pod) and a pod on
+    each handler, with and without a user namespace."""
+    info = ctrd.crictl("info")
+    told = json.loads(info.stdout) if info.returncode == 0 else {}
+    report: dict = {"handlers": {h.get("name", ""): h.get("features", {}) for h in told.get("runtimeHandlers", [])},
+                    "conditions": {c["type"]: c["status"] for c in told.get("status", {}).get("conditions", [])}}
+    report["pods"] = [run_cri_pod(ctrd, h, images["PROBE_IMAGE"], userns=False) for h in ("runc", "crun", "gvisor")]
+    report["pods"].append(run_cri_pod(ctrd, "runc", images["PROBE_IMAGE"], userns=True))
+    # A kubelet never sends crun such a pod (its handler reports no user
+    # namespaces); asked directly, this is what Debian's crun 1.8.1 does.
+    report["crun_userns_unasked"] = run_cri_pod(ctrd, "crun", images["PROBE_IMAGE"], userns=True)
+    return report
+
+
+def check(args) -> int:
+    bindir = Path(run(HERE / "build-runtime.sh", timeout=3600).stdout.strip())
+    images = read_images()
+    archive = archives()
+    ctrd = Private(bindir, images["PAUSE_IMAGE"])
+    report: dict = {"dir": str(ctrd.dir), "versions": {}}
+    try:
+        for b, flag in (("containerd", "--version"), ("runc", "--version"), ("ctr", "--version")):
+            report["versions"][b] = run(bindir / b, flag).stdout.strip()
+        report["versions"]["crun"] = run("/usr/bin/crun", "--version").stdout.splitlines()[0]
+        plugins = ctrd.ctr("plugins", "ls").stdout.splitlines()
+        report["cri_plugins"] = [p.split() for p in plugins if ".cri." in p]
+        imported = ctrd.ctr("images", "import", "--platform", "linux/amd64", archive["probe"], timeout=300)
+        if imported.returncode:
+            raise RuntimeError(f"ctr images import failed: {imported.stderr}")
+        report["image"] = images["PROBE_IMAGE"]
+        for name in ("probe", "pause"):  # into the CRI's namespace too
+            imported = ctrd.ctr("images", "import", "--platform", "linux/amd64", archive[name], ns="k8s.io",
+                                timeout=300)
+            if imported.returncode:
+                raise RuntimeError(f"ctr images import into k8s.io failed: {imported.stderr}")
+        report["runtimes"] = [check_runtime(ctrd, h, images["PROBE_IMAGE"]) for h in ("runc", "crun", "gvisor")]
+        report["runtimes"].append(check_runtime(ctrd, "runc", images["PROBE_IMAGE"], userns=True))
+        report["runtimes"].append(check_runtime(ctrd, "crun", images["PROBE_IMAGE"], userns=True))
+        report["gvisor_pod"] = check_gvisor_pod(ctrd, images["PROBE_IMAGE"])
+        report["cri"] = check_cri(ctrd, images)
+        # Debian's crun as the BinaryName itself: what crun-podshare is for.
+        report["crun_without_wrapper"] = check_runtime(ctrd, "crun", images["PROBE_IMAGE"], binary="/usr/bin/crun")
+        report["containerd_log_errors"] = [line for line in (ctrd.dir / "containerd.log").read_text().splitlines()
+                                           if "level=error" in line][-15:]
+    finally:
+        report["left_behind"] = ctrd.close(keep=args.keep)
+    print(json.dumps(report, indent=1))
+    ran = report.get("runtimes", [])
+    cri_ran = report.get("cri", {}).get("pods", [])
+    return 0 if ran and all(r["ok"] for r in [*ran, *cri_ran, report["gvisor_pod"]]) else 1
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("config")
+    c.add_argument("--dir", required=True, type=Path)
+    c.add_argument("--bindir", type=Path, help="build-runtime.sh's directory (default: build or find it)")
+    k = sub.add_parser("check")
+    k.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) afterwards")
+    args = p.parse_args()
+    if args.cmd == "config":
+        bindir = args.bindir or Path(run(HERE / "build-runtime.sh", timeout=3600).stdout.strip())
+        print(config(args.dir, bindir, read_images()["PAUSE_IMAGE"]), end="")
+        return 0
+    return check(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""The current stack's builds (cluster/README.md, "Current stack"): containerd 2,
+runc 1.5 and crictl (build-runtime.sh) and Kubernetes 1.37 (build-binaries.sh
+k8s-1.37) from their Go modules, each reporting the version its module pins;
+and that containerd 2, on its own, runs a container under each RuntimeClass's
+runtime. The install path builds them only when asked (PODSHARE_CURRENT_STACK=1
+cluster/bootstrap.sh); where nobody asked and nothing is built, these skip."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import PROJECT, needs_root
+
+CLUSTER = PROJECT / "cluster"
+KUBE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
+
+
+def built(script: str, *args: str) -> Path:
+    """The cache directory of a build script's outputs, as the script itself
+    computes it (--where builds nothing)."""
+    out = subprocess.run([CLUSTER / script, *args, "--where"], capture_output=True, text=True, timeout=120)
+    if out.returncode == 3:
+        if os.environ.get("PODSHARE_CURRENT_STACK") == "1":
+            pytest.fail(f"{script} {' '.join(args)}: nothing at {out.stdout.strip()}, "
+                        "although PODSHARE_CURRENT_STACK=1 asked the install to build it")
+        pytest.skip(f"{script} {' '.join(args)} has not been built here (PODSHARE_CURRENT_STACK=1 "
+                    "cluster/bootstrap.sh builds it)")
+    assert out.returncode == 0, out.stderr
+    return Path(out.stdout.strip())
+
+
+def pinned(module_dir: str, module: str) -> str:
+    """The version `module_dir`'s go.mod requires of `module`."""
+    found = re.search(rf"^\s*(?:require\s+)?{re.escape(module)} (v\S+)", (CLUSTER / module_dir / "go.mod").read_text(),
+                      re.M)
+    assert found, f"{module} is not required by cluster/{module_dir}/go.mod"
+    return found.group(1)
+
+
+def version_of(binary: Path, *flag: str) -> str:
+    out = subprocess.run([binary, *(flag or ("--version",))], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, f"{binary} {flag}: {out.stderr}"
+    return out.stdout
+
+
+def test_containerd_its_shim_and_ctr_report_the_version_their_module_pins():
+    bindir = built("build-runtime.sh")
+    want = pinned("runtime/containerd", "github.com/containerd/containerd/v2")
+    assert want.startswith("v2.")
+    assert version_of(bindir / "containerd").split() == ["containerd", "github.com/containerd/containerd/v2", want]
+    assert version_of(bindir / "ctr").split() == ["ctr", "github.com/containerd/containerd/v2", want]
+    assert re.search(rf"^\s*Version:\s+{re.escape(want)}$", version_of(bindir / "containerd-shim-runc-v2", "-v"), re.M)
+
+
+def test_runc_reports_its_module_version_with_seccomp_and_idmapped_mounts():
+    bindir = built("build-runtime.sh")
+    want = pinned("runtime/runc", "github.com/opencontainers/runc")
+    told = version_of(bindir / "runc")
+    assert told.splitlines()[0] == f"runc version {want.removeprefix('v')}"
+    assert re.search(r"^libseccomp: 2\.\d+\.\d+$", told, re.M), told  # built with cgo and the seccomp tag
+    features = json.loads(version_of(bindir / "runc", "features"))
+    assert features["linux"]["seccomp"]["enabled"] is True
+    # What containerd 2 asks before it offers user namespaces on a runtime handler.
+    assert "user" in features["linux"]["namespaces"]
+    assert features["linux"]["mountExtensions"]["idmap"]["enabled"] is True
+
+
+def test_crictl_reports_the_version_its_module_pins():
+    bindir = built("build-runtime.sh")
+    assert version_of(bindir / "crictl").strip() == f"crictl version {pinned('runtime/crictl', 'sigs.k8s.io/cri-tools')}"
+
+
+@pytest.mark.parametrize("component", KUBE_COMPONENTS)
+def test_kubernetes_1_37_components_report_the_version_their_module_pins(component):
+    bindir = built("build-binaries.sh", "k8s-1.37")
+    want = pinned("k8s-1.37", "k8s.io/kubernetes")
+    assert want.startswith("v1.37.")
+    assert version_of(bindir / component).strip() == f"Kubernetes {want}"
+
+
+def test_etcd_of_the_1_37_build_is_the_one_that_release_requires():
+    bindir = built("build-binaries.sh", "k8s-1.37")
+    want = pinned("k8s-1.37", "go.etcd.io/etcd/server/v3")
+    assert re.search(rf"^etcd Version: {re.escape(want.removeprefix('v'))}$", version_of(bindir / "etcd"), re.M)
+
+
+def test_the_default_build_is_still_kubernetes_1_35():
+    """The second module directory leaves what the running cluster uses as it was."""
+    bindir = built("build-binaries.sh")
+    assert version_of(bindir / "kubelet").strip() == f"Kubernetes {pinned('k8s', 'k8s.io/kubernetes')}"
+    assert bindir != built("build-binaries.sh", "k8s-1.37")
+
+
+@pytest.fixture(scope="module")
+def check():
+    """`containerd2.py check`, once for the tests below: a private containerd 2
+    (own directories, socket, ctr namespace, pod bridge) with the cluster's three
+    runtimes, through ctr and through the CRI. crun needs the cgroup layout
+    `localcluster.py up` makes (no controller left on cgroup2): run these while
+    the cluster is up."""
+    built("build-runtime.sh")
+    out = subprocess.run([sys.executable, CLUSTER / "containerd2.py", "check"], capture_output=True, text=True,
+                         timeout=900)
+    report = json.loads(out.stdout)
+    assert report["left_behind"] == [] and not Path(report["dir"]).exists(), report["left_behind"]
+    return out.returncode, report
+
+
+@needs_root
+def test_containerd_2_on_its_own_runs_a_container_under_each_runtime(check):
+    returncode, report = check
+    by = {r["runtime"]: r for r in report["runtimes"]}
+    for handler in ("runc", "crun", "gvisor"):
+        assert by[handler]["ok"], f"{handler}: {by[handler]['ctr_run_stderr']}"
+        assert by[handler]["listed_by_runtime"], by[handler]["runtime_list"]
+        assert by[handler]["uid_map"].split() == ["0", "0", "4294967295"]
+    assert by["runc"]["uname"] == by["crun"]["uname"] == platform.release()
+    assert by["gvisor"]["uname"] != platform.release()  # gVisor's own kernel answers
+    for handler in ("runc-userns", "crun-userns"):
+        assert by[handler]["ok"], f"{handler}: {by[handler]['ctr_run_stderr']}"
+        assert by[handler]["uid_map"].split() == ["0", "100000", "65536"]
+        assert by[handler]["host_uid_of_written_file"] == 100000 + 65532  # the image's user, shifted
+    # A gVisor pod: the app container joins the sandbox through the wrapper's
+    # holder, its stdout and exit status come back through containerd 2's shim.
+    pod = report["gvisor_pod"]
+    assert pod["app_exit"] == 7 and pod["app_stdout"].splitlines() == ["app-says-hello", by["gvisor"]["uname"]], pod
+    # Why crun needs its wrapper under containerd 2 (runtimes/crun-podshare).
+    bare = report["crun_without_wrapper"]
+    assert bare["ctr_run_exit"] != 0 and "unknown version specified" in bare["ctr_run_stderr"]
+    assert returncode == 0
+
+
+@needs_root
+def test_through_the_cri_each_runtime_class_handler_runs_a_pod(check):
+    """The version 3 config's `runtimes` as a kubelet uses them: a pod sandbox
+    and a container under each handler, the container's log read back."""
+    pods = {p["pod"]: p for p in check[1]["cri"]["pods"]}
+    for handler in ("runc", "crun", "gvisor"):
+        pod = pods[f"cri-{handler}"]
+        assert pod["ok"], pod
+        kernel, uid_map = pod["logs"].splitlines()
+        assert uid_map.split() == ["0", "0", "4294967295"]
+        assert (kernel == platform.release()) == (handler != "gvisor"), pod
+
+
+@needs_root
+def test_only_runc_offers_user_namespaces_and_runs_a_hostusers_false_pod(check):
+    """What the kubelet asks before it admits a `hostUsers: false` pod: the
+    handler's user_namespaces feature (runc 1.5 reports user namespaces and
+    idmapped mounts; Debian's crun 1.8.1 and runsc have no `features` command)."""
+    cri = check[1]["cri"]
+    assert cri["handlers"]["runc"].get("user_namespaces") is True
+    assert not cri["handlers"]["crun"].get("user_namespaces") and not cri["handlers"]["gvisor"].get("user_namespaces")
+    pod = {p["pod"]: p for p in cri["pods"]}["cri-runc-userns"]
+    assert pod["ok"], pod
+    assert pod["logs"].splitlines()[1].split() == ["0", "100000", "65536"]
+    # Asked anyway (a kubelet would refuse first), crun's container cannot start.
+    crun = cri["crun_userns_unasked"]
+    assert not crun["ok"] and "failed to validate OCI runtime features" in crun["start_stderr"], crun
+
+
+@needs_root
+def test_the_filesystems_of_pod_volumes_take_idmapped_mounts_here():
+    """What user-namespaced pods need of this kernel (cluster/idmap-check.py):
+    tmpfs (Linux >= 6.3) and /var/lib's filesystem, where a kubelet keeps pod
+    volumes, take idmapped mounts; an overlay mount itself does not, but one over
+    an idmapped lower layer (containerd's way for the root file system) does."""
+    out = subprocess.run([CLUSTER / "idmap-check.py"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["kernel"] == platform.release()
+    fs = report["filesystems"]
+    for kind in ("tmpfs", "var-lib", "overlay-on-idmapped-lower"):
+        assert fs[kind]["idmap"] and fs[kind]["uid_through_mount"] == 100000, (kind, fs[kind])
+    assert not fs["overlay"]["idmap"] and "Invalid argument" in fs["overlay"]["error"], fs["overlay"]
+    assert not list(Path("/var/lib").glob("podshare-idmap-*")), "idmap-check.py left its directory behind"
