@@ -193,6 +193,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 """
 
 
+def containerd2_config(home: Path, images: dict[str, str], default_runtime: str) -> str:
+    """containerd 2's (version 3, containerd2.py's, proven standalone there), with
+    this node's default runtime and the same CNI template as the other nodes."""
+    import containerd2
+    containerd_config(home, images, default_runtime, "")  # writes cni/template.json; its own text is unused
+    toml = containerd2.config(home, workers.runtime_bindir(), images["PAUSE_IMAGE"])
+    toml = toml.replace("default_runtime_name = 'runc'", f"default_runtime_name = '{default_runtime}'")
+    return toml.replace(f"      conf_dir = '{home}/cni/net.d'",
+                        f"      conf_dir = '{home}/cni/net.d'\n      conf_template = '{home}/cni/template.json'")
+
+
 def write_configs(ip: str, images: dict[str, str], all_workers: list[workers.Worker]) -> None:
     (STATE / "cni" / "net.d").mkdir(parents=True)
     (STATE / "containerd.toml").write_text(containerd_config(STATE, images, "runc", ""))
@@ -230,8 +241,9 @@ def write_configs(ip: str, images: dict[str, str], all_workers: list[workers.Wor
     (STATE / "kube-proxy.yaml").write_text(json.dumps(kube_proxy, indent=1))
     for w in all_workers:
         (w.dir / "cni").mkdir(parents=True)
-        workers.write_configs(w, containerd_config(w.dir, images, w.pool.default_runtime, f"-{w.name}"),
-                              kubelet, kube_proxy)
+        toml = (containerd2_config(w.dir, images, w.pool.default_runtime) if w.pool.stack == "current" else
+                containerd_config(w.dir, images, w.pool.default_runtime, f"-{w.name}"))
+        workers.write_configs(w, toml, kubelet, kube_proxy)
         server = f"https://{workers.HOST_IP}:{API_PORT}"
         kubeconfig(f"kubelet-{w.name}", w.dir / "kubelet.kubeconfig", server)
         kubeconfig("kube-proxy", w.dir / "kube-proxy.kubeconfig", server)
@@ -363,10 +375,14 @@ def up(args) -> int:
     t0 = time.monotonic()
     bindir = Path(sh(HERE / "build-binaries.sh", capture=True).stdout.strip())
     sh(sys.executable, HERE / "images.py", "build", capture=True)  # so the import below finds them built
-    t_built = time.monotonic()
     ip, images = node_ip(), read_images()
     nodes = workers.workers(args.nodes, NODE)
+    # the current stack's containerd and runc, for a pool on it (cached after the first build)
+    runtime_bindir = (sh(HERE / "build-runtime.sh", capture=True).stdout.strip()
+                      if any(w.pool.stack == "current" for w in nodes) else "")
+    t_built = time.monotonic()
     STATE.mkdir(parents=True)
+    (STATE / "runtime-bindir").write_text(runtime_bindir)
     workers.record(args.nodes, NODE)  # before anything of theirs exists: `down` finds them even after a crash
     shutil.rmtree(LOGS, ignore_errors=True)
     make_pki(ip, nodes)
@@ -469,9 +485,11 @@ def _our_shims() -> list[int]:
                 any(str(STATE).encode() in a for a in argv):
             pids.append(int(entry))
         # gVisor's sandboxes, gofers and our wrapper's holders live outside the
-        # kubepods cgroups (--ignore-cgroups): found by runsc's root or the wrapper.
+        # kubepods cgroups (--ignore-cgroups): found by runsc's root (a node's own,
+        # under /run/containerd or under the state directory) or the wrapper.
         elif any(b"/run/containerd/runsc" in a for a in argv) or \
-                any(a.endswith(b"runtimes/runsc-podshare") for a in argv[:2]):
+                any(a.endswith(b"runtimes/runsc-podshare") for a in argv[:2]) or \
+                (b"runsc" in argv[0] and any(str(STATE).encode() in a for a in argv)):
             pids.append(int(entry))
     return pids
 

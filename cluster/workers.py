@@ -33,6 +33,9 @@ class Pool:
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[str, ...] = ()
     why: str = ""
+    # "debian": Debian's containerd 1.6 and runc, as the first node; "current": containerd 2
+    # and runc 1.5 built from their Go modules (build-runtime.sh)
+    stack: str = "debian"
 
 
 # The pools a `--nodes N` cluster gets, in this order, after the first node (pool "default").
@@ -43,8 +46,8 @@ POOLS = (
     Pool("sandboxed", default_runtime="gvisor", labels={"sandbox.gke.io/runtime": "gvisor"},
          taints=("sandbox.gke.io/runtime=gvisor:NoSchedule",),
          why="a sandboxed pool: gVisor is the default runtime"),
-    # A pool configured otherwise: crun is the default runtime.
-    Pool("crun", default_runtime="crun", why="a pool whose default runtime is crun"),
+    # A pool mid-upgrade: the current container runtime (containerd 2, runc 1.5).
+    Pool("current", why="a pool on containerd 2.4 and runc 1.5, built from their Go modules", stack="current"),
 )
 
 
@@ -191,8 +194,24 @@ def labels(w: Worker) -> str:
 
 # ---------------------------------------------------------------- processes
 
+def containerd_argv(w: Worker) -> list:
+    binary = runtime_bindir() / "containerd" if w.pool.stack == "current" else "containerd"
+    return in_netns(w, binary, "--config", w.dir / "containerd.toml")
+
+
+def containerd_env(w: Worker) -> dict[str, str] | None:
+    """containerd finds its shim on PATH: the current stack's first, not Debian's."""
+    return {"PATH": f"{runtime_bindir()}:{os.environ.get('PATH', '')}"} if w.pool.stack == "current" else None
+
+
+def runtime_bindir() -> Path:
+    """Where build-runtime.sh put the current stack (up builds it first)."""
+    saved = STATE / "runtime-bindir"
+    return Path(saved.read_text().strip())
+
+
 def start_containerd(w: Worker) -> None:
-    start(w.component("containerd"), in_netns(w, "containerd", "--config", w.dir / "containerd.toml"))
+    start(w.component("containerd"), containerd_argv(w), env=containerd_env(w))
 
 
 def start_node_agents(w: Worker, bindir: Path) -> None:
@@ -212,7 +231,7 @@ def component_argv(name: str, bindir: Path) -> list | None:
     """A worker component's command line (restart-component), or None if not a worker's."""
     for w in recorded():
         if name == w.component("containerd"):
-            return in_netns(w, "containerd", "--config", w.dir / "containerd.toml")
+            return containerd_argv(w)
         if name == w.component("kubelet"):
             return kubelet_argv(w, bindir)
         if name == w.component("kube-proxy"):

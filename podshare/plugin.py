@@ -443,18 +443,21 @@ class PodshareSession:
             "namespace": self.cluster.namespace}, default=str)
 
     def _remove_what_workers_left(self) -> None:
-        """Controller: a worker that died cannot delete its namespace: any of this run's
-        that remain are deleted now, and named as leftovers."""
+        """Controller: a worker that died cannot delete its namespace: any of this
+        run's that no worker has deleted are deleted now and named as leftovers (a
+        namespace already being deleted is its worker's, and its worker said what
+        stayed)."""
         if self.settings.keep != "never" or self.settings.namespace:
             return
         try:
-            remaining = [n.metadata.name for n in self.cluster.kube.list_namespaces(f"{RUN_ID_LABEL}={self.run_id}")]
+            remaining = [n.metadata.name for n in self.cluster.kube.list_namespaces(f"{RUN_ID_LABEL}={self.run_id}")
+                         if n.metadata.deletion_timestamp is None]
         except KubeError as exc:
             self.cluster.leftovers.append(f"the run's namespaces could not be listed: {exc}")
             return
         for name in remaining:
             gone = self.cluster.kube.delete_namespace(name, timeout=max(60.0, self.settings.pod_timeout))
-            self.cluster.leftovers += gone or [f"namespace/{name} (a worker left it; deleted after the run)"]
+            self.cluster.leftovers += gone or [f"namespace/{name} (its worker did not delete it; deleted after the run)"]
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

@@ -202,7 +202,7 @@ def test_kubelet_killed_mid_run_ends_the_run_within_a_minute(kube, suite_run):
     (as `up` starts it) and the node is Ready before anyone else runs."""
     local = _localcluster()
     with cluster_lock(exclusive=True):
-        run = suite_run(*SELECTION)
+        run = suite_run(*SELECTION, "--node", local.NODE)  # the node whose kubelet this kills
         try:
             run.wait_passed(STARTED)
             pid = local.recorded_pid("kubelet")
@@ -233,7 +233,7 @@ def test_a_component_frozen_for_20s_mid_run_is_waited_for(kube, suite_run, compo
     then continued: the run waits and passes, every claim checked."""
     local = _localcluster()
     with cluster_lock(exclusive=True):
-        run = suite_run(*SELECTION)
+        run = suite_run(*SELECTION, "--node", local.NODE)  # the node of the containerd this freezes
         run.wait_passed(STARTED)
         pid = local.recorded_pid(component)
         assert pid and local.alive(component), f"the local cluster's {component} is not running"

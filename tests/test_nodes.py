@@ -7,6 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from types import SimpleNamespace as NS
 
 import pytest
@@ -103,3 +107,122 @@ def test_claim_ids_lose_the_node_and_class_also_when_node_names_have_dashes():
 
 needs_nodes = pytest.mark.skipif(int(os.environ.get("PODSHARE_NODES", "1")) < 3,
                                  reason="needs the local cluster with its three pools (PODSHARE_NODES=3)")
+KNOWN = "cluster/gvisor-known-divergences.yaml"
+TOLERATE = ("--tolerate", "sandbox.gke.io/runtime")
+
+
+@pytest.fixture(scope="module")
+def every_node(tmp_path_factory) -> dict:
+    """A run of every claim on every node (make test's, handed over in
+    PODSHARE_NODES_RESULTS; run alone, this runs it)."""
+    given = os.environ.get("PODSHARE_NODES_RESULTS")
+    if given:
+        return json.loads(open(given).read())
+    reports = tmp_path_factory.mktemp("nodes")
+    run_suites("--all-nodes", *TOLERATE, "--known-divergences", KNOWN, "--reports-dir", str(reports), timeout=1800)
+    return json.loads((reports / "results.json").read_text())
+
+
+@needs_nodes
+@pytest.mark.usefixtures("kube")
+def test_every_node_is_checked_and_only_the_sandboxed_pool_diverges(every_node):
+    """Every claim ran once on each of the three pools; the default and current
+    pools keep every promise; the sandboxed pool (gVisor the default runtime, a pod
+    without runtimeClassName) breaks exactly what the known-divergences file lists
+    for it, no more, no less, and the matrix and summary say so."""
+    from podshare.report import KnownDivergences, RunReport
+    nodes = every_node["cluster"]["nodes"]
+    pools = {facts["pool"]: name for name, facts in nodes.items()}
+    assert set(pools) == {"default", "sandboxed", "current"}, pools
+    by_node: dict[str, dict[str, str]] = {}
+    for c in every_node["checks"]:
+        by_node.setdefault(c["node"], {})[c["claim_id"]] = c["outcome"]
+    assert set(by_node) == set(nodes) and len({frozenset(v) for v in by_node.values()}) == 1, "a claim missed a node"
+    assert len(by_node[pools["default"]]) >= 41
+    for pool in ("default", "current"):
+        broken = {k: o for k, o in by_node[pools[pool]].items() if o not in ("passed", "skipped")}
+        assert not broken, (pool, broken)
+    known = KnownDivergences.load(KNOWN)
+    sandboxed = by_node[pools["sandboxed"]]
+    listed = {k for k in sandboxed if known.match(k, None, nodes[pools["sandboxed"]]["all_labels"])}
+    diverged = {k for k, o in sandboxed.items() if o not in ("passed", "skipped")}
+    assert diverged == listed, {"diverge, not listed": sorted(diverged - listed), "listed, hold": sorted(listed - diverged)}
+    assert all(sandboxed[k] == "known-divergence" for k in listed)
+    summary = node_summary(RunReport.from_json(every_node))
+    assert summary[0].startswith("3 nodes checked: ") and pools["default"] in summary[0] and pools["current"] in summary[0]
+    assert summary[1].startswith(f"{pools['sandboxed']} breaks {len(listed)}") and len(summary) == 2
+    assert nodes[pools["current"]]["container_runtime"].startswith("containerd://v2.")  # another stack, seen
+    assert every_node["run"]["workers"] == 3  # the nodes were checked side by side
+
+
+def _set_cordoned(kube, node: str, cordoned: bool) -> None:
+    kube.core.patch_node(node, {"spec": {"unschedulable": cordoned}})
+
+
+@needs_nodes
+def test_a_cordoned_node_and_an_untolerated_taint_each_get_one_line(kube, tmp_path):
+    """Without --tolerate the sandboxed pool's taint keeps the pods out; a cordoned
+    node takes no pod: each node's claims end as could-not-check with one sentence
+    naming why, the other node's pass, and the run says it did not check everything."""
+    from .test_disruptions import cluster_lock
+    nodes = {n.metadata.labels.get("podshare.io/pool"): n.metadata.name for n in kube.nodes()}
+    with cluster_lock(exclusive=True):  # a cordoned node would turn away everyone else's pods too
+        _set_cordoned(kube, nodes["current"], True)
+        try:
+            run = run_suites("--all-nodes", "-k", "test_hostname_is_the_pod_name_in_every_container",
+                             "--reports-dir", str(tmp_path), timeout=600)
+        finally:
+            _set_cordoned(kube, nodes["current"], False)
+    results = json.loads((tmp_path / "results.json").read_text())
+    by_node = {c["node"]: c for c in results["checks"]}
+    assert by_node[nodes["default"]]["outcome"] == "passed", by_node[nodes["default"]]
+    assert by_node[nodes["sandboxed"]]["outcome"] == "could-not-check"
+    assert by_node[nodes["sandboxed"]]["cause"] == (
+        f"node {nodes['sandboxed']} has the taint sandbox.gke.io/runtime=gvisor:NoSchedule, which the pods do not "
+        "tolerate (--tolerate sandbox.gke.io/runtime checks it too)")
+    assert by_node[nodes["current"]]["outcome"] == "could-not-check"
+    assert by_node[nodes["current"]]["cause"] == (
+        f"node {nodes['current']} is cordoned (spec.unschedulable): no new pod may start there")
+    assert run.returncode == 2, run.stdout[-2000:]
+    for node in (nodes["sandboxed"], nodes["current"]):
+        assert f"could not check 1 claim: node {node} " in run.stdout
+
+
+@needs_nodes
+def test_a_node_whose_kubelet_dies_mid_run_is_not_checked_and_the_others_are(kube, tmp_path):
+    """A worker's kubelet killed while every node's claims run: that node's
+    remaining claims end as could-not-check naming it, within bounded time; the
+    other nodes' claims pass; the run is non-zero and its reports complete."""
+    from .test_disruptions import SuiteRun, _localcluster, cluster_lock
+    local = _localcluster()
+    victim = next(n.metadata.name for n in kube.nodes() if n.metadata.labels.get("podshare.io/pool") == "current")
+    with cluster_lock(exclusive=True):
+        # the two pools that keep every promise, so every other claim must pass
+        run = SuiteRun(tmp_path, "--node-selector", "podshare.io/pool!=sandboxed",
+                       "-m", "network or perf or ipc or posix or volume")
+        try:
+            run.wait_passed(3, timeout=300)
+            os.kill(local.recorded_pid(f"kubelet-{victim}"), signal.SIGKILL)
+            killed = time.monotonic()
+            results = run.finish(timeout=400)
+        finally:
+            restart = subprocess.run([sys.executable, str(local.HERE / "localcluster.py"), "restart-component",
+                                      f"kubelet-{victim}"], capture_output=True, text=True, timeout=300)
+            run.stop()
+        assert restart.returncode == 0, restart.stderr
+    took = run.ended_at - killed
+    on = {}
+    for c in results["checks"]:
+        on.setdefault(c["node"], []).append(c)
+    assert {c["outcome"] for c in on[victim]} <= {"passed", "could-not-check"}, [
+        (c["id"], c["outcome"], c["message"]) for c in on[victim] if c["outcome"] not in ("passed", "could-not-check")]
+    unchecked = [c for c in on[victim] if c["outcome"] == "could-not-check"]
+    assert unchecked and all(victim in c["cause"] for c in unchecked), [c["cause"] for c in unchecked]
+    for node, checks in on.items():
+        if node != victim:
+            assert {c["outcome"] for c in checks} == {"passed"}, (node, {c["id"]: c["outcome"] for c in checks
+                                                                        if c["outcome"] != "passed"})
+    assert run.proc.returncode == 2
+    print(f"kubelet of {victim} killed: {len(unchecked)} of its claims could not be checked; the run ended "
+          f"{took:.1f}s after the kill; cause: {unchecked[0]['cause']}")
+    assert took < 120, f"the run ended {took:.0f}s after the kill"
