@@ -383,7 +383,7 @@ def up(args) -> int:
     t_built = time.monotonic()
     STATE.mkdir(parents=True)
     (STATE / "runtime-bindir").write_text(runtime_bindir)
-    workers.record(args.nodes, NODE)  # before anything of theirs exists: `down` finds them even after a crash
+    workers.record(nodes)  # before anything of theirs exists: `down` finds them even after a crash
     shutil.rmtree(LOGS, ignore_errors=True)
     make_pki(ip, nodes)
     for name in ("admin", "controller-manager", "scheduler", "kubelet", "kube-proxy"):

@@ -55,14 +55,16 @@ POOLS = (
 class Worker:
     index: int  # 1, 2, ...: its address and its pool
     cluster: str  # the first node's name, the prefix of every worker's
+    pool_name: str = ""  # as recorded by `up`; by default the index's pool
 
     @property
     def pool(self) -> Pool:
-        return POOLS[(self.index - 1) % len(POOLS)]
+        by_name = {p.name: p for p in POOLS}
+        return by_name.get(self.pool_name) or POOLS[(self.index - 1) % len(POOLS)]
 
     @property
     def name(self) -> str:
-        return f"{self.cluster}-{self.pool.name}" + (f"-{self.index}" if self.index > len(POOLS) else "")
+        return f"{self.cluster}-{self.pool_name or self.pool.name}" + (f"-{self.index}" if self.index > len(POOLS) else "")
 
     @property
     def ip(self) -> str:
@@ -94,20 +96,22 @@ class Worker:
 
 
 def workers(count: int, cluster: str) -> list[Worker]:
-    return [Worker(i, cluster) for i in range(1, count)]
+    return [Worker(i, cluster, POOLS[(i - 1) % len(POOLS)].name) for i in range(1, count)]
 
 
 def recorded() -> list[Worker]:
-    """The workers a running (or crashed) cluster has, as `up` recorded them."""
+    """The workers a running (or crashed) cluster has, as `up` recorded them: by
+    name and pool, so a `down` finds them even after the pools in this file changed."""
     path = STATE / "workers.json"
     if not path.exists():
         return []
     saved = json.loads(path.read_text())
-    return workers(saved["nodes"], saved["cluster"])
+    return [Worker(w["index"], w["cluster"], w["pool"]) for w in saved["workers"]]
 
 
-def record(count: int, cluster: str) -> None:
-    (STATE / "workers.json").write_text(json.dumps({"nodes": count, "cluster": cluster}))
+def record(all_workers: list[Worker]) -> None:
+    (STATE / "workers.json").write_text(json.dumps({"workers": [
+        {"index": w.index, "cluster": w.cluster, "pool": w.pool.name, "name": w.name} for w in all_workers]}))
 
 
 # ---------------------------------------------------------------- the node network
@@ -157,9 +161,11 @@ def make_cgroup_parents(all_workers: list[Worker]) -> None:
                     (parent / knob).write_text((hierarchy / knob).read_text())
 
 
-def cgroup_hierarchies() -> list[Path]:
-    return [p for p in CGROUP_ROOT.iterdir() if p.is_dir() and not p.is_symlink() and p.name != "unified"
-            and (p / "cgroup.procs").exists()]
+def cgroup_hierarchies(with_unified: bool = False) -> list[Path]:
+    """The cgroup v1 hierarchies (and, for cleanup, the cgroup2 one, where the
+    kubelet's libcontainer also makes the cgroup root's directories)."""
+    return [p for p in CGROUP_ROOT.iterdir() if p.is_dir() and not p.is_symlink()
+            and (with_unified or p.name != "unified") and (p / "cgroup.procs").exists()]
 
 
 # ---------------------------------------------------------------- configuration
@@ -251,7 +257,7 @@ def kill_cgroups(all_workers: list[Worker], kill_cgroup_tree) -> list[str]:
     """Every process left in a worker kubelet's cgroup root, then the root itself."""
     problems = []
     for w in all_workers:
-        for hierarchy in cgroup_hierarchies():
+        for hierarchy in cgroup_hierarchies(with_unified=True):
             parent = hierarchy / w.cgroup_parent.lstrip("/")
             try:
                 kill_cgroup_tree(parent)
@@ -293,7 +299,7 @@ def left_behind(w: Worker) -> list[str]:
         found.append(f"network namespace {w.netns}")
     if Path(f"/sys/class/net/psn{w.index}").exists():
         found.append(f"link psn{w.index}")
-    found += [f"cgroup {h / w.cgroup_parent.lstrip('/')}" for h in cgroup_hierarchies()
+    found += [f"cgroup {h / w.cgroup_parent.lstrip('/')}" for h in cgroup_hierarchies(with_unified=True)
               if (h / w.cgroup_parent.lstrip("/")).exists()]
     if sh("ip", "route", "show", "via", w.ip, capture=True, check=False).stdout.strip():
         found.append(f"route via {w.ip}")
