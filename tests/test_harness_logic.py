@@ -409,3 +409,18 @@ def test_a_disruption_covers_its_pods_its_node_or_everything():
     assert known.of(other) is down and known.covering("u3", "n2") is down
     known.record(Disruption("the API server did not answer", everywhere=True))
     assert known.covering("u4", "n4").everywhere
+
+
+def test_a_probe_that_fails_before_it_is_ready_is_a_sentence_not_a_dump():
+    from podshare.channel import VerbRun
+    run = VerbRun(["hold-lock", "--path", "/data/disk/x"], 5, "p/beta")
+    run.finish('{"detail": "Permission denied", "errno": "EACCES", "ok": false, "path": "/data/disk/x"}\n',
+               ending={"exit": 0})
+    with pytest.raises(KubeError) as raised:
+        run.wait_ready(1)
+    assert str(raised.value) == ("the probe verb hold-lock in p/beta failed before it was ready: "
+                                 "EACCES Permission denied on /data/disk/x")
+    killed = VerbRun(["hold-mmap"], 5, "p/alpha")
+    killed.finish("", ending={"signal": "SIGBUS"})
+    with pytest.raises(KubeError, match="^the probe verb hold-mmap in p/alpha was killed by SIGBUS before it answered$"):
+        killed.wait_ready(1)
