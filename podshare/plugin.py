@@ -51,6 +51,7 @@ KNOWN = pytest.StashKey[tuple]()  # (outcome, message) where --known-divergences
 REPORTS = pytest.StashKey[list]()
 # (the disruption, what the claim itself saw or None when it ended before using the pod)
 DISRUPTED = pytest.StashKey[tuple]()
+RUNTIME_CLASS = pytest.StashKey[str]()  # the class the claim's pods ran under, read while they are at hand
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -206,6 +207,10 @@ class PodshareSession:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
         report = yield
+        if report.when != "teardown" and RUNTIME_CLASS not in item.stash:
+            runtime_class = _pods_runtime_class(item)
+            if runtime_class:
+                item.stash[RUNTIME_CLASS] = runtime_class
         known_before = DISRUPTED in item.stash
         if report.failed and report.when in ("setup", "call") and not known_before:
             self._diagnose(item, call)
@@ -292,7 +297,7 @@ class PodshareSession:
         """A claim the operator listed as a known divergence of its RuntimeClass: its
         failure is reported as that (an expected failure, with the reason and what was
         seen), and its passing fails the run (strict: the list is out of date)."""
-        runtime_class = _runtime_class_of(item)
+        runtime_class = _pods_runtime_class(item)
         if not runtime_class or not self.known_divergences:
             return
         listed = self.known_divergences.match(_claim_id(item), runtime_class)
@@ -337,7 +342,7 @@ class PodshareSession:
         cause = item.stash[DISRUPTED][0].cause if outcome == COULD_NOT_CHECK else ""
         self.checks[item.nodeid] = Check(
             id=_check_id(item), claim=_claim_of(item), outcome=outcome,
-            claim_id=_claim_id(item), runtime_class=_runtime_class_of(item),
+            claim_id=_claim_id(item), runtime_class=item.stash.get(RUNTIME_CLASS, None),
             duration_s=round(sum(r.duration for r in reports), 3),
             evidence=ev.as_json() if ev is not None else {}, message=message,
             figures=dict(ev.figures) if ev is not None else {},
@@ -430,9 +435,15 @@ def _pods_behind(item: pytest.Item) -> list[Pod]:
                 add(p)
         elif isinstance(value, Pod) and all(p is not value for p in found):
             found.append(value)
-    for value in getattr(item, "funcargs", {}).values():
+    for value in (getattr(item, "funcargs", None) or {}).values():  # None after teardown
         add(value)
     return found
+
+
+def _pods_runtime_class(item: pytest.Item) -> str | None:
+    """The claim's RuntimeClass: --runtime-class's parameter, else the one its pods
+    ran under as read back from the API (a manifest may set runtimeClassName itself)."""
+    return _runtime_class_of(item) or next((p.runtime_class for p in _pods_behind(item) if p.runtime_class), None)
 
 
 def _could_not_check_message(disruption: Disruption, seen: str | None) -> str:

@@ -288,6 +288,7 @@ class Pod:
         self.kube, self.namespace, self.body, self.timeout = kube, namespace, body, timeout
         self.recorder, self.disruptions = recorder, disruptions
         self.disrupted_by: Disruption | None = None  # why it could not start, when the cluster moved
+        self.runtime_class: str | None = None  # its runtimeClassName as the API has it, once ready
         self.name: str = body["metadata"]["name"]
         self.uid: str | None = None
         self.node: str | None = None
@@ -359,6 +360,7 @@ class Pod:
     def wait_ready(self) -> "Pod":
         pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, watch=self)
         self.uid, self.node = pod.metadata.uid, pod.spec.node_name
+        self.runtime_class = pod.spec.runtime_class_name  # read back: --runtime-class or the manifest's own
         return self
 
     def read(self):
