@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 from collections import Counter
 import json
+import re
 import signal
 import threading
 import time
@@ -486,11 +487,15 @@ def _claim_of(item: pytest.Item) -> str:
     return " ".join(first.split()) or item.name
 
 
+# A harness error's message is a sentence already; its class (as pytest prefixes it) is not for the reader.
+_HARNESS_CLASS = re.compile(r"^(?:[\w.]+\.)?(?:KubeError|AccessDenied|PodNotReady|Disrupted|GaveUp): ")
+
+
 def _short_message(report: pytest.TestReport | pytest.CollectReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
-        return crash.message
-    return str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
+        return _HARNESS_CLASS.sub("", crash.message)
+    return _HARNESS_CLASS.sub("", str(report.longrepr).strip().splitlines()[-1]) if report.longrepr else ""
 
 
 def _push_metrics(report: RunReport, url: str) -> str:

@@ -424,3 +424,14 @@ def test_a_probe_that_fails_before_it_is_ready_is_a_sentence_not_a_dump():
     killed.finish("", ending={"signal": "SIGBUS"})
     with pytest.raises(KubeError, match="^the probe verb hold-mmap in p/alpha was killed by SIGBUS before it answered$"):
         killed.wait_ready(1)
+
+
+def test_a_harness_errors_message_reaches_the_reports_without_its_class_name():
+    from types import SimpleNamespace
+
+    from podshare.plugin import _short_message
+    crash = SimpleNamespace(message="podshare.errors.KubeError: read the log of p/alpha: 500 connection refused")
+    assert _short_message(SimpleNamespace(longrepr=SimpleNamespace(reprcrash=crash))) == (
+        "read the log of p/alpha: 500 connection refused")
+    crash.message = "AssertionError: beta cannot read alpha's file"  # a claim's own words stay as they are
+    assert _short_message(SimpleNamespace(longrepr=SimpleNamespace(reprcrash=crash))) == crash.message
