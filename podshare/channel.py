@@ -120,10 +120,12 @@ class Channel:
         threading.Thread(target=self._pump, daemon=True, name=f"podshare-channel-{self.where}").start()
         if not self._serving.wait(OPEN_TIMEOUT) or self.closed:
             self.close()
+            # the hint only where the container said something: a stream cut by a dead kubelet says nothing
             raise KubeError(f"could not open the probe channel to {self.where}: "
                             f"{self.closed or f'no answer within {OPEN_TIMEOUT:g}s'}"
                             f"{'; stderr=' + repr(self._stderr[-300:]) if self._stderr else ''}"
-                            " (is the container's image a podshare probe image with `python3 -m probes serve`?)")
+                            + (" (is the container's image a podshare probe image with `python3 -m probes serve`?)"
+                               if self._stderr.strip() else ""))
 
     def __repr__(self) -> str:
         return f"<channel {self.where}{' closed' if self.closed else ''}>"

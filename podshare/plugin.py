@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections import Counter
 import json
 import re
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Iterator, NoReturn
 

@@ -514,3 +514,14 @@ def test_a_pod_and_node_in_good_health_are_no_disruption():
     assert diagnose(ClusterFacts(_live_pod(), log_error=KubeError("read the log: 400 waiting to start", 400)),
                     [_handle()]) is None
     assert diagnose(ClusterFacts(None), [_handle()], pod_level=False) is None  # another claim's pod: not this cause
+
+
+def test_podshare_history_exits_2_when_the_newest_run_could_not_check_some_claims(tmp_path, capsys):
+    from podshare.cli import show_history
+    from podshare.history import History
+    checks = [{"id": "a", "claim": "A", "claim_id": "a", "runtime_class": None, "outcome": o, "duration_s": 1}
+              for o in ("passed", "could-not-check")]
+    History.record(tmp_path / "store", {"run": {"id": "r1", "started_at": "2026-11-29T00:00:00+00:00"},
+                                        "cluster": {}, "checks": checks})
+    assert show_history(tmp_path / "store", tmp_path / "out", 14) == 2
+    assert "(1 passed, 0 failed, 1 could not check)" in capsys.readouterr().out
