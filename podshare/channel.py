@@ -27,13 +27,20 @@ OPEN_TIMEOUT = 30.0
 
 
 class ProbeAnswer:
-    """What one verb printed. The probe protocol: exactly one JSON object on stdout."""
+    """What one verb printed. The probe protocol: exactly one JSON object on stdout.
+    `ending` is how its process ended ({"exit": code} or {"signal": "SIGBUS"}), where known."""
 
-    def __init__(self, stdout: str, stderr: str) -> None:
+    def __init__(self, stdout: str, stderr: str, verb: str = "", where: str = "",
+                 ending: dict | None = None) -> None:
         self.stdout, self.stderr = stdout, stderr
+        self.verb, self.where, self.ending = verb, where, ending or {}
 
     def json(self) -> dict:
         lines = [line for line in self.stdout.splitlines() if line.strip()]
+        if len(lines) != 1 and self.ending.get("signal"):
+            said = f" (its last words: {self.stderr.strip()[-200:]})" if self.stderr.strip() else ""
+            raise KubeError(f"the probe verb {self.verb} in {self.where} was killed by {self.ending['signal']} "
+                            f"before it answered{said}")
         if len(lines) != 1:
             raise KubeError(f"expected one JSON line from the probe, got {len(lines)}: "
                             f"stdout={self.stdout[:300]!r} stderr={self.stderr[-300:]!r}")
@@ -43,8 +50,9 @@ class ProbeAnswer:
 class VerbRun:
     """One verb in flight: its stderr as it comes (a holder's ready line), then its answer."""
 
-    def __init__(self, argv: list[str], timeout: float) -> None:
-        self.argv, self.timeout = argv, timeout
+    def __init__(self, argv: list[str], timeout: float, where: str = "") -> None:
+        self.argv, self.timeout, self.where = argv, timeout, where
+        self.ending: dict = {}  # how the verb's process ended, from its answer frame
         self._err: list[str] = []
         self._out = ""
         self._ready = threading.Event()
@@ -56,8 +64,8 @@ class VerbRun:
         if any('"ready": true' in line for line in "".join(self._err).splitlines()):
             self._ready.set()
 
-    def finish(self, out: str = "", error: str | None = None) -> None:
-        self._out, self._error = out, error
+    def finish(self, out: str = "", error: str | None = None, ending: dict | None = None) -> None:
+        self._out, self._error, self.ending = out, error, ending or {}
         self._done.set()
         self._ready.set()
 
@@ -74,15 +82,24 @@ class VerbRun:
         if not self._ready.wait(timeout):
             raise KubeError(f"the probe did not report ready within {timeout:g}s; stderr={self.stderr[-300:]!r}")
         if self._done.is_set() and not any('"ready": true' in e for e in self._err):
-            raise KubeError(f"the probe exited before it was ready: {self._error or ''} "
-                            f"stdout={self._out[:300]!r} stderr={self.stderr[-300:]!r}".replace("  ", " "))
+            if self._error:
+                raise KubeError(self._error)
+            # the verb's own answer, in words: a death by signal, or the errno of the step that failed
+            answer = ProbeAnswer(self._out, self.stderr, self.argv[0], self.where, self.ending).json()
+            if answer.get("ok"):
+                raise KubeError(f"the probe verb {self.argv[0]} in {self.where} answered without reporting ready")
+            step = f" at {answer['step']}" if answer.get("step") else ""
+            said = " ".join(str(answer[k]) for k in ("errno", "detail") if answer.get(k)) or "no reason given"
+            on = f" on {answer['path']}" if answer.get("path") else ""
+            raise KubeError(f"the probe verb {self.argv[0]} in {self.where} failed{step} before it was ready: "
+                            f"{said}{on}")
 
     def answer(self, timeout: float | None = None) -> ProbeAnswer:
         if not self._done.wait(self.timeout if timeout is None else timeout):
             raise KubeError(f"probe verb {self.argv[0]} did not answer within {self.timeout:g}s")
         if self._error:
             raise KubeError(self._error)
-        return ProbeAnswer(self._out, self.stderr)
+        return ProbeAnswer(self._out, self.stderr, self.argv[0], self.where, self.ending)
 
 
 class Channel:
@@ -103,16 +120,18 @@ class Channel:
         threading.Thread(target=self._pump, daemon=True, name=f"podshare-channel-{self.where}").start()
         if not self._serving.wait(OPEN_TIMEOUT) or self.closed:
             self.close()
+            # the hint only where the container said something: a stream cut by a dead kubelet says nothing
             raise KubeError(f"could not open the probe channel to {self.where}: "
                             f"{self.closed or f'no answer within {OPEN_TIMEOUT:g}s'}"
                             f"{'; stderr=' + repr(self._stderr[-300:]) if self._stderr else ''}"
-                            " (is the container's image a podshare probe image with `python3 -m probes serve`?)")
+                            + (" (is the container's image a podshare probe image with `python3 -m probes serve`?)"
+                               if self._stderr.strip() else ""))
 
     def __repr__(self) -> str:
         return f"<channel {self.where}{' closed' if self.closed else ''}>"
 
     def send(self, argv: list[str], timeout: float = 60.0) -> VerbRun:
-        run = VerbRun(argv, timeout)
+        run = VerbRun(argv, timeout, self.where)
         with self._lock:  # the pump closes the wake pipe only once `closed` is set, under this lock
             if self.closed:
                 raise KubeError(f"the probe channel to {self.where} is closed: {self.closed}")
@@ -186,7 +205,7 @@ class Channel:
                     run.feed_err(frame["err"])
                 with self._lock:
                     self._runs.pop(frame["id"], None)
-                run.finish(frame["out"])
+                run.finish(frame["out"], ending={k: frame[k] for k in ("exit", "signal") if k in frame})
             elif frame.get("err"):
                 run.feed_err(frame["err"])
 

@@ -166,6 +166,20 @@ class Cluster:
             raise
         self.facts.setdefault("runtime_classes", {})[name] = {"handler": handler}
 
+    def learn_runtime_class(self, name: str | None) -> None:
+        """A RuntimeClass the probe pods run under as the API has them (from
+        --runtime-class or the manifest's own runtimeClassName), with its handler,
+        for the report's header."""
+        if not name:
+            return
+        if name not in self.facts.get("runtime_classes", {}):
+            try:
+                self.runtime_class(name)
+            except KubeError as exc:
+                self.facts.setdefault("runtime_classes", {})[name] = {"handler": f"unreadable: {exc}"}
+        self.facts["runtime_class"] = ", ".join(f"{n} (handler {c['handler']})"
+                                                for n, c in self.facts["runtime_classes"].items())
+
     # ------------------------------------------------------------ the run's namespace
     def use_namespace(self, given: str | None, pod_security: str, run_role: str) -> str:
         """--namespace as given (it must exist), or a fresh one for this run with

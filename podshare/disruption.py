@@ -155,7 +155,8 @@ def _node_down(kube: Any, node: str) -> tuple[Disruption | None, Any]:
         return None, None
     ready = next((c for c in found.status.conditions or [] if c.type == "Ready"), None)
     if ready is not None and ready.status != "True":
-        state = "NotReady" if ready.status == "False" else f"in an unknown state ({ready.status})"
+        # as kubectl says it: an Unknown Ready condition (the kubelet stopped posting) is NotReady too
+        state = "NotReady" if ready.status == "False" else f"NotReady (its Ready condition is {ready.status})"
         return Disruption(f"node {node} is {state} since {_at(ready.last_transition_time)}"
                           f"{_with(f'{ready.reason}: {ready.message}' if ready.reason else ready.message or '')}",
                           node=node), found

@@ -99,6 +99,7 @@ class PodFactory:
                 self.spare_lifecycle.append(self._new_lifecycle_set(create=True))
             start_pods([*probes.pods, stranger])
             self.cluster.learn_node(probes.main.node)
+            self.cluster.learn_runtime_class(probes.main.runtime_class)
             self.probes = (probes, stranger)
         return self.probes
 

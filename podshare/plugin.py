@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections import Counter
 import json
 import re
 from dataclasses import asdict
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Iterator, NoReturn
 
@@ -53,6 +53,7 @@ KNOWN = pytest.StashKey[tuple]()  # (outcome, message) where --known-divergences
 REPORTS = pytest.StashKey[list]()
 # (the disruption, what the claim itself saw or None when it ended before using the pod)
 DISRUPTED = pytest.StashKey[tuple]()
+RUNTIME_CLASS = pytest.StashKey[str]()  # the class the claim's pods ran under, read while they are at hand
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -259,6 +260,10 @@ class PodshareSession:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
         report = yield
+        if report.when != "teardown" and RUNTIME_CLASS not in item.stash:
+            runtime_class = _pods_runtime_class(item)
+            if runtime_class:
+                item.stash[RUNTIME_CLASS] = runtime_class
         known_before = DISRUPTED in item.stash
         if report.failed and report.when in ("setup", "call") and not known_before:
             self._diagnose(item, call)
@@ -347,7 +352,7 @@ class PodshareSession:
         seen), and its passing fails the run (strict: the list is out of date)."""
         if not self.known_divergences:
             return
-        runtime_class, node = _runtime_class_of(item), _node_param_of(item)
+        runtime_class, node = _pods_runtime_class(item), _node_param_of(item)
         node_labels = self.cluster.facts.get("nodes", {}).get(node, {}).get("all_labels") if node else None
         listed = self.known_divergences.match(_claim_id(item), runtime_class, node_labels)
         if listed is None:
@@ -392,7 +397,8 @@ class PodshareSession:
         cause = item.stash[DISRUPTED][0].cause if outcome == COULD_NOT_CHECK else ""
         self.checks[item.nodeid] = Check(
             id=_check_id(item), claim=_claim_of(item), outcome=outcome,
-            claim_id=_claim_id(item), runtime_class=_runtime_class_of(item), per_node=bool(_node_param_of(item)),
+            claim_id=_claim_id(item), runtime_class=item.stash.get(RUNTIME_CLASS, None),
+            per_node=bool(_node_param_of(item)),
             node=_node_param_of(item) or next((p.node for p in (ev.pods if ev is not None else []) if p.node),
                                               self.cluster.facts.get("node")),
             duration_s=round(sum(r.duration for r in reports), 3),
@@ -559,9 +565,15 @@ def _pods_behind(item: pytest.Item) -> list[Pod]:
                 add(p)
         elif isinstance(value, Pod) and all(p is not value for p in found):
             found.append(value)
-    for value in getattr(item, "funcargs", {}).values():
+    for value in (getattr(item, "funcargs", None) or {}).values():  # None after teardown
         add(value)
     return found
+
+
+def _pods_runtime_class(item: pytest.Item) -> str | None:
+    """The claim's RuntimeClass: --runtime-class's parameter, else the one its pods
+    ran under as read back from the API (a manifest may set runtimeClassName itself)."""
+    return _runtime_class_of(item) or next((p.runtime_class for p in _pods_behind(item) if p.runtime_class), None)
 
 
 def _could_not_check_message(disruption: Disruption, seen: str | None) -> str:
@@ -613,11 +625,15 @@ def _claim_of(item: pytest.Item) -> str:
     return " ".join(first.split()) or item.name
 
 
+# A harness error's message is a sentence already; its class (as pytest prefixes it) is not for the reader.
+_HARNESS_CLASS = re.compile(r"^(?:[\w.]+\.)?(?:KubeError|AccessDenied|PodNotReady|Disrupted|GaveUp): ")
+
+
 def _short_message(report: pytest.TestReport | pytest.CollectReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
-        return crash.message
-    return str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
+        return _HARNESS_CLASS.sub("", crash.message)
+    return _HARNESS_CLASS.sub("", str(report.longrepr).strip().splitlines()[-1]) if report.longrepr else ""
 
 
 def _push_metrics(report: RunReport, url: str) -> str:

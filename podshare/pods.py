@@ -17,7 +17,7 @@ import yaml
 from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
 from .evidence import Evidence
 from .channel import Channel, VerbRun
-from .disruption import Disrupted, Disruption, Disruptions
+from .disruption import Disrupted, Disruption, Disruptions, diagnose
 from .errors import KubeError, PodNotReady
 from .kube import Kube, to_manifest
 from .retry import NotYet, wait_until
@@ -26,6 +26,9 @@ from .retry import NotYet, wait_until
 MANIFESTS = next(p for p in (Path(__file__).resolve().parent / "manifests",
                              Path(__file__).resolve().parent.parent / "manifests") if p.is_dir())
 READY_TIMEOUT = 15.0
+# While a wait for a pod goes on, how often to ask whether the cluster moved under
+# it (deleted, node NotReady, kubelet silent): a dead kubelet costs seconds, not --pod-timeout.
+LOOK_EVERY = 10.0
 # A round trip over a live channel takes milliseconds: one slower than this was
 # held up by the channel (a frozen containerd or API server), not by the probe.
 STALLED = 1.0
@@ -153,10 +156,14 @@ def pod_problem(pod) -> str | None:
 
 
 def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, condition=running_and_ready,
-                 disruptions: Disruptions | None = None):
+                 watch: "Pod | None" = None):
     """Wait until `condition` holds for the pod, failing fast on a terminal state
-    (PodNotReady) and on a pod or node the run knows is disrupted (Disrupted);
+    (PodNotReady) and, for a pod handle given as `watch`, on a pod or node the run
+    knows is disrupted or, every LOOK_EVERY seconds, finds disrupted (Disrupted);
     retryable API errors are tried again, others end the wait."""
+    disruptions = watch.disruptions if watch is not None else None
+    looked = [time.monotonic()]
+
     def check():
         pod = kube.read_pod(namespace, name)
         if disruptions is not None:
@@ -164,6 +171,11 @@ def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, conditio
         problem = pod_problem(pod)
         if problem:
             raise PodNotReady(problem)
+        if disruptions is not None and watch.uid and time.monotonic() - looked[0] > LOOK_EVERY:
+            looked[0] = time.monotonic()
+            found = diagnose(kube, [watch])
+            if found is not None:
+                raise Disrupted(disruptions.record(found))
         if not condition(pod):
             waiting = [f"{s.name}:{s.state.waiting.reason}" for s in pod.status.container_statuses or []
                        if s.state and s.state.waiting]
@@ -280,6 +292,7 @@ class Pod:
         self.kube, self.namespace, self.body, self.timeout = kube, namespace, body, timeout
         self.recorder, self.disruptions = recorder, disruptions
         self.disrupted_by: Disruption | None = None  # why it could not start, when the cluster moved
+        self.runtime_class: str | None = None  # its runtimeClassName as the API has it, once ready
         self.name: str = body["metadata"]["name"]
         self.uid: str | None = None
         self.node: str | None = None
@@ -344,13 +357,14 @@ class Pod:
 
     def wait_scheduled(self) -> str:
         """Wait only until the scheduler has placed the pod (same fail-fast as wait_ready)."""
-        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, scheduled, self.disruptions)
+        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, scheduled, self)
         self.node = pod.spec.node_name
         return self.node
 
     def wait_ready(self) -> "Pod":
-        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, disruptions=self.disruptions)
+        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, watch=self)
         self.uid, self.node = pod.metadata.uid, pod.spec.node_name
+        self.runtime_class = pod.spec.runtime_class_name  # read back: --runtime-class or the manifest's own
         return self
 
     def read(self):
@@ -370,8 +384,7 @@ class Pod:
         except KubeError:
             pass  # the answer may die with the container it stops; the restart count is the evidence
         self.close_channels(container)  # it ends with the container: a new one serves the restarted one
-        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, restarted(container, before),
-                           self.disruptions)
+        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, restarted(container, before), self)
         return next(s.restart_count for s in pod.status.container_statuses if s.name == container)
 
     def delete(self) -> None:

@@ -11,7 +11,8 @@ holders keep running while other verbs are served. Frames on stdout:
 
     {"serving": true, "pid": ...}            once, when the server is up
     {"id": 7, "err": "..."}                  stderr as it comes (ready lines)
-    {"id": 7, "out": "...", "err": "..."}    the verb's stdout, when it closed
+    {"id": 7, "out": "...", "err": "...", "exit": 0}        the verb's stdout once it ended,
+    {"id": 7, "out": "", "err": "", "signal": "SIGBUS"}     with how it ended
 
 A child's cmdline is the server's, so each names itself by its verb in
 /proc/PID/comm, where `release` finds holders. `release` and `stop-agent` run
@@ -45,6 +46,13 @@ class Job:
     @property
     def holder(self) -> bool:
         return bool(self.argv) and self.argv[0].encode().startswith(HOLDER_PREFIXES)
+
+
+def _ending(status: int) -> dict:
+    """How a verb's process ended, for its answer frame: its exit code or the signal."""
+    if os.WIFSIGNALED(status):
+        return {"signal": signal.Signals(os.WTERMSIG(status)).name}
+    return {"exit": os.waitstatus_to_exitcode(status)}
 
 
 def _frame(**fields) -> None:
@@ -91,7 +99,7 @@ class Server:
         self.main, self.agents = main, agents
         self.sel = selectors.DefaultSelector()
         self.jobs: dict[int, Job] = {}  # by pid
-        self.exited: set[int] = set()  # reaped, maybe with output still to read
+        self.exited: dict[int, int] = {}  # reaped (pid -> wait status), maybe with output still to read
         self.pending = b""
 
     def start(self, request_id, argv: list[str]) -> None:
@@ -134,7 +142,11 @@ class Server:
             os.close(fd)
             job.open -= 1
             if job.open == 0:
-                _frame(id=job.id, out=job.out.decode("utf-8", "replace"), err="")
+                # Both pipes closed: the verb is ending (a verb closes them only by exiting), so
+                # waiting for it is immediate; its status tells an answer from a death by signal.
+                status = self.exited.pop(job.pid) if job.pid in self.exited else os.waitpid(job.pid, 0)[1]
+                del self.jobs[job.pid]
+                _frame(id=job.id, out=job.out.decode("utf-8", "replace"), err="", **_ending(status))
 
     def read_requests(self) -> bool:
         data = os.read(0, 65536)
@@ -151,18 +163,16 @@ class Server:
         return True
 
     def reap(self) -> None:
-        """Collect exited children; a job is done when it exited and its pipes closed."""
+        """Collect exited children; a job's answer goes once its pipes closed (read_job)."""
         while True:
             try:
-                pid, _status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
-            self.exited.add(pid)
-        for pid in [p for p, job in self.jobs.items() if job.open == 0 and p in self.exited]:
-            del self.jobs[pid]
-            self.exited.discard(pid)
+            if pid in self.jobs:
+                self.exited[pid] = status
 
     def end(self, *_signal) -> None:
         self.release_all()

@@ -29,6 +29,7 @@ from typing import Iterator
 import pytest
 
 from podshare import RUN_ID_LABEL
+from podshare.errors import KubeError
 from podshare.retry import NotYet, wait_until
 
 from .conftest import PROJECT, start_suites
@@ -163,14 +164,22 @@ def _namespace_gone(kube, namespace: str, timeout: float) -> None:
     wait_until(gone, timeout=timeout, what=f"namespace {namespace} to be deleted")
 
 
-def _probe_pod(kube, run: SuiteRun) -> str:
+def _pod_named(kube, run: SuiteRun, prefix: str) -> str:
+    """The run's pod whose name starts with `prefix`, once the run made it."""
     def find():
-        pods = [p.metadata.name for p in kube.list_labelled(run.namespace, "Pod", f"{RUN_ID_LABEL}={run.run_id}")
-                if p.metadata.name.startswith("podshare-probe-")]
+        try:
+            pods = [p.metadata.name for p in kube.list_labelled(run.namespace, "Pod", f"{RUN_ID_LABEL}={run.run_id}")
+                    if p.metadata.name.startswith(prefix)]
+        except KubeError as exc:
+            raise NotYet(str(exc)) from None  # the run's namespace may not exist yet
         if not pods:
-            raise NotYet("no probe pod yet")
+            raise NotYet(f"no pod {prefix}* yet")
         return pods[0]
-    return wait_until(find, timeout=60, what="the run's probe pod")
+    return wait_until(find, timeout=60, what=f"the run's pod {prefix}*")
+
+
+def _probe_pod(kube, run: SuiteRun) -> str:
+    return _pod_named(kube, run, "podshare-probe-")
 
 
 @pytest.mark.usefixtures("kube")
@@ -192,6 +201,25 @@ def test_probe_pod_deleted_mid_run_ends_its_claims_as_could_not_check(kube, suit
     assert took < 30, f"{took:.0f}s: the remaining claims waited instead of ending at once"
     assert not results["run"]["leftovers"]
     assert "COULD NOT CHECK" in run.output and f"could not check {len(unchecked)} claims: " in run.output
+
+
+@pytest.mark.usefixtures("kube")
+def test_a_lifecycle_pod_deleted_ends_only_its_claim_as_could_not_check(kube, suite_run):
+    """Each lifecycle claim has a pod of its own: the first one's deleted as the run
+    starts. That claim could not be checked, and says which pod went and when; the
+    other lifecycle claim, on its own pod, is checked and passes."""
+    with cluster_lock(exclusive=False):
+        run = suite_run("-m", "lifecycle")
+        pod = _pod_named(kube, run, "podshare-lifecycle0-")
+        kube.delete(run.namespace, "Pod", pod)
+        results = run.finish()
+    by = _outcomes(results)
+    assert len(by.get("could-not-check", [])) == 1 and len(by.get("passed", [])) == 1, [
+        (c["id"], c["outcome"], c["message"]) for c in results["checks"]]
+    unchecked = by["could-not-check"][0]
+    assert unchecked["cause"].startswith(f"pod {pod} was deleted"), unchecked["message"]
+    assert run.proc.returncode == 2, run.output[-3000:]
+    print(f"lifecycle pod deleted: {unchecked['id']}: {unchecked['message']}")
 
 
 @needs_local_cluster

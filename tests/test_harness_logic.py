@@ -432,3 +432,119 @@ def test_a_disruption_covers_its_pods_its_node_or_everything():
     assert known.of(other) is down and known.covering("u3", "n2") is down
     known.record(Disruption("the API server did not answer", everywhere=True))
     assert known.covering("u4", "n4").everywhere
+
+
+def test_a_probe_that_fails_before_it_is_ready_is_a_sentence_not_a_dump():
+    from podshare.channel import VerbRun
+    run = VerbRun(["hold-lock", "--path", "/data/disk/x"], 5, "p/beta")
+    run.finish('{"detail": "Permission denied", "errno": "EACCES", "ok": false, "path": "/data/disk/x"}\n',
+               ending={"exit": 0})
+    with pytest.raises(KubeError) as raised:
+        run.wait_ready(1)
+    assert str(raised.value) == ("the probe verb hold-lock in p/beta failed before it was ready: "
+                                 "EACCES Permission denied on /data/disk/x")
+    killed = VerbRun(["hold-mmap"], 5, "p/alpha")
+    killed.finish("", ending={"signal": "SIGBUS"})
+    with pytest.raises(KubeError, match="^the probe verb hold-mmap in p/alpha was killed by SIGBUS before it answered$"):
+        killed.wait_ready(1)
+
+
+def test_a_harness_errors_message_reaches_the_reports_without_its_class_name():
+    from types import SimpleNamespace
+
+    from podshare.plugin import _short_message
+    crash = SimpleNamespace(message="podshare.errors.KubeError: read the log of p/alpha: 500 connection refused")
+    assert _short_message(SimpleNamespace(longrepr=SimpleNamespace(reprcrash=crash))) == (
+        "read the log of p/alpha: 500 connection refused")
+    crash.message = "AssertionError: beta cannot read alpha's file"  # a claim's own words stay as they are
+    assert _short_message(SimpleNamespace(longrepr=SimpleNamespace(reprcrash=crash))) == crash.message
+
+
+class ClusterFacts:
+    """Just enough of Kube for podshare.disruption: the pod, node, events and
+    log answers a cluster gives at the moment a claim failed."""
+    server = "https://api.example:6443"
+
+    def __init__(self, pod=None, node_ready=("True", None, None), log_error=None, events=()):
+        self.pod, self.node_ready, self.log_error, self.events = pod, node_ready, log_error, list(events)
+
+    def read_pod(self, namespace, name, timeout=None):
+        if self.pod is None:
+            raise KubeError(f'read pod {name}: 404 pods "{name}" not found', 404, "NotFound")
+        return self.pod
+
+    def node(self, name, timeout=None):
+        status, reason, since = self.node_ready
+        ready = client.V1NodeCondition(type="Ready", status=status, reason=reason, message="Kubelet stopped posting "
+                                       "node status.", last_transition_time=since, last_heartbeat_time=since)
+        return client.V1Node(metadata=client.V1ObjectMeta(name=name), status=client.V1NodeStatus(conditions=[ready]))
+
+    def event_records(self, namespace, name, timeout=None):
+        return self.events
+
+    def read_log(self, namespace, pod, container, tail=None, timeout=None):
+        if self.log_error:
+            raise self.log_error
+        return "last line\n"
+
+
+def _live_pod(deleted_at=None, grace=None, phase="Running", reason=None, message=None):
+    import datetime as dt
+    running = client.V1ContainerState(running=client.V1ContainerStateRunning())
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name="p", uid="u1", deletion_timestamp=deleted_at,
+                                     deletion_grace_period_seconds=grace),
+        spec=client.V1PodSpec(containers=[], node_name="n1"),
+        status=client.V1PodStatus(phase=phase, reason=reason, message=message, container_statuses=[
+            client.V1ContainerStatus(name="alpha", image="i", image_id="", ready=True, restart_count=0,
+                                     state=running)]))
+
+
+def _handle():
+    return type("Handle", (), {"name": "p", "uid": "u1", "node": "n1", "namespace": "ns"})()
+
+
+def test_the_facts_name_the_disruption_and_its_source():
+    import datetime as dt
+
+    from podshare.disruption import diagnose
+    at = dt.datetime(2026, 11, 29, 19, 42, 15, tzinfo=dt.timezone.utc)
+    killing = {"type": "Normal", "reason": "Killing", "message": "Stopping container alpha", "time": at,
+               "source": "kubelet"}
+    gone = diagnose(ClusterFacts(_live_pod(deleted_at=at, grace=5), events=[killing]), [_handle()])
+    assert gone.cause == ("pod p was deleted at 19:42:10 UTC (event Killing at 19:42:15 UTC: "
+                          "Stopping container alpha)") and gone.pods == {"u1"} and gone.node is None
+    assert diagnose(ClusterFacts(None, events=[killing]), [_handle()]).cause == (
+        "pod p was deleted (event Killing at 19:42:15 UTC: Stopping container alpha)")
+    evicted = diagnose(ClusterFacts(_live_pod(phase="Failed", reason="Evicted",
+                                              message="The node was low on resource: memory.")), [_handle()])
+    assert evicted.cause == "pod p was evicted (The node was low on resource: memory.)"
+    down = diagnose(ClusterFacts(_live_pod(), node_ready=("Unknown", "NodeStatusUnknown", at)), [_handle()])
+    assert down.cause == ("node n1 is NotReady (its Ready condition is Unknown) since 19:42:15 UTC (NodeStatusUnknown: "
+                          "Kubelet stopped posting node status.)") and down.node == "n1"
+    refused = KubeError('read the log of p/alpha: 500 dial tcp 10.0.0.1:10250: connect: connection refused', 500)
+    silent = diagnose(ClusterFacts(_live_pod(), node_ready=("True", "KubeletReady", at), log_error=refused),
+                      [_handle()])
+    assert silent.cause == ("node n1's kubelet is not answering: the API server could not reach it to read the log "
+                            "of p/alpha: 500 dial tcp 10.0.0.1:10250: connect: connection refused; the API last "
+                            "heard from it at 19:42:15 UTC") and silent.node == "n1"
+
+
+def test_a_pod_and_node_in_good_health_are_no_disruption():
+    from podshare.disruption import diagnose
+    assert diagnose(ClusterFacts(_live_pod()), [_handle()]) is None
+    # a refusal that is not the kubelet's (a container not started yet: 400) says nothing either
+    assert diagnose(ClusterFacts(_live_pod(), log_error=KubeError("read the log: 400 waiting to start", 400)),
+                    [_handle()]) is None
+    assert diagnose(ClusterFacts(None), [_handle()], pod_level=False) is None  # another claim's pod: not this cause
+
+
+def test_podshare_history_exits_2_when_the_newest_run_could_not_check_some_claims(tmp_path, capsys):
+    from podshare.cli import show_history
+    from podshare.history import History
+    checks = [{"id": "a", "claim": "A", "claim_id": "a", "runtime_class": None, "outcome": o, "duration_s": 1}
+              for o in ("passed", "could-not-check")]
+    History.record(tmp_path / "store", {"run": {"id": "r1", "started_at": "2026-11-29T00:00:00+00:00"},
+                                        "cluster": {}, "checks": checks})
+    assert show_history(tmp_path / "store", tmp_path / "out", 14) == 2
+    assert "(1 passed, 0 failed, 1 could not check)" in capsys.readouterr().out

@@ -56,8 +56,8 @@ def names_a_promise(message: str) -> bool:
     """A sentence, not a crash: not another exception type, not a bare `assert`."""
     first = message.strip().splitlines()[0] if message.strip() else ""
     text = re.sub(r"^(AssertionError|Failed): ", "", first)
-    if text == first and re.match(r"^[A-Z]\w*(Error|Exception|Iteration|Interrupt)\b", first):
-        return False  # KeyError, StopIteration...: the claim crashed
+    if text == first and re.match(r"^([\w.]+\.)?[A-Z]\w*(Error|Exception|Iteration|Interrupt|GaveUp)\b", first):
+        return False  # KeyError, StopIteration, podshare.errors.KubeError...: a crash or a class name
     return bool(re.match(r"^(?!assert )[A-Za-z]", text)) and len(text.split()) >= 4
 
 
@@ -76,6 +76,7 @@ def test_names_a_promise_tells_sentences_from_crashes():
     assert names_a_promise("Failed: the pod this claim needs never became ready, so ...")
     assert not names_a_promise("StopIteration")
     assert not names_a_promise("KeyError: 'sizeLimit'")
+    assert not names_a_promise("podshare.errors.KubeError: expected one JSON line from the probe, got 0")
     assert not names_a_promise("AssertionError: assert False")
     assert not names_a_promise("assert {'ok': False} == True")
     assert not names_a_promise("")

@@ -3,6 +3,7 @@ with `unshare` stand in for containers: the same IPC/network namespace must
 see an object, another one must not (the same check the suites make in pods)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -390,9 +391,29 @@ class TestServeChannel:
         while "out" not in frames[-1]:
             frames.append(serve.frame())
         assert "invalid choice" in "".join(f.get("err", "") for f in frames)
-        assert frames[-1] == {"id": 4, "out": "", "err": ""}
+        assert frames[-1] == {"id": 4, "out": "", "err": "", "exit": 2}  # argparse's usage error
         serve.ask("loopback", request_id=5)
         assert serve.frame()["id"] == 5
+
+    def test_an_answer_says_how_its_verb_ended(self, serve):
+        serve.ask("loopback", request_id=8)
+        answer = serve.frame()
+        assert answer["exit"] == 0 and "signal" not in answer and json.loads(answer["out"])["ok"]
+
+    def test_a_verb_killed_by_a_signal_is_said_so(self, serve, tmp_path):
+        """Not "expected one JSON line, got 0": the answer names the signal and the
+        harness says it in a sentence."""
+        from podshare.channel import ProbeAnswer
+        from podshare.errors import KubeError
+        serve.ask("hold-lock", "--path", str(tmp_path / "f"), "--kind", "flock", "--seconds", "30", request_id=9)
+        ready = serve.frame()
+        assert ready["id"] == 9 and '"ready": true' in ready["err"], ready
+        os.kill(json.loads(ready["err"])["pid"], signal.SIGBUS)  # what a mapped write past a full tmpfs gets
+        answer = serve.frame()
+        assert answer["id"] == 9 and answer["signal"] == "SIGBUS" and answer["out"] == "" and "exit" not in answer
+        with pytest.raises(KubeError, match="^the probe verb hold-lock in p/alpha was killed by SIGBUS before it "
+                                            "answered$"):
+            ProbeAnswer(answer["out"], "", "hold-lock", "p/alpha", {"signal": answer["signal"]}).json()
 
     def test_stop_agent_answers_before_the_agent_stops(self, serve, start_probe):
         import json
@@ -427,3 +448,4 @@ def test_a_new_serve_ends_the_older_one_which_releases_its_holders(start_probe):
     new.stdin.write(json.dumps({"id": 2, "argv": ["bind", "--port", port]}) + "\n")
     new.stdin.flush()
     assert json.loads(json.loads(new.stdout.readline())["out"])["ok"], "the old server's holder still holds"
+

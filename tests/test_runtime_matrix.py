@@ -84,3 +84,21 @@ def test_every_measurement_has_figures_on_every_class(matrix):
             assert check["figures"] and all(f["samples"] >= 8 for f in check["figures"].values()), check["id"]
         else:
             assert check["outcome"] == "known-divergence" and not check["figures"], (check["id"], check["outcome"])
+
+
+@pytest.mark.usefixtures("kube")
+def test_a_runtime_class_the_manifest_sets_is_read_back_into_every_report(tmp_path):
+    """A --pod-manifest whose pod names its runtimeClassName itself: the class the
+    pods ran under, read back from the API with its handler, is in each check and
+    in the reports' header, not `runtime_class: null`."""
+    from podshare.pods import load_manifest
+    manifest = load_manifest("probe-pod.yaml")
+    manifest["spec"]["runtimeClassName"] = "crun"
+    (tmp_path / "pod.yaml").write_text(json.dumps(manifest))
+    run = run_suites("--pod-manifest", str(tmp_path / "pod.yaml"), "-m", "identity", "--reports-dir",
+                     str(tmp_path / "r"), timeout=300)
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert results["checks"] and {c["runtime_class"] for c in results["checks"]} == {"crun"}
+    assert results["cluster"]["runtime_class"] == "crun (handler crun)"
+    assert "runtime class: crun (handler crun)" in (tmp_path / "r" / "summary.md").read_text()
