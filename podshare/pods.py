@@ -17,6 +17,7 @@ import yaml
 from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
 from .evidence import Evidence
 from .channel import Channel, VerbRun
+from .delivery import deliver
 from .errors import KubeError, PodNotReady
 from .kube import Kube, to_manifest
 from .retry import NotYet, wait_until
@@ -67,11 +68,14 @@ def pin_to_node(spec: dict, node: str) -> None:
 
 
 def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str | None = None,
-           renamed: dict[str, str] | None = None, runtime_class: str | None = None) -> dict:
+           renamed: dict[str, str] | None = None, runtime_class: str | None = None,
+           probe_bundle: str | None = None) -> dict:
     """Fill a manifest template with this run's name, labels, images and node.
 
     `renamed` maps the template's object names to this run's, so a pod's
-    ConfigMap volumes and a Service's pod selector follow their objects."""
+    ConfigMap volumes and a Service's pod selector follow their objects.
+    `probe_bundle` names the ConfigMap with the delivered probes, when the probe
+    image is a plain Python image (podshare/delivery.py)."""
     renamed = renamed or {}
     body = copy.deepcopy(manifest)
     meta = body.setdefault("metadata", {})
@@ -94,6 +98,8 @@ def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str |
     for c in spec.get("initContainers", []) + spec.get("containers", []):
         c["image"] = images.get(c.get("image"), c.get("image"))
         c["imagePullPolicy"] = settings.image_pull_policy
+    if probe_bundle:
+        deliver(spec, settings.probe_image, probe_bundle, settings.image_pull_policy)
     if settings.image_pull_secret:
         spec["imagePullSecrets"] = [{"name": settings.image_pull_secret}]
     if node:
