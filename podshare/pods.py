@@ -26,6 +26,7 @@ from .retry import NotYet, wait_until
 MANIFESTS = next(p for p in (Path(__file__).resolve().parent / "manifests",
                              Path(__file__).resolve().parent.parent / "manifests") if p.is_dir())
 READY_TIMEOUT = 15.0
+PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 # Waiting reasons after which a pod never becomes ready without a change by a person.
 TERMINAL_WAITING_REASONS = frozenset({
     "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
@@ -146,6 +147,9 @@ def pod_problem(pod) -> str | None:
             hint = ""
             if "python3" in detail and ("not found" in detail or "no such file" in detail):
                 hint = f" (is {cs.image} a podshare probe image? it needs python3 and the probes package)"
+            elif waiting.reason in PULL_REASONS:
+                hint = (" (the node cannot get the image: `podshare images` lists every image a run needs; "
+                        "--registry pulls them from a mirror, --image-pull-secret names its credentials)")
             return f"container {cs.name} of pod {pod.metadata.name} is {waiting.reason}: {detail}{hint}".strip()
     return None
 
