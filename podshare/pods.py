@@ -26,6 +26,7 @@ from .retry import NotYet, wait_until
 MANIFESTS = next(p for p in (Path(__file__).resolve().parent / "manifests",
                              Path(__file__).resolve().parent.parent / "manifests") if p.is_dir())
 READY_TIMEOUT = 15.0
+# The node could not get the image (the public one or a custom one).
 PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 # Waiting reasons after which a pod never becomes ready without a change by a person.
 TERMINAL_WAITING_REASONS = frozenset({

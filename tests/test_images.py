@@ -28,6 +28,14 @@ def test_mirrored_names_keep_the_last_name_tag_and_digest():
     assert mirrored("nginx:1.27", None) == "nginx:1.27"
 
 
+def test_the_local_cluster_names_the_public_image_as_the_node_looks_it_up():
+    """A digest-pinned reference is resolved by containerd's CRI as name@digest (the
+    tag dropped): the local cluster's stand-in carries that name and the tag's."""
+    name, digest = DEFAULTS["probe"].split("@")
+    assert node_names(DEFAULTS["probe"]) == [name, f"docker.io/library/python@{digest}"]
+    assert node_names("reg.local:5000/m/nginx:1.27") == ["reg.local:5000/m/nginx:1.27"]
+
+
 def test_podshare_images_lists_every_image_and_rewrites_them_all():
     env = {k: v for k, v in os.environ.items() if not k.endswith("_IMAGE") and k != "PODSHARE_REGISTRY"}
     listed = subprocess.run([str(PODSHARE), "images"], capture_output=True, text=True, env=env, check=True)
