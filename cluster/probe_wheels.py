@@ -21,14 +21,13 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import lockfile  # noqa: E402
-
 PROJECT = HERE.parent
+sys.path[:0] = [str(HERE), str(PROJECT)]
+import lockfile  # noqa: E402
+from podshare.delivery import MACHINES, WHEELS as TARGET  # noqa: E402  (where podshare looks for them)
+from podshare.unpack_probes import PACKAGES, wheel_for  # noqa: E402  (how a pod picks its machine's)
+
 LOCK = PROJECT / "requirements.lock"
-TARGET = PROJECT / "podshare" / "probe_wheels"
-PACKAGES = ("posix_ipc", "sysv_ipc")
-MACHINES = ("x86_64", "aarch64")
 # pip matches --platform literally: manylinux2014 is the tag both projects' wheels carry.
 PLATFORM = "manylinux2014_{machine}"
 
@@ -47,7 +46,7 @@ def problems(wheels: Path = TARGET, lock: str | None = None) -> list[str]:
     another version, a hash the lock does not have, or a file too many."""
     pins = locked(lock if lock is not None else LOCK.read_text())
     found = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
-    wrong, seen = [], set()
+    wrong = []
     for wheel in found:
         name, version = wheel.name.split("-")[:2]
         package = lockfile.canonical(name)
@@ -60,8 +59,7 @@ def problems(wheels: Path = TARGET, lock: str | None = None) -> list[str]:
             wrong.append(f"{wheel.name}: its sha256 is not among the lock's hashes")
         if "-cp311-cp311-" not in wheel.name:
             wrong.append(f"{wheel.name}: not a CPython 3.11 wheel")
-        seen |= {(package, m) for m in MACHINES if f"_{m}." in wheel.name.replace(".whl", ".")}
-    wrong += [f"no {p} wheel for {m}" for p in PACKAGES for m in MACHINES if (lockfile.canonical(p), m) not in seen]
+    wrong += [f"no {p} wheel for {m}" for p in PACKAGES for m in MACHINES if wheel_for(wheels, p, m) is None]
     return wrong
 
 

@@ -24,9 +24,10 @@ import io
 import zipfile
 from pathlib import Path
 
+from .unpack_probes import PACKAGES, wheel_for
+
 WHEELS = Path(__file__).resolve().parent / "probe_wheels"  # package data, filled by cluster/probe_wheels.py
 UNPACK = Path(__file__).resolve().parent / "unpack_probes.py"
-PACKAGES = ("posix_ipc", "sysv_ipc")
 MACHINES = ("x86_64", "aarch64")
 CONFIGMAP_LIMIT = 1 << 20  # the API's limit on a ConfigMap's data and binaryData together
 
@@ -39,10 +40,9 @@ UID = 65532  # the probe pods' user; the init container names it itself, so it i
 
 
 def missing_wheels() -> list[str]:
-    """The (package, machine) pairs without a shipped wheel, e.g. ["sysv_ipc aarch64"]."""
-    names = [w.name for w in WHEELS.glob("*.whl")] if WHEELS.is_dir() else []
-    return [f"{p} {m}" for p in PACKAGES for m in MACHINES
-            if not any(n.startswith(p + "-") and f"_{m}." in n.replace(".whl", ".") for n in names)]
+    """The (package, machine) pairs without a shipped wheel, e.g. ["sysv_ipc aarch64"],
+    by the pod's own rule for picking one."""
+    return [f"{p} {m}" for p in PACKAGES for m in MACHINES if wheel_for(WHEELS, p, m) is None]
 
 
 def _probes_zip() -> bytes:
