@@ -101,7 +101,7 @@ def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str |
         c["image"] = images.get(c.get("image"), c.get("image"))
         c["imagePullPolicy"] = settings.image_pull_policy
     if probe_bundle:
-        deliver(spec, settings.probe_image, probe_bundle, settings.image_pull_policy)
+        deliver(spec, settings.probe_image, probe_bundle)
     if settings.image_pull_secret:
         spec["imagePullSecrets"] = [{"name": settings.image_pull_secret}]
     if node:

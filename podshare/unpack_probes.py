@@ -1,14 +1,16 @@
-"""Runs inside a probe pod, in its init container, with nothing but the probe
+"""Runs inside a probe container as its first step, with nothing but the probe
 image's python3 and its standard library: unpacks the probes package and this
-machine's posix_ipc and sysv_ipc wheels from the run's ConfigMap into the pod's
-own emptyDir, which the probe containers have on their PYTHONPATH. Nothing is
-fetched from the network.
+machine's posix_ipc and sysv_ipc wheels from the run's ConfigMap into the
+container's own directory of the pod's delivered-probes emptyDir (on its
+PYTHONPATH), then becomes the container's real command. Nothing is fetched from
+the network.
 
-    python3 unpack_probes.py BUNDLE_DIR TARGET_DIR
+    python3 unpack_probes.py BUNDLE_DIR TARGET_DIR [-- COMMAND...]
 
-Prints one JSON line (what it unpacked, how long it took); on a problem, one
-line on stderr that the pod's status carries (terminationMessagePolicy
-FallbackToLogsOnError), and exit 1.
+Prints one JSON line on stderr (what it unpacked, how long it took); on a
+problem, one line on stderr that the pod's status carries
+(terminationMessagePolicy FallbackToLogsOnError), and exit 1. A restarted
+container finds its copy complete and goes straight to its command.
 
 A wheel is a zip whose top level goes onto sys.path as it is: extension
 modules that need no installer, so no pip either.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import compileall
 import json
+import os
 import platform
 import sys
 import time
@@ -58,5 +61,18 @@ def unpack(bundle: Path, target: Path) -> dict:
             "wheels": [w.name for w in wheels.values()], "unpack_ms": round((time.monotonic() - started) * 1000, 1)}
 
 
+def main(argv: list[str]) -> None:
+    bundle, target = Path(argv[0]), Path(argv[1])
+    command = argv[3:] if argv[2:3] == ["--"] else []
+    done = target / ".unpacked"  # written last: a copy without it is redone
+    if not done.exists():
+        target.mkdir(parents=True, exist_ok=True)
+        told = json.dumps(unpack(bundle, target))
+        done.write_text(told)
+        print(told, file=sys.stderr, flush=True)
+    if command:  # the same process (PID and signals) becomes the container's command
+        os.execvp(command[0], command)
+
+
 if __name__ == "__main__":
-    print(json.dumps(unpack(Path(sys.argv[1]), Path(sys.argv[2]))), flush=True)
+    main(sys.argv[1:])

@@ -79,17 +79,20 @@ def _unpack(tmp_path, *pre: str) -> tuple[subprocess.CompletedProcess, object]:
         (bundle / name).write_bytes(data)
     code = "; ".join([*pre, "import runpy, sys", "sys.argv = sys.argv[1:]",
                       "runpy.run_path(sys.argv[0], run_name='__main__')"])
-    done = subprocess.run([IMAGE_PYTHON, "-S", "-c", code, str(bundle / "unpack.py"), str(bundle), str(target)],
-                          capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run([IMAGE_PYTHON, "-S", "-c", code, str(bundle / "unpack.py"), str(bundle), str(target),
+                           "--", IMAGE_PYTHON, "-S", "-c", "import probes, posix_ipc; print('exec', probes.__file__)"],
+                          capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(target)})
     return done, target
 
 
 def test_unpacked_probes_run_in_a_bare_python(tmp_path):
     """Unpacked by the image's python3 alone, the probes and this machine's IPC
-    libraries import from the copy, with no site-packages at all (-S)."""
+    libraries import from the copy, with no site-packages at all (-S); then the
+    unpacker becomes the command it was given; a second start finds the copy done."""
     done, target = _unpack(tmp_path)
     assert done.returncode == 0, done.stderr
-    told = json.loads(done.stdout)
+    assert done.stdout == f"exec {target}/probes/__init__.py\n"
+    told = json.loads(done.stderr)
     assert told["ok"] and told["machine"] == os.uname().machine and len(told["wheels"]) == 2
     print(f"unpacked on the host in {told['unpack_ms']} ms")
     imported = subprocess.run(
@@ -99,6 +102,9 @@ def test_unpacked_probes_run_in_a_bare_python(tmp_path):
     assert imported.returncode == 0, imported.stderr
     assert all(path.startswith(str(target)) for path in json.loads(imported.stdout))
     assert list((target / "probes" / "__pycache__").glob("*.pyc")), "the probes were not compiled in the copy"
+    again = subprocess.run([IMAGE_PYTHON, "-S", str(tmp_path / "bundle" / "unpack.py"), str(tmp_path / "bundle"),
+                            str(target), "--", "true"], capture_output=True, text=True)
+    assert again.returncode == 0 and again.stderr == "", "a restarted container unpacked again"
 
 
 def test_a_machine_without_wheels_is_named_in_one_line(tmp_path):
@@ -120,32 +126,34 @@ def _pods(manifest: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("manifest", PROBE_POD_MANIFESTS)
-def test_every_probe_container_gets_the_unpacked_probes(manifest):
-    """Rendered with the run's ConfigMap, a pod unpacks the probes first, in a
-    restricted init container of the same image; every container of the probe
-    image (native sidecars and loaders too) has the copy read-only on its
-    PYTHONPATH; other images' containers are left alone; the copy is a volume of
-    its own that no claim's volume is."""
+def test_every_probe_container_unpacks_the_probes_first(manifest):
+    """Rendered with the run's ConfigMap, every container of the probe image
+    (native sidecars and loaders too) first unpacks the probes into its own
+    directory, on its PYTHONPATH, then runs its own command and arguments; other
+    images' containers are left alone; the copy is a volume of its own that no
+    claim's volume is, and nothing else about the pod changes."""
     for template in _pods(manifest):
         body = render(template, name="p", settings=Settings(), run_id="r", probe_bundle="podshare-probes-x")
         spec = body["spec"]
-        unpack = spec["initContainers"][0]
-        assert unpack["name"] == delivery.INIT_CONTAINER and unpack["image"] == Settings.probe_image
-        assert unpack["imagePullPolicy"] == "IfNotPresent"
-        security = unpack["securityContext"]
-        assert security["runAsNonRoot"] and security["runAsUser"] != 0 and not security["allowPrivilegeEscalation"]
-        assert security["capabilities"]["drop"] == ["ALL"] and security["seccompProfile"]["type"] == "RuntimeDefault"
         original = {c["name"]: c for c in template["spec"].get("initContainers", []) + template["spec"]["containers"]}
-        for c in spec["initContainers"][1:] + spec["containers"]:
+        assert [c["name"] for c in spec.get("initContainers", [])] == [
+            c["name"] for c in template["spec"].get("initContainers", [])]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            was = original[c["name"]]
             env = {e["name"]: e["value"] for e in c.get("env", [])}
             mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
-            if original[c["name"]]["image"] == "PROBE_IMAGE":
-                assert env["PYTHONPATH"] == delivery.DELIVERED
-                assert mounts[delivery.VOLUME] == {"name": delivery.VOLUME, "mountPath": delivery.DELIVERED,
-                                                   "readOnly": True}
-                assert delivery.BUNDLE_VOLUME not in mounts
-                assert c.get("restartPolicy") == original[c["name"]].get("restartPolicy")
+            if was["image"] == "PROBE_IMAGE":
+                mine = f"{delivery.DELIVERED}/{c['name']}"
+                assert c["command"] == ["python3", f"{delivery.BUNDLE}/unpack.py", delivery.BUNDLE, mine, "--",
+                                        *was["command"], *was.get("args", [])] and "args" not in c
+                assert env["PYTHONPATH"] == mine
+                assert mounts[delivery.VOLUME]["mountPath"] == delivery.DELIVERED
+                assert mounts[delivery.BUNDLE_VOLUME] == {"name": delivery.BUNDLE_VOLUME,
+                                                          "mountPath": delivery.BUNDLE, "readOnly": True}
+                assert c.get("restartPolicy") == was.get("restartPolicy")
+                assert c["securityContext"] == was["securityContext"]
             else:
+                assert c["command"] == was["command"]
                 assert "PYTHONPATH" not in env and delivery.VOLUME not in mounts
         claims_volumes = {v["name"] for v in template["spec"].get("volumes", [])}
         volumes = {v["name"]: v for v in spec["volumes"]}
@@ -158,9 +166,11 @@ def test_every_probe_container_gets_the_unpacked_probes(manifest):
 def test_an_image_that_holds_the_probes_keeps_its_pods_as_they_were(manifest):
     for template in _pods(manifest):
         body = render(template, name="p", settings=Settings(), run_id="r")
-        assert [c["name"] for c in body["spec"].get("initContainers", [])] == [
-            c["name"] for c in template["spec"].get("initContainers", [])]
-        assert not any(e["name"] == "PYTHONPATH" for c in body["spec"]["containers"] for e in c.get("env", []))
+        for rendered, was in zip(body["spec"].get("initContainers", []) + body["spec"]["containers"],
+                                 template["spec"].get("initContainers", []) + template["spec"]["containers"]):
+            assert rendered["command"] == was["command"] and rendered.get("args") == was.get("args")
+            assert not any(e["name"] == "PYTHONPATH" for e in rendered.get("env", []))
+        assert body["spec"].get("volumes") == template["spec"].get("volumes")
 
 
 def test_the_default_image_gets_the_probes_from_the_run_and_any_other_is_taken_as_built():
@@ -201,8 +211,6 @@ def test_both_kinds_of_probe_image_run_the_probes(kube, podshare_session, run_na
     probes, stranger = factory.start_probes()
     ready_s = time.monotonic() - started
     try:
-        pod = probes.main.read()
-        inits = pod.status.init_container_statuses or []
         alpha = probes.container("alpha")
         key = int.from_bytes(os.urandom(3), "big") | 0x10000
         answers = [alpha.run("sysv-sem-create", key=key, value=1), alpha.run("sysv-remove", key=key, kind="sem"),
@@ -210,16 +218,16 @@ def test_both_kinds_of_probe_image_run_the_probes(kube, podshare_session, run_na
                    alpha.run("posix-unlink", name=f"podshare-{key}", kind="shm"),
                    stranger.container("stranger").run("identity")]
         assert all(a["ok"] for a in answers), answers
+        served = alpha.run("identity")
         if mode == "configmap":
-            assert [s.name for s in inits] == [delivery.INIT_CONTAINER]
-            assert inits[0].state.terminated.exit_code == 0
-            told = json.loads(probes.main.log(delivery.INIT_CONTAINER).strip().splitlines()[-1])
+            told = json.loads(next(line for line in probes.main.log("alpha").splitlines() if '"unpack_ms"' in line))
             assert told["ok"] and told["python"].startswith("3.11.")
             print(f"{mode}: unpacked in {told['unpack_ms']} ms on {told['machine']}; pods ready in {ready_s:.1f} s")
             assert factory.others == [("ConfigMap", factory.probe_bundle)]
         else:
-            assert inits == [] and factory.probe_bundle is None and factory.others == []
+            assert factory.probe_bundle is None and factory.others == []
             print(f"{mode}: pods ready in {ready_s:.1f} s")
+        assert served["ok"], served
     finally:
         factory.cleanup(keep=False)
     left = kube.core.list_namespaced_config_map(run_namespace_of_its_own,
