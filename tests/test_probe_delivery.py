@@ -1,7 +1,7 @@
 """A first run with nothing to build: the default probe image is the public
 Python image, and the run delivers the probes (the package and the lock's
-posix_ipc and sysv_ipc wheels) through a ConfigMap that an init container
-unpacks into an emptyDir of the pod's own. An image built from
+posix_ipc and sysv_ipc wheels) through a ConfigMap that each probe container
+unpacks, as its first step, into an emptyDir of the pod's own. An image built from
 images/probe.Containerfile keeps its pods as they were."""
 from __future__ import annotations
 
