@@ -9,6 +9,10 @@ registries. nginx: a Debian rootfs with nginx-light, standing in for the public
 nginx image the reverse-proxy pattern uses. Each archive is keyed by its inputs,
 so `build` is a no-op until one changes; `import` loads them into containerd.
 
+The Debian python base is imported too, also under the public Python image's
+names (podshare/images.py's default probe image): the cluster cannot pull, so
+the default runs (probes delivered by the run) start on that base.
+
     images.py build              print the archive paths
     images.py import --address SOCK
 """
@@ -29,6 +33,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
+sys.path.insert(0, str(PROJECT))
+from podshare.images import PUBLIC_PYTHON  # noqa: E402  (the one place that names it)
 CACHE = Path(os.environ.get("PODSHARE_CACHE", "/var/cache/podshare")) / "images"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's, which its pip uses
 # Left out of every rootfs: documentation and package lists nothing reads at run time.
@@ -206,7 +212,8 @@ def probe_image(ref: str, suite: str) -> Path:
 
 def runner_image(ref: str, suite: str) -> Path:
     """podshare where it runs in the cluster: the lock's dependencies and podshare's
-    wheel (suites and manifests inside)."""
+    wheel (suites, manifests and the probe wheels inside)."""
+    run(sys.executable, HERE / "probe_wheels.py")  # the wheel ships them: present before it is fingerprinted
     return buildah_image("runner", ref, suite, [PROJECT / "requirements.lock"]
                          + [PROJECT / name for name in RUNNER_SOURCES], wheel=True)
 
@@ -229,8 +236,26 @@ RUNNER_SOURCES = ("podshare", "suites", "manifests", "probes", "pyproject.toml")
 def build_all() -> list[Path]:
     env = read_env()
     suite = env["DEBIAN_SUITE"]
-    return [pause_image(env["PAUSE_IMAGE"]), probe_image(env["PROBE_IMAGE"], suite),
+    return [pause_image(env["PAUSE_IMAGE"]), python_base(suite), probe_image(env["PROBE_IMAGE"], suite),
             nginx_image(env["NGINX_IMAGE"], suite), runner_image(env["RUNNER_IMAGE"], suite)]
+
+
+def node_names(ref: str) -> list[str]:
+    """The names the node looks an image up by: the tag, and for a reference
+    pinned by digest (name:tag@sha256:...) the name@digest form, which is how
+    containerd's CRI resolves one (it drops the tag)."""
+    named, _, digest = ref.partition("@")
+    repository = named.rsplit(":", 1)[0] if ":" in named.rsplit("/", 1)[-1] else named
+    return [named] + ([f"{repository}@{digest}"] if digest else [])
+
+
+def import_all(address: str, archives: list[Path]) -> None:
+    ctr = ("ctr", "--address", address, "-n", "k8s.io", "images")
+    for archive in archives:
+        run(*ctr, "import", "--platform", "linux/amd64", archive, stdout=subprocess.DEVNULL)
+    base = "podshare.local/base-python:" + read_env()["DEBIAN_SUITE"]
+    for name in node_names(PUBLIC_PYTHON):
+        run(*ctr, "tag", "--force", base, name, stdout=subprocess.DEVNULL)
 
 
 def main() -> int:
@@ -242,9 +267,7 @@ def main() -> int:
     args = p.parse_args()
     archives = build_all()
     if args.cmd == "import":
-        for archive in archives:
-            run("ctr", "--address", args.address, "-n", "k8s.io", "images", "import",
-                "--platform", "linux/amd64", archive, stdout=subprocess.DEVNULL)
+        import_all(args.address, archives)
     for archive in archives:
         print(archive)
     return 0

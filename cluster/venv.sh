@@ -10,7 +10,11 @@ venv=$project/.venv
 python=${PODSHARE_PYTHON:-/usr/bin/python3}
 stamp=$( { cat "$project/requirements.lock" "$project/pyproject.toml"
            "$python" -c 'import sys; print(sys.executable, sys.version)'; } | sha256sum | cut -c1-16)
+# The wheels podshare ships for the public Python image's pods, from the lock
+# (podshare/probe_wheels, not in git); quick when they are there.
+probe_wheels() { "$venv/bin/python" "$project/cluster/probe_wheels.py"; }
 if [ "$(cat "$venv/.podshare-stamp" 2>/dev/null)" = "$stamp" ] && [ -x "$venv/bin/podshare" ]; then
+  probe_wheels
   exit 0
 fi
 echo "podshare: installing the project virtualenv in $venv from requirements.lock" >&2
@@ -19,5 +23,6 @@ rm -rf "$venv"
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input)
 # pip's own errors reach stderr; set -e stops here on any of them.
 "${pip[@]}" --no-deps --require-hashes -r "$project/requirements.lock"
+probe_wheels
 "${pip[@]}" --no-deps --no-build-isolation --editable "$project"
 echo "$stamp" > "$venv/.podshare-stamp"

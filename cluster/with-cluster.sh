@@ -23,6 +23,9 @@ if ! out=$(python "$here/localcluster.py" up); then
 fi
 export "$out"  # KUBECONFIG=...
 set -a; . "$here/images.env"; set +a
-export PODSHARE_PROBE_IMAGE="$PROBE_IMAGE" PODSHARE_NGINX_IMAGE="$NGINX_IMAGE" PODSHARE_RUNNER_IMAGE="$RUNNER_IMAGE"
+# No PODSHARE_PROBE_IMAGE: runs take the default, the public Python image (the
+# cluster has its Debian python base under that name) with the probes delivered
+# by the run. The built probe image stays PROBE_IMAGE (test-all.sh runs it too).
+export PODSHARE_NGINX_IMAGE="$NGINX_IMAGE" PODSHARE_RUNNER_IMAGE="$RUNNER_IMAGE"
 export PODSHARE_IMAGE_PULL_POLICY=Never PODSHARE_LOCAL_CLUSTER=1
 "$@"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import delivery
 from .cluster import Cluster
 from .errors import HARNESS_ERRORS, AccessDenied, KubeError
 from .pods import Pod, ProbeSet, load_manifest, load_manifests, render, start_pods, start_pods_for_claims
@@ -41,6 +42,21 @@ class PodFactory:
         self.spare_lifecycle: list[ProbeSet] = []  # made at the start, for the lifecycle claims
         self._lifecycle_count = 0
         self.probes: tuple[ProbeSet, Pod] | None = None
+        self.probe_bundle: str | None = None  # the ConfigMap with the delivered probes, once made
+
+    def _probe_bundle(self) -> str | None:
+        """With --probes-from configmap (the default public Python image): the
+        ConfigMap with the probes and wheels, made with this factory's first pod
+        and deleted after its last; None when the probe image holds the probes."""
+        if self.settings.probes_from != "configmap":
+            return None
+        if self.probe_bundle is None:
+            name = f"podshare-probes-{self.suffix}"
+            self.kube.create(self.namespace, render(delivery.configmap(), name=name, settings=self.settings,
+                                                    run_id=self.cluster.run_id))
+            self.others.append(("ConfigMap", name))
+            self.probe_bundle = name
+        return self.probe_bundle
 
     # ------------------------------------------------------------ making pods
     def pod(self, manifest: str | dict, base_name: str, node: str | None = None,
@@ -48,7 +64,7 @@ class PodFactory:
         template = manifest if isinstance(manifest, dict) else load_manifest(manifest)
         body = render(template, name=f"{base_name}-{self.suffix}", settings=self.settings,
                       run_id=self.cluster.run_id, node=node or self.node, renamed=renamed,
-                      runtime_class=self.runtime_class)
+                      runtime_class=self.runtime_class, probe_bundle=self._probe_bundle())
         pod = Pod(self.kube, self.namespace, body, self.settings.pod_timeout, recorder=self.cluster,
                   disruptions=self.cluster.disruptions)
         self.created.append(pod)

@@ -6,9 +6,16 @@ from __future__ import annotations
 
 from . import __version__
 
+# The public Python image images/probe.Containerfile builds on (its BASE): the
+# default probe image, with the probes delivered by the run (podshare/delivery.py).
+# Pinned by the digest of the tag's multi-platform index, as public Dockerfiles
+# pin it; the tag stays for the reader and for `podshare images`.
+PUBLIC_PYTHON = ("docker.io/library/python:3.11.11-slim-bookworm"
+                 "@sha256:081075da77b2b55c23c088251026fb69a7b2bf92471e491ff5fd75c192fd38e5")
+
 # image -> (option, environment variable, default)
 IMAGES = {
-    "probe": ("--probe-image", "PODSHARE_PROBE_IMAGE", f"podshare/probe:{__version__}"),
+    "probe": ("--probe-image", "PODSHARE_PROBE_IMAGE", PUBLIC_PYTHON),
     "nginx": ("--nginx-image", "PODSHARE_NGINX_IMAGE", "docker.io/library/nginx:1.27"),
     "runner": ("--runner-image", "PODSHARE_RUNNER_IMAGE", f"podshare/runner:{__version__}"),
 }

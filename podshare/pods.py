@@ -17,6 +17,7 @@ import yaml
 from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
 from .evidence import Evidence
 from .channel import Channel, VerbRun
+from .delivery import deliver
 from .disruption import Disrupted, Disruption, Disruptions, diagnose
 from .errors import KubeError, PodNotReady
 from .kube import Kube, to_manifest
@@ -32,6 +33,8 @@ LOOK_EVERY = 10.0
 # A round trip over a live channel takes milliseconds: one slower than this was
 # held up by the channel (a frozen containerd or API server), not by the probe.
 STALLED = 1.0
+# The node could not get the image (the public one or a custom one).
+PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 # Waiting reasons after which a pod never becomes ready without a change by a person.
 TERMINAL_WAITING_REASONS = frozenset({
     "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
@@ -74,11 +77,14 @@ def pin_to_node(spec: dict, node: str) -> None:
 
 
 def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str | None = None,
-           renamed: dict[str, str] | None = None, runtime_class: str | None = None) -> dict:
+           renamed: dict[str, str] | None = None, runtime_class: str | None = None,
+           probe_bundle: str | None = None) -> dict:
     """Fill a manifest template with this run's name, labels, images and node.
 
     `renamed` maps the template's object names to this run's, so a pod's
-    ConfigMap volumes and a Service's pod selector follow their objects."""
+    ConfigMap volumes and a Service's pod selector follow their objects.
+    `probe_bundle` names the ConfigMap with the delivered probes, when the probe
+    image is a plain Python image (podshare/delivery.py)."""
     renamed = renamed or {}
     body = copy.deepcopy(manifest)
     meta = body.setdefault("metadata", {})
@@ -101,6 +107,8 @@ def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str |
     for c in spec.get("initContainers", []) + spec.get("containers", []):
         c["image"] = images.get(c.get("image"), c.get("image"))
         c["imagePullPolicy"] = settings.image_pull_policy
+    if probe_bundle:
+        deliver(spec, settings.probe_image, probe_bundle)
     if settings.image_pull_secret:
         spec["imagePullSecrets"] = [{"name": settings.image_pull_secret}]
     if node:
@@ -151,6 +159,9 @@ def pod_problem(pod) -> str | None:
             hint = ""
             if "python3" in detail and ("not found" in detail or "no such file" in detail):
                 hint = f" (is {cs.image} a podshare probe image? it needs python3 and the probes package)"
+            elif waiting.reason in PULL_REASONS:
+                hint = (" (the node cannot get the image: `podshare images` lists every image a run needs; "
+                        "--registry pulls them from a mirror, --image-pull-secret names its credentials)")
             return f"container {cs.name} of pod {pod.metadata.name} is {waiting.reason}: {detail}{hint}".strip()
     return None
 

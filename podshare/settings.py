@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
+from .delivery import missing_wheels
 from .images import DEFAULTS, mirrored
 
 KEEP_CHOICES = ("never", "on-failure", "always")
+PROBES_FROM = ("auto", "configmap", "image")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
 
@@ -39,7 +41,13 @@ OPTIONS = (
     Option("--kube-context", "PODSHARE_KUBE_CONTEXT", None, "kubeconfig context (default: the current one)"),
     Option("--namespace", "PODSHARE_NAMESPACE", None,
            "run in this existing namespace instead of a generated per-run one (no cluster-scoped rights needed)"),
-    Option("--probe-image", "PODSHARE_PROBE_IMAGE", DEFAULTS["probe"], "probe image (build it from images/probe.Containerfile)"),
+    Option("--probe-image", "PODSHARE_PROBE_IMAGE", DEFAULTS["probe"],
+           "probe image: the public Python image (the probes come with the run), or one built from "
+           "images/probe.Containerfile"),
+    Option("--probes-from", "PODSHARE_PROBES_FROM", "auto",
+           "where the probe containers get the probes: configmap (the run delivers them into an emptyDir, for a "
+           "plain Python 3.11 image), image (the image holds them); auto: configmap for the default public Python "
+           "image, image for any other --probe-image", PROBES_FROM),
     Option("--nginx-image", "PODSHARE_NGINX_IMAGE", DEFAULTS["nginx"], "nginx image for the reverse-proxy pattern"),
     Option("--registry", "PODSHARE_REGISTRY", None,
            "pull every image from this registry and path instead (HOST/PATH: keeps each image's last name and tag); "
@@ -92,6 +100,7 @@ class Settings:
     kube_context: str | None
     namespace: str | None
     probe_image: str
+    probes_from: str
     nginx_image: str
     registry: str | None
     image_pull_policy: str
@@ -153,9 +162,28 @@ class Settings:
             values[opt.flag[2:].replace("-", "_")] = raw
         if sum(bool(values[k]) for k in ("node", "all_nodes", "node_selector")) > 1:
             raise pytest.UsageError("--node, --all-nodes and --node-selector choose the nodes in three ways: give one")
+        values["probes_from"] = probes_from(values["probes_from"], values["probe_image"])
         for image in ("probe_image", "nginx_image"):  # an air-gapped cluster pulls from its mirror
             values[image] = mirrored(values[image], values["registry"])
+        missing = missing_wheels() if values["probes_from"] == "configmap" else []
+        if missing:
+            raise pytest.UsageError(
+                f"this podshare has no probe wheels for {', '.join(missing)} (podshare/probe_wheels), which the "
+                "public Python image needs: in a checkout run cluster/venv.sh (it downloads them), or give "
+                "--probe-image an image built from images/probe.Containerfile")
         return cls(**values)
+
+
+def probes_from(choice: str, probe_image: str) -> str:
+    """configmap or image: where the probe containers get the probes. auto tells by
+    the probe image's name as given (before --registry renames it): the default
+    public Python image gets them from the run; any other --probe-image is taken to
+    be built from images/probe.Containerfile, so its pods stay as they were (no init
+    container, no ConfigMap, the image's own PYTHONPATH). A plain Python image of
+    one's own says --probes-from configmap."""
+    if choice != "auto":
+        return choice
+    return "configmap" if probe_image == DEFAULTS["probe"] else "image"
 
 
 def add_options(parser: pytest.Parser) -> None:

@@ -18,7 +18,7 @@ def test_init_container_completed_before_the_main_containers_started(loader_pod,
     own readings of the kernel's boot clock (the API's timestamps have one-second
     resolution; they are evidence too)."""
     status = loader_pod.read().status
-    init = status.init_container_statuses[0].state.terminated
+    init = next(s for s in status.init_container_statuses if s.name == "loader").state.terminated
     started = {c.name: c.state.running.started_at for c in status.container_statuses}
     loaded = json.loads(loader_pod.log("loader").strip().splitlines()[-1])
     alpha, beta = loader_pod.container("alpha"), loader_pod.container("beta")

@@ -22,7 +22,7 @@ def sidecar_pod(pattern_pods, podshare_session):
 
 def test_restart_policy_always_survived_admission(sidecar_pod, evidence):
     """Read back from the API, the sidecar init container still has restartPolicy Always."""
-    spec = sidecar_pod.read().spec.init_containers[0]
+    spec = next(c for c in sidecar_pod.read().spec.init_containers if c.name == "sidecar")
     evidence.update(init_container=spec.name, restart_policy=spec.restart_policy)
     assert spec.restart_policy == "Always", (
         f"the sidecar's restartPolicy read back as {spec.restart_policy!r}: admission dropped or changed it")
@@ -33,7 +33,7 @@ def test_sidecar_runs_before_the_main_container_starts_and_the_pod_is_ready(side
     the pod is Ready. The order comes from the containers' own readings of the
     kernel's boot clock (the API's timestamps, one-second resolution, are evidence)."""
     status = sidecar_pod.read().status
-    sidecar = status.init_container_statuses[0]
+    sidecar = next(s for s in status.init_container_statuses if s.name == "sidecar")
     main = status.container_statuses[0]
     ready = next(c.status for c in status.conditions if c.type == "Ready")
     sidecar_agent = sidecar_pod.container("main").run("connect", port=7005)

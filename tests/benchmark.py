@@ -28,7 +28,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from podshare import MANAGED_BY, RUN_ID_LABEL
+from podshare import MANAGED_BY, RUN_ID_LABEL, delivery
 from podshare.kube import Kube
 from podshare.pods import Pod, load_manifest, load_manifests, render
 from suite_run import PROJECT, run_once
@@ -46,10 +46,13 @@ class EnvSettings:
         import os
 
         from podshare.images import DEFAULTS
+        from podshare.settings import probes_from
         self.probe_image = os.environ.get("PODSHARE_PROBE_IMAGE", DEFAULTS["probe"])
         self.nginx_image = os.environ.get("PODSHARE_NGINX_IMAGE", DEFAULTS["nginx"])
         self.image_pull_policy = os.environ.get("PODSHARE_IMAGE_PULL_POLICY", "IfNotPresent")
         self.image_pull_secret = os.environ.get("PODSHARE_IMAGE_PULL_SECRET")
+        self.probes_from = probes_from(os.environ.get("PODSHARE_PROBES_FROM", "auto"),
+                                       os.environ.get("PODSHARE_PROBE_IMAGE", DEFAULTS["probe"]))
 
 
 def summary(samples: list[float]) -> dict:
@@ -73,16 +76,22 @@ def floor(kube: Kube, settings: EnvSettings, execs: int) -> dict:
     kube.create_namespace(namespace, {**MANAGED_BY, RUN_ID_LABEL: run_id, **restricted})
     result: dict = {}
     try:
+        bundle = None
+        if settings.probes_from == "configmap":  # the public Python image: the run delivers the probes
+            bundle = "podshare-probes-bench"
+            kube.create(namespace, render(delivery.configmap(), name=bundle, settings=settings, run_id=run_id))
+        result["probes_from"] = settings.probes_from
         templates = [load_manifest("probe-pod.yaml"), load_manifest("stranger-pod.yaml"),
                      load_manifest("probe-pod.yaml"), load_manifest("probe-pod.yaml")]  # + two lifecycle pods
-        pods = [Pod(kube, namespace, render(t, name=f"bench-{i}", settings=settings, run_id=run_id), 120)
+        pods = [Pod(kube, namespace, render(t, name=f"bench-{i}", settings=settings, run_id=run_id,
+                                            probe_bundle=bundle), 120)
                 for i, t in enumerate(templates)]
         for name in PATTERNS:  # with their ConfigMaps and Services, as the claims make them
             docs = load_manifests(f"patterns/{name}")
             renamed = {d["metadata"]["name"]: f"{d['metadata']['name']}-bench" for d in docs}
             for doc in docs:
                 body = render(doc, name=renamed[doc["metadata"]["name"]], settings=settings, run_id=run_id,
-                              renamed=renamed)
+                              renamed=renamed, probe_bundle=bundle)
                 if doc["kind"] == "Pod":
                     pods.append(Pod(kube, namespace, body, 120))
                 else:
@@ -95,6 +104,12 @@ def floor(kube: Kube, settings: EnvSettings, execs: int) -> dict:
                 list(pool.map(lambda p: p.wait_ready(), pods))
         result["pods_started_together"] = len(pods)
         result["pods_ready_s"] = round(timed(start_all), 2)
+        if bundle:  # what the unpacking itself took in each container, as the unpacker measured it
+            unpacked = [json.loads(line)["unpack_ms"] / 1000 for p in pods
+                        for c in p.body["spec"].get("initContainers", []) + p.body["spec"]["containers"]
+                        if c.get("command", [None, ""])[1:2] == [f"{delivery.BUNDLE}/unpack.py"]
+                        for line in p.log(c["name"]).splitlines() if '"unpack_ms"' in line]
+            result["unpack_per_container"] = summary(unpacked)
         probe = pods[0]
         alpha = probe.container("alpha")
         # The first verb opens the container's probe channel (one exec); the rest ride on it.
@@ -141,7 +156,10 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
-    print(f"\nsuite {results['suite_s']}s / floor {results['floor_s']}s = ratio {results['ratio']}; probe round trip "
+    print(f"\nprobes from {results['probes_from']}"
+          + (f", unpacking per container median {results['unpack_per_container']['median_ms']} ms"
+             if "unpack_per_container" in results else ""))
+    print(f"suite {results['suite_s']}s / floor {results['floor_s']}s = ratio {results['ratio']}; probe round trip "
           f"median {results['probe_round_trip']['median_ms']} ms, p95 {results['probe_round_trip']['p95_ms']} ms "
           f"(opening the channel {results['channel_open_ms']} ms)")
     return 0 if results["exit"] == 0 else 1

@@ -62,6 +62,17 @@ def test_probe_image_that_does_not_exist(admin_kubeconfig):
                           "--image-pull-policy", "IfNotPresent"], "ErrImagePull")
 
 
+def test_public_python_image_that_cannot_be_pulled(admin_kubeconfig):
+    """The default image (probes from the run) from a mirror that has not got it:
+    the unpacking init container, the first to need it, names the pull error."""
+    from podshare.images import DEFAULTS
+    line = expect_clean_failure(["--kubeconfig", admin_kubeconfig, "--probe-image", DEFAULTS["probe"],
+                                 "--registry", "podshare.local/no-such-mirror", "--image-pull-policy", "IfNotPresent"],
+                                "ErrImagePull")
+    assert "podshare-unpack-probes" in line and "podshare.local/no-such-mirror/python@sha256:" in line
+    assert "`podshare images` lists every image" in line
+
+
 def test_image_without_the_probe_program(admin_kubeconfig):
     from podshare.images import DEFAULTS
     nginx = os.environ.get("PODSHARE_NGINX_IMAGE", DEFAULTS["nginx"])

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ from podshare.images import DEFAULTS, mirrored
 
 from .conftest import PROJECT, run_suites
 
+sys.path.insert(0, str(PROJECT / "cluster"))
+from images import node_names  # noqa: E402  (cluster/images.py: how the local cluster names it)
+
 PODSHARE = PROJECT / ".venv" / "bin" / "podshare"
 
 
@@ -22,6 +26,14 @@ def test_mirrored_names_keep_the_last_name_tag_and_digest():
     assert mirrored("podshare/probe:0.1.0", "reg.local:5000/mirror/") == "reg.local:5000/mirror/probe:0.1.0"
     assert mirrored("docker.io/library/nginx@sha256:ab", "reg.local/m") == "reg.local/m/nginx@sha256:ab"
     assert mirrored("nginx:1.27", None) == "nginx:1.27"
+
+
+def test_the_local_cluster_names_the_public_image_as_the_node_looks_it_up():
+    """A digest-pinned reference is resolved by containerd's CRI as name@digest (the
+    tag dropped): the local cluster's stand-in carries that name and the tag's."""
+    name, digest = DEFAULTS["probe"].split("@")
+    assert node_names(DEFAULTS["probe"]) == [name, f"docker.io/library/python@{digest}"]
+    assert node_names("reg.local:5000/m/nginx:1.27") == ["reg.local:5000/m/nginx:1.27"]
 
 
 def test_podshare_images_lists_every_image_and_rewrites_them_all():
@@ -49,13 +61,14 @@ MIRROR = "mirror.podshare.test/airgap"
 
 @pytest.fixture
 def mirror_names():
-    """The local images also under the mirror's names, as an operator's mirror holds them."""
+    """The local images also under the mirror's names, as an operator's mirror holds
+    them: the public Python image (the cluster's stand-in for it) and nginx."""
     tagged = []
-    for name, local in (("probe", os.environ["PODSHARE_PROBE_IMAGE"]), ("nginx", os.environ["PODSHARE_NGINX_IMAGE"])):
-        target = mirrored(DEFAULTS[name], MIRROR)
-        subprocess.run(["ctr", "--address", str(CONTAINERD), "-n", "k8s.io", "images", "tag", "--force", local, target],
-                       check=True, capture_output=True)
-        tagged.append(target)
+    for name, local in (("probe", node_names(DEFAULTS["probe"])[0]), ("nginx", os.environ["PODSHARE_NGINX_IMAGE"])):
+        for target in node_names(mirrored(DEFAULTS[name], MIRROR)):  # as the node resolves it
+            subprocess.run(["ctr", "--address", str(CONTAINERD), "-n", "k8s.io", "images", "tag", "--force", local,
+                            target], check=True, capture_output=True)
+            tagged.append(target)
     yield tagged
     subprocess.run(["ctr", "--address", str(CONTAINERD), "-n", "k8s.io", "images", "rm", *tagged], capture_output=True)
 
@@ -64,7 +77,8 @@ def mirror_names():
 @pytest.mark.usefixtures("kube")
 def test_a_run_with_registry_pulls_every_image_from_the_mirror(tmp_path, mirror_names):
     """Without --probe-image or --nginx-image, with pull policy Never: the pods can
-    only start if they ask for the mirror's names, which only the mirror has."""
+    only start if they ask for the mirror's names, which only the mirror has (the
+    public Python image's too, its probes delivered by the run)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PODSHARE_PROBE_IMAGE", "PODSHARE_NGINX_IMAGE")}
     done = run_suites("--registry", MIRROR, "--image-pull-policy", "Never", "--reports-dir", str(tmp_path),
                       "-k", "test_hostname_is_the_pod_name_in_every_container or test_app_port_is_not_reachable",

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import packages_distributions, requires
 from pathlib import Path
@@ -35,6 +36,7 @@ cd /root/podshare
 cluster/bootstrap.sh
 echo "@@collected $(.venv/bin/python -m pytest --collect-only -q -p no:cacheprovider suites | grep -c '::')"
 .venv/bin/podshare --help >/dev/null && echo "@@podshare-help ok"
+echo "@@probe-wheels $(ls podshare/probe_wheels | grep -c '\.whl$')"
 echo "@@go $("$(cluster/go-toolchain.sh)" env GOVERSION)"
 /usr/bin/python3 -c 'import kubernetes' 2>/dev/null && echo "@@system-python has kubernetes" || true
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 && echo "@@system-python has pip" || true
@@ -44,7 +46,8 @@ echo "@@go $("$(cluster/go-toolchain.sh)" env GOVERSION)"
 def _third_party_imports() -> set[str]:
     """Top-level modules imported by podshare, probes, the cluster tools and the tests
     that are neither the standard library nor the project's own packages."""
-    own = {"podshare", "probes", "suites", "tests", "lockfile", "conftest", "suite_run"}  # suite_run: the scripts import it by name
+    # suite_run: the scripts import it by name; lockfile, images, probe_wheels: the cluster's scripts, by the tests
+    own = {"podshare", "probes", "suites", "tests", "lockfile", "images", "probe_wheels", "conftest", "suite_run"}
     found = set()
     for path in [*PROJECT.glob("podshare/*.py"), *PROJECT.glob("probes/*.py"), *PROJECT.glob("suites/*.py"),
                  *PROJECT.glob("tests/**/*.py"), *PROJECT.glob("cluster/*.py"), PROJECT / "conftest.py"]:
@@ -168,6 +171,7 @@ def test_install_path_works_on_a_stock_debian(fresh_installs, suite):
     assert out.returncode == 0, f"install on stock {suite} failed (exit {out.returncode}):\n{told[-4000:]}"
     assert re.search(r"^@@collected ([1-9]\d*)$", out.stdout, re.M), told[-2000:]
     assert "@@podshare-help ok" in out.stdout
+    assert "@@probe-wheels 4" in out.stdout, "a fresh clone did not get the probe wheels from the lock"
     assert re.search(r"^@@go go1\.\d+", out.stdout, re.M), told[-2000:]
     assert "@@system-python has" not in out.stdout, "the install wrote into the system interpreter"
 
@@ -186,6 +190,9 @@ def test_a_built_wheel_runs_the_suites_without_a_checkout(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "-w", tmp_path / "dist", PROJECT], check=True)
     wheel = next((tmp_path / "dist").glob("podshare-*.whl"))
+    shipped = {name.rsplit("/", 1)[-1] for name in zipfile.ZipFile(wheel).namelist()
+               if name.startswith("podshare/probe_wheels/")}
+    assert shipped == {w.name for w in (PROJECT / "podshare" / "probe_wheels").glob("*.whl")} and len(shipped) == 4
     bin_dir = _venv_with_lock(tmp_path / "venv")
     subprocess.run([bin_dir / "python", "-m", "pip", "install", "--quiet", "--no-deps", wheel], check=True)
     elsewhere = tmp_path / "elsewhere"

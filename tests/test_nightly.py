@@ -32,7 +32,7 @@ PODSHARE = str(PROJECT / ".venv" / "bin" / "podshare")
 @pytest.fixture
 def nightly(kube, confinement):
     """The rendered nightly manifests applied (and the ClusterRoles they bind), removed afterwards."""
-    images = {"runner": os.environ["PODSHARE_RUNNER_IMAGE"], "probe": os.environ["PODSHARE_PROBE_IMAGE"],
+    images = {"runner": os.environ["PODSHARE_RUNNER_IMAGE"], "probe": os.environ.get("PODSHARE_PROBE_IMAGE"),
               "nginx": os.environ["PODSHARE_NGINX_IMAGE"]}
     docs = list(yaml.safe_load_all(render(images=images, pull_policy="Never")))
     core, rbac_api, batch = kube.core, client.RbacAuthorizationV1Api(kube.core.api_client), client.BatchV1Api(
