@@ -9,15 +9,23 @@ here=$(cd "$(dirname "$0")" && pwd)
 "$here/bootstrap.sh" || exit 1
 export PATH="$(cd "$here/.." && pwd)/.venv/bin:$PATH"
 
+# Three nodes, each a pool of its own (cluster/README.md); PODSHARE_NODES=1 for one.
+export PODSHARE_NODES=${PODSHARE_NODES:-3}
+
 cleanup() {
+  local rc=$?
   trap - EXIT INT TERM
-  python "$here/localcluster.py" down || echo "podshare: cluster down reported leftovers" >&2
+  if ! python "$here/localcluster.py" down; then
+    echo "podshare: cluster down left something behind (above): failing" >&2
+    [ "$rc" -eq 0 ] && rc=1
+  fi
+  exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-if ! out=$(python "$here/localcluster.py" up); then
+if ! out=$(python "$here/localcluster.py" up --nodes "$PODSHARE_NODES"); then
   echo "podshare: the local cluster did not come up (log tails above); failing, not skipping" >&2
   exit 1
 fi

@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest.add_argument("--registry", default=os.environ.get("PODSHARE_REGISTRY"), help="pull the images from this mirror")
     manifest.add_argument("--schedule", default=nightly_manifest.SCHEDULE, help="cron schedule (default %(default)s)")
     manifest.add_argument("--image-pull-policy", default="IfNotPresent", choices=("Always", "IfNotPresent", "Never"))
+    manifest.add_argument("--one-node", action="store_true",
+                          help="check one node (the scheduler's choice) instead of every node")
     for _name, (flag, env, default) in IMAGES.items():
         manifest.add_argument(flag, default=os.environ.get(env) or default, help=f"default ${env} or {default}")
     fetched = sub.add_parser("fetch", help="the runs stored by in-cluster runs, into a directory for podshare history")
@@ -141,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "nightly-manifest":
         print(nightly_manifest.render(images={n: getattr(args, f"{n}_image") for n in IMAGES}, registry=args.registry,
-                                      schedule=args.schedule, pull_policy=args.image_pull_policy), end="")
+                                      schedule=args.schedule, pull_policy=args.image_pull_policy,
+                                      all_nodes=not args.one_node), end="")
         return 0
     if args.command == "fetch":
         return fetch(args)
