@@ -56,6 +56,11 @@ def test_no_image_is_named_anywhere_else():
 
 
 CONTAINERD = Path("/var/lib/podshare/cluster/containerd.sock")
+
+
+def containerds() -> list[Path]:
+    """Every node's containerd: the first node's, and those of a cluster with more nodes."""
+    return [CONTAINERD, *sorted(CONTAINERD.parent.glob("nodes/*/containerd.sock"))]
 MIRROR = "mirror.podshare.test/airgap"
 
 
@@ -66,11 +71,14 @@ def mirror_names():
     tagged = []
     for name, local in (("probe", node_names(DEFAULTS["probe"])[0]), ("nginx", os.environ["PODSHARE_NGINX_IMAGE"])):
         for target in node_names(mirrored(DEFAULTS[name], MIRROR)):  # as the node resolves it
-            subprocess.run(["ctr", "--address", str(CONTAINERD), "-n", "k8s.io", "images", "tag", "--force", local,
-                            target], check=True, capture_output=True)
+            for containerd in containerds():
+                subprocess.run(["ctr", "--address", str(containerd), "-n", "k8s.io", "images", "tag", "--force", local,
+                                target], check=True, capture_output=True)
             tagged.append(target)
     yield tagged
-    subprocess.run(["ctr", "--address", str(CONTAINERD), "-n", "k8s.io", "images", "rm", *tagged], capture_output=True)
+    for containerd in containerds():
+        subprocess.run(["ctr", "--address", str(containerd), "-n", "k8s.io", "images", "rm", *tagged],
+                       capture_output=True)
 
 
 @pytest.mark.skipif(not os.environ.get("PODSHARE_LOCAL_CLUSTER"), reason="tags images in the local cluster's containerd")
