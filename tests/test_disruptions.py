@@ -43,6 +43,8 @@ STARTED = 1  # claims passed before the disruption
 
 
 def _localcluster():
+    if str(PROJECT / "cluster") not in sys.path:  # its own modules (processes, workers) beside it
+        sys.path.insert(0, str(PROJECT / "cluster"))
     spec = importlib.util.spec_from_file_location("localcluster", PROJECT / "cluster" / "localcluster.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -46,8 +46,9 @@ echo "@@go $("$(cluster/go-toolchain.sh)" env GOVERSION)"
 def _third_party_imports() -> set[str]:
     """Top-level modules imported by podshare, probes, the cluster tools and the tests
     that are neither the standard library nor the project's own packages."""
-    # suite_run: the scripts import it by name; lockfile, images, probe_wheels: the cluster's scripts, by the tests
-    own = {"podshare", "probes", "suites", "tests", "lockfile", "images", "probe_wheels", "conftest", "suite_run"}
+    # suite_run: the scripts import it by name; the cluster's scripts import each other (and the tests them) by name
+    own = {"podshare", "probes", "suites", "tests", "conftest", "suite_run"} | {
+        p.stem for p in PROJECT.glob("cluster/*.py")}
     found = set()
     for path in [*PROJECT.glob("podshare/*.py"), *PROJECT.glob("probes/*.py"), *PROJECT.glob("suites/*.py"),
                  *PROJECT.glob("tests/**/*.py"), *PROJECT.glob("cluster/*.py"), PROJECT / "conftest.py"]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import socket
 import re
 import shutil
 import subprocess
@@ -42,6 +43,8 @@ def run_variant(tmp_path: Path, manifest: str | None, marker: str, *extra: str) 
     the run's own account of itself."""
     reports, run_id = tmp_path / "reports", "variant-" + uuid.uuid4().hex[:8]
     given = ["--pod-manifest", str(VARIANTS / manifest)] if manifest else []
+    if os.environ.get("PODSHARE_LOCAL_CLUSTER"):  # the node these tests prepare (host paths, ports): the first
+        given += ["--node", socket.gethostname().lower()]
     conftest.run_suites("-m", marker, *given, "--reports-dir", str(reports), "--run-id", run_id, *extra)
     results = json.loads((reports / "results.json").read_text())
     assert results["run"]["fatal"] is None and not results["run"]["interrupted"], results["run"]
