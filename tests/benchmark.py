@@ -12,7 +12,9 @@ In one go, on the same cluster:
 - the full suites' wall time, with the time per phase (setup, call, teardown,
   from pytest's --durations);
 and prints the suite time / floor ratio. Writes reports/benchmark.json
-(top-level `ratio`, `probe_round_trip` with `median_ms` and `p95_ms`). Uses the
+(top-level `ratio`, `probe_round_trip` with `median_ms` and `p95_ms`, and on a
+cluster of several nodes `nodes_ratio`: every node side by side over one node
+alone, `--nodes-only` for just that). Uses the
 same settings (environment variables) as the suites."""
 from __future__ import annotations
 
@@ -143,16 +145,36 @@ def suite(pytest_args: list[str]) -> dict:
             "suite_s": round(wall, 2), "phases_s": {k: round(v, 2) for k, v in phases.items()}}
 
 
+def nodes_ratio(kube: Kube, pytest_args: list[str]) -> dict:
+    """Every node side by side against one node alone, in one go: the wall time
+    of --all-nodes (every pool tolerated) over that of --node on the first node."""
+    nodes = sorted(n.metadata.name for n in kube.nodes())
+    if len(nodes) < 2:
+        return {}
+    walls = {}
+    for name, args in (("one_node_s", ["--node", nodes[0]]), ("all_nodes_s", ["--all-nodes", "--tolerate", "*"])):
+        with tempfile.TemporaryDirectory() as reports:
+            _done, results, wall = run_once(Path(reports), *args, *pytest_args)
+        walls[name] = round(wall, 2)
+        walls[name.replace("_s", "_checks")] = len(results["checks"])
+    return {"nodes": len(nodes), **walls, "nodes_ratio": round(walls["all_nodes_s"] / walls["one_node_s"], 2)}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--execs", type=int, default=50)
     p.add_argument("--out", default=str(PROJECT / "reports" / "benchmark.json"))
+    p.add_argument("--nodes-only", action="store_true", help="only the nodes ratio")
     p.add_argument("pytest_args", nargs="*")
     args = p.parse_args()
     kube = Kube()
+    if args.nodes_only:
+        print(json.dumps(nodes_ratio(kube, args.pytest_args), indent=2))
+        return 0
     results: dict = {"server_version": kube.server_version(), **floor(kube, EnvSettings(), args.execs)}
     results.update(suite(args.pytest_args))
     results["ratio"] = round(results["suite_s"] / results["floor_s"], 2)
+    results.update(nodes_ratio(kube, args.pytest_args))  # nodes_ratio: every node over one
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
