@@ -52,7 +52,7 @@ COMPONENTS = ("containerd", "etcd", "kube-apiserver", "kube-controller-manager",
 SYSCTLS = {"net/bridge/bridge-nf-call-iptables": "1", "net/ipv4/conf/all/route_localnet": "1",
            # the host routes between the nodes' pods (the CNI bridge would turn it on anyway)
            "net/ipv4/ip_forward": "1"}
-CHAIN_PREFIXES = ("KUBE-", "CNI-")
+CHAIN_PREFIXES = ("KUBE-", "CNI-", "PODSHARE-")
 # RuntimeClass name -> containerd runtime (handler); runc is also the default.
 RUNTIME_CLASSES = {"runc": "runc", "crun": "crun", "gvisor": "gvisor"}
 

@@ -22,6 +22,11 @@ from processes import STATE, alive, sh, start, stop
 NODES_BRIDGE = "podshare-nodes"  # the host side of the node network
 HOST_IP = "10.250.0.1"           # the control plane's address on it
 NODE_NET_PREFIX = 24
+NODE_NET = "10.250.0.0/24"
+# The workers reach what the host reaches (its DNS server, registries) through it,
+# as a real node reaches them: without this a pull fails only after DNS timeouts.
+# localcluster's teardown removes every rule and chain named PODSHARE-*.
+EGRESS_CHAIN = "PODSHARE-NODES"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -127,6 +132,11 @@ def make_network(all_workers: list[Worker]) -> None:
     sh("ip", "link", "add", NODES_BRIDGE, "type", "bridge")
     sh("ip", "addr", "add", f"{HOST_IP}/{NODE_NET_PREFIX}", "dev", NODES_BRIDGE)
     sh("ip", "link", "set", NODES_BRIDGE, "up")
+    sh("iptables", "-t", "nat", "-N", EGRESS_CHAIN, check=False, capture=True)  # one left by a crash is reused
+    sh("iptables", "-t", "nat", "-F", EGRESS_CHAIN)
+    sh("iptables", "-t", "nat", "-A", EGRESS_CHAIN, "-s", NODE_NET, "!", "-d", NODE_NET, "-j", "MASQUERADE")
+    if sh("iptables", "-t", "nat", "-C", "POSTROUTING", "-j", EGRESS_CHAIN, check=False, capture=True).returncode:
+        sh("iptables", "-t", "nat", "-A", "POSTROUTING", "-j", EGRESS_CHAIN)
     for w in all_workers:
         host_end = f"psn{w.index}"
         sh("ip", "netns", "add", w.netns)

@@ -160,8 +160,9 @@ class Settings:
             if opt.choices and raw not in opt.choices:
                 raise pytest.UsageError(f"{opt.flag} must be one of {', '.join(opt.choices)}, not {raw!r}")
             values[opt.flag[2:].replace("-", "_")] = raw
-        if sum(bool(values[k]) for k in ("node", "all_nodes", "node_selector")) > 1:
-            raise pytest.UsageError("--node, --all-nodes and --node-selector choose the nodes in three ways: give one")
+        if values["node"] and (values["all_nodes"] or values["node_selector"]):
+            raise pytest.UsageError("--node checks one node; --all-nodes and --node-selector several: give one")
+        # --node-selector narrows --all-nodes (e.g. the nightly's default to a pool)
         values["probes_from"] = probes_from(values["probes_from"], values["probe_image"])
         for image in ("probe_image", "nginx_image"):  # an air-gapped cluster pulls from its mirror
             values[image] = mirrored(values[image], values["registry"])

@@ -90,10 +90,13 @@ def run_job(batch, core, cronjob: dict, args: list[str], variant: str | None = N
 
 def test_the_nightly_job_runs_every_claim_keeps_its_reports_and_shows_the_trend(kube, nightly, tmp_path):
     cronjob, batch = nightly
-    full = run_job(batch, kube.core, cronjob, [])
-    broken = run_job(batch, kube.core, cronjob, ["-m", "volume", "-k", CLAIM, "--pod-manifest", "/variant/pod.yaml"],
-                     variant="tests/variants/split-volumes.yaml")
-    fixed = run_job(batch, kube.core, cronjob, ["-m", "volume", "-k", CLAIM])
+    # The CronJob checks every node (PODSHARE_ALL_NODES); narrowed here to the default
+    # pool, so the trend has one column per claim (test_nodes.py checks every pool).
+    pool = ["--node-selector", "podshare.io/pool=default"]
+    full = run_job(batch, kube.core, cronjob, pool)
+    broken = run_job(batch, kube.core, cronjob, [*pool, "-m", "volume", "-k", CLAIM, "--pod-manifest",
+                                                 "/variant/pod.yaml"], variant="tests/variants/split-volumes.yaml")
+    fixed = run_job(batch, kube.core, cronjob, [*pool, "-m", "volume", "-k", CLAIM])
     assert "0 earlier runs" in full and "2 earlier runs" in fixed
 
     # The runner pods are gone or finished; the reports are fetched with the documented command.
@@ -105,6 +108,7 @@ def test_the_nightly_job_runs_every_claim_keeps_its_reports_and_shows_the_trend(
     assert len(first["checks"]) >= 48 and {c["outcome"] for c in first["checks"]} == {"passed"}, [
         (c["id"], c["outcome"]) for c in first["checks"] if c["outcome"] != "passed"]
     assert first["cluster"]["context"] == "in-cluster"
+    assert {c["per_node"] for c in first["checks"]} == {True}  # the nightly's every-node machinery ran
     assert (store / "newest-junit.xml").exists() and (store / "newest-summary.md").exists()
     for results in map(lambda p: json.loads(p.read_text()), runs):  # each run removed its own pods
         assert results["run"]["namespace"] == NAMESPACE  # the runner's identity can work nowhere else
