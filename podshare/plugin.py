@@ -408,12 +408,20 @@ class PodshareSession:
             diagnostics=item.stash.get(DIAGNOSTICS, []), cause=cause)
 
     # ------------------------------------------------------------ side by side (pytest-xdist)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        """One group per node and RuntimeClass: its claims run on one worker, which
-        starts that group's pods once (session fixtures are per worker)."""
-        for item in items:
-            group = "|".join(str(d) for d in (_node_param_of(item), _runtime_class_of(item)))
-            item.add_marker(pytest.mark.xdist_group(group))
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log):
+        """Controller: one group per node and RuntimeClass, whole on one worker, which
+        starts that group's pods once (session fixtures are per worker). The group is
+        read from the test id's parameters (xdist's own xdist_group suffix does not
+        reach the controller with this pytest)."""
+        from xdist.scheduler import LoadScopeScheduling
+        values = sorted({*(self.cluster.target_nodes(self.settings.node_selector) if self.nodes_dimension else []),
+                         *self.settings.runtime_class}, key=len, reverse=True)
+
+        class ByNodeAndClass(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return dimension_group(nodeid, values)
+        return ByNodeAndClass(config, log)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node) -> None:
@@ -587,6 +595,19 @@ def _could_not_check_message(disruption: Disruption, seen: str | None) -> str:
 def _runtime_class_of(item: pytest.Item) -> str | None:
     callspec = getattr(item, "callspec", None)
     return callspec.params.get("runtime_class") if callspec else None
+
+
+def dimension_group(nodeid: str, values: list[str]) -> str:
+    """The node and RuntimeClass in a test id's parameters (longest names first,
+    each a whole run of "-"-separated segments: vm-current is not vm)."""
+    params = nodeid[nodeid.find("[") + 1:-1] if nodeid.endswith("]") else ""
+    found = []
+    for value in values:
+        match = re.search(rf"(?:^|-){re.escape(value)}(?=-|$)", params)
+        if match:
+            found.append(value)
+            params = params[:match.start()] + params[match.end():]
+    return "|".join(sorted(found)) or "default"
 
 
 def _node_param_of(item: pytest.Item) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 
 import pytest
@@ -18,8 +19,10 @@ FAST = 10.0  # the documented bound, far under --pod-timeout below: a fail-fast 
 
 def expect_clean_failure(args: list[str], cause: str) -> str:
     """Run the identity claims with `args`; return the one line that says why they could not run."""
+    # On the bundled cluster, the first node: the bound is podshare's, not a pool's pull path.
+    pinned = ["--node", socket.gethostname().lower()] if os.environ.get("PODSHARE_LOCAL_CLUSTER") else []
     start = time.monotonic()
-    run = run_suites_as("-m", "identity", "--pod-timeout", "300", *args, timeout=240)
+    run = run_suites_as("-m", "identity", "--pod-timeout", "300", *pinned, *args, timeout=240)
     elapsed = time.monotonic() - start
     output = run.stdout + run.stderr
     assert run.returncode == 2, output  # documented: 2, podshare could not check the claims

@@ -103,6 +103,18 @@ def test_claim_ids_lose_the_node_and_class_also_when_node_names_have_dashes():
     assert _claim_id(item) == "suites/test_v.py::test_z[unix-volume]"
 
 
+def test_a_worker_takes_one_node_and_class_whole():
+    """The side-by-side groups come from the test id: node names that prefix
+    others (vm, vm-current) are told apart; a claim's own parameters are not a group."""
+    from podshare.plugin import dimension_group
+    values = sorted(["vm", "vm-current", "vm-sandboxed", "runc", "gvisor"], key=len, reverse=True)
+    assert dimension_group("s.py::t[disk-vm-current]", values) == "vm-current"
+    assert dimension_group("s.py::t[disk-vm]", values) == "vm"
+    assert dimension_group("s.py::t[vm-sandboxed-gvisor-unix-volume]", values) == "gvisor|vm-sandboxed"
+    assert dimension_group("s.py::u[vm-runc]", values) == "runc|vm"
+    assert dimension_group("s.py::u", values) == "default"
+
+
 # ------------------------------------------------------------------ on the local cluster
 
 needs_nodes = pytest.mark.skipif(int(os.environ.get("PODSHARE_NODES", "1")) < 3,
