@@ -67,12 +67,12 @@ def test_probe_image_that_does_not_exist(admin_kubeconfig):
 
 def test_public_python_image_that_cannot_be_pulled(admin_kubeconfig):
     """The default image (probes from the run) from a mirror that has not got it:
-    the unpacking init container, the first to need it, names the pull error."""
+    the first container that needs it names the pull error, and what to do."""
     from podshare.images import DEFAULTS
     line = expect_clean_failure(["--kubeconfig", admin_kubeconfig, "--probe-image", DEFAULTS["probe"],
                                  "--registry", "podshare.local/no-such-mirror", "--image-pull-policy", "IfNotPresent"],
                                 "ErrImagePull")
-    assert "podshare-unpack-probes" in line and "podshare.local/no-such-mirror/python@sha256:" in line
+    assert "container alpha" in line and "podshare.local/no-such-mirror/python@sha256:" in line
     assert "`podshare images` lists every image" in line
 
 
