@@ -5,8 +5,8 @@
 #   bootstrap.sh          for the local cluster too
 #   bootstrap.sh python   only the virtualenv (for running against your own cluster)
 # With PODSHARE_CURRENT_STACK=1 it also builds the current stack (containerd 2,
-# runc 1.5, Kubernetes 1.37: cluster/README.md, "Current stack"), cached; off by
-# default until the cluster runs on it, since a cold build takes minutes.
+# runc 1.5, Kubernetes 1.37: cluster/README.md, "Current stack") ahead of time;
+# `up` builds whatever it needs anyway (cached by inputs).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 "$here/install-deps.sh" "${1:-all}"

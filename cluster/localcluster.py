@@ -46,6 +46,10 @@ CLUSTER_CIDR, SERVICE_CIDR, SERVICE_API_IP = "10.244.0.0/16", "10.96.0.0/24", "1
 BRIDGE = "podshare0"
 CNI_BIN = "/usr/lib/cni"
 # Started in this order, stopped in the reverse one.
+# The control plane runs the newest Kubernetes; the first node keeps 1.35, the last
+# release whose kubelet supports its containerd 1.6 (the `current` pool runs 1.37).
+CONTROL_PLANE = "k8s-1.37"
+FIRST_NODE_KUBERNETES = "k8s"
 COMPONENTS = ("containerd", "etcd", "kube-apiserver", "kube-controller-manager",
               "kube-scheduler", "kubelet", "kube-proxy")
 # Kernel settings kube-proxy and the bridge need; the old values come back on `down`.
@@ -251,12 +255,20 @@ def write_configs(ip: str, images: dict[str, str], all_workers: list[workers.Wor
 
 # ---------------------------------------------------------------- components
 
-def component_argv(name: str, bindir: Path, ip: str) -> list:
+def kubernetes_bindirs(node_workers: list[workers.Worker]) -> dict[str, Path]:
+    """Each Kubernetes module the cluster runs, built (cached by its inputs): the control
+    plane's and every node's (kubelets may be up to three minors older than it)."""
+    modules = {CONTROL_PLANE, FIRST_NODE_KUBERNETES, *(w.pool.kubernetes for w in node_workers)}
+    return {m: Path(sh(HERE / "build-binaries.sh", m, capture=True).stdout.strip()) for m in sorted(modules)}
+
+
+def component_argv(name: str, bindirs: dict[str, Path], ip: str) -> list:
     """How `up` starts each component (and `restart-component` starts one again):
     the control plane's, the first node's, or a worker's (`kubelet-NODE`...)."""
-    worker = workers.component_argv(name, bindir)
+    worker = workers.component_argv(name, bindirs)
     if worker is not None:
         return worker
+    bindir, node_bindir = bindirs[CONTROL_PLANE], bindirs[FIRST_NODE_KUBERNETES]
     pki, state = STATE / "pki", str(STATE)
     common = ["--bind-address", "127.0.0.1", "--leader-elect=false", "--profiling=false"]
     return {
@@ -299,11 +311,11 @@ def component_argv(name: str, bindir: Path, ip: str) -> list:
             bindir / "kube-scheduler", *common, "--kubeconfig", STATE / "scheduler.kubeconfig",
             "--authentication-kubeconfig", STATE / "scheduler.kubeconfig",
             "--authorization-kubeconfig", STATE / "scheduler.kubeconfig"],
-        "kubelet": [bindir / "kubelet", "--config", STATE / "kubelet.yaml",
+        "kubelet": [node_bindir / "kubelet", "--config", STATE / "kubelet.yaml",
                     "--kubeconfig", STATE / "kubelet.kubeconfig", "--root-dir", STATE / "kubelet",
                     "--node-ip", ip, "--hostname-override", NODE, "--node-labels", "podshare.io/pool=default",
                     "--v", "1", "--cert-dir", f"{state}/kubelet-certs"],
-        "kube-proxy": [bindir / "kube-proxy", "--config", STATE / "kube-proxy.yaml", "--v", "1"],
+        "kube-proxy": [node_bindir / "kube-proxy", "--config", STATE / "kube-proxy.yaml", "--v", "1"],
     }[name]
 
 
@@ -373,10 +385,10 @@ def up(args) -> int:
         print("podshare cluster: cleaning up after an earlier run that did not `down`", file=sys.stderr)
         teardown()
     t0 = time.monotonic()
-    bindir = Path(sh(HERE / "build-binaries.sh", capture=True).stdout.strip())
+    nodes = workers.workers(args.nodes, NODE)
+    bindirs = kubernetes_bindirs(nodes)
     sh(sys.executable, HERE / "images.py", "build", capture=True)  # so the import below finds them built
     ip, images = node_ip(), read_images()
-    nodes = workers.workers(args.nodes, NODE)
     # the current stack's containerd and runc, for a pool on it (cached after the first build)
     runtime_bindir = (sh(HERE / "build-runtime.sh", capture=True).stdout.strip()
                       if any(w.pool.stack == "current" for w in nodes) else "")
@@ -396,15 +408,15 @@ def up(args) -> int:
         path.write_text(value)
     (STATE / "sysctls.json").write_text(json.dumps(saved))
     bind_v2_controllers_to_v1()
-    (STATE / "components.json").write_text(json.dumps({"bindir": str(bindir), "ip": ip}))  # for restart-component
+    (STATE / "components.json").write_text(json.dumps({"bindirs": {m: str(d) for m, d in bindirs.items()}, "ip": ip}))  # for restart-component
     every = COMPONENTS + tuple(c for w in nodes for c in w.components)
     try:
         workers.make_network(nodes)
         workers.make_cgroup_parents(nodes)
-        start("containerd", component_argv("containerd", bindir, ip))
+        start("containerd", component_argv("containerd", bindirs, ip))
         for w in nodes:
             workers.start_containerd(w)
-        start("etcd", component_argv("etcd", bindir, ip))
+        start("etcd", component_argv("etcd", bindirs, ip))
         sockets = {"containerd": STATE / "containerd.sock", **{w.component("containerd"): w.socket for w in nodes}}
         for name, sock in sockets.items():
             wait_for(f"{name}'s socket", sock.exists, 30, (name,))
@@ -412,12 +424,12 @@ def up(args) -> int:
         importers = [subprocess.Popen([sys.executable, HERE / "images.py", "import", "--address", sock],
                                       stdout=subprocess.DEVNULL) for sock in sockets.values()]
         wait_for("etcd health", lambda: http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), 60, ("etcd",))
-        start("kube-apiserver", component_argv("kube-apiserver", bindir, ip))
+        start("kube-apiserver", component_argv("kube-apiserver", bindirs, ip))
         wait_for("kube-apiserver /readyz", lambda: https_get("/readyz")[0] == 200, 90, ("kube-apiserver",))
         for name in ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"):
-            start(name, component_argv(name, bindir, ip))
+            start(name, component_argv(name, bindirs, ip))
         for w in nodes:
-            workers.start_node_agents(w, bindir)
+            workers.start_node_agents(w, bindirs)
         if any(importer.wait() != 0 for importer in importers):
             raise ClusterError("importing the images into a node's containerd failed")
         # A node is Ready once its CNI configuration exists, which needs its pod CIDR;
@@ -651,9 +663,9 @@ def restart_component(args) -> int:
         saved = STATE / "components.json"
         if saved.exists():
             where = json.loads(saved.read_text())
-            bindir, ip = Path(where["bindir"]), where["ip"]
+            bindirs, ip = {m: Path(d) for m, d in where["bindirs"].items()}, where["ip"]
         else:  # a cluster brought up before `up` saved them: the same lookups `up` makes
-            bindir, ip = Path(sh(HERE / "build-binaries.sh", capture=True).stdout.strip()), node_ip()
+            bindirs, ip = kubernetes_bindirs(workers.recorded()), node_ip()
         t0 = time.monotonic()
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
         stop(name)
@@ -663,7 +675,7 @@ def restart_component(args) -> int:
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        start(name, component_argv(name, bindir, ip), append=True)
+        start(name, component_argv(name, bindirs, ip), append=True)
         try:
             wait_for(f"{name} to serve again", serving(name, since), 120, (name,))
         except ClusterError as exc:

@@ -41,6 +41,9 @@ class Pool:
     # "debian": Debian's containerd 1.6 and runc, as the first node; "current": containerd 2
     # and runc 1.5 built from their Go modules (build-runtime.sh)
     stack: str = "debian"
+    # the Kubernetes module its kubelet and kube-proxy come from (cluster/<module>):
+    # containerd 1.6 needs a 1.35 kubelet, the last release that supports containerd 1.x
+    kubernetes: str = "k8s"
 
 
 # The pools a `--nodes N` cluster gets, in this order, after the first node (pool "default").
@@ -52,7 +55,8 @@ POOLS = (
          taints=("sandbox.gke.io/runtime=gvisor:NoSchedule",),
          why="a sandboxed pool: gVisor is the default runtime"),
     # A pool mid-upgrade: the current container runtime (containerd 2, runc 1.5).
-    Pool("current", why="a pool on containerd 2.4 and runc 1.5, built from their Go modules", stack="current"),
+    Pool("current", why="a pool on Kubernetes 1.37, containerd 2.4 and runc 1.5, built from their Go modules",
+         stack="current", kubernetes="k8s-1.37"),
 )
 
 
@@ -230,28 +234,31 @@ def start_containerd(w: Worker) -> None:
     start(w.component("containerd"), containerd_argv(w), env=containerd_env(w))
 
 
-def start_node_agents(w: Worker, bindir: Path) -> None:
-    start(w.component("kubelet"), kubelet_argv(w, bindir))
-    start(w.component("kube-proxy"), in_netns(w, bindir / "kube-proxy", "--config", w.dir / "kube-proxy.yaml",
-                                              "--v", "1"))
+def start_node_agents(w: Worker, bindirs: dict[str, Path]) -> None:
+    start(w.component("kubelet"), kubelet_argv(w, bindirs))
+    start(w.component("kube-proxy"), kube_proxy_argv(w, bindirs))
 
 
-def kubelet_argv(w: Worker, bindir: Path) -> list:
-    return in_netns(w, bindir / "kubelet", "--config", w.dir / "kubelet.yaml",
+def kubelet_argv(w: Worker, bindirs: dict[str, Path]) -> list:
+    return in_netns(w, bindirs[w.pool.kubernetes] / "kubelet", "--config", w.dir / "kubelet.yaml",
                     "--kubeconfig", w.dir / "kubelet.kubeconfig", "--root-dir", w.dir / "kubelet",
                     "--node-ip", w.ip, "--hostname-override", w.name, "--node-labels", labels(w),
                     "--v", "1", "--cert-dir", w.dir / "kubelet-certs")
 
 
-def component_argv(name: str, bindir: Path) -> list | None:
+def kube_proxy_argv(w: Worker, bindirs: dict[str, Path]) -> list:
+    return in_netns(w, bindirs[w.pool.kubernetes] / "kube-proxy", "--config", w.dir / "kube-proxy.yaml", "--v", "1")
+
+
+def component_argv(name: str, bindirs: dict[str, Path]) -> list | None:
     """A worker component's command line (restart-component), or None if not a worker's."""
     for w in recorded():
         if name == w.component("containerd"):
             return containerd_argv(w)
         if name == w.component("kubelet"):
-            return kubelet_argv(w, bindir)
+            return kubelet_argv(w, bindirs)
         if name == w.component("kube-proxy"):
-            return in_netns(w, bindir / "kube-proxy", "--config", w.dir / "kube-proxy.yaml", "--v", "1")
+            return kube_proxy_argv(w, bindirs)
     return None
 
 
