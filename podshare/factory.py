@@ -13,7 +13,7 @@ from typing import Any
 from . import delivery
 from .cluster import Cluster
 from .errors import HARNESS_ERRORS, AccessDenied, KubeError
-from .pods import Pod, ProbeSet, load_manifest, load_manifests, render, start_pods, start_pods_for_claims
+from .pods import Pod, ProbeSet, load_manifest, load_manifests, pin_to_node, render, start_pods, start_pods_for_claims
 
 
 def node_tag(node: str) -> str:
@@ -118,6 +118,19 @@ class PodFactory:
             self.cluster.learn_runtime_class(probes.main.runtime_class)
             self.probes = (probes, stranger)
         return self.probes
+
+    def replace_probe_set(self, probes: ProbeSet) -> list[str]:
+        """Fresh pods in place of a probe set the cluster took (deleted, evicted):
+        the same manifest under new names, each on the node its old pod ran on (the
+        stranger's: the negative control stays beside it), made and waited for; the
+        set then holds them. Returns their names (podshare.recovery uses this once)."""
+        fresh = self.probe_set("podshare-probe-fresh")
+        for old, new in zip(probes.pods, fresh.pods):
+            if old.node:
+                pin_to_node(new.body["spec"], old.node)
+        start_pods(fresh.pods)
+        probes.pods[:] = fresh.pods
+        return [p.name for p in fresh.pods]
 
     def _new_lifecycle_set(self, create: bool) -> ProbeSet:
         probes = self.probe_set(f"podshare-lifecycle{self._lifecycle_count}")

@@ -29,6 +29,7 @@ from .evidence import Evidence
 from .history import History
 from .metrics import exposition, push
 from .pods import Pod, ProbeContainer, ProbeSet, probe_manifest_problem
+from .recovery import RERUN, Recovery, rerun_message
 from .report import COULD_NOT_CHECK, Check, KnownDivergences, RunReport
 from .settings import Settings, add_options
 
@@ -98,6 +99,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except (OSError, ValueError) as exc:
         raise pytest.UsageError(f"--known-divergences: {exc}") from None
     config.pluginmanager.register(session, "podshare-session")
+    config.pluginmanager.register(Recovery(session, DISRUPTED, EVIDENCE), "podshare-recovery")
     config.pluginmanager.import_plugin("podshare.fixtures")
     if not config.option.collectonly and not getattr(config.option, "xmlpath", None):
         config.option.xmlpath = str(Path(settings.reports_dir) / "junit.xml")
@@ -395,6 +397,8 @@ class PodshareSession:
             if ev is not None:
                 ev["disruption"] = {"cause": disruption.cause, "claim_saw": seen}
         cause = item.stash[DISRUPTED][0].cause if outcome == COULD_NOT_CHECK else ""
+        if RERUN in item.stash:  # its first attempt was disrupted: the message says so, the cause names it
+            message, cause = rerun_message(item, outcome, message), cause or item.stash[RERUN][0].cause
         self.checks[item.nodeid] = Check(
             id=_check_id(item), claim=_claim_of(item), outcome=outcome,
             claim_id=_claim_id(item), runtime_class=item.stash.get(RUNTIME_CLASS, None),
@@ -647,7 +651,7 @@ def _claim_of(item: pytest.Item) -> str:
 
 
 # A harness error's message is a sentence already; its class (as pytest prefixes it) is not for the reader.
-_HARNESS_CLASS = re.compile(r"^(?:[\w.]+\.)?(?:KubeError|AccessDenied|PodNotReady|Disrupted|GaveUp): ")
+_HARNESS_CLASS = re.compile(r"^(?:[\w.]+\.)?(?:KubeError|AccessDenied|PodNotReady|Disrupted|GaveUp|ProbeKilled): ")
 
 
 def _short_message(report: pytest.TestReport | pytest.CollectReport) -> str:

@@ -36,7 +36,9 @@ class Check:
     node: str | None = None  # where its pods ran
     per_node: bool = False  # the node is a dimension of the run (--all-nodes, --node-selector): part of its key
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> unit, median, p95, ...
-    cause: str = ""  # could-not-check: the disruption and its source, the same for every claim it took
+    # could-not-check: the disruption and its source, the same for every claim it took; for a
+    # claim re-run on a fresh probe pod (podshare.recovery), what its first attempt met
+    cause: str = ""
 
 
 @dataclass
@@ -251,6 +253,12 @@ def not_checked(report: RunReport) -> dict[str, list[Check]]:
     return groups
 
 
+def rerun(report: RunReport) -> list[Check]:
+    """The claims whose first attempt the cluster disrupted (their probe pod deleted or
+    evicted) and that were run again on a fresh pod: their outcome is the re-run's."""
+    return [c for c in report.checks if c.cause and c.outcome != COULD_NOT_CHECK]
+
+
 def _first_line(message: str, limit: int = 200) -> str:
     line = message.strip().splitlines()[0] if message.strip() else ""
     line = re.sub(r"^(AssertionError|Failed): ", "", line)
@@ -292,6 +300,10 @@ def render_markdown(report: RunReport) -> str:
             f"- {_ICON[COULD_NOT_CHECK]} {len(checks)} claim{'s' * (len(checks) != 1)}: {_first_line(cause, 400)} "
             f"({', '.join('`' + c.id.split('::')[-1] + '`' for c in checks)})"
             for cause, checks in unchecked.items()] + [""]
+    again = rerun(report)
+    if again:
+        lines += ["## Disrupted, then re-run on a fresh pod", ""] + [
+            f"- {_ICON.get(c.outcome, '')} `{c.id.split('::')[-1]}`: {_first_line(c.message, 400)}" for c in again] + [""]
     recovered = [k for k, v in report.history.changes().items() if v != "newly failing"] if report.history else []
     if recovered:
         lines += [f"Since the previous run: " + "; ".join(
@@ -383,7 +395,7 @@ def render_html(report: RunReport) -> str:
 <p class="meta">{e(_cluster_line(report.cluster))}</p>
 <p class="meta">run {e(str(report.run.get('id')))}, started {e(str(report.run.get('started_at')))},
 {report.run.get('duration_s', 0):.1f}s, podshare {e(str(report.run.get('podshare_version')))}</p>
-{problems}{_html_attention(report)}{_html_unchecked(report)}{_html_matrix(report)}{_html_figures(report)}{''.join(rows)}
+{problems}{_html_attention(report)}{_html_unchecked(report)}{_html_rerun(report)}{_html_matrix(report)}{_html_figures(report)}{''.join(rows)}
 </body></html>
 """
 
@@ -463,6 +475,18 @@ def _html_unchecked(report: RunReport) -> str:
         + "</li>" for cause, checks in groups.items())
     total = sum(len(checks) for checks in groups.values())
     return (f'<section class="unchecked"><h2>Could not check ({total}): the cluster moved under the run</h2>'
+            f'<ul>{items}</ul></section>')
+
+
+def _html_rerun(report: RunReport) -> str:
+    """The claims run again on a fresh probe pod after a disruption, each with both attempts."""
+    again = rerun(report)
+    if not again:
+        return ""
+    e = html.escape
+    items = "".join(f'<li class="{c.outcome}"><a href="#check-{report.checks.index(c)}">{e(c.id.split("::")[-1])}'
+                    f'</a> — {e(_first_line(c.message, 400))}</li>' for c in again)
+    return (f'<section class="unchecked"><h2>Disrupted, then re-run on a fresh pod ({len(again)})</h2>'
             f'<ul>{items}</ul></section>')
 
 
