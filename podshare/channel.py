@@ -26,6 +26,47 @@ SERVE = ["python3", "-m", "probes", "serve"]
 OPEN_TIMEOUT = 30.0
 
 
+class ProbeKilled(KubeError):
+    """A probe verb's process died (a signal) before it answered: `step` is the
+    last step it announced (probes.output.step: {"step": "write", "path": ...,
+    "mapped": true}), the harness's best knowledge of what it was doing."""
+
+    def __init__(self, container: str, signal: str, step: dict | None, verb: str) -> None:
+        self.container, self.signal, self.step, self.verb = container, signal, step or {}, verb
+        super().__init__(self.sentence())
+
+    def doing(self) -> str:
+        """The last step in words: "writing the mapped /dev/shm object"."""
+        step, path = self.step.get("step"), self.step.get("path") or self.step.get("name")
+        if not step:
+            return f"running {self.verb}"
+        gerund = {"open": "opening", "lock": "locking", "map": "mapping", "write": "writing", "read": "reading",
+                  "connect": "connecting to", "receive": "receiving from", "send": "sending to",
+                  "truncate": "sizing", "bind": "binding", "listen": "listening on"}.get(step, f"at step {step} of")
+        if path and str(path).startswith("/dev/shm/"):
+            what = "the mapped /dev/shm object" if self.step.get("mapped") else "the /dev/shm object"
+        elif path:
+            what = f"the mapped file {path}" if self.step.get("mapped") else str(path)
+        else:
+            what = "its object"
+        return f"{gerund} {what}"
+
+    def sentence(self, why: str = "") -> str:
+        return f"{self.container}'s probe was killed by {self.signal} while {self.doing()}{why}"
+
+
+def last_step(stderr: str) -> dict | None:
+    """The last step a probe verb announced on its stderr, or None."""
+    for line in reversed(stderr.splitlines()):
+        try:
+            said = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(said, dict) and "step" in said:
+            return said
+    return None
+
+
 class ProbeAnswer:
     """What one verb printed. The probe protocol: exactly one JSON object on stdout.
     `ending` is how its process ended ({"exit": code} or {"signal": "SIGBUS"}), where known."""
@@ -38,13 +79,26 @@ class ProbeAnswer:
     def json(self) -> dict:
         lines = [line for line in self.stdout.splitlines() if line.strip()]
         if len(lines) != 1 and self.ending.get("signal"):
-            said = f" (its last words: {self.stderr.strip()[-200:]})" if self.stderr.strip() else ""
-            raise KubeError(f"the probe verb {self.verb} in {self.where} was killed by {self.ending['signal']} "
-                            f"before it answered{said}")
+            raise ProbeKilled(self.where.rpartition("/")[2] or self.where, self.ending["signal"],
+                              last_step(self.stderr), self.verb)
         if len(lines) != 1:
-            raise KubeError(f"expected one JSON line from the probe, got {len(lines)}: "
-                            f"stdout={self.stdout[:300]!r} stderr={self.stderr[-300:]!r}")
+            ended = (f"it exited with code {self.ending['exit']}" if "exit" in self.ending else "it ended")
+            last = [line for line in self.stderr.strip().splitlines() if '"step"' not in line][-1:]
+            said = f"; its last words: {last[0][-200:]}" if last else ""
+            raise KubeError(f"the probe verb {self.verb} in {self.where} gave no answer ({len(lines)} lines "
+                            f"where one was due): {ended}{said}")
         return json.loads(lines[0])
+
+
+def refused(container: str, verb: str, answer: dict) -> str:
+    """A holding verb's failure before it was ready, as a sentence: "alpha could
+    not open /data/disk/x.lock: EACCES (Permission denied)"."""
+    what = answer.get("path") or answer.get("name") or (f"port {answer['port']}" if answer.get("port") else "")
+    errno = answer.get("errno") or "an error"
+    detail = f" ({answer['detail']})" if answer.get("detail") and answer.get("detail") != errno else ""
+    if answer.get("step"):
+        return f"{container} could not {answer['step']} {what}: {errno}{detail}".replace("  ", " ")
+    return f"{container}'s {verb} failed before it was ready{f' on {what}' if what else ''}: {errno}{detail}"
 
 
 class VerbRun:
@@ -80,7 +134,11 @@ class VerbRun:
 
     def wait_ready(self, timeout: float) -> None:
         if not self._ready.wait(timeout):
-            raise KubeError(f"the probe did not report ready within {timeout:g}s; stderr={self.stderr[-300:]!r}")
+            step = last_step(self.stderr)
+            at = f" (its last step: {step['step']} {step.get('path') or step.get('name') or ''})".replace(" )", ")") \
+                if step else ""
+            raise KubeError(f"the probe verb {self.argv[0]} in {self.where} did not report ready within "
+                            f"{timeout:g}s{at}")
         if self._done.is_set() and not any('"ready": true' in e for e in self._err):
             if self._error:
                 raise KubeError(self._error)
@@ -88,11 +146,7 @@ class VerbRun:
             answer = ProbeAnswer(self._out, self.stderr, self.argv[0], self.where, self.ending).json()
             if answer.get("ok"):
                 raise KubeError(f"the probe verb {self.argv[0]} in {self.where} answered without reporting ready")
-            step = f" at {answer['step']}" if answer.get("step") else ""
-            said = " ".join(str(answer[k]) for k in ("errno", "detail") if answer.get(k)) or "no reason given"
-            on = f" on {answer['path']}" if answer.get("path") else ""
-            raise KubeError(f"the probe verb {self.argv[0]} in {self.where} failed{step} before it was ready: "
-                            f"{said}{on}")
+            raise KubeError(refused(self.where.rpartition("/")[2] or self.where, self.argv[0], answer))
 
     def answer(self, timeout: float | None = None) -> ProbeAnswer:
         if not self._done.wait(self.timeout if timeout is None else timeout):

@@ -46,10 +46,33 @@ def failed_with(answer: dict, errno: str) -> bool:
 
 
 def describe(answer: dict) -> str:
-    """A probe's failed answer in words for a claim's message: errno and detail."""
+    """A probe's failed answer in words for a claim's message: the step that
+    failed, its errno and the system's words for it ("open failed with EACCES
+    (Permission denied)"); never the answer's dict."""
     if answer.get("ok"):
-        return "ok"
-    return " ".join(str(answer[k]) for k in ("errno", "detail") if answer.get(k)) or str(answer)
+        return "it succeeded"
+    errno, detail = answer.get("errno"), answer.get("detail")
+    said = f"{errno} ({detail})" if errno and detail and detail != errno else errno or detail or "no reason given"
+    return f"{answer['step']} failed with {said}" if answer.get("step") else said
+
+
+def stranger_sees(sentence: str, answer: dict, due: str = "ENOENT") -> str:
+    """A negative control that did not hold, as far as the stranger's answer shows:
+    its success is the leak ("the stranger pod opens alpha's queue too, so it is
+    not the pod's alone"); another errno is only that, not a leak."""
+    if answer.get("ok"):
+        return f"{sentence} too, so it is not the pod's alone"
+    return f"the stranger pod's check did not end as its absence would: {describe(answer)}, not {due}"
+
+
+def could_not(who: str, what: str, answer: dict) -> str:
+    """What happened at the step that failed, as a sentence about it (and no more):
+    "beta could not open alpha's lock file: EACCES (Permission denied)"."""
+    errno, detail = answer.get("errno"), answer.get("detail")
+    said = f"{errno} ({detail})" if errno and detail and detail != errno else errno or detail or "no reason given"
+    if answer.get("step"):
+        return f"{who} could not {answer['step']} {what}: {said}"
+    return f"{who} failed on {what}: {said}"
 
 
 def summarize(unit: str, samples: list[float]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import yaml
 
 from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
 from .evidence import Evidence
-from .channel import Channel, VerbRun
+from .channel import Channel, ProbeKilled, VerbRun
 from .delivery import deliver
 from .disruption import Disrupted, Disruption, Disruptions, diagnose
 from .errors import KubeError, PodNotReady
@@ -195,6 +195,14 @@ def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, conditio
     return wait_until(check, timeout=timeout, what=f"pod {namespace}/{name} ({condition.__name__})")
 
 
+def _size(count: int) -> str:
+    """Bytes as the pod spec would say them: 512 KiB, 64 MiB."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= factor and count % factor == 0:
+            return f"{count // factor} {unit}"
+    return f"{count} bytes"
+
+
 class ProbeContainer:
     """One container of a probe pod: runs probe verbs through exec."""
 
@@ -227,9 +235,32 @@ class ProbeContainer:
         """Run a one-shot verb; returns its JSON answer and records it as evidence."""
         argv = self.argv(verb, flags)
         start = time.monotonic()
-        result = self.pod.channel(self.name).send(argv).answer().json()
+        try:
+            result = self.pod.channel(self.name).send(argv).answer().json()
+        except ProbeKilled as killed:
+            raise self.explained(killed, argv, start) from None
         self._record(argv, result, start)
         return result
+
+    def explained(self, killed: ProbeKilled, argv: list[str], start: float) -> ProbeKilled:
+        """A verb killed by a signal, with what the file system under its last step
+        says about why: a mapped write past the end of a full tmpfs is a SIGBUS
+        ("... while writing the mapped /dev/shm object (the tmpfs is full: 512 KiB)")."""
+        path = killed.step.get("path")
+        fs: dict = {}
+        if path:
+            try:
+                fs = self.pod.channel(self.name).send(self.argv("filesystem", {"path": str(Path(path).parent)})) \
+                    .answer().json()
+            except KubeError:
+                fs = {}
+        if fs.get("ok") and fs.get("fstype") == "tmpfs":
+            size, free = fs["size_bytes"], fs["free_bytes"]
+            killed.args = (killed.sentence(f" (the tmpfs is full: {_size(size)})" if free == 0 else
+                                           f" (its tmpfs of {_size(size)} has {_size(free)} free)"),)
+        self._record(argv, {"ok": False, "killed_by": killed.signal, "step": killed.step, "filesystem": fs or None,
+                            "said": str(killed)}, start)
+        return killed
 
     def start(self, verb: str, **flags: Any) -> "Background":
         """Start a verb that keeps running (a holder, a waiter) while the test goes on."""
@@ -272,7 +303,10 @@ class Background:
 
     def result(self) -> dict:
         if self._result is None:
-            self._result = self.running.answer().json()
+            try:
+                self._result = self.running.answer().json()
+            except ProbeKilled as killed:
+                raise self.container.explained(killed, self.argv, self.started) from None
             self.container._record(self.argv, self._result, self.started)
         return self._result
 

@@ -13,13 +13,15 @@ import time
 
 from . import payload
 from .holding import Holder
-from .output import failure, ok, signal_ready
+from .output import failure, ok, signal_ready, step
 
 
 def write(args) -> dict:
     data = payload.generate(args.size, args.seed)
     try:
-        with open(args.path, "wb") as f:
+        with step("open", path=args.path):
+            f = open(args.path, "wb")
+        with f, step("write", path=args.path):
             f.write(data)
             if args.fsync:
                 os.fsync(f.fileno())
@@ -33,7 +35,9 @@ def write(args) -> dict:
 
 def append(args) -> dict:
     try:
-        with open(args.path, "ab") as f:
+        with step("open", path=args.path):
+            f = open(args.path, "ab")
+        with f, step("write", path=args.path):
             f.write(args.text.encode())
         size = os.path.getsize(args.path)
     except OSError as exc:
@@ -43,7 +47,9 @@ def append(args) -> dict:
 
 def read(args) -> dict:
     try:
-        with open(args.path, "rb") as f:
+        with step("open", path=args.path):
+            f = open(args.path, "rb")
+        with f, step("read", path=args.path):
             data = f.read()
     except OSError as exc:
         return failure(exc, path=args.path)
@@ -87,8 +93,10 @@ def _lock(fd: int, kind: str, blocking: bool) -> None:
 def hold_lock(args) -> dict:
     holder = Holder(args.seconds)
     try:
-        fd = os.open(args.path, os.O_RDWR | os.O_CREAT, 0o644)
-        _lock(fd, args.kind, blocking=True)
+        with step("open", path=args.path):
+            fd = os.open(args.path, os.O_RDWR | os.O_CREAT, 0o644)
+        with step("lock", path=args.path, kind=args.kind):
+            _lock(fd, args.kind, blocking=True)
     except OSError as exc:
         return failure(exc, path=args.path, kind=args.kind)
     holder.ready(path=args.path, kind=args.kind)
@@ -100,11 +108,13 @@ def hold_lock(args) -> dict:
 def try_lock(args) -> dict:
     """A non-blocking attempt; EAGAIN means another process holds the lock."""
     try:
-        fd = os.open(args.path, os.O_RDWR | os.O_CREAT, 0o644)
+        with step("open", path=args.path):
+            fd = os.open(args.path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         return failure(exc, path=args.path, kind=args.kind)
     try:
-        _lock(fd, args.kind, blocking=False)
+        with step("lock", path=args.path, kind=args.kind):
+            _lock(fd, args.kind, blocking=False)
     except OSError as exc:
         if exc.errno == errno.EACCES:  # fcntl may say EACCES for a conflicting lock
             exc.errno = errno.EAGAIN
@@ -162,12 +172,16 @@ def hold_mmap(args) -> dict:
     holder = Holder(args.seconds)
     data = payload.generate(args.size, args.seed)
     try:
-        fd = os.open(args.path, os.O_RDWR | os.O_CREAT, 0o644)
-        os.ftruncate(fd, args.size)
-        m = mmap.mmap(fd, args.size, mmap.MAP_SHARED)
+        with step("open", path=args.path):
+            fd = os.open(args.path, os.O_RDWR | os.O_CREAT, 0o644)
+        with step("truncate", path=args.path, size=args.size):
+            os.ftruncate(fd, args.size)
+        with step("map", path=args.path):
+            m = mmap.mmap(fd, args.size, mmap.MAP_SHARED)
     except OSError as exc:
         return failure(exc, path=args.path)
-    m[:] = data
+    with step("write", path=args.path, mapped=True):  # past a full tmpfs: SIGBUS
+        m[:] = data
     holder.ready(path=args.path, sha256=payload.digest(data))
     holder.wait()
     seen = payload.digest(m[:])
@@ -180,12 +194,16 @@ def mmap_write(args) -> dict:
     """Map the file MAP_SHARED, report what is mapped, then overwrite it."""
     data = payload.generate(args.size, args.seed)
     try:
-        fd = os.open(args.path, os.O_RDWR)
-        m = mmap.mmap(fd, args.size, mmap.MAP_SHARED)
-    except OSError as exc:
-        return failure(exc, path=args.path)
+        with step("open", path=args.path):
+            fd = os.open(args.path, os.O_RDWR)
+        with step("map", path=args.path):
+            m = mmap.mmap(fd, args.size, mmap.MAP_SHARED)
+    except (OSError, ValueError) as exc:  # ValueError: the file is shorter than the mapping
+        return failure(exc if isinstance(exc, OSError) else OSError(errno.EINVAL, str(exc)), path=args.path,
+                       step=getattr(exc, "podshare_step", "map"))
     before = payload.digest(m[:])
-    m[:] = data
+    with step("write", path=args.path, mapped=True):
+        m[:] = data
     m.close()
     os.close(fd)
     return ok(path=args.path, mapped_before_sha256=before, written_sha256=payload.digest(data))
@@ -196,7 +214,9 @@ def fill(args) -> dict:
     chunk = b"\0" * (1 << 20)
     written = 0
     try:
-        with open(args.path, "wb") as f:
+        with step("open", path=args.path):
+            f = open(args.path, "wb")
+        with f, step("write", path=args.path):
             while written < args.size:
                 n = min(len(chunk), args.size - written)
                 f.write(chunk[:n])

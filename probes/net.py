@@ -7,7 +7,7 @@ import socket
 
 from .holding import Holder
 from .netutil import listen_tcp, read_json_line
-from .output import failure, ok
+from .output import failure, ok, step
 
 
 def _me() -> dict:
@@ -19,8 +19,10 @@ def connect(args) -> dict:
     try:
         with socket.socket(family, socket.SOCK_STREAM) as s:
             s.settimeout(args.timeout)
-            s.connect((args.host, args.port))
-            return ok(peer=read_json_line(s), host=args.host, port=args.port)
+            with step("connect", host=args.host, port=args.port):
+                s.connect((args.host, args.port))
+            with step("receive", host=args.host, port=args.port):
+                return ok(peer=read_json_line(s), host=args.host, port=args.port)
     except OSError as exc:
         return failure(exc, host=args.host, port=args.port)
 
@@ -32,8 +34,10 @@ def bind(args) -> dict:
     try:
         with socket.socket(family, socket.SOCK_STREAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((args.host, args.port))
-            s.listen(1)
+            with step("bind", host=args.host, port=args.port):
+                s.bind((args.host, args.port))
+            with step("listen", host=args.host, port=args.port):
+                s.listen(1)
             return ok(host=args.host, port=args.port)
     except OSError as exc:
         return failure(exc, host=args.host, port=args.port)
@@ -61,8 +65,10 @@ def hold_unix(args) -> dict:
     address = _unix_address(args)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        listener.bind(address)
-        listener.listen(4)
+        with step("bind"):
+            listener.bind(address)
+        with step("listen"):
+            listener.listen(4)
     except OSError as exc:
         listener.close()
         return failure(exc)
@@ -78,8 +84,10 @@ def connect_unix(args) -> dict:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(args.timeout)
-            s.connect(_unix_address(args))
-            return ok(peer=read_json_line(s))
+            with step("connect"):
+                s.connect(_unix_address(args))
+            with step("receive"):
+                return ok(peer=read_json_line(s))
     except OSError as exc:
         return failure(exc)
 

@@ -1,10 +1,13 @@
-"""One JSON object per verb on stdout; kernel errors become errno names."""
+"""One JSON object per verb on stdout; kernel errors become errno names, with
+the step that failed (open, lock, map, write, connect, receive...)."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import os
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 import posix_ipc
 import sysv_ipc
@@ -26,13 +29,44 @@ def ok(**fields: Any) -> dict[str, Any]:
 
 
 def failure(exc: BaseException, **fields: Any) -> dict[str, Any]:
-    if isinstance(exc, OSError) and exc.errno is not None:
+    """The failed answer: the errno's name, the system's words for it (never a
+    library's own text, which may be unformatted: sysv_ipc's "Permission %o
+    cannot be granted"; that stays in `library_said`), and the step, where the
+    verb named it (see `step`)."""
+    said: dict[str, Any] = {}
+    if isinstance(exc, OSError) and exc.errno:
         name = errno.errorcode.get(exc.errno, str(exc.errno))
+        detail = exc.strerror or os.strerror(exc.errno)
     else:
-        name = next((n for cls, n in _LIBRARY_ERRNOS if isinstance(exc, cls)), type(exc).__name__)
+        name = next((n for cls, n in _LIBRARY_ERRNOS if isinstance(exc, cls)), None)
+        number = getattr(errno, name, None) if name else None
+        detail = os.strerror(number) if number else str(exc)
+        name = name or "EUNKNOWN"  # a library's catch-all: its text says what it knows
+        said = {"library_said": str(exc)}
     if name == "EWOULDBLOCK":
         name = "EAGAIN"
-    return {"ok": False, "errno": name, "detail": str(exc), **fields}
+    step_name = getattr(exc, "podshare_step", None)
+    return {"ok": False, "errno": name, "detail": detail, **({"step": step_name} if step_name else {}),
+            **said, **fields}
+
+
+@contextlib.contextmanager
+def step(taken: str, /, **fields: Any) -> Iterator[None]:
+    """One step of a verb (open, lock, map, write, connect, receive): announced on
+    stderr before it is taken, so a verb killed by a signal is explained by its
+    last step (the harness reads it), and named in the failed answer when it
+    raises."""
+    sys.stderr.write(json.dumps({"step": taken, **fields}, sort_keys=True) + "\n")
+    sys.stderr.flush()
+    try:
+        yield
+    except BaseException as exc:
+        if getattr(exc, "podshare_step", None) is None:
+            try:
+                exc.podshare_step = taken
+            except AttributeError:  # a built-in exception without a __dict__
+                pass
+        raise
 
 
 def emit(result: dict[str, Any]) -> None:

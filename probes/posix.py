@@ -9,7 +9,7 @@ import os
 import posix_ipc
 
 from . import payload
-from .output import failure, ok
+from .output import failure, ok, step
 
 TMPFS_MAGIC = 0x01021994
 
@@ -18,11 +18,20 @@ def _name(args) -> str:
     return args.name if args.name.startswith("/") else "/" + args.name
 
 
+def _object(args) -> dict:
+    """A shm_open object's name and its file (glibc keeps them in /dev/shm)."""
+    return {"name": _name(args), "path": "/dev/shm" + _name(args)}
+
+
 def shm_write(args) -> dict:
     data = payload.generate(args.size, args.seed)
+    where = _object(args)
     try:
-        shm = posix_ipc.SharedMemory(_name(args), posix_ipc.O_CREX, mode=0o600, size=args.size)
-        with mmap.mmap(shm.fd, args.size) as m:
+        with step("open", **where):
+            shm = posix_ipc.SharedMemory(_name(args), posix_ipc.O_CREX, mode=0o600, size=args.size)
+        with step("map", **where):
+            m = mmap.mmap(shm.fd, args.size)
+        with m, step("write", mapped=True, **where):  # past a full /dev/shm: SIGBUS
             m.write(data)
         shm.close_fd()
     except (posix_ipc.Error, OSError) as exc:
@@ -31,9 +40,13 @@ def shm_write(args) -> dict:
 
 
 def shm_read(args) -> dict:
+    where = _object(args)
     try:
-        shm = posix_ipc.SharedMemory(_name(args))
-        with mmap.mmap(shm.fd, shm.size, prot=mmap.PROT_READ) as m:
+        with step("open", **where):
+            shm = posix_ipc.SharedMemory(_name(args))
+        with step("map", **where):
+            m = mmap.mmap(shm.fd, shm.size, prot=mmap.PROT_READ)
+        with m, step("read", mapped=True, **where):
             data = m[: shm.size]
         shm.close_fd()
     except (posix_ipc.Error, OSError) as exc:
@@ -43,7 +56,8 @@ def shm_read(args) -> dict:
 
 def sem_create(args) -> dict:
     try:
-        sem = posix_ipc.Semaphore(_name(args), posix_ipc.O_CREX, mode=0o600, initial_value=args.value)
+        with step("open", name=_name(args)):
+            sem = posix_ipc.Semaphore(_name(args), posix_ipc.O_CREX, mode=0o600, initial_value=args.value)
         value = sem.value
         sem.close()
     except (posix_ipc.Error, OSError) as exc:
@@ -53,7 +67,8 @@ def sem_create(args) -> dict:
 
 def sem_info(args) -> dict:
     try:
-        sem = posix_ipc.Semaphore(_name(args))
+        with step("open", name=_name(args)):
+            sem = posix_ipc.Semaphore(_name(args))
         value = sem.value
         sem.close()
     except (posix_ipc.Error, OSError) as exc:
@@ -65,9 +80,11 @@ def mq_send(args) -> dict:
     try:
         # small: the kernel charges a queue's full size (10 x 8 KiB by default) to the
         # uid's RLIMIT_MSGQUEUE (800 KiB), shared by every pod of that uid on the node
-        mq = posix_ipc.MessageQueue(_name(args), posix_ipc.O_CREAT, mode=0o600, max_messages=2,
-                                    max_message_size=1024)
-        mq.send(args.text.encode(), timeout=0)
+        with step("open", name=_name(args)):
+            mq = posix_ipc.MessageQueue(_name(args), posix_ipc.O_CREAT, mode=0o600, max_messages=2,
+                                        max_message_size=1024)
+        with step("send", name=_name(args)):
+            mq.send(args.text.encode(), timeout=0)
         queued = mq.current_messages
         mq.close()
     except (posix_ipc.Error, OSError) as exc:
@@ -102,8 +119,10 @@ def _mq_syscalls(name: str, message: bytes) -> dict[str, str]:
 
 def mq_receive(args) -> dict:
     try:
-        mq = posix_ipc.MessageQueue(_name(args))
-        message, priority = mq.receive(timeout=0)
+        with step("open", name=_name(args)):
+            mq = posix_ipc.MessageQueue(_name(args))
+        with step("receive", name=_name(args)):
+            message, priority = mq.receive(timeout=0)
         mq.close()
     except (posix_ipc.Error, OSError) as exc:
         return failure(exc, name=_name(args))

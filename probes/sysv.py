@@ -8,7 +8,7 @@ import time
 import sysv_ipc
 
 from . import payload
-from .output import failure, ok, signal_ready
+from .output import failure, ok, signal_ready, step
 
 
 def sem_create(args) -> dict:
@@ -21,7 +21,8 @@ def sem_create(args) -> dict:
 
 def sem_info(args) -> dict:
     try:
-        sem = sysv_ipc.Semaphore(args.key)
+        with step("open", key=args.key):
+            sem = sysv_ipc.Semaphore(args.key)
         return ok(key=args.key, id=sem.id, value=sem.value, waiting=sem.waiting_for_nonzero)
     except (sysv_ipc.Error, OSError) as exc:
         return failure(exc, key=args.key)
@@ -30,7 +31,8 @@ def sem_info(args) -> dict:
 def sem_acquire(args) -> dict:
     """Block in semop until another process releases the semaphore (or timeout)."""
     try:
-        sem = sysv_ipc.Semaphore(args.key)
+        with step("open", key=args.key):
+            sem = sysv_ipc.Semaphore(args.key)
     except (sysv_ipc.Error, OSError) as exc:
         return failure(exc, key=args.key)
     # The PyPI wheel is built without semtimedop: bound the wait with an
@@ -65,8 +67,10 @@ def sem_release(args) -> dict:
 def shm_write(args) -> dict:
     data = payload.generate(args.size, args.seed)
     try:
-        seg = sysv_ipc.SharedMemory(args.key, sysv_ipc.IPC_CREX, mode=0o600, size=args.size)
-        seg.write(data)
+        with step("open", key=args.key):
+            seg = sysv_ipc.SharedMemory(args.key, sysv_ipc.IPC_CREX, mode=0o600, size=args.size)
+        with step("write", key=args.key):
+            seg.write(data)
         seg.detach()
     except (sysv_ipc.Error, OSError) as exc:
         return failure(exc, key=args.key)
@@ -75,8 +79,10 @@ def shm_write(args) -> dict:
 
 def shm_read(args) -> dict:
     try:
-        seg = sysv_ipc.SharedMemory(args.key)
-        data = seg.read(args.size)
+        with step("open", key=args.key):
+            seg = sysv_ipc.SharedMemory(args.key)
+        with step("read", key=args.key):
+            data = seg.read(args.size)
         seg.detach()
     except (sysv_ipc.Error, OSError) as exc:
         return failure(exc, key=args.key)
@@ -85,8 +91,10 @@ def shm_read(args) -> dict:
 
 def mq_send(args) -> dict:
     try:
-        mq = sysv_ipc.MessageQueue(args.key, sysv_ipc.IPC_CREAT, mode=0o600)
-        mq.send(args.text.encode(), block=False, type=args.type)
+        with step("open", key=args.key):
+            mq = sysv_ipc.MessageQueue(args.key, sysv_ipc.IPC_CREAT, mode=0o600)
+        with step("send", key=args.key):
+            mq.send(args.text.encode(), block=False, type=args.type)
         return ok(key=args.key, id=mq.id, queued=mq.current_messages)
     except (sysv_ipc.Error, OSError) as exc:
         return failure(exc, key=args.key)
@@ -94,8 +102,10 @@ def mq_send(args) -> dict:
 
 def mq_receive(args) -> dict:
     try:
-        mq = sysv_ipc.MessageQueue(args.key)
-        message, mtype = mq.receive(block=False)
+        with step("open", key=args.key):
+            mq = sysv_ipc.MessageQueue(args.key)
+        with step("receive", key=args.key):
+            message, mtype = mq.receive(block=False)
         return ok(key=args.key, id=mq.id, text=message.decode(), type=mtype)
     except (sysv_ipc.Error, OSError) as exc:
         return failure(exc, key=args.key)

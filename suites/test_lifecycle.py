@@ -31,7 +31,7 @@ def _look_for_traces(container, key: int, name: str) -> dict:
 def _boot_id(container) -> str:
     """The agent's boot id, new at every start of the container's main process."""
     answer = container.run("connect", port=container.port)
-    assert answer["ok"], f"{container.name}'s agent does not answer: {answer}"
+    assert answer["ok"], f"{container.name}'s agent does not answer: {describe(answer)}"
     return answer["peer"]["boot_id"]
 
 

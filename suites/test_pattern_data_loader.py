@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from podshare.evidence import describe
+
 pytestmark = [pytest.mark.pattern, pytest.mark.manifest("patterns/data-loader.yaml")]
 
 
@@ -44,7 +46,8 @@ def test_main_containers_read_the_data_set_byte_exact_at_start(loader_pod, evide
     reads = {"alpha": beta.run("connect", port=alpha.port)["peer"]["startup_read"],
              "beta": alpha.run("connect", port=beta.port)["peer"]["startup_read"]}
     evidence.update(loader=loaded, startup_reads=reads)
-    assert loaded["ok"] and loaded["size"] == 4 << 20, f"the init container did not load the 4 MiB data set: {loaded}"
+    assert loaded["ok"] and loaded["size"] == 4 << 20, (
+        f"the init container did not load the 4 MiB data set: {describe(loaded) if not loaded['ok'] else str(loaded['size']) + ' bytes'}")
     for name, read in reads.items():
-        assert read["ok"], f"{name} could not read the data set at start: {read}"
+        assert read["ok"], f"{name} could not read the data set at start: {describe(read)}"
         assert (read["size"], read["sha256"]) == (loaded["size"], loaded["sha256"]), f"{name} read other bytes"

@@ -3,6 +3,7 @@ a watcher container follows it with inotify. Broken in the wild where inotify
 events do not cross containers (gVisor on shared volumes)."""
 import pytest
 
+from podshare.evidence import describe
 from podshare.retry import GaveUp, NotYet, wait_until
 
 pytestmark = [pytest.mark.pattern, pytest.mark.manifest("patterns/log-watcher.yaml")]
@@ -39,7 +40,9 @@ def test_watcher_receives_every_line_in_order_across_a_rotation(logs_pod, eviden
                     around_rotation=lines[ROTATE_AT - 2:ROTATE_AT + 2])
     # The transcript would repeat every line; the counts above are the evidence.
     evidence.transcript[:] = [t for t in evidence.transcript if "connect" not in t["command"]]
-    assert written["ok"] and written["rotated_to"] == "/logs/app.log.1", f"the app could not write its log: {written}"
+    assert written["ok"] and written["rotated_to"] == "/logs/app.log.1", (
+        f"the app could not write its log: {describe(written)}" if not written["ok"] else
+        f"the app rotated its log to {written.get('rotated_to')}, not /logs/app.log.1")
     assert seen["container"] == "watcher", f"port 7010 on localhost is {seen['container']!r}, not the watcher"
     assert lines == expected, f"the watcher's copy of the log differs from line {first_bad}"
     assert seen["rotations"] == 1, f"the watcher saw {seen['rotations']} rotations, not 1"

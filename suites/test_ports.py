@@ -2,7 +2,7 @@
 port, which is why a pod's containers must agree on their ports."""
 import pytest
 
-from podshare.evidence import failed_with
+from podshare.evidence import describe, failed_with
 
 pytestmark = pytest.mark.network
 
@@ -17,8 +17,9 @@ def test_port_held_by_alpha_is_in_use_for_beta_until_released(alpha, beta, stran
     after_release = beta.run("bind", port=free_port)
     evidence.update(port=free_port, alpha=held, beta_while_held=while_held,
                     stranger_while_held=stranger_bind, beta_after_release=after_release)
-    assert held["ok"] and held["released"], f"alpha could not hold port {free_port}: {held}"
-    assert failed_with(while_held, "EADDRINUSE"), \
-        f"beta could bind port {free_port} while alpha listened on it: not one port space"
-    assert stranger_bind["ok"], f"the stranger pod could not bind {free_port}: {stranger_bind.get('errno')}"
-    assert after_release["ok"], f"beta could not bind {free_port} after alpha released it: {after_release}"
+    assert held["ok"] and held["released"], f"alpha could not hold port {free_port}: {describe(held)}"
+    assert failed_with(while_held, "EADDRINUSE"), (
+        f"beta could bind port {free_port} while alpha listened on it: not one port space" if while_held["ok"] else
+        f"beta's bind of port {free_port} while alpha listened on it: {describe(while_held)}, not EADDRINUSE")
+    assert stranger_bind["ok"], f"the stranger pod could not bind {free_port}: {describe(stranger_bind)}"
+    assert after_release["ok"], f"beta could not bind {free_port} after alpha released it: {describe(after_release)}"

@@ -4,7 +4,7 @@ containers and by no other pod. Broken in the wild by per-container /dev/shm
 (dockerd private IPC, Kata) and /dev/shm permissions under gVisor."""
 import pytest
 
-from podshare.evidence import describe, failed_with
+from podshare.evidence import could_not, describe, failed_with, stranger_sees
 
 pytestmark = pytest.mark.posix
 
@@ -19,11 +19,11 @@ def test_shm_open_object_written_in_alpha_is_read_in_beta(alpha, beta, stranger,
     evidence.update(alpha=written, beta=read, stranger=foreign, uid=who["uid"])
     assert who["uid"] != 0, "the probe runs as root; the claim is about non-root containers"
     assert written["ok"], f"alpha could not write a POSIX shared memory object: {describe(written)}"
-    assert read["ok"], f"beta cannot open alpha's shared memory: {describe(read)}"
+    assert read["ok"], could_not("beta", "alpha's shared memory object", read)
     assert (read["size"], read["sha256"]) == (written["size"], written["sha256"]), (
         "beta read other bytes from alpha's shared memory object than alpha wrote")
     assert failed_with(foreign, "ENOENT"), (
-        f"the stranger pod opens alpha's shared memory object too ({describe(foreign)}), so it is not the pod's alone")
+        stranger_sees("the stranger pod opens alpha's shared memory object", foreign))
 
 
 def test_named_semaphore_created_in_alpha_is_visible_in_beta(alpha, beta, stranger, ipc_name, evidence):
@@ -33,9 +33,10 @@ def test_named_semaphore_created_in_alpha_is_visible_in_beta(alpha, beta, strang
     foreign = stranger.run("posix-sem-info", name=ipc_name)
     evidence.update(alpha=created, beta=seen, stranger=foreign)
     assert created["ok"], f"alpha could not create a POSIX named semaphore: {describe(created)}"
-    assert seen["ok"] and seen["value"] == 5, f"beta does not see alpha's semaphore: {seen}"
+    assert seen["ok"], could_not("beta", "alpha's named semaphore", seen)
+    assert seen["value"] == 5, f"beta sees alpha's semaphore with the value {seen['value']}, not 5"
     assert failed_with(foreign, "ENOENT"), (
-        f"the stranger pod opens alpha's named semaphore too ({describe(foreign)}), so it is not the pod's alone")
+        stranger_sees("the stranger pod opens alpha's named semaphore", foreign))
 
 
 def test_message_queue_opened_in_alpha_delivers_to_beta(alpha, beta, stranger, ipc_name, evidence):
@@ -49,7 +50,7 @@ def test_message_queue_opened_in_alpha_delivers_to_beta(alpha, beta, stranger, i
     assert sent["ok"], f"alpha could not send on a POSIX message queue: {describe(sent)}"
     assert received["ok"] and received["text"] == text, f"beta did not receive alpha's message: {describe(received)}"
     assert failed_with(foreign, "ENOENT"), (
-        f"the stranger pod opens alpha's message queue too ({describe(foreign)}), so it is not the pod's alone")
+        stranger_sees("the stranger pod opens alpha's message queue", foreign))
 
 
 def test_dev_shm_is_one_tmpfs_for_the_pod(alpha, beta, stranger, ipc_name, evidence):
@@ -73,4 +74,4 @@ def test_dev_shm_is_one_tmpfs_for_the_pod(alpha, beta, stranger, ipc_name, evide
     assert read["ok"] and read["sha256"] == written["sha256"], (
         f"beta does not read the file alpha made in /dev/shm: {describe(read)}; not one /dev/shm for the pod")
     assert failed_with(foreign, "ENOENT"), (
-        f"the stranger pod reads alpha's file in its /dev/shm too ({describe(foreign)}), so it is not the pod's alone")
+        stranger_sees("the stranger pod reads alpha's file in its /dev/shm", foreign))

@@ -4,7 +4,7 @@ others, and in no other pod. Broken in the wild by dockerd's private IPC mode
 and by runtimes that run each container in its own VM or sandbox kernel."""
 import pytest
 
-from podshare.evidence import describe, failed_with
+from podshare.evidence import describe, failed_with, stranger_sees
 from podshare.retry import GaveUp, NotYet, wait_until
 
 pytestmark = pytest.mark.ipc
@@ -23,7 +23,7 @@ def test_semaphore_created_in_alpha_is_visible_in_beta_with_its_value(alpha, bet
         f"beta found another semaphore under the key: id {seen['id']} value {seen['value']}, "
         f"alpha made id {created['id']} value 3")
     assert failed_with(foreign, "ENOENT"), (
-        f"the stranger pod finds alpha's semaphore key too ({describe(foreign)}), so it is not the pod's alone")
+        stranger_sees("the stranger pod finds alpha's semaphore key", foreign))
 
 
 def test_semop_blocked_in_beta_is_released_by_alpha(alpha, beta, ipc_key, evidence):
@@ -63,7 +63,7 @@ def test_shared_memory_written_in_alpha_is_read_byte_exact_in_beta(alpha, beta, 
     assert (read["id"], read["size"], read["sha256"]) == (written["id"], size, written["sha256"]), (
         "beta read another segment or other bytes than alpha wrote")
     assert failed_with(foreign, "ENOENT"), (
-        f"the stranger pod attaches alpha's segment too ({describe(foreign)}), so it is not the pod's alone")
+        stranger_sees("the stranger pod attaches alpha's segment", foreign))
 
 
 def test_message_queue_carries_a_message_from_alpha_to_beta(alpha, beta, stranger, ipc_key, evidence):
@@ -80,4 +80,4 @@ def test_message_queue_carries_a_message_from_alpha_to_beta(alpha, beta, strange
     assert received["ok"], f"beta did not receive alpha's message: {describe(received)}"
     assert (received["text"], received["type"]) == (text, 7), f"beta received another message: {received}"
     assert failed_with(foreign, "ENOENT"), (
-        f"the stranger pod finds alpha's queue too ({describe(foreign)}), so it is not the pod's alone")
+        stranger_sees("the stranger pod finds alpha's queue", foreign))

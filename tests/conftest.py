@@ -52,6 +52,8 @@ def start_probe():
 def wait_ready(proc: subprocess.Popen) -> dict:
     """Block until a holding verb prints its ready line on stderr."""
     line = proc.stderr.readline()
+    while '"step"' in line and '"ready": true' not in line:  # the steps a verb announces before it is ready
+        line = proc.stderr.readline()
     assert '"ready": true' in line, f"not ready: {line!r} {proc.stdout.read() if proc.poll() is not None else ''}"
     return json.loads(line)
 

@@ -59,7 +59,8 @@ def test_probe_argv_turns_flags_into_options():
 
 def test_probe_answer_demands_exactly_one_json_line():
     assert ProbeAnswer('{"ok": true}\n', "").json() == {"ok": True}
-    with pytest.raises(KubeError, match="expected one JSON line"):
+    with pytest.raises(KubeError, match=r"^the probe verb  in  gave no answer \(2 lines where one was due\): it "
+                                        "ended; its last words: boom$"):
         ProbeAnswer("Traceback...\n{}\n", "boom").json()
     with pytest.raises(KubeError):
         ProbeAnswer("", "python3: not found").json()
@@ -441,12 +442,24 @@ def test_a_probe_that_fails_before_it_is_ready_is_a_sentence_not_a_dump():
                ending={"exit": 0})
     with pytest.raises(KubeError) as raised:
         run.wait_ready(1)
-    assert str(raised.value) == ("the probe verb hold-lock in p/beta failed before it was ready: "
-                                 "EACCES Permission denied on /data/disk/x")
+    assert str(raised.value) == "beta's hold-lock failed before it was ready on /data/disk/x: EACCES (Permission denied)"
+    run = VerbRun(["hold-lock", "--path", "/data/disk/x"], 5, "p/beta")
+    run.finish('{"detail": "Read-only file system", "errno": "EROFS", "ok": false, "path": "/data/disk/x", '
+               '"step": "open"}\n', ending={"exit": 1})
+    with pytest.raises(KubeError) as raised:
+        run.wait_ready(1)
+    assert str(raised.value) == "beta could not open /data/disk/x: EROFS (Read-only file system)"
     killed = VerbRun(["hold-mmap"], 5, "p/alpha")
+    killed.feed_err('{"path": "/dev/shm/podshare-x", "step": "open"}\n'
+                    '{"mapped": true, "path": "/dev/shm/podshare-x", "step": "write"}\n')
     killed.finish("", ending={"signal": "SIGBUS"})
-    with pytest.raises(KubeError, match="^the probe verb hold-mmap in p/alpha was killed by SIGBUS before it answered$"):
+    with pytest.raises(KubeError, match="^alpha's probe was killed by SIGBUS while writing the mapped /dev/shm object$"):
         killed.wait_ready(1)
+    silent = VerbRun(["hold-lock"], 5, "p/alpha")
+    silent.finish("", ending={"exit": 1})
+    with pytest.raises(KubeError, match=r"^the probe verb hold-lock in p/alpha gave no answer \(0 lines where one was "
+                                        r"due\): it exited with code 1$"):
+        silent.wait_ready(1)
 
 
 def test_a_harness_errors_message_reaches_the_reports_without_its_class_name():
