@@ -93,7 +93,9 @@ class ProbeAnswer:
 def refused(container: str, verb: str, answer: dict) -> str:
     """A holding verb's failure before it was ready, as a sentence: "alpha could
     not open /data/disk/x.lock: EACCES (Permission denied)"."""
-    what = answer.get("path") or answer.get("name") or (f"port {answer['port']}" if answer.get("port") else "")
+    what = answer.get("path") or answer.get("name") or next(
+        (f"{label} {answer[k]}" for k, label in (("key", "the System V object of key"), ("port", "port")) if answer.get(k)),
+        "its object")
     errno = answer.get("errno") or "an error"
     detail = f" ({answer['detail']})" if answer.get("detail") and answer.get("detail") != errno else ""
     if answer.get("step"):

@@ -654,10 +654,19 @@ def _claim_of(item: pytest.Item) -> str:
 _HARNESS_CLASS = re.compile(r"^(?:[\w.]+\.)?(?:KubeError|AccessDenied|PodNotReady|Disrupted|GaveUp|ProbeKilled): ")
 
 
+# A claim's assertion: its own sentence is the message; pytest's class prefix and its
+# introspection after it ("assert False", "+  where False = failed_with({...})") are not.
+_CLAIM_CLASS = re.compile(r"^(?:AssertionError|Failed): ")
+_INTROSPECTION = re.compile(r"\n(?:assert |\s*\+\s+where |where |AssertionError$).*", re.S)
+
+
 def _short_message(report: pytest.TestReport | pytest.CollectReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
-        return _HARNESS_CLASS.sub("", crash.message)
+        message = _HARNESS_CLASS.sub("", crash.message)
+        if _CLAIM_CLASS.match(message):
+            message = _INTROSPECTION.sub("", _CLAIM_CLASS.sub("", message))
+        return message
     return _HARNESS_CLASS.sub("", str(report.longrepr).strip().splitlines()[-1]) if report.longrepr else ""
 
 

@@ -91,7 +91,10 @@ def mq_send(args) -> dict:
         result = failure(exc, name=_name(args))
         if type(exc) is posix_ipc.Error:  # the library's catch-all: ask the syscalls themselves
             result["syscalls"] = _mq_syscalls(_name(args), args.text.encode())
-            result["errno"] = next((e for e in result["syscalls"].values() if e != "ok"), result["errno"])
+            failed = next(((call, e) for call, e in result["syscalls"].items() if e != "ok"), None)
+            if failed and hasattr(errno, failed[1]):  # the syscall's own errno and words, its step
+                result.update(errno=failed[1], detail=os.strerror(getattr(errno, failed[1])),
+                              step=failed[0].removeprefix("mq_"))
         return result
     return ok(name=_name(args), queued=queued)
 

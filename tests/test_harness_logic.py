@@ -469,8 +469,14 @@ def test_a_harness_errors_message_reaches_the_reports_without_its_class_name():
     crash = SimpleNamespace(message="podshare.errors.KubeError: read the log of p/alpha: 500 connection refused")
     assert _short_message(SimpleNamespace(longrepr=SimpleNamespace(reprcrash=crash))) == (
         "read the log of p/alpha: 500 connection refused")
-    crash.message = "AssertionError: beta cannot read alpha's file"  # a claim's own words stay as they are
-    assert _short_message(SimpleNamespace(longrepr=SimpleNamespace(reprcrash=crash))) == crash.message
+    # a claim's own words stay as they are, without pytest's class name and introspection (a dict's repr)
+    crash.message = ("AssertionError: beta could not open alpha's lock file: EACCES (Permission denied)\nassert False\n"
+                     " +  where False = failed_with({'errno': 'EACCES', 'ok': False}, 'EAGAIN')")
+    assert _short_message(SimpleNamespace(longrepr=SimpleNamespace(reprcrash=crash))) == (
+        "beta could not open alpha's lock file: EACCES (Permission denied)")
+    crash.message = "Failed: the pod this claim needs never became ready: pod p is unschedulable"
+    assert _short_message(SimpleNamespace(longrepr=SimpleNamespace(reprcrash=crash))) == (
+        "the pod this claim needs never became ready: pod p is unschedulable")
 
 
 class ClusterFacts:

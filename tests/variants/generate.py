@@ -80,6 +80,24 @@ def split_pods() -> list[dict]:
     return docs
 
 
+def beta_volumes_read_only(spec):
+    spec["containers"][1]["volumeMounts"] = [{**m, "readOnly": True} for m in spec["containers"][1]["volumeMounts"]]
+
+
+SECOND_UID = 65533
+
+
+def beta_as_another_uid(spec):
+    spec["containers"][1]["securityContext"] = {**spec["containers"][1]["securityContext"],
+                                                "runAsUser": SECOND_UID, "runAsGroup": SECOND_UID}
+
+
+def small_shared_dev_shm(spec):
+    for c in spec["containers"]:
+        c["volumeMounts"] = c["volumeMounts"] + [{"name": "dev-shm", "mountPath": "/dev/shm"}]
+    spec["volumes"] += [{"name": "dev-shm", "emptyDir": {"medium": "Memory", "sizeLimit": "512Ki"}}]
+
+
 def broken_pattern(name: str, change, why: str) -> None:
     """A pattern manifest with the promise it relies on broken, for --patterns-dir."""
     docs = list(yaml.safe_load_all((MANIFESTS / "patterns" / name).read_text()))
@@ -164,6 +182,25 @@ path: every volume claim must pass.""")
     save("memory-without-medium.yaml", [variant(memory_without_medium)], """
 Broken on purpose: the volume mounted at /data/memory has no medium: Memory, so
 it is on the node's disk: the memory-volume claim must fail, with a sentence.""")
+    save("read-only-for-beta.yaml", [variant(beta_volumes_read_only)], """
+Broken on purpose: beta mounts both shared volumes readOnly. It still reads
+what alpha writes, but cannot open alpha's files for writing (EROFS): the
+claims where beta writes, locks or maps must fail saying beta could not open
+(or rename) the file, and nothing more.""")
+    save("second-uid.yaml", [variant(beta_as_another_uid)], f"""
+Broken on purpose: beta runs as another uid and gid ({SECOND_UID}; the pod's
+fsGroup 65532 stays its supplementary group). alpha's files (0644) and IPC
+objects (0600) are alpha's own: beta's opens for writing and of the IPC objects
+fail with EACCES, and each such claim must say so, with the step.""")
+    save("full-dev-shm.yaml", [variant(small_shared_dev_shm)], """
+Broken on purpose: /dev/shm is a 512 KiB Memory emptyDir shared by both
+containers. alpha's 1 MiB shm_open object is mapped, and the write past the
+512 KiB kills alpha's probe with SIGBUS: the claim must say so, with the
+step and what the tmpfs shows.""")
+    save("runtime-class-in-manifest.yaml", [variant(lambda s: s.update(runtimeClassName="gvisor"))], """
+Not broken: the manifest itself sets runtimeClassName: gvisor (no
+--runtime-class). The pods run under it, and results.json and the report's
+header must name the class and its handler, read back from the API.""")
     save("host-path.yaml", [variant(host_path)], """
 Broken on purpose: a hostPath directory in place of the disk emptyDir. Still
 shared by the containers, but it outlives the pod: the recreated-pod claim must
