@@ -114,6 +114,7 @@ class PodFactory:
             for _ in range(lifecycle):
                 self.spare_lifecycle.append(self._new_lifecycle_set(create=True))
             start_pods([*probes.pods, stranger])
+            self.record_probe_containers(probes)
             self.cluster.learn_node(probes.main.node)
             self.cluster.learn_runtime_class(probes.main.runtime_class)
             self.probes = (probes, stranger)
@@ -130,7 +131,24 @@ class PodFactory:
                 pin_to_node(new.body["spec"], old.node)
         start_pods(fresh.pods)
         probes.pods[:] = fresh.pods
+        self.record_probe_containers(probes)
         return [p.name for p in fresh.pods]
+
+    def record_probe_containers(self, probes: ProbeSet) -> None:
+        """Each probe container's uid, gid, groups and mounts of what it shares, as
+        evidence of the probe pod (results.json: cluster.probe_containers, by pod):
+        the reports explain refusals (EACCES, EROFS) and absences (ENOENT) with them.
+        Optional: a container that does not answer here fails its claims itself."""
+        seen = self.cluster.facts.setdefault("probe_containers", {})
+        for pod in probes.pods:
+            for c in pod.body["spec"]["containers"]:
+                try:
+                    answer = pod.container(c["name"]).run("identity")
+                except HARNESS_ERRORS:
+                    continue
+                if answer.get("ok"):
+                    seen.setdefault(pod.name, {})[c["name"]] = {k: answer.get(k) for k in ("uid", "gid", "groups",
+                                                                                          "mounts")}
 
     def _new_lifecycle_set(self, create: bool) -> ProbeSet:
         probes = self.probe_set(f"podshare-lifecycle{self._lifecycle_count}")

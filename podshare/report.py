@@ -243,6 +243,81 @@ def needs_attention(report: RunReport) -> list[tuple[Check, str | None]]:
     return sorted(flagged, key=lambda cv: cv[1] != "newly failing") + flaky_passes
 
 
+_ERRNO = re.compile(r"\b(E[A-Z]{2,})\b")
+
+
+@dataclass
+class CommonCause:
+    """Several claims failing with one errno for one container: one cause, shown once."""
+    errno: str
+    who: str  # the container the messages name first (beta could not open ...)
+    checks: list[tuple[Check, str | None]]
+    why: str  # what the evidence says about it: uids and modes, mounts
+
+    @property
+    def headline(self) -> str:
+        return f"{len(self.checks)} claims, one cause: {self.who} got {self.errno}"
+
+
+def common_causes(report: RunReport, attention: list[tuple[Check, str | None]]
+                  ) -> tuple[list[CommonCause], list[tuple[Check, str | None]]]:
+    """Needs attention with failures of one errno for one container (on one node and
+    RuntimeClass) grouped: the groups, each with what the evidence says about why,
+    and the rest as they were."""
+    groups: dict[tuple, list[tuple[Check, str | None]]] = {}
+    for c, v in attention:
+        codes = set(_ERRNO.findall(c.message))
+        if c.outcome == "failed" and len(codes) == 1:
+            who = c.message.split()[0].removesuffix("'s") if c.message.strip() else ""
+            groups.setdefault((codes.pop(), who, c.node, c.runtime_class), []).append((c, v))
+    causes = [CommonCause(errno, who, members, _why(report, errno, [c for c, _ in members]))
+              for (errno, who, _n, _k), members in groups.items() if len(members) > 1]
+    grouped = {id(c) for cause in causes for c, _ in cause.checks}
+    return causes, [(c, v) for c, v in attention if id(c) not in grouped]
+
+
+def _answers(checks: list[Check], errno: str) -> list[dict[str, Any]]:
+    return [t["result"] for c in checks for t in c.evidence.get("transcript", [])
+            if isinstance(t.get("result"), dict) and t["result"].get("errno") == errno]
+
+
+def _why(report: RunReport, errno: str, checks: list[Check]) -> str:
+    """The probe containers' uids and groups (refusals), the refused objects' owners
+    and modes, and the containers' mounts of the places the answers name (absences,
+    read-only file systems), from the evidence recorded with the probe pod."""
+    pods = [t["pod"] for c in checks for t in c.evidence.get("transcript", [])]
+    known = report.cluster.get("probe_containers", {})
+    containers = next((known[p] for p in pods if p in known), {})
+    answers = _answers(checks, errno)
+    parts = []
+    if errno in ("EACCES", "EPERM") and containers:
+        parts.append("; ".join(f"{name} runs as uid {i['uid']}, gid {i['gid']} (groups "
+                               f"{', '.join(map(str, i.get('groups') or [])) or 'none'})"
+                               for name, i in containers.items()))
+    owners = list(dict.fromkeys(_owner(a["object"]) for a in answers if a.get("object"))) \
+        if errno in ("EACCES", "EPERM") else []
+    if owners:
+        parts.append("; ".join(owners[:4]) + (f" and {len(owners) - 4} more" if len(owners) > 4 else ""))
+    if errno in ("ENOENT", "EROFS") and containers:
+        paths = {a.get("path") or "" for a in answers}
+        points = sorted({point for point in _points(containers) for p in paths if p.startswith(point.rstrip("/") + "/")})
+        parts += [f"{name} mounts {point} from {m['root']} ({m['fstype']}, device {m['device']}"
+                  f"{', read-only' if m.get('read_only') else ''})"
+                  for point in points for name, i in containers.items()
+                  for m in [(i.get("mounts") or {}).get(point)] if m]
+    return "; ".join(parts) or "the evidence of each claim shows the answers"
+
+
+def _owner(found: dict[str, Any]) -> str:
+    """A refused object's owner and mode, as the probe read them."""
+    what = found.get("path") or f"the System V {found.get('kind')} of key {found.get('key')}"
+    return f"{what} is mode {found['mode']}, owner {found['uid']}:{found['gid']}"
+
+
+def _points(containers: dict[str, dict]) -> set[str]:
+    return {point for i in containers.values() for point in (i.get("mounts") or {})}
+
+
 def not_checked(report: RunReport) -> dict[str, list[Check]]:
     """The claims the cluster moved under, grouped by cause (one disruption, many
     claims): apart from the broken promises, which they are not."""
@@ -291,9 +366,13 @@ def render_markdown(report: RunReport) -> str:
     lines += [f"- {line}" for line in node_summary(report)] + ([""] if node_summary(report) else [])
     attention = needs_attention(report)
     if attention:
+        causes, rest = common_causes(report, attention)
         lines += ["## Needs attention", ""] + [
+            f"- {_ICON['failed']} **{cause.headline}**: {cause.why} "
+            f"({', '.join('`' + c.id.split('::')[-1] + '`' for c, _ in cause.checks)}); "
+            f"first: {_first_line(cause.checks[0][0].message)}" for cause in causes] + [
             f"- {_ICON.get(c.outcome, '')} `{c.id.split('::')[-1]}`{f' **{v}**' if v else ''}: {_first_line(c.message)}"
-            for c, v in attention] + [""]
+            for c, v in rest] + [""]
     unchecked = not_checked(report)
     if unchecked:
         lines += ["## Could not check: the cluster moved under the run", ""] + [
@@ -456,10 +535,16 @@ def _html_attention(report: RunReport) -> str:
     if not attention:
         return ""
     e = html.escape
+    causes, rest = common_causes(report, attention)
     items = "".join(
+        f'<li class="failed"><b>{e(cause.headline)}</b>: {e(cause.why)}; first: '
+        f'{e(_first_line(cause.checks[0][0].message))} — ' + ", ".join(
+            f'<a href="#check-{report.checks.index(c)}">{e(c.id.split("::")[-1])}</a>'
+            + (f' {_verdict_tag(v)}' if v else "") for c, v in cause.checks) + "</li>" for cause in causes)
+    items += "".join(
         f'<li class="{c.outcome}"><a href="#check-{report.checks.index(c)}">{e(c.id.split("::")[-1])}</a>'
         + (f' {_verdict_tag(v)}' if v else "") + f" — {e(_first_line(c.message))}</li>"
-        for c, v in attention)
+        for c, v in rest)
     return f'<section class="attention"><h2>Needs attention ({len(attention)})</h2><ul>{items}</ul></section>'
 
 

@@ -53,4 +53,32 @@ def identity(_args) -> dict:
         namespace_ids=namespace_ids(kernel),
         uid=os.getuid(),
         gid=os.getgid(),
+        groups=sorted(os.getgroups()),
+        mounts=shared_mounts(),
     )
+
+
+# Where the probe pods mount what they share: the volumes and /dev/shm.
+SHARED_PLACES = ("/data/", "/dev/shm")
+
+
+def shared_mounts() -> dict[str, dict]:
+    """The mounts at the shared places as this container sees them (mountinfo):
+    device, file system, read-only or not, and the root, which for a volume names
+    its directory on the node (.../volumes/kubernetes.io~empty-dir/NAME)."""
+    found = {}
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, after = left.split(), right.split()
+        if len(fields) < 6 or len(after) < 2:
+            continue
+        point = fields[4]
+        if point.startswith(SHARED_PLACES) or point == "/dev/shm":
+            found[point] = {"device": fields[2], "root": fields[3], "fstype": after[0],
+                            "read_only": "ro" in fields[5].split(",")}
+    return found

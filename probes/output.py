@@ -46,8 +46,35 @@ def failure(exc: BaseException, **fields: Any) -> dict[str, Any]:
     if name == "EWOULDBLOCK":
         name = "EAGAIN"
     step_name = getattr(exc, "podshare_step", None)
+    refused = {"object": owner_of(fields)} if name in ("EACCES", "EPERM", "EROFS") and owner_of(fields) else {}
     return {"ok": False, "errno": name, "detail": detail, **({"step": step_name} if step_name else {}),
-            **said, **fields}
+            **said, **refused, **fields}
+
+
+def owner_of(fields: dict[str, Any]) -> dict[str, Any] | None:
+    """Whose the object a verb was refused is, and its mode: a file's stat, or a
+    System V object's entry in /proc/sysvipc (readable without its permission)."""
+    path, key = fields.get("path"), fields.get("key")
+    if path:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return {"path": path, "mode": f"{st.st_mode & 0o7777:04o}", "uid": st.st_uid, "gid": st.st_gid}
+    if key is not None:
+        for kind in ("sem", "shm", "msg"):
+            try:
+                with open(f"/proc/sysvipc/{kind}") as f:
+                    header, *rows = f.read().splitlines()
+            except OSError:
+                continue
+            names = header.split()
+            for row in rows:
+                entry = dict(zip(names, row.split()))
+                if entry.get("key") == str(key):
+                    return {"key": key, "kind": kind, "mode": f"{int(entry['perms'], 8) & 0o777:04o}",
+                            "uid": int(entry["uid"]), "gid": int(entry["gid"])}
+    return None
 
 
 @contextlib.contextmanager

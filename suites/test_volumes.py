@@ -135,7 +135,7 @@ def test_memory_volume_is_tmpfs_and_honours_its_size_limit(probe_set, alpha, bet
     empty_dir = (volume or {}).get("emptyDir") or {}
     evidence.update(volume=volume)
     assert empty_dir.get("medium") == "Memory", (
-        f"the volume at /data/memory is not a medium: Memory emptyDir: {volume}")
+        f"the volume at /data/memory is not a medium: Memory emptyDir: it is {volume_in_words(volume)}")
     limit = empty_dir.get("sizeLimit")
     assert limit, "the Memory emptyDir at /data/memory declares no sizeLimit, so there is no size to honour"
     limit_bytes = quantity_bytes(str(limit))
@@ -150,6 +150,19 @@ def test_memory_volume_is_tmpfs_and_honours_its_size_limit(probe_set, alpha, bet
         f"a write past the {limit} sizeLimit succeeded: {filled['written']} bytes went in" if filled["ok"] else
         f"a write past the {limit} sizeLimit failed with {describe(filled).split(' with ', 1)[-1]}, not ENOSPC")
     assert filled["written"] <= limit_bytes, f"{filled['written']} bytes went into a volume limited to {limit}"
+
+
+def volume_in_words(volume: dict | None) -> str:
+    """A pod volume (as the API returns it) as a reader would name it."""
+    if not volume:
+        return "no volume of the pod"
+    kind = next((k for k in volume if k != "name"), "unknown")
+    source = volume.get(kind) or {}
+    if kind == "emptyDir":
+        return (f"the emptyDir {volume['name']} with " + (f"medium {source['medium']}" if source.get("medium")
+                                                           else "no medium (the node's disk)")
+                + (f" and sizeLimit {source['sizeLimit']}" if source.get("sizeLimit") else ""))
+    return f"the {kind} volume {volume['name']}" + (f" of {source['path']}" if source.get("path") else "")
 
 
 def quantity_bytes(quantity: str) -> int:

@@ -567,3 +567,31 @@ def test_podshare_history_exits_2_when_the_newest_run_could_not_check_some_claim
                                         "cluster": {}, "checks": checks})
     assert show_history(tmp_path / "store", tmp_path / "out", 14) == 2
     assert "(1 passed, 0 failed, 1 could not check)" in capsys.readouterr().out
+
+
+def test_failures_with_one_errno_for_one_container_are_one_cause_with_the_evidence_of_why():
+    """Needs attention groups the claims beta fails with EACCES into one item that
+    says why, from the evidence: each probe container's uid and groups, and the
+    refused objects' owners and modes; a lone failure stays an item of its own."""
+    from podshare.report import RunReport, render_html, render_markdown
+
+    def refused(claim, path):
+        return _check("failed", claim_id=claim, message=f"beta could not open alpha's file: EACCES (Permission denied)",
+                      evidence={"transcript": [{"pod": "probe-1", "container": "beta", "command": "try-lock",
+                                                "result": {"ok": False, "errno": "EACCES", "step": "open",
+                                                           "path": path, "object": {"path": path, "mode": "0644",
+                                                                                    "uid": 65532, "gid": 65532}}}]})
+    cluster = {"probe_containers": {"probe-1": {
+        "alpha": {"uid": 65532, "gid": 65532, "groups": [65532], "mounts": {}},
+        "beta": {"uid": 65533, "gid": 65533, "groups": [65532], "mounts": {}}}}}
+    report = RunReport(run={"id": "r"}, cluster=cluster, checks=[
+        refused("s.py::lock", "/data/disk/a.lock"), refused("s.py::map", "/data/disk/b.map"),
+        _check("failed", claim_id="s.py::other", message="beta read other bytes than alpha wrote")])
+    why = ("alpha runs as uid 65532, gid 65532 (groups 65532); beta runs as uid 65533, gid 65533 (groups 65532); "
+           "/data/disk/a.lock is mode 0644, owner 65532:65532; /data/disk/b.map is mode 0644, owner 65532:65532")
+    summary = render_markdown(report)
+    assert f"**2 claims, one cause: beta got EACCES**: {why} (`lock[runc]`, `map[runc]`)" in summary
+    assert "`other[runc]`: beta read other bytes than alpha wrote" in summary
+    assert summary.count("beta could not open alpha's file") == 1 + 2  # once in attention, twice in the table
+    page = render_html(report)
+    assert "<b>2 claims, one cause: beta got EACCES</b>: " + why.replace("'", "&#x27;") in page

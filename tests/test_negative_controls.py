@@ -153,6 +153,7 @@ def test_split_pods_fail_every_sharing_claim(tmp_path):
 on_the_node = pytest.mark.skipif(not os.environ.get("PODSHARE_LOCAL_CLUSTER"),
                                  reason="needs the bundled local cluster: the test prepares the node itself")
 PROBE_UID = 65532
+SECOND_UID = 65533  # tests/variants/second-uid.yaml's beta
 
 
 def fails_exactly(outcomes: dict[str, str], expected: set[str]) -> None:
@@ -360,6 +361,20 @@ def test_a_shared_file_beta_cannot_open_fails_saying_so_at_the_open(tmp_path):
     assert {name: c["message"] for name, c in got.items()} == expected
     for check in got.values():
         evidence_shows(check, check["message"])
+    # one cause, shown once, with the mounts that explain it
+    attention = needs_attention_of(tmp_path)
+    assert attention[0].startswith(f"- ❌ **{len(expected)} claims, one cause: beta got EROFS**: alpha mounts /data/disk "
+                                   "from "), attention
+    assert re.search(r"beta mounts /data/disk from \S+/volumes/kubernetes.io~empty-dir/disk \(\w+, device [\d:]+, "
+                     r"read-only\)", attention[0]) and "beta mounts /data/memory from " in attention[0], attention[0]
+    assert len(attention) == 1, attention
+
+
+def needs_attention_of(tmp_path: Path) -> list[str]:
+    """The items of summary.md's Needs attention."""
+    summary = (tmp_path / "reports" / "summary.md").read_text()
+    section = summary.split("## Needs attention\n\n", 1)[1].split("\n\n", 1)[0]
+    return section.splitlines()
 
 
 @pytest.mark.usefixtures("kube")
@@ -393,6 +408,7 @@ def test_beta_as_a_second_uid_fails_each_claim_at_its_step_with_eacces(tmp_path)
            for v in VOLUMES_BOTH},
     }
     got = failing(run_variant(tmp_path, "second-uid.yaml", "volume or ipc or posix"))
+    grouped = len(got) - 1  # every failure but the rename (EPERM) is one EACCES cause
     semop = got.pop("test_semop_blocked_in_beta_is_released_by_alpha")  # its waiter fails before it is ready
     key = next(t["command"].split("--key ")[1].split()[0] for t in semop["evidence"]["transcript"]
                if t["container"] == "alpha")
@@ -400,6 +416,14 @@ def test_beta_as_a_second_uid_fails_each_claim_at_its_step_with_eacces(tmp_path)
     assert {name: c["message"] for name, c in got.items()} == expected
     for check in got.values():
         evidence_shows(check, check["message"])
+    # the EACCES failures are one cause, with each container's ids and the refused objects' modes
+    attention = needs_attention_of(tmp_path)
+    assert len(attention) == 2 and "EPERM" in attention[1], attention
+    assert attention[0].startswith(f"- ❌ **{grouped} claims, one cause: beta got EACCES**: alpha runs as uid "
+                                   f"65532, gid 65532 (groups 65532); beta runs as uid {SECOND_UID}, gid {SECOND_UID} "
+                                   f"(groups 65532, {SECOND_UID}); "), attention[0]
+    assert re.search(r"/data/disk/podshare-\w+\.lock is mode 0644, owner 65532:65532", attention[0]), attention[0]
+    assert re.search(r"the System V sem of key \d+ is mode 0600, owner 65532:65532", attention[0]), attention[0]
 
 
 @pytest.mark.usefixtures("kube")
