@@ -8,6 +8,7 @@ status, the API's reason and one line naming the cause; callers test
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -30,6 +31,22 @@ def _status_body(exc: ApiException) -> dict:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _unreachable(exc: BaseException) -> str:
+    """Why the API server could not be reached, in the system's words (urllib3
+    wraps the socket's error in its own reprs: "HTTPSConnection(host=...): Failed
+    to establish a new connection: [Errno 111] Connection refused")."""
+    chain: BaseException | None = exc
+    seen: set[int] = set()
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, OSError) and chain.errno:
+            return f"{chain.strerror or os.strerror(chain.errno)} ({errno.errorcode.get(chain.errno, chain.errno)})"
+        reason = getattr(chain, "reason", None)
+        chain = reason if isinstance(reason, BaseException) else (chain.__cause__ or chain.__context__)
+    text = str(getattr(exc, "reason", None) or exc)
+    return re.sub(r"<?[\w.]*(?:HTTPS?Connection|Pool)\w*(?:\([^)]*\)| object at 0x[0-9a-f]+>?):? ?", "", text) or text
 
 
 def _status_and_message(exc: ApiException) -> tuple[int, str]:
@@ -98,8 +115,7 @@ def api_call(action: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
         raise cls(_describe(status, message, action), status, _status_body(exc).get("reason") or exc.reason,
                   _retry_after(exc)) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise KubeError(f"{action}: cannot reach the API server: {reason}", unreachable=True) from None
+        raise KubeError(f"{action}: cannot reach the API server: {_unreachable(exc)}", unreachable=True) from None
 
 
 def _absent_ok(action: str, fn: Callable[..., Any], *args, **kwargs) -> Any:

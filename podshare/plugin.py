@@ -148,7 +148,8 @@ class PodshareSession:
         """A failure no claim can get past (no cluster, no namespace, pods that cannot
         start): fail this test with the one-line reason and stop the session."""
         self.fatal = self.stop = reason
-        pytest.fail(reason, pytrace=False)
+        # from None: the harness error it came from says the same again ("During handling ...")
+        raise pytest.fail.Exception(reason, pytrace=False) from None
 
     @contextlib.contextmanager
     def harness_errors(self, fatal: bool, node: str | None = None) -> Iterator[None]:
@@ -289,7 +290,8 @@ class PodshareSession:
                 except Exception as exc:  # diagnostics must never hide the failure itself
                     dumps.append({"pod": pod.name, "error": str(exc)})
             item.stash[DIAGNOSTICS] = dumps
-            report.sections.append(("podshare diagnostics", json.dumps(dumps, indent=2, default=str)))
+            if not self.fatal:  # a run that could not start says one line; the dumps are in the reports
+                report.sections.append(("podshare diagnostics", json.dumps(dumps, indent=2, default=str)))
         if report.when == "teardown" and ev is not None:
             item.user_properties.append(("evidence", json.dumps(ev.as_json(), default=str)))
             if DIAGNOSTICS in item.stash:

@@ -160,8 +160,10 @@ def pod_problem(pod) -> str | None:
             if "python3" in detail and ("not found" in detail or "no such file" in detail):
                 hint = f" (is {cs.image} a podshare probe image? it needs python3 and the probes package)"
             elif waiting.reason in PULL_REASONS:
-                hint = (" (the node cannot get the image: `podshare images` lists every image a run needs; "
-                        "--registry pulls them from a mirror, --image-pull-secret names its credentials)")
+                hint = (f" (node {pod.spec.node_name or '?'} cannot get the image {cs.image}: build and push the probe "
+                        "image (README: images/probe.Containerfile) and name it with --probe-image, or pull through "
+                        "a mirror with --registry and --image-pull-secret; `podshare images` lists every image a "
+                        "run needs)")
             return f"container {cs.name} of pod {pod.metadata.name} is {waiting.reason}: {detail}{hint}".strip()
     return None
 
