@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest.add_argument("--image-pull-policy", default="IfNotPresent", choices=("Always", "IfNotPresent", "Never"))
     manifest.add_argument("--one-node", action="store_true",
                           help="check one node (the scheduler's choice) instead of every node")
+    manifest.add_argument("--one-per-pool", action="store_true",
+                          help="check one node of each distinct node configuration (for large clusters)")
     for _name, (flag, env, default) in IMAGES.items():
         manifest.add_argument(flag, default=os.environ.get(env) or default, help=f"default ${env} or {default}")
     fetched = sub.add_parser("fetch", help="the runs stored by in-cluster runs, into a directory for podshare history")
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "nightly-manifest":
         print(nightly_manifest.render(images={n: getattr(args, f"{n}_image") for n in IMAGES}, registry=args.registry,
                                       schedule=args.schedule, pull_policy=args.image_pull_policy,
-                                      all_nodes=not args.one_node), end="")
+                                      all_nodes=not args.one_node, one_per_pool=args.one_per_pool), end="")
         return 0
     if args.command == "fetch":
         return fetch(args)

@@ -32,12 +32,34 @@ def node_facts(node: Any) -> dict[str, Any]:
         "labels": {k: v for k, v in labels.items() if k in POOL_LABELS or "sandbox" in k or k.startswith("podshare.io/")},
         "all_labels": dict(labels),  # what known divergences' node_selector matches
         "kubelet": info.kubelet_version, "container_runtime": info.container_runtime_version,
-        "os_image": info.os_image, "kernel": info.kernel_version,
+        "os_image": info.os_image, "kernel": info.kernel_version, "architecture": info.architecture,
         "runtime_handlers": [h.name or "(default)" for h in (node.status.runtime_handlers or [])],
         "taints": [f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in node.spec.taints or []],
         "unschedulable": bool(node.spec.unschedulable),
         "ready": ready.status if ready else "Unknown",
     }
+
+
+def configuration(facts: dict[str, Any]) -> tuple:
+    """What makes nodes alike for --one-per-pool: nodes with the same pool labels,
+    taints, kubelet, runtime, kernel, OS image and architecture keep or break the
+    same promises, so one of them stands for all."""
+    return (tuple(sorted(facts["labels"].items())), tuple(sorted(facts["taints"])), facts["kubelet"],
+            facts["container_runtime"], facts["kernel"], facts["os_image"], facts.get("architecture"))
+
+
+def one_per_configuration(facts: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Each distinct configuration's representative -> the other nodes it stands
+    for: the first by name that takes pods (Ready, not cordoned), else the first."""
+    groups: dict[tuple, list[str]] = {}
+    for name in sorted(facts):
+        groups.setdefault(configuration(facts[name]), []).append(name)
+    chosen = {}
+    for names in groups.values():
+        fit = [n for n in names if facts[n]["ready"] == "True" and not facts[n]["unschedulable"]]
+        pick = (fit or names)[0]
+        chosen[pick] = [n for n in names if n != pick]
+    return dict(sorted(chosen.items()))
 
 
 def node_unfit(node: Any, tolerated: tuple[str, ...]) -> str | None:
@@ -73,6 +95,7 @@ class Cluster:
         # The running test's evidence: the pod layer records each verb into it.
         self.evidence: Evidence | None = None
         self.disruptions = Disruptions()  # what moved under the run: its pods are not used again
+        self._targets: list[str] | None = None  # the nodes this run checks, listed once
 
     @property
     def kube(self) -> Kube:
@@ -106,21 +129,31 @@ class Cluster:
         return [f"podshare node {n.metadata.name}: {n.status.node_info.container_runtime_version}, "
                 f"{n.status.node_info.os_image}, kernel {n.status.node_info.kernel_version}" for n in nodes[:5]]
 
-    def target_nodes(self, selector: str | None) -> list[str]:
+    def target_nodes(self, selector: str | None, one_per_pool: bool = False) -> list[str]:
         """The nodes a run checks (--all-nodes: every node; --node-selector: those
-        its labels select), by name; their facts go into the report now, also for
-        the nodes that turn out not to be checkable."""
-        nodes = sorted(self.kube.nodes(selector), key=lambda n: n.metadata.name)
-        for n in nodes:
-            self.facts.setdefault("nodes", {})[n.metadata.name] = node_facts(n)
-        return [n.metadata.name for n in nodes]
+        its labels select; --one-per-pool: one of each configuration among them),
+        by name; their facts go into the report now, also for the nodes that turn
+        out not to be checkable, and for those a checked node stands for. Listed
+        once per process: the worker count, the parameters and the scheduler's
+        groups all come from this one answer."""
+        if self._targets is None:
+            facts = {n.metadata.name: node_facts(n) for n in self.kube.nodes(selector)}
+            chosen = one_per_configuration(facts) if one_per_pool else {n: [] for n in sorted(facts)}
+            for pick, others in chosen.items():
+                if others:
+                    facts[pick]["stands_for"] = others
+                for other in others:
+                    facts[other]["represented_by"] = pick
+            self.facts.setdefault("nodes", {}).update(facts)
+            self._targets = list(chosen)
+        return self._targets
 
     def check_node_fit(self, name: str, tolerated: tuple[str, ...]) -> None:
         """Raise Disrupted when a node cannot be checked now: cordoned, not Ready,
         or tainted in a way the pods do not tolerate. Remembered, so each of its
         claims ends at once with the same sentence."""
         node = self.kube.node(name)
-        self.facts.setdefault("nodes", {})[name] = node_facts(node)
+        self.facts.setdefault("nodes", {})[name] = {**self.facts.get("nodes", {}).get(name, {}), **node_facts(node)}
         unfit = node_unfit(node, tolerated)
         if unfit:
             self.disruptions.check(None, name)  # already known: the same one
@@ -165,6 +198,26 @@ class Cluster:
                 raise KubeError(f"RuntimeClass {name!r} does not exist (--runtime-class)", 404) from None
             raise
         self.facts.setdefault("runtime_classes", {})[name] = {"handler": handler}
+
+    def runtime_class_excludes(self, name: str, node: str) -> str | None:
+        """Why a RuntimeClass's scheduling.nodeSelector (what a managed sandboxed
+        pool's class sets) keeps its pods off a node, or None when it admits the
+        node. Reading RuntimeClasses and nodes is optional: unreadable, the pods tell."""
+        try:
+            scheduling = self.kube.runtime_class(name).scheduling
+            selector = (scheduling.node_selector if scheduling else None) or {}
+            if not selector:
+                return None
+            labels = self.facts.get("nodes", {}).get(node, {}).get("all_labels")
+            labels = labels if labels is not None else (self.kube.node(node).metadata.labels or {})
+        except KubeError:
+            return None
+        missing = {k: v for k, v in selector.items() if labels.get(k) != v}
+        if not missing:
+            return None
+        wanted = ", ".join(f"{k}={v}" for k, v in selector.items())
+        return (f"RuntimeClass {name} runs only on nodes labelled {wanted} (its scheduling.nodeSelector); "
+                f"node {node} is not")
 
     def learn_runtime_class(self, name: str | None) -> None:
         """A RuntimeClass the probe pods run under as the API has them (from

@@ -21,7 +21,7 @@ from typing import Iterator, NoReturn
 import pytest
 from _pytest import junitxml
 
-from . import RUN_ID_LABEL, __version__, new_run_id
+from . import RUN_ID_LABEL, __version__, kube, new_run_id
 from .cluster import Cluster
 from .disruption import Disrupted, Disruption
 from .errors import HARNESS_ERRORS, AccessDenied, KubeError
@@ -53,6 +53,7 @@ KNOWN = pytest.StashKey[tuple]()  # (outcome, message) where --known-divergences
 REPORTS = pytest.StashKey[list]()
 # (the disruption, what the claim itself saw or None when it ended before using the pod)
 DISRUPTED = pytest.StashKey[tuple]()
+LISTED = pytest.StashKey[Cluster]()  # the controller's cluster, its nodes listed to count the workers
 RUNTIME_CLASS = pytest.StashKey[str]()  # the class the claim's pods ran under, read while they are at hand
 
 
@@ -73,7 +74,9 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     groups = len(settings.runtime_class or (None,))
     if settings.all_nodes or settings.node_selector:
         try:
-            groups *= len(Cluster(settings.kubeconfig, settings.kube_context, "").kube.nodes(settings.node_selector))
+            # the session takes this cluster over, so the controller lists the nodes once
+            config.stash[LISTED] = cluster = Cluster(settings.kubeconfig, settings.kube_context, "")
+            groups *= len(cluster.target_nodes(settings.node_selector, settings.one_per_pool))
         except KubeError:
             return  # the run itself will say why it cannot reach the cluster
     if groups > 1 and settings.workers > 1:
@@ -126,10 +129,13 @@ class PodshareSession:
         self.suffix = self.run_id[-6:].lower()
         self.started = time.time()
         self.started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        self.cluster = Cluster(settings.kubeconfig, settings.kube_context, self.run_id, self.worker)
+        self.cluster = config.stash.get(LISTED, None) or Cluster(settings.kubeconfig, settings.kube_context, "",
+                                                                 self.worker)
+        self.cluster.run_id = self.run_id
         self.distributed = False  # this is the controller of xdist workers
         self.worker_problems: list[str] = []
         self.worker_warnings: list[str] = []
+        self.workers_cost: Counter[str] = Counter()  # the API requests the workers made
         self.namespaces: list[str] = []
         self.checks: dict[str, Check] = {}
         self.fatal: str | None = None
@@ -193,7 +199,7 @@ class PodshareSession:
         own pods and the claims are grouped by them."""
         if self.nodes_dimension and "node" in metafunc.fixturenames:
             try:
-                nodes = self.cluster.target_nodes(self.settings.node_selector)
+                nodes = self.cluster.target_nodes(self.settings.node_selector, self.settings.one_per_pool)
             except KubeError as exc:
                 raise pytest.UsageError(f"podshare: cannot list the nodes to check: {exc}") from None
             if not nodes:
@@ -202,6 +208,25 @@ class PodshareSession:
         if self.settings.runtime_class and "runtime_class" in metafunc.fixturenames:
             metafunc.parametrize("runtime_class", list(self.settings.runtime_class), indirect=True,
                                  scope="session", ids=list(self.settings.runtime_class))
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """A RuntimeClass whose scheduling.nodeSelector admits only some nodes (as a
+        managed sandboxed pool's class does) runs only there: its claims on the
+        other nodes are not run, and the reports name them not applicable, why."""
+        if not self.settings.runtime_class or not (self.nodes_dimension or self.settings.node):
+            return
+        excluded: dict[tuple[str, str], str | None] = {}
+        keep, dropped = [], []
+        for item in items:
+            place = (_node_param_of(item) or self.settings.node, _runtime_class_of(item))
+            if place[0] and place[1] and place not in excluded:
+                excluded[place] = self.cluster.runtime_class_excludes(place[1], place[0])
+            (dropped if excluded.get(place) else keep).append(item)
+        if dropped:
+            items[:] = keep
+            config.hook.pytest_deselected(items=dropped)
+        self.cluster.facts["not_applicable"] = [{"node": n, "runtime_class": c, "why": why}
+                                                for (n, c), why in excluded.items() if why]
 
     def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]) -> list[str]:
         if config.option.collectonly or not any("kube" in getattr(i, "fixturenames", ()) for i in items):
@@ -415,7 +440,8 @@ class PodshareSession:
         read from the test id's parameters (xdist's own xdist_group suffix does not
         reach the controller with this pytest)."""
         from xdist.scheduler import LoadScopeScheduling
-        values = sorted({*(self.cluster.target_nodes(self.settings.node_selector) if self.nodes_dimension else []),
+        values = sorted({*(self.cluster.target_nodes(self.settings.node_selector, self.settings.one_per_pool)
+                           if self.nodes_dimension else []),
                          *self.settings.runtime_class}, key=len, reverse=True)
 
         class ByNodeAndClass(LoadScopeScheduling):
@@ -448,13 +474,14 @@ class PodshareSession:
         self.fatal = self.fatal or done["fatal"]
         self.worker_warnings += done["warnings"]
         self.namespaces += [done["namespace"]] if done["namespace"] else []
+        self.workers_cost.update(done["api_cost"])
 
     def _worker_output(self) -> None:
         """Worker: what the controller needs to write the reports (they are written once, there)."""
         self.config.workeroutput["podshare"] = json.dumps({
             "checks": {nodeid: asdict(c) for nodeid, c in self.checks.items()}, "facts": self.cluster.facts,
             "leftovers": self.cluster.leftovers, "fatal": self.fatal, "warnings": self.cluster.warnings,
-            "namespace": self.cluster.namespace}, default=str)
+            "namespace": self.cluster.namespace, "api_cost": dict(kube.COST)}, default=str)
 
     def _remove_what_workers_left(self) -> None:
         """Controller: a worker that died cannot delete its namespace: any of this
@@ -509,7 +536,8 @@ class PodshareSession:
                "namespace": self.cluster.namespace if not self.distributed else ", ".join(self.namespaces),
                "leftovers": leftovers, "checks_run": len(self.checks),
                "api_warnings": self.cluster.warnings + self.worker_warnings,
-               "workers": len(self.namespaces) if self.distributed else None}
+               "workers": len(self.namespaces) if self.distributed else None,
+               "api_cost": api_cost(kube.COST + self.workers_cost, self.checks.values())}
         if self.worker_problems:
             run["fatal"] = self.fatal = self.fatal or "; ".join(self.worker_problems)
             session.exitstatus = pytest.ExitCode.INTERRUPTED
@@ -591,6 +619,14 @@ def _could_not_check_message(disruption: Disruption, seen: str | None) -> str:
 
 
 # ------------------------------------------------------------------ naming claims
+
+def api_cost(cost: Counter[str], checks) -> dict[str, float]:
+    """What the run asked of the API server, in all and per node checked (README:
+    "Large clusters" scales it to 500 nodes)."""
+    nodes = len({c.node for c in checks if c.node}) or 1
+    total = {k: cost[k] for k in ("api_calls", "execs", "pods_created", "configmaps_created", "services_created")}
+    return {**total, "nodes": nodes, **{f"{k}_per_node": round(v / nodes, 1) for k, v in total.items()}}
+
 
 def _runtime_class_of(item: pytest.Item) -> str | None:
     callspec = getattr(item, "callspec", None)

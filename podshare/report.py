@@ -158,19 +158,23 @@ class Matrix:
         return next(iter(self.rows[claim_id].values())).claim
 
 
-def claim_matrix(checks: list[Check]) -> Matrix | None:
-    """The matrix of a run with several nodes or RuntimeClasses; None when it had one column."""
+def claim_matrix(checks: list[Check], not_applicable: list[dict[str, str]] = ()) -> Matrix | None:
+    """The matrix of a run with several nodes or RuntimeClasses; None when it had one
+    column. A node where a RuntimeClass may not run (not_applicable) keeps its
+    column, every cell "not applicable"."""
     per_node, classes = any(c.per_node for c in checks), any(c.runtime_class for c in checks)
     if not (per_node or classes):
         return None
 
-    def column(c: Check) -> str:
-        return " · ".join([*([c.node or "?"] if per_node else []), *([c.runtime_class or "default"] if classes else [])])
+    def column(node: str | None, runtime_class: str | None) -> str:
+        return " · ".join([*([node or "?"] if per_node else []), *([runtime_class or "default"] if classes else [])])
     rows: dict[str, dict[str, Check]] = {}
     for c in checks:
-        rows.setdefault(c.claim_id or c.id, {})[column(c)] = c
+        rows.setdefault(c.claim_id or c.id, {})[column(c.node, c.runtime_class)] = c
     title = "Claim x " + " x ".join(w for w, on in (("node", per_node), ("RuntimeClass", classes)) if on)
-    return Matrix(title, list(dict.fromkeys(column(c) for c in checks)), rows)
+    columns = [*(column(c.node, c.runtime_class) for c in checks),
+               *(column(na["node"], na["runtime_class"]) for na in not_applicable)]
+    return Matrix(title, sorted(dict.fromkeys(columns)) if not_applicable else list(dict.fromkeys(columns)), rows)
 
 
 def node_summary(report: "RunReport") -> list[str]:
@@ -178,8 +182,9 @@ def node_summary(report: "RunReport") -> list[str]:
     break which (with the first run that saw it, from the history), which could not
     be checked, and why."""
     per_node = [c for c in report.checks if c.per_node]
+    not_applicable = [f"not applicable: {na['why']}" for na in report.cluster.get("not_applicable", [])]
     if not per_node:
-        return []
+        return not_applicable
     nodes = list(dict.fromkeys(c.node for c in per_node))
     broken = {n: [c for c in per_node if c.node == n and c.outcome in ("failed", "error", "known-divergence")]
               for n in nodes}
@@ -187,7 +192,8 @@ def node_summary(report: "RunReport") -> list[str]:
     claims = len({c.claim_id for c in per_node})
     keeping = [n for n in nodes if not broken[n] and not unchecked[n]]
     lines = [f"{len(nodes)} node{'s' * (len(nodes) != 1)} checked"
-             + (f": {_and(keeping)} keep{'s' * (len(keeping) == 1)} all {claims} promises" if keeping else "")]
+             + (f": {_and(keeping)} keep{'s' * (len(keeping) == 1)} "
+                + ("the 1 promise" if claims == 1 else f"all {claims} promises") if keeping else "")]
     for n in nodes:
         if broken[n]:
             first = report.history.first_seen(broken[n]) if report.history else None
@@ -196,6 +202,13 @@ def node_summary(report: "RunReport") -> list[str]:
                          + "; ".join(sorted({c.claim.rstrip(".") for c in broken[n]})))
         if unchecked[n]:
             lines.append(f"{n} could not be checked ({len(unchecked[n])} claims): {unchecked[n][0].cause}")
+    lines += not_applicable
+    standing = {n: f["stands_for"] for n, f in report.cluster.get("nodes", {}).items() if f.get("stands_for")}
+    if standing:
+        more = sum(map(len, standing.values()))
+        lines.append(f"{more} more node{'s' * (more != 1)} not checked, of the same configuration as a checked node "
+                     "(--one-per-pool): " + "; ".join(
+                         f"{n} stands for {_and(others)}" for n, others in standing.items()))
     return lines
 
 
@@ -302,7 +315,7 @@ def render_markdown(report: RunReport) -> str:
         lines += [f"| {n} | {f.get('pool') or ''} | {f.get('kubelet')} | {f.get('container_runtime')} | "
                   f"{f.get('os_image')}, {f.get('kernel')} | {', '.join(f.get('taints') or []) or 'none'} | "
                   f"{_node_state(f)} |" for n, f in node_table(report.cluster)] + [""]
-    matrix = claim_matrix(report.checks)
+    matrix = claim_matrix(report.checks, report.cluster.get("not_applicable", []))
     if matrix:  # which node and runtime break which promise, before the detail
         lines += [f"## {matrix.title}", "", "| claim | " + " | ".join(matrix.columns) + " |",
                   "|---|" + "---|" * len(matrix.columns)]
@@ -399,7 +412,7 @@ def _html_by_class(title: str, label: str, classes: list[str], rows: dict[str, d
 
 
 def _html_matrix(report: RunReport) -> str:
-    matrix = claim_matrix(report.checks)
+    matrix = claim_matrix(report.checks, report.cluster.get("not_applicable", []))
     if not matrix:
         return ""
     e = html.escape
@@ -424,6 +437,8 @@ def _node_line(facts: dict[str, Any]) -> str:
 
 
 def _node_state(facts: dict[str, Any]) -> str:
+    if facts.get("represented_by"):
+        return f"not checked: {facts['represented_by']} stands for it"
     if facts.get("unschedulable"):
         return "cordoned"
     return "Ready" if facts.get("ready") == "True" else "NotReady"

@@ -238,3 +238,93 @@ def test_a_node_whose_kubelet_dies_mid_run_is_not_checked_and_the_others_are(kub
     print(f"kubelet of {victim} killed: {len(unchecked)} of its claims could not be checked; the run ended "
           f"{took:.1f}s after the kill; cause: {unchecked[0]['cause']}")
     assert took < 120, f"the run ended {took:.0f}s after the kill"
+
+
+def _facts(pool: str, **overrides) -> dict:
+    return {"pool": pool, "labels": {"podshare.io/pool": pool}, "taints": [], "kubelet": "v1.35.4",
+            "container_runtime": "containerd://1.6.20", "kernel": "6.18", "os_image": "Debian 12",
+            "architecture": "amd64", "ready": "True", "unschedulable": False, **overrides}
+
+
+def test_one_node_stands_for_each_configuration():
+    """--one-per-pool: nodes alike in pool labels, taints, versions, kernel, OS and
+    architecture are one configuration, checked on one node that takes pods; a node
+    differing in any one of them is a configuration of its own."""
+    from podshare.cluster import one_per_configuration
+    facts = {"a-1": _facts("a", unschedulable=True), "a-2": _facts("a"), "a-3": _facts("a"),
+             "a-new-kernel": _facts("a", kernel="6.19"), "b-1": _facts("b"),
+             "b-tainted": _facts("b", taints=["k=v:NoSchedule"]), "c-down": _facts("c", ready="Unknown")}
+    assert one_per_configuration(facts) == {"a-2": ["a-1", "a-3"], "a-new-kernel": [], "b-1": [],
+                                            "b-tainted": [], "c-down": []}
+
+
+def test_the_nodes_table_and_summary_name_what_a_checked_node_stands_for():
+    checks = [Check(id=f"s.py::t[{n}]", claim="T.", outcome="passed", duration_s=0, node=n, per_node=True,
+                    claim_id="s.py::t") for n in ("a-2", "b-1")]
+    cluster = {"nodes": {"a-1": {**_facts("a"), "represented_by": "a-2"}, "a-2": {**_facts("a"), "stands_for": ["a-1"]},
+                         "b-1": _facts("b")}}
+    report = RunReport(run={"id": "r", "duration_s": 1.0}, cluster=cluster, checks=checks)
+    assert node_summary(report) == [
+        "2 nodes checked: a-2 and b-1 keep the 1 promise",
+        "1 more node not checked, of the same configuration as a checked node (--one-per-pool): a-2 stands for a-1"]
+    assert "| a-1 | a | v1.35.4 | containerd://1.6.20 | Debian 12, 6.18 | none | not checked: a-2 stands for it |" \
+        in render_markdown(report)
+
+
+@needs_nodes
+def test_the_local_nodes_are_three_configurations_and_a_twin_would_be_one(kube):
+    """On the local cluster's real node objects: its three pools are three
+    configurations, so --one-per-pool checks every node; a node just like the first
+    (a copy of its status under another name) would be represented by it."""
+    from podshare.cluster import node_facts, one_per_configuration
+    facts = {n.metadata.name: node_facts(n) for n in kube.nodes()}
+    assert sorted(one_per_configuration(facts)) == sorted(facts) and len(facts) == 3
+    first = min(facts, key=lambda n: (facts[n]["pool"] != "default", n))
+    twin = {**facts, f"{first}-twin": dict(facts[first])}
+    assert one_per_configuration(twin)[first] == [f"{first}-twin"]
+
+
+PINNED = "podshare-test-pinned"  # a RuntimeClass as a managed sandboxed pool's: it runs only on its pool
+
+
+@pytest.fixture
+def pinned_runtime_class(kube):
+    from kubernetes import client
+    api = client.NodeV1Api(kube.core.api_client)
+    body = {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": PINNED},
+            "handler": "runc", "scheduling": {"nodeSelector": {"podshare.io/pool": "current"}}}
+    try:
+        api.delete_runtime_class(PINNED)
+    except client.ApiException:
+        pass
+    api.create_runtime_class(body)
+    yield PINNED
+    api.delete_runtime_class(PINNED)
+
+
+@needs_nodes
+def test_a_runtime_class_pinned_to_a_pool_runs_there_and_is_not_applicable_elsewhere(
+        kube, pinned_runtime_class, tmp_path):
+    """A RuntimeClass whose scheduling.nodeSelector admits only the current pool:
+    its claims run on that pool's node and pass; on the other nodes they are not
+    run, and the reports say "not applicable" with the class's selector, not a
+    failure and not silence. With --one-per-pool on three distinct nodes, every
+    node is checked. The run states what it asked of the API server, per node."""
+    nodes = {n.metadata.labels.get("podshare.io/pool"): n.metadata.name for n in kube.nodes()}
+    run = run_suites("--all-nodes", "--one-per-pool", *TOLERATE, "--runtime-class", pinned_runtime_class,
+                     "-k", "test_hostname_is_the_pod_name_in_every_container", "--reports-dir", str(tmp_path),
+                     timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(c["node"], c["runtime_class"], c["outcome"]) for c in results["checks"]] == [
+        (nodes["current"], PINNED, "passed")]
+    why = {na["node"]: na["why"] for na in results["cluster"]["not_applicable"]}
+    assert why == {n: f"RuntimeClass {PINNED} runs only on nodes labelled podshare.io/pool=current (its "
+                      f"scheduling.nodeSelector); node {n} is not" for n in (nodes["default"], nodes["sandboxed"])}
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"- not applicable: {why[nodes['default']]}" in summary
+    row = next(line for line in summary.splitlines() if "`test_hostname_is_the_pod_name_in_every_container`" in line
+               and "not applicable |" in line)
+    assert row.count("not applicable") == 2 and row.count("passed") == 1, row
+    cost = results["run"]["api_cost"]
+    assert cost["nodes"] == 1 and cost["pods_created"] >= 2 and cost["execs"] >= 2 and cost["api_calls"] > 10, cost
