@@ -157,6 +157,7 @@ def nodes_ratio(kube: Kube, pytest_args: list[str]) -> dict:
             _done, results, wall = run_once(Path(reports), *args, *pytest_args)
         walls[name] = round(wall, 2)
         walls[name.replace("_s", "_checks")] = len(results["checks"])
+        walls[name.replace("_s", "_api_cost")] = results["run"].get("api_cost")
     return {"nodes": len(nodes), **walls, "nodes_ratio": round(walls["all_nodes_s"] / walls["one_node_s"], 2)}
 
 
