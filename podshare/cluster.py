@@ -9,7 +9,7 @@ from typing import Any
 from . import MANAGED_BY, RUN_ID_LABEL
 from .disruption import Disrupted, Disruption, Disruptions, diagnose
 from .errors import AccessDenied, KubeError
-from .evidence import Evidence
+from .evidence import EvidenceSlot
 from .kube import Kube
 from .pods import Pod
 
@@ -93,7 +93,7 @@ class Cluster:
         self.pods: list[Pod] = []  # every pod this run created, for diagnostics
         self.leftovers: list[str] = []
         # The running test's evidence: the pod layer records each verb into it.
-        self.evidence: Evidence | None = None
+        self.evidence = EvidenceSlot()
         self.disruptions = Disruptions()  # what moved under the run: its pods are not used again
         self._targets: list[str] | None = None  # the nodes this run checks, listed once
 

@@ -160,10 +160,10 @@ def _podshare_evidence(request: pytest.FixtureRequest, pytestconfig: pytest.Conf
     request.node.stash[EVIDENCE] = ev
     ps = session_of(pytestconfig)
     if ps is not None:
-        ps.cluster.evidence = ev
+        ps.cluster.evidence.current = ev
     yield
     if ps is not None:
-        ps.cluster.evidence = None
+        ps.cluster.evidence.current = None
 
 
 @pytest.fixture

@@ -548,3 +548,16 @@ def test_podshare_history_exits_2_when_the_newest_run_could_not_check_some_claim
                                         "cluster": {}, "checks": checks})
     assert show_history(tmp_path / "store", tmp_path / "out", 14) == 2
     assert "(1 passed, 0 failed, 1 could not check)" in capsys.readouterr().out
+
+
+def test_a_ready_line_split_over_two_frames_is_ready():
+    """The exec stream may cut the holder's ready line anywhere: it is read whole,
+    so a verb that said it was ready and then finished is not "exited before it was ready"."""
+    from podshare.channel import VerbRun
+    run = VerbRun(["hold-flock"], timeout=5, where="p/alpha")
+    run.feed_err('{"ready": ')
+    assert not run._ready.is_set()
+    run.feed_err('true}\n')
+    run.finish(out='{"ok": true}\n')
+    run.wait_ready(1)  # no error: it said ready
+    assert run.answer().json() == {"ok": True}
