@@ -13,8 +13,8 @@ In one go, on the same cluster:
   from pytest's --durations);
 and prints the suite time / floor ratio. Writes reports/benchmark.json
 (top-level `ratio`, `probe_round_trip` with `median_ms` and `p95_ms`, and on a
-cluster of several nodes `nodes_ratio`: every node side by side over the slowest node alone
-alone, `--nodes-only` for just that). Uses the
+cluster of several nodes `nodes_ratio`: every node side by side over the
+slowest node alone, `--nodes-only` for just that). Uses the
 same settings (environment variables) as the suites."""
 from __future__ import annotations
 
