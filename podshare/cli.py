@@ -26,7 +26,8 @@ from .history import WINDOW, History
 from .images import IMAGES, mirrored
 from .errors import KubeError
 from .kube import Kube
-from .report import COULD_NOT_CHECK, RunReport
+from .records import COULD_NOT_CHECK
+from .report import RunReport
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -190,7 +191,7 @@ def show_history(store: Path, out: Path, window: int) -> int:
     for key, verdict in history.changes().items():
         print(f"{verdict}: {key}")
     unchecked = report.summary[COULD_NOT_CHECK]
-    print(f"podshare history: {len(history.runs)} runs, newest {report.run.get('id')} "
+    print(f"podshare history: {len(history.runs)} runs, newest {report.run.id} "
           f"({report.summary['passed']} passed, {report.summary['failed']} failed"
           + (f", {unchecked} could not check" if unchecked else "") + ")")
     # as the run itself: 1 for a claim that did not hold, else 2 when some could not be checked

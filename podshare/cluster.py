@@ -12,6 +12,7 @@ from .errors import AccessDenied, KubeError
 from .evidence import EvidenceSlot
 from .kube import Kube
 from .pods import Pod
+from .records import NodeFacts, nodes_of
 
 
 DISRUPTED_WAIT = 5.0  # seconds to wait for the namespace to go when a node or the API is disrupted
@@ -22,33 +23,29 @@ POOL_LABELS = ("podshare.io/pool", "cloud.google.com/gke-nodepool", "eks.amazona
                "kubernetes.azure.com/agentpool", "node.kubernetes.io/pool")
 
 
-def node_facts(node: Any) -> dict[str, Any]:
-    """What the reports say about a node: its pool, versions, OS and kernel, its
-    taints, whether it takes pods, and the runtime handlers it reports."""
+def node_facts(node: Any) -> NodeFacts:
+    """What the reports say about a node (podshare.records.NodeFacts), from the API's node."""
     info, labels = node.status.node_info, node.metadata.labels or {}
     ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
-    return {
-        "pool": next((labels[k] for k in POOL_LABELS if k in labels), None),
-        "labels": {k: v for k, v in labels.items() if k in POOL_LABELS or "sandbox" in k or k.startswith("podshare.io/")},
-        "all_labels": dict(labels),  # what known divergences' node_selector matches
-        "kubelet": info.kubelet_version, "container_runtime": info.container_runtime_version,
-        "os_image": info.os_image, "kernel": info.kernel_version, "architecture": info.architecture,
-        "runtime_handlers": [h.name or "(default)" for h in (node.status.runtime_handlers or [])],
-        "taints": [f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in node.spec.taints or []],
-        "unschedulable": bool(node.spec.unschedulable),
-        "ready": ready.status if ready else "Unknown",
-    }
+    return NodeFacts(
+        pool=next((labels[k] for k in POOL_LABELS if k in labels), None),
+        labels={k: v for k, v in labels.items() if k in POOL_LABELS or "sandbox" in k or k.startswith("podshare.io/")},
+        all_labels=dict(labels), kubelet=info.kubelet_version, container_runtime=info.container_runtime_version,
+        os_image=info.os_image, kernel=info.kernel_version, architecture=info.architecture,
+        runtime_handlers=[h.name or "(default)" for h in (node.status.runtime_handlers or [])],
+        taints=[f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in node.spec.taints or []],
+        unschedulable=bool(node.spec.unschedulable), ready=ready.status if ready else "Unknown")
 
 
-def configuration(facts: dict[str, Any]) -> tuple:
+def configuration(facts: NodeFacts) -> tuple:
     """What makes nodes alike for --one-per-pool: nodes with the same pool labels,
     taints, kubelet, runtime, kernel, OS image and architecture keep or break the
     same promises, so one of them stands for all."""
-    return (tuple(sorted(facts["labels"].items())), tuple(sorted(facts["taints"])), facts["kubelet"],
-            facts["container_runtime"], facts["kernel"], facts["os_image"], facts.get("architecture"))
+    return (tuple(sorted(facts.labels.items())), tuple(sorted(facts.taints)), facts.kubelet,
+            facts.container_runtime, facts.kernel, facts.os_image, facts.architecture)
 
 
-def one_per_configuration(facts: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+def one_per_configuration(facts: dict[str, NodeFacts]) -> dict[str, list[str]]:
     """Each distinct configuration's representative -> the other nodes it stands
     for: the first by name that takes pods (Ready, not cordoned), else the first."""
     groups: dict[tuple, list[str]] = {}
@@ -56,7 +53,7 @@ def one_per_configuration(facts: dict[str, dict[str, Any]]) -> dict[str, list[st
         groups.setdefault(configuration(facts[name]), []).append(name)
     chosen = {}
     for names in groups.values():
-        fit = [n for n in names if facts[n]["ready"] == "True" and not facts[n]["unschedulable"]]
+        fit = [n for n in names if facts[n].ready == "True" and not facts[n].unschedulable]
         pick = (fit or names)[0]
         chosen[pick] = [n for n in names if n != pick]
     return dict(sorted(chosen.items()))
@@ -140,11 +137,10 @@ class Cluster:
             facts = {n.metadata.name: node_facts(n) for n in self.kube.nodes(selector)}
             chosen = one_per_configuration(facts) if one_per_pool else {n: [] for n in sorted(facts)}
             for pick, others in chosen.items():
-                if others:
-                    facts[pick]["stands_for"] = others
+                facts[pick].stands_for = others
                 for other in others:
-                    facts[other]["represented_by"] = pick
-            self.facts.setdefault("nodes", {}).update(facts)
+                    facts[other].represented_by = pick
+            self.facts.setdefault("nodes", {}).update({name: f.to_json() for name, f in facts.items()})
             self._targets = list(chosen)
         return self._targets
 
@@ -153,7 +149,11 @@ class Cluster:
         or tainted in a way the pods do not tolerate. Remembered, so each of its
         claims ends at once with the same sentence."""
         node = self.kube.node(name)
-        self.facts.setdefault("nodes", {})[name] = {**self.facts.get("nodes", {}).get(name, {}), **node_facts(node)}
+        known = nodes_of(self.facts).get(name)  # what --one-per-pool said of it stays
+        fresh = node_facts(node)
+        if known:
+            fresh.stands_for, fresh.represented_by = known.stands_for, known.represented_by
+        self.facts.setdefault("nodes", {})[name] = fresh.to_json()
         unfit = node_unfit(node, tolerated)
         if unfit:
             self.disruptions.check(None, name)  # already known: the same one
@@ -208,8 +208,8 @@ class Cluster:
             selector = (scheduling.node_selector if scheduling else None) or {}
             if not selector:
                 return None
-            labels = self.facts.get("nodes", {}).get(node, {}).get("all_labels")
-            labels = labels if labels is not None else (self.kube.node(node).metadata.labels or {})
+            known = nodes_of(self.facts).get(node)
+            labels = known.all_labels if known else (self.kube.node(node).metadata.labels or {})
         except KubeError:
             return None
         missing = {k: v for k, v in selector.items() if labels.get(k) != v}

@@ -29,7 +29,9 @@ from .evidence import Evidence
 from .history import History
 from .metrics import exposition, push
 from .pods import Pod, ProbeContainer, ProbeSet, probe_manifest_problem
-from .report import COULD_NOT_CHECK, Check, KnownDivergences, RunReport
+from .records import (COULD_NOT_CHECK, INTERRUPTED, KNOWN_DIVERGENCE, NEWLY_FAILING, RECOVERED, Check, RunInfo,
+                      nodes_of)
+from .report import KnownDivergences, RunReport
 from .settings import Settings, add_options
 
 MARKERS = {
@@ -378,7 +380,8 @@ class PodshareSession:
         if not self.known_divergences:
             return
         runtime_class, node = _pods_runtime_class(item), _node_param_of(item)
-        node_labels = self.cluster.facts.get("nodes", {}).get(node, {}).get("all_labels") if node else None
+        known_node = nodes_of(self.cluster.facts).get(node) if node else None
+        node_labels = known_node.all_labels if known_node else None
         listed = self.known_divergences.match(_claim_id(item), runtime_class, node_labels)
         if listed is None:
             return
@@ -386,7 +389,7 @@ class PodshareSession:
         if report.failed:
             seen = _short_message(report)
             report.outcome, report.wasxfail = "skipped", f"known divergence{where}: {listed}"
-            item.stash[KNOWN] = ("known-divergence", f"{listed} (seen: {seen})")
+            item.stash[KNOWN] = (KNOWN_DIVERGENCE, f"{listed} (seen: {seen})")
         elif report.passed:
             message = (f"listed as a known divergence{where} ({listed}), but the claim now holds: "
                        "update the known-divergences file")
@@ -409,7 +412,7 @@ class PodshareSession:
             if any(r.when == "call" and r.passed for r in reports):
                 outcome = "passed"
             else:
-                outcome = "interrupted"
+                outcome = INTERRUPTED
                 message = f"the run stopped before this claim finished ({self.interrupted or self.fatal or 'no result'})"
         ev = item.stash.get(EVIDENCE, None)
         if KNOWN in item.stash:
@@ -463,9 +466,8 @@ class PodshareSession:
             self.worker_problems.append(f"worker {node.gateway.id} ended without its results: {error or 'no output'}")
             return
         done = json.loads(done)
-        known = set(Check.__dataclass_fields__)
         for nodeid, check in done["checks"].items():
-            self.checks[nodeid] = Check(**{k: v for k, v in check.items() if k in known})
+            self.checks[nodeid] = Check.from_json(check)
         nodes = {**self.cluster.facts.get("nodes", {}), **done["facts"].get("nodes", {})}
         self.cluster.facts.update({k: v for k, v in done["facts"].items() if k not in self.cluster.facts})
         if nodes:
@@ -529,22 +531,22 @@ class PodshareSession:
             session.exitstatus = pytest.ExitCode.INTERRUPTED
         elif leftovers and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # leaving things behind fails the run
-        run = {"id": self.run_id, "started_at": self.started_at, "started_epoch": round(self.started, 3),
-               "fatal": self.fatal, "interrupted": self.interrupted,
-               "exit_status": int(session.exitstatus), "duration_s": round(time.time() - self.started, 2),
-               "podshare_version": __version__, "pytest_args": list(session.config.invocation_params.args),
-               "namespace": self.cluster.namespace if not self.distributed else ", ".join(self.namespaces),
-               "leftovers": leftovers, "checks_run": len(self.checks),
-               "api_warnings": self.cluster.warnings + self.worker_warnings,
-               "workers": len(self.namespaces) if self.distributed else None,
-               "api_cost": api_cost(kube.COST + self.workers_cost, self.checks.values())}
+        run = RunInfo(id=self.run_id, started_at=self.started_at, started_epoch=round(self.started, 3),
+                      fatal=self.fatal, interrupted=self.interrupted, exit_status=int(session.exitstatus),
+                      duration_s=round(time.time() - self.started, 2), podshare_version=__version__,
+                      pytest_args=list(session.config.invocation_params.args),
+                      namespace=self.cluster.namespace if not self.distributed else ", ".join(self.namespaces),
+                      leftovers=leftovers, checks_run=len(self.checks),
+                      api_warnings=self.cluster.warnings + self.worker_warnings,
+                      workers=len(self.namespaces) if self.distributed else None,
+                      api_cost=api_cost(kube.COST + self.workers_cost, self.checks.values()))
         if self.worker_problems:
-            run["fatal"] = self.fatal = self.fatal or "; ".join(self.worker_problems)
+            run.fatal = self.fatal = self.fatal or "; ".join(self.worker_problems)
             session.exitstatus = pytest.ExitCode.INTERRUPTED
         report = RunReport(run=run, cluster=self.cluster.facts, checks=list(self.checks.values()))
         if self.settings.pushgateway:
             self.pushed = _push_metrics(report, self.settings.pushgateway)
-            run["pushgateway"] = self.pushed
+            run.pushgateway = self.pushed
         if self.settings.history_dir and self.checks:  # a run that checked nothing is no point in a trend
             History.record(self.settings.history_dir, report.to_json())
             report.history = History.load(self.settings.history_dir)
@@ -571,8 +573,8 @@ class PodshareSession:
         if self.pushed:
             terminalreporter.write_line(f"metrics {self.pushed}", red=self.pushed.startswith("NOT"))
         for key, verdict in self.changes.items():
-            terminalreporter.write_line(f"{verdict}: {key}", red=verdict == "newly failing",
-                                        green=verdict == "recovered")
+            terminalreporter.write_line(f"{verdict}: {key}", red=verdict == NEWLY_FAILING,
+                                        green=verdict == RECOVERED)
         for warning in self.cluster.warnings:
             terminalreporter.write_line(f"API warning: {warning}", yellow=True)
         unchecked = [c for c in self.checks.values() if c.outcome == COULD_NOT_CHECK]

@@ -16,7 +16,9 @@ from types import SimpleNamespace as NS
 import pytest
 
 from podshare.cluster import node_unfit
-from podshare.report import Check, KnownDivergences, RunReport, claim_matrix, node_summary, render_markdown
+from podshare.records import RunInfo
+from podshare.records import Check
+from podshare.report import KnownDivergences, RunReport, claim_matrix, node_summary, render_markdown
 
 from .conftest import run_suites
 
@@ -76,7 +78,7 @@ def test_the_node_matrix_has_a_column_per_node_and_rows_named_by_the_claim():
     matrix = claim_matrix(_checks())
     assert matrix.title == "Claim x node" and matrix.columns == ["node-a", "node-b", "node-c"]
     assert matrix.sentence("s.py::t") == "claim s.py::t"
-    report = RunReport(run={"id": "r"}, cluster={"nodes": {"node-b": {"pool": "sandboxed", "taints": [],
+    report = RunReport(run=RunInfo(id="r"), cluster={"nodes": {"node-b": {"pool": "sandboxed", "taints": [],
                                                                       "ready": "True"}}}, checks=_checks())
     text = render_markdown(report)
     assert "| claim s.py::t (`t`) | ✅ passed | 🔶 known-divergence | 🌀 could-not-check |" in text
@@ -84,7 +86,7 @@ def test_the_node_matrix_has_a_column_per_node_and_rows_named_by_the_claim():
 
 
 def test_the_summary_names_the_nodes_that_keep_every_promise_first():
-    report = RunReport(run={"id": "r"}, cluster={}, checks=_checks())
+    report = RunReport(run=RunInfo(id="r"), cluster={}, checks=_checks())
     assert node_summary(report) == [
         "3 nodes checked: node-a keeps all 2 promises",
         "node-b breaks 1: claim s.py::t",
@@ -251,10 +253,11 @@ def test_one_node_stands_for_each_configuration():
     architecture are one configuration, checked on one node that takes pods; a node
     differing in any one of them is a configuration of its own."""
     from podshare.cluster import one_per_configuration
+    from podshare.records import NodeFacts
     facts = {"a-1": _facts("a", unschedulable=True), "a-2": _facts("a"), "a-3": _facts("a"),
              "a-new-kernel": _facts("a", kernel="6.19"), "b-1": _facts("b"),
              "b-tainted": _facts("b", taints=["k=v:NoSchedule"]), "c-down": _facts("c", ready="Unknown")}
-    assert one_per_configuration(facts) == {"a-2": ["a-1", "a-3"], "a-new-kernel": [], "b-1": [],
+    assert one_per_configuration({n: NodeFacts.from_json(f) for n, f in facts.items()}) == {"a-2": ["a-1", "a-3"], "a-new-kernel": [], "b-1": [],
                                             "b-tainted": [], "c-down": []}
 
 
@@ -263,7 +266,7 @@ def test_the_nodes_table_and_summary_name_what_a_checked_node_stands_for():
                     claim_id="s.py::t") for n in ("a-2", "b-1")]
     cluster = {"nodes": {"a-1": {**_facts("a"), "represented_by": "a-2"}, "a-2": {**_facts("a"), "stands_for": ["a-1"]},
                          "b-1": _facts("b")}}
-    report = RunReport(run={"id": "r", "duration_s": 1.0}, cluster=cluster, checks=checks)
+    report = RunReport(run=RunInfo(id="r", duration_s=1.0), cluster=cluster, checks=checks)
     assert node_summary(report) == [
         "2 nodes checked: a-2 and b-1 keep the 1 promise",
         "1 more node not checked, of the same configuration as a checked node (--one-per-pool): a-2 stands for a-1"]
@@ -276,11 +279,12 @@ def test_the_local_nodes_are_three_configurations_and_a_twin_would_be_one(kube):
     """On the local cluster's real node objects: its three pools are three
     configurations, so --one-per-pool checks every node; a node just like the first
     (a copy of its status under another name) would be represented by it."""
+    from dataclasses import replace
     from podshare.cluster import node_facts, one_per_configuration
     facts = {n.metadata.name: node_facts(n) for n in kube.nodes()}
     assert sorted(one_per_configuration(facts)) == sorted(facts) and len(facts) == 3
-    first = min(facts, key=lambda n: (facts[n]["pool"] != "default", n))
-    twin = {**facts, f"{first}-twin": dict(facts[first])}
+    first = min(facts, key=lambda n: (facts[n].pool != "default", n))
+    twin = {**facts, f"{first}-twin": replace(facts[first])}
     assert one_per_configuration(twin)[first] == [f"{first}-twin"]
 
 
