@@ -157,7 +157,10 @@ class Cluster:
         unfit = node_unfit(node, tolerated)
         if unfit:
             self.disruptions.check(None, name)  # already known: the same one
-            raise Disrupted(self.disruptions.record(Disruption(unfit, node=name)))
+            # A taint keeps out only pods that do not tolerate it (another RuntimeClass's
+            # may): not the whole node's disruption, as cordoned or NotReady is.
+            only_tainted = node_unfit(node, ("*",)) is None
+            raise Disrupted(Disruption(unfit) if only_tainted else self.disruptions.record(Disruption(unfit, node=name)))
 
     def learn_node(self, node: str | None) -> None:
         """Node facts for the report; reading nodes is optional (cluster-scoped)."""
@@ -218,6 +221,18 @@ class Cluster:
         wanted = ", ".join(f"{k}={v}" for k, v in selector.items())
         return (f"RuntimeClass {name} runs only on nodes labelled {wanted} (its scheduling.nodeSelector); "
                 f"node {node} is not")
+
+    def runtime_class_tolerates(self, name: str | None) -> tuple[str, ...]:
+        """The taint keys a RuntimeClass's scheduling.tolerations add to its pods
+        (a managed sandboxed pool's class tolerates its pool's taint; "*" for a
+        toleration of every taint). Unreadable: none."""
+        if not name:
+            return ()
+        try:
+            scheduling = self.kube.runtime_class(name).scheduling
+        except KubeError:
+            return ()
+        return tuple(t.key or "*" for t in (scheduling.tolerations if scheduling else None) or [])
 
     def learn_runtime_class(self, name: str | None) -> None:
         """A RuntimeClass the probe pods run under as the API has them (from

@@ -288,47 +288,60 @@ def test_the_local_nodes_are_three_configurations_and_a_twin_would_be_one(kube):
     assert one_per_configuration(twin)[first] == [f"{first}-twin"]
 
 
-PINNED = "podshare-test-pinned"  # a RuntimeClass as a managed sandboxed pool's: it runs only on its pool
+PINNED = "podshare-test-pinned"  # a RuntimeClass that runs only on the current pool
+# GKE Sandbox's RuntimeClass, as the managed service creates it: gVisor, only on the
+# sandboxed pool, whose taint it tolerates
+SANDBOX = "podshare-test-sandbox"
 
 
 @pytest.fixture
-def pinned_runtime_class(kube):
+def pinned_runtime_classes(kube):
     from kubernetes import client
     api = client.NodeV1Api(kube.core.api_client)
-    body = {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": PINNED},
-            "handler": "runc", "scheduling": {"nodeSelector": {"podshare.io/pool": "current"}}}
-    try:
-        api.delete_runtime_class(PINNED)
-    except client.ApiException:
-        pass
-    api.create_runtime_class(body)
-    yield PINNED
-    api.delete_runtime_class(PINNED)
+    bodies = [{"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": PINNED}, "handler": "runc",
+               "scheduling": {"nodeSelector": {"podshare.io/pool": "current"}}},
+              {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": SANDBOX}, "handler": "gvisor",
+               "scheduling": {"nodeSelector": {"sandbox.gke.io/runtime": "gvisor"}, "tolerations": [
+                   {"key": "sandbox.gke.io/runtime", "operator": "Equal", "value": "gvisor", "effect": "NoSchedule"}]}}]
+    for body in bodies:
+        try:
+            api.delete_runtime_class(body["metadata"]["name"])
+        except client.ApiException:
+            pass
+        api.create_runtime_class(body)
+    yield PINNED, SANDBOX
+    for body in bodies:
+        api.delete_runtime_class(body["metadata"]["name"])
 
 
 @needs_nodes
-def test_a_runtime_class_pinned_to_a_pool_runs_there_and_is_not_applicable_elsewhere(
-        kube, pinned_runtime_class, tmp_path):
-    """A RuntimeClass whose scheduling.nodeSelector admits only the current pool:
-    its claims run on that pool's node and pass; on the other nodes they are not
-    run, and the reports say "not applicable" with the class's selector, not a
-    failure and not silence. With --one-per-pool on three distinct nodes, every
-    node is checked. The run states what it asked of the API server, per node."""
+def test_runtime_classes_pinned_to_a_pool_run_there_and_are_not_applicable_elsewhere(
+        kube, pinned_runtime_classes, tmp_path):
+    """RuntimeClasses whose scheduling.nodeSelector admits one pool (one of them
+    GKE Sandbox's, which also tolerates its pool's taint): each class's claims run
+    on its pool's node and pass, the sandboxed node checked without --tolerate as
+    the class tolerates it; on the other nodes they are not run, and the reports
+    say "not applicable" with the class's selector, not a failure and not silence.
+    With --one-per-pool on three distinct nodes, every node is checked. The run
+    states what it asked of the API server, per node."""
     nodes = {n.metadata.labels.get("podshare.io/pool"): n.metadata.name for n in kube.nodes()}
-    run = run_suites("--all-nodes", "--one-per-pool", *TOLERATE, "--runtime-class", pinned_runtime_class,
+    run = run_suites("--all-nodes", "--one-per-pool", "--runtime-class", PINNED, "--runtime-class", SANDBOX,
                      "-k", "test_hostname_is_the_pod_name_in_every_container", "--reports-dir", str(tmp_path),
                      timeout=600)
     assert run.returncode == 0, run.stdout[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert [(c["node"], c["runtime_class"], c["outcome"]) for c in results["checks"]] == [
-        (nodes["current"], PINNED, "passed")]
-    why = {na["node"]: na["why"] for na in results["cluster"]["not_applicable"]}
-    assert why == {n: f"RuntimeClass {PINNED} runs only on nodes labelled podshare.io/pool=current (its "
-                      f"scheduling.nodeSelector); node {n} is not" for n in (nodes["default"], nodes["sandboxed"])}
+    assert sorted((c["node"], c["runtime_class"], c["outcome"]) for c in results["checks"]) == [
+        (nodes["current"], PINNED, "passed"), (nodes["sandboxed"], SANDBOX, "passed")]
+    why = {(na["node"], na["runtime_class"]): na["why"] for na in results["cluster"]["not_applicable"]}
+    assert why == {
+        **{(n, PINNED): f"RuntimeClass {PINNED} runs only on nodes labelled podshare.io/pool=current (its "
+                        f"scheduling.nodeSelector); node {n} is not" for n in (nodes["default"], nodes["sandboxed"])},
+        **{(n, SANDBOX): f"RuntimeClass {SANDBOX} runs only on nodes labelled sandbox.gke.io/runtime=gvisor (its "
+                         f"scheduling.nodeSelector); node {n} is not" for n in (nodes["default"], nodes["current"])}}
     summary = (tmp_path / "summary.md").read_text()
-    assert f"- not applicable: {why[nodes['default']]}" in summary
+    assert f"- not applicable: {why[nodes['default'], PINNED]}" in summary
     row = next(line for line in summary.splitlines() if "`test_hostname_is_the_pod_name_in_every_container`" in line
                and "not applicable |" in line)
-    assert row.count("not applicable") == 2 and row.count("passed") == 1, row
+    assert row.count("not applicable") == 4 and row.count("passed") == 2, row
     cost = results["run"]["api_cost"]
-    assert cost["nodes"] == 1 and cost["pods_created"] >= 2 and cost["execs"] >= 2 and cost["api_calls"] > 10, cost
+    assert cost["nodes"] == 2 and cost["pods_created"] >= 4 and cost["execs"] >= 4 and cost["api_calls"] > 20, cost
