@@ -4,7 +4,9 @@
 #  1. nodes: every claim on every node, the three pools side by side (the
 #     sandboxed pool tolerated, with its known divergences), with the default
 #     probe image (the public Python image, probes delivered by the run);
-#  2. matrix: the three RuntimeClasses on the first node, side by side;
+#  2. matrix: the three RuntimeClasses on the first node (containerd 1.6, kubelet
+#     1.35), side by side; matrix-current: the same on the current pool's node
+#     (containerd 2.4, runc 1.5, kubelet 1.37);
 #  3. built-probe: the claims once more with the probe image built from
 #     images/probe.Containerfile;
 #  4. harness: the harness's own tests, which also check steps 1 and 2
@@ -18,6 +20,13 @@ first_node=$(hostname | tr '[:upper:]' '[:lower:]')
   --all-nodes --tolerate sandbox.gke.io/runtime --known-divergences "$known" "$@" || rc=1
 .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix --node "$first_node" \
   --runtime-class runc --runtime-class crun --runtime-class gvisor --known-divergences "$known" "$@" || rc=1
+current_node=$(.venv/bin/python -c 'from podshare.kube import Kube
+print(" ".join(n.metadata.name for n in Kube().nodes("podshare.io/pool=current")[:1]))') || rc=1
+if [ -n "$current_node" ]; then  # the three-node cluster (PODSHARE_NODES=3, make test's default)
+  .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix-current --node "$current_node" \
+    --runtime-class runc --runtime-class crun --runtime-class gvisor --known-divergences "$known" "$@" || rc=1
+  export PODSHARE_MATRIX_CURRENT_RESULTS="$PWD/reports/matrix-current/results.json"
+fi
 .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/built-probe \
   --probe-image "$PROBE_IMAGE" "$@" || rc=1
 export PODSHARE_NODES_RESULTS="$PWD/reports/nodes/results.json"

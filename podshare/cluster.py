@@ -37,6 +37,11 @@ def node_facts(node: Any) -> NodeFacts:
         unschedulable=bool(node.spec.unschedulable), ready=ready.status if ready else "Unknown")
 
 
+def runtime_classes_line(classes: dict[str, dict[str, str]]) -> str:
+    """The RuntimeClasses a run's pods ran under, with their handlers, for the report's header."""
+    return ", ".join(f"{name} (handler {c['handler']})" for name, c in sorted(classes.items()))
+
+
 def configuration(facts: NodeFacts) -> tuple:
     """What makes nodes alike for --one-per-pool: nodes with the same pool labels,
     taints, kubelet, runtime, kernel, OS image and architecture keep or break the
@@ -245,8 +250,7 @@ class Cluster:
                 self.runtime_class(name)
             except KubeError as exc:
                 self.facts.setdefault("runtime_classes", {})[name] = {"handler": f"unreadable: {exc}"}
-        self.facts["runtime_class"] = ", ".join(f"{n} (handler {c['handler']})"
-                                                for n, c in self.facts["runtime_classes"].items())
+        self.facts["runtime_class"] = runtime_classes_line(self.facts["runtime_classes"])
 
     # ------------------------------------------------------------ the run's namespace
     def use_namespace(self, given: str | None, pod_security: str, run_role: str) -> str:

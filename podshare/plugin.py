@@ -22,7 +22,7 @@ import pytest
 from _pytest import junitxml
 
 from . import RUN_ID_LABEL, __version__, kube, new_run_id
-from .cluster import Cluster
+from .cluster import Cluster, runtime_classes_line
 from .disruption import Disrupted, Disruption
 from .errors import HARNESS_ERRORS, AccessDenied, KubeError
 from .evidence import Evidence
@@ -468,10 +468,12 @@ class PodshareSession:
         done = json.loads(done)
         for nodeid, check in done["checks"].items():
             self.checks[nodeid] = Check.from_json(check)
-        nodes = {**self.cluster.facts.get("nodes", {}), **done["facts"].get("nodes", {})}
-        self.cluster.facts.update({k: v for k, v in done["facts"].items() if k not in self.cluster.facts})
-        if nodes:
-            self.cluster.facts["nodes"] = nodes
+        facts = self.cluster.facts
+        merged = {key: {**facts.get(key, {}), **done["facts"].get(key, {})} for key in ("nodes", "runtime_classes")}
+        facts.update({k: v for k, v in done["facts"].items() if k not in facts})
+        facts.update({key: value for key, value in merged.items() if value})
+        if merged["runtime_classes"]:  # each worker knew its own class: the header names them all
+            facts["runtime_class"] = runtime_classes_line(merged["runtime_classes"])
         self.cluster.leftovers += done["leftovers"]
         self.fatal = self.fatal or done["fatal"]
         self.worker_warnings += done["warnings"]
