@@ -475,7 +475,8 @@ class PodshareSession:
         for nodeid, check in done["checks"].items():
             self.checks[nodeid] = Check.from_json(check)
         facts = self.cluster.facts
-        merged = {key: {**facts.get(key, {}), **done["facts"].get(key, {})} for key in ("nodes", "runtime_classes")}
+        merged = {key: {**facts.get(key, {}), **done["facts"].get(key, {})} for key in ("nodes", "runtime_classes",
+                                                                                   "probe_containers")}
         facts.update({k: v for k, v in done["facts"].items() if k not in facts})
         facts.update({key: value for key, value in merged.items() if value})
         if merged["runtime_classes"]:  # each worker knew its own class: the header names them all
