@@ -58,9 +58,15 @@ class Disruptions:
         self._lock = threading.Lock()
 
     def record(self, disruption: Disruption) -> Disruption:
+        """Remember a disruption; one already known for the same scope (the same pods,
+        node or the API) stays the one cause, also when a later look words it otherwise
+        (a dead kubelet's connection refused, then reset)."""
         with self._lock:
-            if disruption not in self.known:
-                self.known.append(disruption)
+            same = next((d for d in self.known if (d.pods, d.node, d.everywhere) ==
+                         (disruption.pods, disruption.node, disruption.everywhere)), None)
+            if same is not None:
+                return same
+            self.known.append(disruption)
         return disruption
 
     def of(self, pod: Any) -> Disruption | None:

@@ -434,6 +434,9 @@ def test_a_disruption_covers_its_pods_its_node_or_everything():
         known.check("u1", "n9")
     down = known.record(Disruption("node n2 is NotReady since 19:43:02 UTC", node="n2"))
     assert known.of(other) is down and known.covering("u3", "n2") is down
+    # the same node looked at again and worded otherwise: still the one cause
+    assert known.record(Disruption("node n2's kubelet is not answering: reset", node="n2")) is down
+    assert [d for d in known.known if d.node == "n2"] == [down]
     known.record(Disruption("the API server did not answer", everywhere=True))
     assert known.covering("u4", "n4").everywhere
 
