@@ -30,7 +30,7 @@ from .history import History
 from .metrics import exposition, push
 from .pods import Pod, ProbeContainer, ProbeSet, probe_manifest_problem
 from .report import COULD_NOT_CHECK, Check, KnownDivergences, RunReport
-from .settings import Settings, add_options
+from .settings import USER_NAMESPACE_MODES, Settings, add_options
 
 MARKERS = {
     "identity": "hostname and namespace identity of the pod's containers",
@@ -41,6 +41,7 @@ MARKERS = {
     "lifecycle": "container restart and pod recreation",
     "pattern": "multi-container patterns: reverse proxy, log watcher, data loader, native sidecar",
     "perf": "how fast the shared mechanisms are between two containers (figures, no threshold)",
+    "userns": "user namespaces (hostUsers: false): one per pod, its id maps, emptyDir ownership",
 }
 OTHER_MARKERS = {
     "manifest": "manifest(path): the pattern manifest a module's claims use; its pods start with the probe pod",
@@ -54,6 +55,8 @@ REPORTS = pytest.StashKey[list]()
 # (the disruption, what the claim itself saw or None when it ended before using the pod)
 DISRUPTED = pytest.StashKey[tuple]()
 RUNTIME_CLASS = pytest.StashKey[str]()  # the class the claim's pods ran under, read while they are at hand
+# How a claim's id says whether its pods had user namespaces of their own (--user-namespaces on, both).
+USERNS_IDS = {True: "userns", False: "hostusers"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -70,7 +73,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
             or not config.pluginmanager.hasplugin("xdist") or getattr(config.option, "numprocesses", None):
         return
     settings = Settings.from_config(config)
-    groups = len(settings.runtime_class or (None,))
+    groups = len(settings.runtime_class or (None,)) * len(USER_NAMESPACE_MODES[settings.user_namespaces] or (None,))
     if settings.all_nodes or settings.node_selector:
         try:
             groups *= len(Cluster(settings.kubeconfig, settings.kube_context, "").kube.nodes(settings.node_selector))
@@ -202,6 +205,10 @@ class PodshareSession:
         if self.settings.runtime_class and "runtime_class" in metafunc.fixturenames:
             metafunc.parametrize("runtime_class", list(self.settings.runtime_class), indirect=True,
                                  scope="session", ids=list(self.settings.runtime_class))
+        modes = USER_NAMESPACE_MODES[self.settings.user_namespaces]
+        if modes and "user_namespaces" in metafunc.fixturenames:
+            metafunc.parametrize("user_namespaces", list(modes), indirect=True, scope="session",
+                                 ids=[USERNS_IDS[m] for m in modes])
 
     def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]) -> list[str]:
         if config.option.collectonly or not any("kube" in getattr(i, "fixturenames", ()) for i in items):
@@ -354,10 +361,12 @@ class PodshareSession:
             return
         runtime_class, node = _pods_runtime_class(item), _node_param_of(item)
         node_labels = self.cluster.facts.get("nodes", {}).get(node, {}).get("all_labels") if node else None
-        listed = self.known_divergences.match(_claim_id(item), runtime_class, node_labels)
+        userns = _user_namespaces_of(item)
+        listed = self.known_divergences.match(_claim_id(item), runtime_class, node_labels, userns)
         if listed is None:
             return
         where = " on ".join(w for w in ("", runtime_class, f"node {node}" if node else None) if w is not None)
+        where += " in a user namespace" if userns else ""
         if report.failed:
             seen = _short_message(report)
             report.outcome, report.wasxfail = "skipped", f"known divergence{where}: {listed}"
@@ -398,6 +407,7 @@ class PodshareSession:
         self.checks[item.nodeid] = Check(
             id=_check_id(item), claim=_claim_of(item), outcome=outcome,
             claim_id=_claim_id(item), runtime_class=item.stash.get(RUNTIME_CLASS, None),
+            user_namespaces=_user_namespaces_of(item),
             per_node=bool(_node_param_of(item)),
             node=_node_param_of(item) or next((p.node for p in (ev.pods if ev is not None else []) if p.node),
                                               self.cluster.facts.get("node")),
@@ -410,13 +420,15 @@ class PodshareSession:
     # ------------------------------------------------------------ side by side (pytest-xdist)
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log):
-        """Controller: one group per node and RuntimeClass, whole on one worker, which
+        """Controller: one group per node, RuntimeClass and user-namespace setting, whole on one worker, which
         starts that group's pods once (session fixtures are per worker). The group is
         read from the test id's parameters (xdist's own xdist_group suffix does not
         reach the controller with this pytest)."""
         from xdist.scheduler import LoadScopeScheduling
         values = sorted({*(self.cluster.target_nodes(self.settings.node_selector) if self.nodes_dimension else []),
-                         *self.settings.runtime_class}, key=len, reverse=True)
+                         *self.settings.runtime_class,
+                         *(USERNS_IDS[m] for m in USER_NAMESPACE_MODES[self.settings.user_namespaces])},
+                        key=len, reverse=True)
 
         class ByNodeAndClass(LoadScopeScheduling):
             def _split_scope(self, nodeid: str) -> str:
@@ -610,6 +622,12 @@ def dimension_group(nodeid: str, values: list[str]) -> str:
     return "|".join(sorted(found)) or "default"
 
 
+def _user_namespaces_of(item: pytest.Item) -> bool | None:
+    """True or False where --user-namespaces made it a dimension of the run, else None."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("user_namespaces") if callspec else None
+
+
 def _node_param_of(item: pytest.Item) -> str | None:
     callspec = getattr(item, "callspec", None)
     return callspec.params.get("node") if callspec else None
@@ -624,15 +642,16 @@ def _check_id(item: pytest.Item) -> str:
 
 
 def _claim_id(item: pytest.Item) -> str:
-    """The claim without its node and RuntimeClass: one row of the matrix
-    (test_x[disk-node-b-gvisor] -> test_x[disk]; a session-scoped parameter may also
+    """The claim without its node, RuntimeClass and user-namespace setting: one row of
+    the matrix (test_x[disk-node-b-gvisor-userns] -> test_x[disk]; a session-scoped parameter may also
     come first: test_y[gvisor-unix] -> test_y[unix]). Node names may hold dashes, so
     each is removed as a whole run of id segments, the last such run."""
     check_id = _check_id(item)
     if not check_id.endswith("]"):
         return check_id
     base, ids = check_id[:-1].split("[", 1)
-    for dimension in (_runtime_class_of(item), _node_param_of(item)):
+    userns = _user_namespaces_of(item)
+    for dimension in (None if userns is None else USERNS_IDS[userns], _runtime_class_of(item), _node_param_of(item)):
         if dimension:
             found = list(re.finditer(rf"(?:^|-){re.escape(dimension)}(?=-|$)", ids))
             if found:
