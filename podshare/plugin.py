@@ -45,6 +45,7 @@ MARKERS = {
 }
 OTHER_MARKERS = {
     "manifest": "manifest(path): the pattern manifest a module's claims use; its pods start with the probe pod",
+    "user_namespaced": "a claim about pods with hostUsers: false, collected only for them (--user-namespaces on, both)",
 }
 
 SESSION = pytest.StashKey["PodshareSession"]()
@@ -209,6 +210,15 @@ class PodshareSession:
         if modes and "user_namespaces" in metafunc.fixturenames:
             metafunc.parametrize("user_namespaces", list(modes), indirect=True, scope="session",
                                  ids=[USERNS_IDS[m] for m in modes])
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """A claim about pods in user namespaces of their own says nothing about pods in
+        the host's: it is collected only for pods with hostUsers: false (like -m, the
+        others are deselected), so runs without user namespaces stay as they were."""
+        kept = [i for i in items if i.get_closest_marker("user_namespaced") is None or _user_namespaces_of(i)]
+        if len(kept) != len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+            items[:] = kept
 
     def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]) -> list[str]:
         if config.option.collectonly or not any("kube" in getattr(i, "fixturenames", ()) for i in items):

@@ -6,7 +6,10 @@ emptyDir belongs, in every container, to the uid that wrote it (the kubelet's
 idmapped mounts; without them a non-root container in a user namespace sees
 its volume owned by nobody and cannot write). Broken in the wild: runc's
 mqueue mount and containerd's /dev/shm bind in user namespaces, runc 1.2.0's
-mqueue regression (the other suites' claims, run with --user-namespaces)."""
+mqueue regression (the other suites' claims, run with --user-namespaces).
+
+The first two claims are about pods with hostUsers: false and are collected
+only for them; the ownership claim holds for every pod."""
 import pytest
 
 from podshare.evidence import describe
@@ -24,22 +27,16 @@ def _maps(*containers) -> dict[str, dict]:
     return answers
 
 
-def _needs_user_namespaces(user_namespaces: bool) -> None:
-    if not user_namespaces:
-        pytest.skip("the pods keep the host's user namespace (hostUsers unset); --user-namespaces on or both "
-                    "checks this")
-
-
 def _host_id(id_map: list[list[int]], inside: int) -> int | None:
     """What an id inside the namespace is outside it (on the host), per the map."""
     return next((outside + inside - first for first, outside, count in id_map if first <= inside < first + count), None)
 
 
-def test_every_container_is_in_a_user_namespace_not_the_hosts(alpha, beta, stranger, user_namespaces, evidence):
+@pytest.mark.user_namespaced
+def test_every_container_is_in_a_user_namespace_not_the_hosts(alpha, beta, stranger, evidence):
     """With hostUsers: false, every container runs in a user namespace that is not
     the host's: its /proc/self/uid_map and gid_map are not the identity map, and
     the pod's root (uid 0 inside) is not the host's root."""
-    _needs_user_namespaces(user_namespaces)
     seen = _maps(alpha, beta, stranger)
     evidence.update(user_namespaces={name: {k: a[k] for k in ("uid_map", "gid_map", "user_namespace", "uid", "gid")}
                                      for name, a in seen.items()})
@@ -53,11 +50,11 @@ def test_every_container_is_in_a_user_namespace_not_the_hosts(alpha, beta, stran
             f"{name}'s uid {answer['uid']} is the same uid on the host ({answer['uid_map']}): no user namespace")
 
 
-def test_one_user_namespace_per_pod(alpha, beta, stranger, user_namespaces, evidence):
+@pytest.mark.user_namespaced
+def test_one_user_namespace_per_pod(alpha, beta, stranger, evidence):
     """alpha and beta are in one user namespace (the same uid and gid maps, the same
     /proc/self/ns/user); the stranger pod on the same node has another, whose ids
     do not overlap the pod's on the host."""
-    _needs_user_namespaces(user_namespaces)
     seen = _maps(alpha, beta, stranger)
     evidence.update(user_namespaces={name: {k: a[k] for k in ("uid_map", "gid_map", "user_namespace")}
                                      for name, a in seen.items()})

@@ -41,9 +41,12 @@ def test_user_namespaces_is_a_dimension_of_every_claim_with_its_id():
     off = _ids(_collect())
     on = _ids(_collect("--user-namespaces", "on"))
     both = _ids(_collect("--user-namespaces", "both", "--runtime-class", "runc"))
+    namespaced = {"test_every_container_is_in_a_user_namespace_not_the_hosts", "test_one_user_namespace_per_pod"}
     assert not any("userns" in i or "hostusers" in i for i in off)
-    assert len(on) == len(off) and all(i.endswith("userns]") or "-userns-" in i or "[userns-" in i for i in on)
-    assert len(both) == 2 * len(off)
+    assert not any(i.split("::")[1].split("[")[0] in namespaced for i in off)  # about hostUsers: false pods only
+    assert len(on) == len(off) + 2 and all(i.endswith("userns]") or "-userns-" in i or "[userns-" in i for i in on)
+    assert len(both) == 2 * len(off) + 2 and not any(
+        i.split("::")[1].split("[")[0] in namespaced for i in both if "hostusers" in i)
     assert "suites/test_identity.py::test_hostname_is_the_pod_name_in_every_container[runc-userns]" in both
     assert "suites/test_identity.py::test_hostname_is_the_pod_name_in_every_container[runc-hostusers]" in both
     assert _ids(_collect(env={**NO_CLUSTER, "PODSHARE_USER_NAMESPACES": "on"})) == on
