@@ -144,6 +144,7 @@ class PodshareSession:
         self.pushed: str | None = None  # what became of --pushgateway
         self.changes: dict[str, str] = {}  # claim @ class -> verdict, with --history-dir
         self.report_paths: list[Path] = []
+        self.diagnosed: set[Disruption] = set()  # disruptions whose pods' diagnostics a claim already has
 
     # ------------------------------------------------------------ failing setup
     def fail_run(self, reason: str) -> NoReturn:
@@ -282,6 +283,12 @@ class PodshareSession:
             if runtime_class:
                 item.stash[RUNTIME_CLASS] = runtime_class
         known_before = DISRUPTED in item.stash
+        # a session fixture's Disrupted reaches every claim of its group: its pods' state
+        # goes into the first one's diagnostics, not again into each of the others'
+        raised = call.excinfo.value if call.excinfo is not None else None
+        repeated = isinstance(raised, Disrupted) and raised.disruption in self.diagnosed
+        if isinstance(raised, Disrupted):
+            self.diagnosed.add(raised.disruption)
         if report.failed and report.when in ("setup", "call") and not known_before:
             self._diagnose(item, call)
         if DISRUPTED in item.stash and report.failed and report.when in ("setup", "call"):
@@ -296,7 +303,7 @@ class PodshareSession:
         # The pods the test touched; when a fixture failed before any exec, every pod of the run.
         pods = (ev.pods if ev is not None and ev.pods else None) or self.cluster.pods
         # A claim ended at once by a known disruption adds nothing to the first one's diagnostics.
-        if report.failed and pods and DIAGNOSTICS not in item.stash and not known_before:
+        if report.failed and pods and DIAGNOSTICS not in item.stash and not known_before and not repeated:
             dumps = []
             for pod in pods:
                 try:
