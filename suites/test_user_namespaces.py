@@ -83,11 +83,13 @@ def test_a_file_in_the_volume_belongs_to_its_writer_in_every_container(probe_set
     assert who["ok"], f"alpha could not say who it is: {describe(who)}"
     written = alpha.run("write", path=path, size=4096, seed=ipc_name)
     directory = {c.name: c.run("owner", path=volume) for c in (alpha, beta)}
+    mount = alpha.run("filesystem", path=volume)  # its options say whether the kubelet idmapped it
     owners = {c.name: c.run("owner", path=path) for c in (alpha, beta)}
     # the pod's uid and the volume's name find the file on the node (the kubelet's pods/<uid>/volumes)
     evidence.update(pod=probe_set.name, pod_uid=probe_set.uid, path=path, alpha_uid=who["uid"], alpha_gid=who["gid"],
                     uid_map=who["uid_map"], gid_map=who["gid_map"],
-                    user_namespaces=user_namespaces, write=written, volume_owner=directory, file_owner=owners,
+                    user_namespaces=user_namespaces, write=written, volume_mount=mount, volume_owner=directory,
+                    file_owner=owners,
                     host_uid_of_alpha=_host_id(who["uid_map"], who["uid"]))
     assert written["ok"], f"alpha cannot write in its own volume {volume}: {describe(written)}"
     for name, owner in owners.items():
