@@ -120,6 +120,22 @@ def test_known_divergences_can_name_pods_in_user_namespaces():
     assert listed.match("s.py::t", "crun", current, True) is None
 
 
+def test_the_probe_tells_the_hosts_user_namespace_from_its_own(tmp_path):
+    """On this host: the identity map outside any user namespace; under `unshare
+    --user --map-root-user` the map unshare wrote (uid 0 inside is this uid
+    outside, one id) and another /proc/self/ns/user; `owner` reads a file's ids."""
+    from .conftest import probe
+    host = probe("user-namespace")
+    inside = probe("user-namespace", prefix=("unshare", "--user", "--map-root-user"))
+    assert host["ok"] and host["uid_map"] == host["gid_map"] == [[0, 0, 4294967295]], host
+    assert inside["ok"] and inside["uid_map"] == [[0, os.getuid(), 1]] and inside["uid"] == 0, inside
+    assert inside["user_namespace"] != host["user_namespace"]
+    (tmp_path / "f").write_text("x")
+    owned = probe("owner", "--path", str(tmp_path / "f"))
+    assert owned["ok"] and (owned["uid"], owned["gid"]) == (os.getuid(), os.getgid()), owned
+    assert probe("owner", "--path", str(tmp_path / "missing"))["errno"] == "ENOENT"
+
+
 # ------------------------------------------------------------------ on the local cluster
 
 needs_nodes = pytest.mark.skipif(int(os.environ.get("PODSHARE_NODES", "1")) < 3,
