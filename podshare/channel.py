@@ -61,8 +61,13 @@ class VerbRun:
 
     def feed_err(self, text: str) -> None:
         self._err.append(text)
-        if any('"ready": true' in line for line in "".join(self._err).splitlines()):
+        if self._said_ready:
             self._ready.set()
+
+    @property
+    def _said_ready(self) -> bool:
+        """The ready line is on stderr: read whole, as one line may come in several frames."""
+        return any('"ready": true' in line for line in self.stderr.splitlines())
 
     def finish(self, out: str = "", error: str | None = None, ending: dict | None = None) -> None:
         self._out, self._error, self.ending = out, error, ending or {}
@@ -81,7 +86,7 @@ class VerbRun:
     def wait_ready(self, timeout: float) -> None:
         if not self._ready.wait(timeout):
             raise KubeError(f"the probe did not report ready within {timeout:g}s; stderr={self.stderr[-300:]!r}")
-        if self._done.is_set() and not any('"ready": true' in e for e in self._err):
+        if self._done.is_set() and not self._said_ready:
             if self._error:
                 raise KubeError(self._error)
             # the verb's own answer, in words: a death by signal, or the errno of the step that failed

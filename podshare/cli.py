@@ -26,7 +26,8 @@ from .history import WINDOW, History
 from .images import IMAGES, mirrored
 from .errors import KubeError
 from .kube import Kube
-from .report import COULD_NOT_CHECK, RunReport
+from .records import COULD_NOT_CHECK
+from .report import RunReport
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest.add_argument("--image-pull-policy", default="IfNotPresent", choices=("Always", "IfNotPresent", "Never"))
     manifest.add_argument("--one-node", action="store_true",
                           help="check one node (the scheduler's choice) instead of every node")
+    manifest.add_argument("--one-per-pool", action="store_true",
+                          help="check one node of each distinct node configuration (for large clusters)")
     for _name, (flag, env, default) in IMAGES.items():
         manifest.add_argument(flag, default=os.environ.get(env) or default, help=f"default ${env} or {default}")
     fetched = sub.add_parser("fetch", help="the runs stored by in-cluster runs, into a directory for podshare history")
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "nightly-manifest":
         print(nightly_manifest.render(images={n: getattr(args, f"{n}_image") for n in IMAGES}, registry=args.registry,
                                       schedule=args.schedule, pull_policy=args.image_pull_policy,
-                                      all_nodes=not args.one_node), end="")
+                                      all_nodes=not args.one_node, one_per_pool=args.one_per_pool), end="")
         return 0
     if args.command == "fetch":
         return fetch(args)
@@ -188,7 +191,7 @@ def show_history(store: Path, out: Path, window: int) -> int:
     for key, verdict in history.changes().items():
         print(f"{verdict}: {key}")
     unchecked = report.summary[COULD_NOT_CHECK]
-    print(f"podshare history: {len(history.runs)} runs, newest {report.run.get('id')} "
+    print(f"podshare history: {len(history.runs)} runs, newest {report.run.id} "
           f"({report.summary['passed']} passed, {report.summary['failed']} failed"
           + (f", {unchecked} could not check" if unchecked else "") + ")")
     # as the run itself: 1 for a claim that did not hold, else 2 when some could not be checked

@@ -9,9 +9,10 @@ from typing import Any
 from . import MANAGED_BY, RUN_ID_LABEL
 from .disruption import Disrupted, Disruption, Disruptions, diagnose
 from .errors import AccessDenied, KubeError
-from .evidence import Evidence
+from .evidence import EvidenceSlot
 from .kube import Kube
 from .pods import Pod
+from .records import NodeFacts, nodes_of
 
 
 DISRUPTED_WAIT = 5.0  # seconds to wait for the namespace to go when a node or the API is disrupted
@@ -22,22 +23,45 @@ POOL_LABELS = ("podshare.io/pool", "cloud.google.com/gke-nodepool", "eks.amazona
                "kubernetes.azure.com/agentpool", "node.kubernetes.io/pool")
 
 
-def node_facts(node: Any) -> dict[str, Any]:
-    """What the reports say about a node: its pool, versions, OS and kernel, its
-    taints, whether it takes pods, and the runtime handlers it reports."""
+def node_facts(node: Any) -> NodeFacts:
+    """What the reports say about a node (podshare.records.NodeFacts), from the API's node."""
     info, labels = node.status.node_info, node.metadata.labels or {}
     ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
-    return {
-        "pool": next((labels[k] for k in POOL_LABELS if k in labels), None),
-        "labels": {k: v for k, v in labels.items() if k in POOL_LABELS or "sandbox" in k or k.startswith("podshare.io/")},
-        "all_labels": dict(labels),  # what known divergences' node_selector matches
-        "kubelet": info.kubelet_version, "container_runtime": info.container_runtime_version,
-        "os_image": info.os_image, "kernel": info.kernel_version,
-        "runtime_handlers": [h.name or "(default)" for h in (node.status.runtime_handlers or [])],
-        "taints": [f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in node.spec.taints or []],
-        "unschedulable": bool(node.spec.unschedulable),
-        "ready": ready.status if ready else "Unknown",
-    }
+    return NodeFacts(
+        pool=next((labels[k] for k in POOL_LABELS if k in labels), None),
+        labels={k: v for k, v in labels.items() if k in POOL_LABELS or "sandbox" in k or k.startswith("podshare.io/")},
+        all_labels=dict(labels), kubelet=info.kubelet_version, container_runtime=info.container_runtime_version,
+        os_image=info.os_image, kernel=info.kernel_version, architecture=info.architecture,
+        runtime_handlers=[h.name or "(default)" for h in (node.status.runtime_handlers or [])],
+        taints=[f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in node.spec.taints or []],
+        unschedulable=bool(node.spec.unschedulable), ready=ready.status if ready else "Unknown")
+
+
+def runtime_classes_line(classes: dict[str, dict[str, str]]) -> str:
+    """The RuntimeClasses a run's pods ran under, with their handlers, for the report's header."""
+    return ", ".join(f"{name} (handler {c['handler']})" for name, c in sorted(classes.items()))
+
+
+def configuration(facts: NodeFacts) -> tuple:
+    """What makes nodes alike for --one-per-pool: nodes with the same pool labels,
+    taints, kubelet, runtime, kernel, OS image and architecture keep or break the
+    same promises, so one of them stands for all."""
+    return (tuple(sorted(facts.labels.items())), tuple(sorted(facts.taints)), facts.kubelet,
+            facts.container_runtime, facts.kernel, facts.os_image, facts.architecture)
+
+
+def one_per_configuration(facts: dict[str, NodeFacts]) -> dict[str, list[str]]:
+    """Each distinct configuration's representative -> the other nodes it stands
+    for: the first by name that takes pods (Ready, not cordoned), else the first."""
+    groups: dict[tuple, list[str]] = {}
+    for name in sorted(facts):
+        groups.setdefault(configuration(facts[name]), []).append(name)
+    chosen = {}
+    for names in groups.values():
+        fit = [n for n in names if facts[n].ready == "True" and not facts[n].unschedulable]
+        pick = (fit or names)[0]
+        chosen[pick] = [n for n in names if n != pick]
+    return dict(sorted(chosen.items()))
 
 
 def node_unfit(node: Any, tolerated: tuple[str, ...]) -> str | None:
@@ -71,8 +95,9 @@ class Cluster:
         self.pods: list[Pod] = []  # every pod this run created, for diagnostics
         self.leftovers: list[str] = []
         # The running test's evidence: the pod layer records each verb into it.
-        self.evidence: Evidence | None = None
+        self.evidence = EvidenceSlot()
         self.disruptions = Disruptions()  # what moved under the run: its pods are not used again
+        self._targets: list[str] | None = None  # the nodes this run checks, listed once
 
     @property
     def kube(self) -> Kube:
@@ -106,25 +131,41 @@ class Cluster:
         return [f"podshare node {n.metadata.name}: {n.status.node_info.container_runtime_version}, "
                 f"{n.status.node_info.os_image}, kernel {n.status.node_info.kernel_version}" for n in nodes[:5]]
 
-    def target_nodes(self, selector: str | None) -> list[str]:
+    def target_nodes(self, selector: str | None, one_per_pool: bool = False) -> list[str]:
         """The nodes a run checks (--all-nodes: every node; --node-selector: those
-        its labels select), by name; their facts go into the report now, also for
-        the nodes that turn out not to be checkable."""
-        nodes = sorted(self.kube.nodes(selector), key=lambda n: n.metadata.name)
-        for n in nodes:
-            self.facts.setdefault("nodes", {})[n.metadata.name] = node_facts(n)
-        return [n.metadata.name for n in nodes]
+        its labels select; --one-per-pool: one of each configuration among them),
+        by name; their facts go into the report now, also for the nodes that turn
+        out not to be checkable, and for those a checked node stands for. Listed
+        once per process: the worker count, the parameters and the scheduler's
+        groups all come from this one answer."""
+        if self._targets is None:
+            facts = {n.metadata.name: node_facts(n) for n in self.kube.nodes(selector)}
+            chosen = one_per_configuration(facts) if one_per_pool else {n: [] for n in sorted(facts)}
+            for pick, others in chosen.items():
+                facts[pick].stands_for = others
+                for other in others:
+                    facts[other].represented_by = pick
+            self.facts.setdefault("nodes", {}).update({name: f.to_json() for name, f in facts.items()})
+            self._targets = list(chosen)
+        return self._targets
 
     def check_node_fit(self, name: str, tolerated: tuple[str, ...]) -> None:
         """Raise Disrupted when a node cannot be checked now: cordoned, not Ready,
         or tainted in a way the pods do not tolerate. Remembered, so each of its
         claims ends at once with the same sentence."""
         node = self.kube.node(name)
-        self.facts.setdefault("nodes", {})[name] = node_facts(node)
+        known = nodes_of(self.facts).get(name)  # what --one-per-pool said of it stays
+        fresh = node_facts(node)
+        if known:
+            fresh.stands_for, fresh.represented_by = known.stands_for, known.represented_by
+        self.facts.setdefault("nodes", {})[name] = fresh.to_json()
         unfit = node_unfit(node, tolerated)
         if unfit:
             self.disruptions.check(None, name)  # already known: the same one
-            raise Disrupted(self.disruptions.record(Disruption(unfit, node=name)))
+            # A taint keeps out only pods that do not tolerate it (another RuntimeClass's
+            # may): not the whole node's disruption, as cordoned or NotReady is.
+            only_tainted = node_unfit(node, ("*",)) is None
+            raise Disrupted(Disruption(unfit) if only_tainted else self.disruptions.record(Disruption(unfit, node=name)))
 
     def learn_node(self, node: str | None) -> None:
         """Node facts for the report; reading nodes is optional (cluster-scoped)."""
@@ -166,6 +207,38 @@ class Cluster:
             raise
         self.facts.setdefault("runtime_classes", {})[name] = {"handler": handler}
 
+    def runtime_class_excludes(self, name: str, node: str) -> str | None:
+        """Why a RuntimeClass's scheduling.nodeSelector (what a managed sandboxed
+        pool's class sets) keeps its pods off a node, or None when it admits the
+        node. Reading RuntimeClasses and nodes is optional: unreadable, the pods tell."""
+        try:
+            scheduling = self.kube.runtime_class(name).scheduling
+            selector = (scheduling.node_selector if scheduling else None) or {}
+            if not selector:
+                return None
+            known = nodes_of(self.facts).get(node)
+            labels = known.all_labels if known else (self.kube.node(node).metadata.labels or {})
+        except KubeError:
+            return None
+        missing = {k: v for k, v in selector.items() if labels.get(k) != v}
+        if not missing:
+            return None
+        wanted = ", ".join(f"{k}={v}" for k, v in selector.items())
+        return (f"RuntimeClass {name} runs only on nodes labelled {wanted} (its scheduling.nodeSelector); "
+                f"node {node} is not")
+
+    def runtime_class_tolerates(self, name: str | None) -> tuple[str, ...]:
+        """The taint keys a RuntimeClass's scheduling.tolerations add to its pods
+        (a managed sandboxed pool's class tolerates its pool's taint; "*" for a
+        toleration of every taint). Unreadable: none."""
+        if not name:
+            return ()
+        try:
+            scheduling = self.kube.runtime_class(name).scheduling
+        except KubeError:
+            return ()
+        return tuple(t.key or "*" for t in (scheduling.tolerations if scheduling else None) or [])
+
     def learn_runtime_class(self, name: str | None) -> None:
         """A RuntimeClass the probe pods run under as the API has them (from
         --runtime-class or the manifest's own runtimeClassName), with its handler,
@@ -177,8 +250,7 @@ class Cluster:
                 self.runtime_class(name)
             except KubeError as exc:
                 self.facts.setdefault("runtime_classes", {})[name] = {"handler": f"unreadable: {exc}"}
-        self.facts["runtime_class"] = ", ".join(f"{n} (handler {c['handler']})"
-                                                for n, c in self.facts["runtime_classes"].items())
+        self.facts["runtime_class"] = runtime_classes_line(self.facts["runtime_classes"])
 
     # ------------------------------------------------------------ the run's namespace
     def use_namespace(self, given: str | None, pod_security: str, run_role: str) -> str:

@@ -1,7 +1,7 @@
 """What a test saw: explicit fields plus a transcript of every probe verb.
 
-A fixture makes one Evidence per test and hands it to the run's Cluster; the
-pod layer writes each verb into it, so a report reader sees the commands and
+A fixture makes one Evidence per test and puts it in the run's EvidenceSlot
+while the test runs; the pod layer writes each verb into what the slot holds, so a report reader sees the commands and
 their JSON answers without re-running anything.
 """
 from __future__ import annotations
@@ -61,3 +61,11 @@ def summarize(unit: str, samples: list[float]) -> dict[str, Any]:
     p95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
     return {"unit": unit, "samples": len(ordered), "median": round(statistics.median(ordered), 3),
             "p95": round(p95, 3), "min": round(ordered[0], 3), "max": round(ordered[-1], 3)}
+
+
+class EvidenceSlot:
+    """The running test's Evidence, where the pods (made once per session) find
+    it: the autouse fixture fills it for each test and empties it afterwards."""
+
+    def __init__(self) -> None:
+        self.current: Evidence | None = None

@@ -67,7 +67,7 @@ class PodFactory:
                       run_id=self.cluster.run_id, node=node or self.node, renamed=renamed,
                       runtime_class=self.runtime_class, probe_bundle=self._probe_bundle(),
                       user_namespaces=self.user_namespaces)
-        pod = Pod(self.kube, self.namespace, body, self.settings.pod_timeout, recorder=self.cluster,
+        pod = Pod(self.kube, self.namespace, body, self.settings.pod_timeout, evidence=self.cluster.evidence,
                   disruptions=self.cluster.disruptions)
         self.created.append(pod)
         self.cluster.pods.append(pod)

@@ -69,15 +69,16 @@ def user_namespaces(request: pytest.FixtureRequest, podshare_session: PodshareSe
 
 
 @pytest.fixture(scope="session")
-def node(request: pytest.FixtureRequest, kube, podshare_session: PodshareSession) -> str | None:
+def node(request: pytest.FixtureRequest, kube, podshare_session: PodshareSession, runtime_class: str | None) -> str | None:
     """The node of this claim's pods (parametrized by --all-nodes or --node-selector),
     --node, or None for the scheduler's choice. A node that cannot be checked
-    (cordoned, NotReady, a taint the pods do not tolerate) ends each of its claims
-    as could-not-check with that reason."""
+    (cordoned, NotReady, a taint neither --tolerate nor the RuntimeClass tolerates)
+    ends each of its claims as could-not-check with that reason."""
     name = getattr(request, "param", None)
     if name is None:
         return podshare_session.settings.node
-    podshare_session.cluster.check_node_fit(name, podshare_session.settings.tolerate)
+    cluster = podshare_session.cluster
+    cluster.check_node_fit(name, podshare_session.settings.tolerate + cluster.runtime_class_tolerates(runtime_class))
     return name
 
 
@@ -185,10 +186,10 @@ def _podshare_evidence(request: pytest.FixtureRequest, pytestconfig: pytest.Conf
     request.node.stash[EVIDENCE] = ev
     ps = session_of(pytestconfig)
     if ps is not None:
-        ps.cluster.evidence = ev
+        ps.cluster.evidence.current = ev
     yield
     if ps is not None:
-        ps.cluster.evidence = None
+        ps.cluster.evidence.current = None
 
 
 @pytest.fixture

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .records import COULD_NOT_CHECK, FLAKY, NEWLY_FAILING, PASSED, RECOVERED, SKIPPED, RunInfo
+
 WINDOW = 14  # runs per timeline
-HELD = "passed"
+HELD = PASSED
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ def claim_key(check: dict[str, Any] | Any) -> str:
 
 # Outcomes that say nothing about the promise: they are not points of a trend
 # (a claim the cluster moved under is neither newly failing, nor recovered, nor flaky).
-NOT_A_VERDICT = frozenset({"skipped", "could-not-check"})
+NOT_A_VERDICT = frozenset({SKIPPED, COULD_NOT_CHECK})
 
 
 def _held(outcome: str) -> bool:
@@ -47,10 +49,10 @@ class History:
         self.runs = sorted(runs, key=lambda r: r["run"].get("started_at") or "")[-window:]
         self.timelines: dict[str, list[Point]] = {}
         for i, results in enumerate(self.runs):
+            run = RunInfo.from_json({"id": f"run-{i}", **results["run"]})  # any results.json version
             for check in results.get("checks", []):
                 points = self.timelines.setdefault(claim_key(check), [])
-                points.append(Point(results["run"].get("id", f"run-{i}"), results["run"].get("started_at", ""),
-                                    check["outcome"], check.get("duration_s", 0.0)))
+                points.append(Point(run.id, run.started_at, check["outcome"], check.get("duration_s", 0.0)))
 
     @classmethod
     def load(cls, directory: str | Path, window: int = WINDOW) -> "History":
@@ -103,11 +105,11 @@ class History:
             return None
         changes = sum(a != b for a, b in zip(held, held[1:]))
         if changes >= 3:
-            return "flaky"
+            return FLAKY
         if held[-2] and not held[-1]:
-            return "newly failing"
+            return NEWLY_FAILING
         if not held[-2] and held[-1]:
-            return "recovered"
+            return RECOVERED
         return None
 
     def changes(self) -> dict[str, str]:

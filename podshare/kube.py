@@ -12,6 +12,7 @@ import json
 import os
 import re
 import threading
+from collections import Counter
 from typing import Any, Callable
 
 import urllib3
@@ -84,9 +85,17 @@ def _retry_after(exc: ApiException) -> float | None:
         return None
 
 
+# What this process asked of the API server, for the run's cost (results.json
+# run.api_cost; README: "Large clusters"): every request, retries included.
+COST: Counter[str] = Counter()
+
+
 def api_call(action: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
     """The one funnel to the API: call it, turning client exceptions into
     one-line KubeErrors that carry the status, reason and Retry-After."""
+    COST["api_calls"] += 1
+    if action.startswith("exec "):
+        COST["execs"] += 1
     try:
         return fn(*args, **kwargs)
     except ApiException as exc:
@@ -252,6 +261,7 @@ class Kube:
         with_info = getattr(create.__self__, create.__name__ + "_with_http_info")
         created, _status, headers = api_call(f"create {kind.lower()} {name} in {namespace}", with_info,
                                              namespace, body, _return_http_data_only=False)
+        COST[f"{kind.lower()}s_created"] += 1
         # Admission warnings (e.g. Pod Security "would violate ...") come as headers.
         if headers and headers.get("Warning"):
             self.warnings.append(f"{kind} {namespace}/{name}: {headers.get('Warning')}")

@@ -8,11 +8,13 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from .records import COULD_NOT_CHECK, INTERRUPTED, KNOWN_DIVERGENCE, RunInfo, nodes_of
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-HELD = {"passed": 1, "failed": 0, "error": 0, "interrupted": 0, "known-divergence": 0}  # skipped: no sample
+HELD = {"passed": 1, "failed": 0, "error": 0, INTERRUPTED: 0, KNOWN_DIVERGENCE: 0}  # skipped: no sample
 # Whether the run checked the claim at all: a claim the cluster moved under
 # (could-not-check) or the run stopped in has 0 and says nothing about the promise.
-CHECKED = {**{outcome: 1 for outcome in HELD}, "interrupted": 0, "could-not-check": 0}
+CHECKED = {**{outcome: 1 for outcome in HELD}, INTERRUPTED: 0, COULD_NOT_CHECK: 0}
 
 
 def _label(value: Any) -> str:
@@ -23,15 +25,15 @@ def _labels(**labels: Any) -> str:
     return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in labels.items()) + "}"
 
 
-def exposition(run: dict[str, Any], cluster: dict[str, Any], checks: list[Any]) -> str:
+def exposition(run: RunInfo, cluster: dict[str, Any], checks: list[Any]) -> str:
     """podshare_claim_passed, podshare_claim_checked, podshare_claim_duration_seconds
     (per claim, runtime class and node), podshare_figure (the perf suite's medians and p95s) and
     podshare_run_timestamp_seconds."""
-    nodes = cluster.get("nodes", {})
+    nodes = nodes_of(cluster)
     passed, checked, duration, figures = [], [], [], []
     for c in checks:
         node = getattr(c, "node", None) or cluster.get("node") or ""
-        pool = nodes.get(node, {}).get("pool") or ""
+        pool = (nodes[node].pool if node in nodes else None) or ""
         userns = getattr(c, "user_namespaces", None)  # a label only where it is a dimension of the run
         dims = {"runtime_class": c.runtime_class or "default", "node": node, "pool": pool,
                 **({} if userns is None else {"user_namespaces": "true" if userns else "false"})}
@@ -59,10 +61,10 @@ def exposition(run: dict[str, Any], cluster: dict[str, Any], checks: list[Any]) 
         "# TYPE podshare_figure gauge", *figures,
         "# HELP podshare_run_timestamp_seconds When the run started (Unix time).",
         "# TYPE podshare_run_timestamp_seconds gauge",
-        f"podshare_run_timestamp_seconds {float(run.get('started_epoch', 0)):.3f}",
+        f"podshare_run_timestamp_seconds {float(run.started_epoch):.3f}",
         "# HELP podshare_run_fatal 1 if podshare could not check the claims at all.",
         "# TYPE podshare_run_fatal gauge",
-        f"podshare_run_fatal {1 if run.get('fatal') else 0}",
+        f"podshare_run_fatal {1 if run.fatal else 0}",
     ]
     return "\n".join(lines) + "\n"
 

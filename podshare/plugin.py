@@ -21,15 +21,17 @@ from typing import Iterator, NoReturn
 import pytest
 from _pytest import junitxml
 
-from . import RUN_ID_LABEL, __version__, new_run_id
-from .cluster import Cluster
+from . import RUN_ID_LABEL, __version__, kube, new_run_id
+from .cluster import Cluster, runtime_classes_line
 from .disruption import Disrupted, Disruption
 from .errors import HARNESS_ERRORS, AccessDenied, KubeError
 from .evidence import Evidence
 from .history import History
 from .metrics import exposition, push
 from .pods import Pod, ProbeContainer, ProbeSet, probe_manifest_problem
-from .report import COULD_NOT_CHECK, Check, KnownDivergences, RunReport
+from .records import (COULD_NOT_CHECK, INTERRUPTED, KNOWN_DIVERGENCE, NEWLY_FAILING, RECOVERED, Check, RunInfo,
+                      nodes_of)
+from .report import KnownDivergences, RunReport
 from .settings import USER_NAMESPACE_MODES, Settings, add_options
 
 MARKERS = {
@@ -55,6 +57,7 @@ KNOWN = pytest.StashKey[tuple]()  # (outcome, message) where --known-divergences
 REPORTS = pytest.StashKey[list]()
 # (the disruption, what the claim itself saw or None when it ended before using the pod)
 DISRUPTED = pytest.StashKey[tuple]()
+LISTED = pytest.StashKey[Cluster]()  # the controller's cluster, its nodes listed to count the workers
 RUNTIME_CLASS = pytest.StashKey[str]()  # the class the claim's pods ran under, read while they are at hand
 # How a claim's id says whether its pods had user namespaces of their own (--user-namespaces on, both).
 USERNS_IDS = {True: "userns", False: "hostusers"}
@@ -77,7 +80,9 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     groups = len(settings.runtime_class or (None,)) * len(USER_NAMESPACE_MODES[settings.user_namespaces] or (None,))
     if settings.all_nodes or settings.node_selector:
         try:
-            groups *= len(Cluster(settings.kubeconfig, settings.kube_context, "").kube.nodes(settings.node_selector))
+            # the session takes this cluster over, so the controller lists the nodes once
+            config.stash[LISTED] = cluster = Cluster(settings.kubeconfig, settings.kube_context, "")
+            groups *= len(cluster.target_nodes(settings.node_selector, settings.one_per_pool))
         except KubeError:
             return  # the run itself will say why it cannot reach the cluster
     if groups > 1 and settings.workers > 1:
@@ -130,10 +135,13 @@ class PodshareSession:
         self.suffix = self.run_id[-6:].lower()
         self.started = time.time()
         self.started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        self.cluster = Cluster(settings.kubeconfig, settings.kube_context, self.run_id, self.worker)
+        self.cluster = config.stash.get(LISTED, None) or Cluster(settings.kubeconfig, settings.kube_context, "",
+                                                                 self.worker)
+        self.cluster.run_id = self.run_id
         self.distributed = False  # this is the controller of xdist workers
         self.worker_problems: list[str] = []
         self.worker_warnings: list[str] = []
+        self.workers_cost: Counter[str] = Counter()  # the API requests the workers made
         self.namespaces: list[str] = []
         self.checks: dict[str, Check] = {}
         self.fatal: str | None = None
@@ -198,7 +206,7 @@ class PodshareSession:
         own pods and the claims are grouped by them."""
         if self.nodes_dimension and "node" in metafunc.fixturenames:
             try:
-                nodes = self.cluster.target_nodes(self.settings.node_selector)
+                nodes = self.cluster.target_nodes(self.settings.node_selector, self.settings.one_per_pool)
             except KubeError as exc:
                 raise pytest.UsageError(f"podshare: cannot list the nodes to check: {exc}") from None
             if not nodes:
@@ -212,7 +220,7 @@ class PodshareSession:
             metafunc.parametrize("user_namespaces", list(modes), indirect=True, scope="session",
                                  ids=[USERNS_IDS[m] for m in modes])
 
-    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+    def _deselect_user_namespaced(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         """A claim about pods in user namespaces of their own says nothing about pods in
         the host's: it is collected only for pods with hostUsers: false (like -m, the
         others are deselected), so runs without user namespaces stay as they were."""
@@ -220,6 +228,26 @@ class PodshareSession:
         if len(kept) != len(items):
             config.hook.pytest_deselected(items=[i for i in items if i not in kept])
             items[:] = kept
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """A RuntimeClass whose scheduling.nodeSelector admits only some nodes (as a
+        managed sandboxed pool's class does) runs only there: its claims on the
+        other nodes are not run, and the reports name them not applicable, why."""
+        self._deselect_user_namespaced(config, items)
+        if not self.settings.runtime_class or not (self.nodes_dimension or self.settings.node):
+            return
+        excluded: dict[tuple[str, str], str | None] = {}
+        keep, dropped = [], []
+        for item in items:
+            place = (_node_param_of(item) or self.settings.node, _runtime_class_of(item))
+            if place[0] and place[1] and place not in excluded:
+                excluded[place] = self.cluster.runtime_class_excludes(place[1], place[0])
+            (dropped if excluded.get(place) else keep).append(item)
+        if dropped:
+            items[:] = keep
+            config.hook.pytest_deselected(items=dropped)
+        self.cluster.facts["not_applicable"] = [{"node": n, "runtime_class": c, "why": why}
+                                                for (n, c), why in excluded.items() if why]
 
     def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]) -> list[str]:
         if config.option.collectonly or not any("kube" in getattr(i, "fixturenames", ()) for i in items):
@@ -377,7 +405,8 @@ class PodshareSession:
         if not self.known_divergences:
             return
         runtime_class, node = _pods_runtime_class(item), _node_param_of(item)
-        node_labels = self.cluster.facts.get("nodes", {}).get(node, {}).get("all_labels") if node else None
+        known_node = nodes_of(self.cluster.facts).get(node) if node else None
+        node_labels = known_node.all_labels if known_node else None
         userns = _user_namespaces_of(item)
         listed = self.known_divergences.match(_claim_id(item), runtime_class, node_labels, userns)
         if listed is None:
@@ -387,7 +416,7 @@ class PodshareSession:
         if report.failed:
             seen = _short_message(report)
             report.outcome, report.wasxfail = "skipped", f"known divergence{where}: {listed}"
-            item.stash[KNOWN] = ("known-divergence", f"{listed} (seen: {seen})")
+            item.stash[KNOWN] = (KNOWN_DIVERGENCE, f"{listed} (seen: {seen})")
         elif report.passed:
             message = (f"listed as a known divergence{where} ({listed}), but the claim now holds: "
                        "update the known-divergences file")
@@ -410,7 +439,7 @@ class PodshareSession:
             if any(r.when == "call" and r.passed for r in reports):
                 outcome = "passed"
             else:
-                outcome = "interrupted"
+                outcome = INTERRUPTED
                 message = f"the run stopped before this claim finished ({self.interrupted or self.fatal or 'no result'})"
         ev = item.stash.get(EVIDENCE, None)
         if KNOWN in item.stash:
@@ -442,7 +471,8 @@ class PodshareSession:
         read from the test id's parameters (xdist's own xdist_group suffix does not
         reach the controller with this pytest)."""
         from xdist.scheduler import LoadScopeScheduling
-        values = sorted({*(self.cluster.target_nodes(self.settings.node_selector) if self.nodes_dimension else []),
+        values = sorted({*(self.cluster.target_nodes(self.settings.node_selector, self.settings.one_per_pool)
+                           if self.nodes_dimension else []),
                          *self.settings.runtime_class,
                          *(USERNS_IDS[m] for m in USER_NAMESPACE_MODES[self.settings.user_namespaces])},
                         key=len, reverse=True)
@@ -466,24 +496,26 @@ class PodshareSession:
             self.worker_problems.append(f"worker {node.gateway.id} ended without its results: {error or 'no output'}")
             return
         done = json.loads(done)
-        known = set(Check.__dataclass_fields__)
         for nodeid, check in done["checks"].items():
-            self.checks[nodeid] = Check(**{k: v for k, v in check.items() if k in known})
-        nodes = {**self.cluster.facts.get("nodes", {}), **done["facts"].get("nodes", {})}
-        self.cluster.facts.update({k: v for k, v in done["facts"].items() if k not in self.cluster.facts})
-        if nodes:
-            self.cluster.facts["nodes"] = nodes
+            self.checks[nodeid] = Check.from_json(check)
+        facts = self.cluster.facts
+        merged = {key: {**facts.get(key, {}), **done["facts"].get(key, {})} for key in ("nodes", "runtime_classes")}
+        facts.update({k: v for k, v in done["facts"].items() if k not in facts})
+        facts.update({key: value for key, value in merged.items() if value})
+        if merged["runtime_classes"]:  # each worker knew its own class: the header names them all
+            facts["runtime_class"] = runtime_classes_line(merged["runtime_classes"])
         self.cluster.leftovers += done["leftovers"]
         self.fatal = self.fatal or done["fatal"]
         self.worker_warnings += done["warnings"]
         self.namespaces += [done["namespace"]] if done["namespace"] else []
+        self.workers_cost.update(done["api_cost"])
 
     def _worker_output(self) -> None:
         """Worker: what the controller needs to write the reports (they are written once, there)."""
         self.config.workeroutput["podshare"] = json.dumps({
             "checks": {nodeid: asdict(c) for nodeid, c in self.checks.items()}, "facts": self.cluster.facts,
             "leftovers": self.cluster.leftovers, "fatal": self.fatal, "warnings": self.cluster.warnings,
-            "namespace": self.cluster.namespace}, default=str)
+            "namespace": self.cluster.namespace, "api_cost": dict(kube.COST)}, default=str)
 
     def _remove_what_workers_left(self) -> None:
         """Controller: a worker that died cannot delete its namespace: any of this
@@ -531,21 +563,22 @@ class PodshareSession:
             session.exitstatus = pytest.ExitCode.INTERRUPTED
         elif leftovers and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # leaving things behind fails the run
-        run = {"id": self.run_id, "started_at": self.started_at, "started_epoch": round(self.started, 3),
-               "fatal": self.fatal, "interrupted": self.interrupted,
-               "exit_status": int(session.exitstatus), "duration_s": round(time.time() - self.started, 2),
-               "podshare_version": __version__, "pytest_args": list(session.config.invocation_params.args),
-               "namespace": self.cluster.namespace if not self.distributed else ", ".join(self.namespaces),
-               "leftovers": leftovers, "checks_run": len(self.checks),
-               "api_warnings": self.cluster.warnings + self.worker_warnings,
-               "workers": len(self.namespaces) if self.distributed else None}
+        run = RunInfo(id=self.run_id, started_at=self.started_at, started_epoch=round(self.started, 3),
+                      fatal=self.fatal, interrupted=self.interrupted, exit_status=int(session.exitstatus),
+                      duration_s=round(time.time() - self.started, 2), podshare_version=__version__,
+                      pytest_args=list(session.config.invocation_params.args),
+                      namespace=self.cluster.namespace if not self.distributed else ", ".join(self.namespaces),
+                      leftovers=leftovers, checks_run=len(self.checks),
+                      api_warnings=self.cluster.warnings + self.worker_warnings,
+                      workers=len(self.namespaces) if self.distributed else None,
+                      api_cost=api_cost(kube.COST + self.workers_cost, self.checks.values()))
         if self.worker_problems:
-            run["fatal"] = self.fatal = self.fatal or "; ".join(self.worker_problems)
+            run.fatal = self.fatal = self.fatal or "; ".join(self.worker_problems)
             session.exitstatus = pytest.ExitCode.INTERRUPTED
         report = RunReport(run=run, cluster=self.cluster.facts, checks=list(self.checks.values()))
         if self.settings.pushgateway:
             self.pushed = _push_metrics(report, self.settings.pushgateway)
-            run["pushgateway"] = self.pushed
+            run.pushgateway = self.pushed
         if self.settings.history_dir and self.checks:  # a run that checked nothing is no point in a trend
             History.record(self.settings.history_dir, report.to_json())
             report.history = History.load(self.settings.history_dir)
@@ -572,8 +605,8 @@ class PodshareSession:
         if self.pushed:
             terminalreporter.write_line(f"metrics {self.pushed}", red=self.pushed.startswith("NOT"))
         for key, verdict in self.changes.items():
-            terminalreporter.write_line(f"{verdict}: {key}", red=verdict == "newly failing",
-                                        green=verdict == "recovered")
+            terminalreporter.write_line(f"{verdict}: {key}", red=verdict == NEWLY_FAILING,
+                                        green=verdict == RECOVERED)
         for warning in self.cluster.warnings:
             terminalreporter.write_line(f"API warning: {warning}", yellow=True)
         unchecked = [c for c in self.checks.values() if c.outcome == COULD_NOT_CHECK]
@@ -620,6 +653,14 @@ def _could_not_check_message(disruption: Disruption, seen: str | None) -> str:
 
 
 # ------------------------------------------------------------------ naming claims
+
+def api_cost(cost: Counter[str], checks) -> dict[str, float]:
+    """What the run asked of the API server, in all and per node checked (README:
+    "Large clusters" scales it to 500 nodes)."""
+    nodes = len({c.node for c in checks if c.node}) or 1
+    total = {k: cost[k] for k in ("api_calls", "execs", "pods_created", "configmaps_created", "services_created")}
+    return {**total, "nodes": nodes, **{f"{k}_per_node": round(v / nodes, 1) for k, v in total.items()}}
+
 
 def _runtime_class_of(item: pytest.Item) -> str | None:
     callspec = getattr(item, "callspec", None)

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
-from .evidence import Evidence
+from .evidence import Evidence, EvidenceSlot
 from .channel import Channel, VerbRun
 from .delivery import deliver
 from .disruption import Disrupted, Disruption, Disruptions, diagnose
@@ -323,12 +323,12 @@ class Background:
 class Pod:
     """A pod podshare created: its manifest, its state, its containers."""
 
-    def __init__(self, kube: Kube, namespace: str, body: dict, timeout: float, recorder: Any = None,
+    def __init__(self, kube: Kube, namespace: str, body: dict, timeout: float, evidence: EvidenceSlot | None = None,
                  disruptions: Disruptions | None = None) -> None:
-        """`recorder.evidence` is the running test's Evidence (the run's Cluster holds it);
+        """`evidence` holds the running test's Evidence (the run's Cluster has the slot);
         `disruptions` what the run knows moved under it (a disrupted pod is not used again)."""
         self.kube, self.namespace, self.body, self.timeout = kube, namespace, body, timeout
-        self.recorder, self.disruptions = recorder, disruptions
+        self.evidence_slot, self.disruptions = evidence, disruptions
         self.disrupted_by: Disruption | None = None  # why it could not start, when the cluster moved
         self.runtime_class: str | None = None  # its runtimeClassName as the API has it, once ready
         self.name: str = body["metadata"]["name"]
@@ -371,7 +371,7 @@ class Pod:
 
     @property
     def evidence(self) -> Evidence | None:
-        return getattr(self.recorder, "evidence", None)
+        return self.evidence_slot.current if self.evidence_slot is not None else None
 
     @property
     def disruption(self) -> Disruption | None:

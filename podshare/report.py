@@ -14,30 +14,8 @@ from typing import Any
 
 from .history import History, claim_key
 from .metrics import exposition
-
-# The outcome of a claim the cluster moved under (its pod deleted or evicted, its
-# node NotReady or its kubelet not answering, the API gone): not checked, not broken.
-COULD_NOT_CHECK = "could-not-check"
-OUTCOMES = ("passed", "failed", "error", "skipped", "interrupted", "known-divergence", COULD_NOT_CHECK)
-
-
-@dataclass
-class Check:
-    id: str
-    claim: str
-    outcome: str
-    duration_s: float
-    evidence: dict[str, Any] = field(default_factory=dict)
-    message: str = ""
-    markers: list[str] = field(default_factory=list)
-    diagnostics: list[dict[str, Any]] = field(default_factory=list)
-    claim_id: str = ""  # the id without its node and RuntimeClass: a row of the matrix
-    runtime_class: str | None = None
-    user_namespaces: bool | None = None  # hostUsers: false (True) or not (False); None: not a dimension of the run
-    node: str | None = None  # where its pods ran
-    per_node: bool = False  # the node is a dimension of the run (--all-nodes, --node-selector): part of its key
-    figures: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> unit, median, p95, ...
-    cause: str = ""  # could-not-check: the disruption and its source, the same for every claim it took
+from .records import (BROKEN, COULD_NOT_CHECK, FLAKY, INTERRUPTED, KNOWN_DIVERGENCE, NEWLY_FAILING, OUTCOMES,
+                      RESULTS_VERSION, Check, NodeFacts, RunInfo, nodes_of)
 
 
 @dataclass
@@ -108,7 +86,7 @@ def selects(selector: str, labels: dict[str, str]) -> bool:
 
 @dataclass
 class RunReport:
-    run: dict[str, Any]
+    run: RunInfo
     cluster: dict[str, Any]
     checks: list[Check] = field(default_factory=list)
     history: History | None = None  # past runs with this one last (--history-dir, podshare history)
@@ -122,7 +100,7 @@ class RunReport:
         return {o: counts.get(o, 0) for o in OUTCOMES} | {"total": len(self.checks)}
 
     def to_json(self) -> dict[str, Any]:
-        body = {"run": self.run, "cluster": self.cluster,
+        body = {"version": RESULTS_VERSION, "run": self.run.to_json(), "cluster": self.cluster,
                 "checks": [asdict(c) for c in self.checks], "summary": self.summary}
         if self.history:
             body["changes"] = self.history.changes()  # claim @ class -> newly failing / recovered / flaky
@@ -140,13 +118,12 @@ class RunReport:
 
     @classmethod
     def from_json(cls, results: dict[str, Any], history: History | None = None) -> "RunReport":
-        known = set(Check.__dataclass_fields__)
-        return cls(run=results["run"], cluster=results["cluster"], history=history,
-                   checks=[Check(**{k: v for k, v in c.items() if k in known}) for c in results["checks"]])
+        return cls(run=RunInfo.from_json(results["run"]), cluster=results.get("cluster", {}), history=history,
+                   checks=[Check.from_json(c) for c in results["checks"]])
 
 
-_ICON = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️", "interrupted": "⏹️",
-         "known-divergence": "🔶", COULD_NOT_CHECK: "🌀"}
+_ICON = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️", INTERRUPTED: "⏹️",
+         KNOWN_DIVERGENCE: "🔶", COULD_NOT_CHECK: "🌀"}
 
 
 def _cluster_line(cluster: dict[str, Any]) -> str:
@@ -170,23 +147,27 @@ class Matrix:
         return next(iter(self.rows[claim_id].values())).claim
 
 
-def claim_matrix(checks: list[Check]) -> Matrix | None:
+def claim_matrix(checks: list[Check], not_applicable: list[dict[str, str]] = ()) -> Matrix | None:
     """The matrix of a run with several nodes, RuntimeClasses or user-namespace settings;
-    None when it had one column."""
+    None when it had one column. A node where a RuntimeClass may not run
+    (not_applicable) keeps its column, every cell "not applicable"."""
     per_node, classes = any(c.per_node for c in checks), any(c.runtime_class for c in checks)
     userns = any(c.user_namespaces is not None for c in checks)
     if not (per_node or classes or userns):
         return None
 
-    def column(c: Check) -> str:
-        return " · ".join([*([c.node or "?"] if per_node else []), *([c.runtime_class or "default"] if classes else []),
-                           *([USERNS_COLUMN[bool(c.user_namespaces)]] if userns else [])])
+    def column(node: str | None, runtime_class: str | None, user_namespaces: bool | None) -> str:
+        return " · ".join([*([node or "?"] if per_node else []), *([runtime_class or "default"] if classes else []),
+                           *([USERNS_COLUMN[bool(user_namespaces)]] if userns else [])])
     rows: dict[str, dict[str, Check]] = {}
     for c in checks:
-        rows.setdefault(c.claim_id or c.id, {})[column(c)] = c
+        rows.setdefault(c.claim_id or c.id, {})[column(c.node, c.runtime_class, c.user_namespaces)] = c
     title = "Claim x " + " x ".join(w for w, on in (("node", per_node), ("RuntimeClass", classes),
                                                      ("user namespaces", userns)) if on)
-    return Matrix(title, list(dict.fromkeys(column(c) for c in checks)), rows)
+    settings = list(dict.fromkeys(c.user_namespaces for c in checks))
+    columns = [*(column(c.node, c.runtime_class, c.user_namespaces) for c in checks),
+               *(column(na["node"], na["runtime_class"], u) for na in not_applicable for u in settings)]
+    return Matrix(title, sorted(dict.fromkeys(columns)) if not_applicable else list(dict.fromkeys(columns)), rows)
 
 
 def node_summary(report: "RunReport") -> list[str]:
@@ -194,16 +175,18 @@ def node_summary(report: "RunReport") -> list[str]:
     break which (with the first run that saw it, from the history), which could not
     be checked, and why."""
     per_node = [c for c in report.checks if c.per_node]
+    not_applicable = [f"not applicable: {na['why']}" for na in report.cluster.get("not_applicable", [])]
     if not per_node:
-        return []
+        return not_applicable
     nodes = list(dict.fromkeys(c.node for c in per_node))
-    broken = {n: [c for c in per_node if c.node == n and c.outcome in ("failed", "error", "known-divergence")]
+    broken = {n: [c for c in per_node if c.node == n and c.outcome in BROKEN]
               for n in nodes}
     unchecked = {n: [c for c in per_node if c.node == n and c.outcome == COULD_NOT_CHECK] for n in nodes}
     claims = len({c.claim_id for c in per_node})
     keeping = [n for n in nodes if not broken[n] and not unchecked[n]]
     lines = [f"{len(nodes)} node{'s' * (len(nodes) != 1)} checked"
-             + (f": {_and(keeping)} keep{'s' * (len(keeping) == 1)} all {claims} promises" if keeping else "")]
+             + (f": {_and(keeping)} keep{'s' * (len(keeping) == 1)} "
+                + ("the 1 promise" if claims == 1 else f"all {claims} promises") if keeping else "")]
     for n in nodes:
         if broken[n]:
             first = report.history.first_seen(broken[n]) if report.history else None
@@ -212,6 +195,13 @@ def node_summary(report: "RunReport") -> list[str]:
                          + "; ".join(sorted({c.claim.rstrip(".") for c in broken[n]})))
         if unchecked[n]:
             lines.append(f"{n} could not be checked ({len(unchecked[n])} claims): {unchecked[n][0].cause}")
+    lines += not_applicable
+    standing = {n: f.stands_for for n, f in nodes_of(report.cluster).items() if f.stands_for}
+    if standing:
+        more = sum(map(len, standing.values()))
+        lines.append(f"{more} more node{'s' * (more != 1)} not checked, of the same configuration as a checked node "
+                     "(--one-per-pool): " + "; ".join(
+                         f"{n} stands for {_and(others)}" for n, others in standing.items()))
     return lines
 
 
@@ -219,8 +209,8 @@ def _and(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def node_table(cluster: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return list(cluster.get("nodes", {}).items())
+def node_table(cluster: dict[str, Any]) -> list[tuple[str, NodeFacts]]:
+    return list(nodes_of(cluster).items())
 
 
 def figure_table(checks: list[Check]) -> tuple[list[str], dict[str, dict[str, tuple[dict, int]]]] | None:
@@ -254,10 +244,10 @@ def _three_digits(x: float) -> str:
 def needs_attention(report: RunReport) -> list[tuple[Check, str | None]]:
     """The checks a reader must look at first: those that did not hold (not the
     accepted known divergences), newly failing first, with their verdict."""
-    bad = [c for c in report.checks if c.outcome in ("failed", "error", "interrupted")]
+    bad = [c for c in report.checks if c.outcome in ("failed", "error", INTERRUPTED)]
     flagged = [(c, report.verdict(c)) for c in bad]
-    flaky_passes = [(c, "flaky") for c in report.checks if c.outcome == "passed" and report.verdict(c) == "flaky"]
-    return sorted(flagged, key=lambda cv: cv[1] != "newly failing") + flaky_passes
+    flaky_passes = [(c, FLAKY) for c in report.checks if c.outcome == "passed" and report.verdict(c) == FLAKY]
+    return sorted(flagged, key=lambda cv: cv[1] != NEWLY_FAILING) + flaky_passes
 
 
 def not_checked(report: RunReport) -> dict[str, list[Check]]:
@@ -276,16 +266,16 @@ def _first_line(message: str, limit: int = 200) -> str:
     return (line[:limit] + "…" if len(line) > limit else line).replace("|", "/")
 
 
-def run_problems(run: dict[str, Any]) -> list[str]:
+def run_problems(run: RunInfo) -> list[str]:
     """What makes the run as a whole untrustworthy or incomplete, one sentence each."""
     problems = []
-    if run.get("interrupted"):
-        problems.append(f"Interrupted ({run['interrupted']}): claims marked interrupted did not finish.")
-    if run.get("fatal"):
-        problems.append(f"Could not check the claims: {run['fatal']}")
-    if run.get("leftovers"):
-        problems.append(f"Not cleaned up: {', '.join(run['leftovers'])}")
-    if run.get("checks_run") == 0 and not problems:
+    if run.interrupted:
+        problems.append(f"Interrupted ({run.interrupted}): claims marked interrupted did not finish.")
+    if run.fatal:
+        problems.append(f"Could not check the claims: {run.fatal}")
+    if run.leftovers:
+        problems.append(f"Not cleaned up: {', '.join(run.leftovers)}")
+    if run.checks_run == 0 and not problems:
         problems.append("No claim ran: the selection (-m, -k, paths) matched none.")
     return problems
 
@@ -294,8 +284,8 @@ def render_markdown(report: RunReport) -> str:
     s = report.summary
     lines = [f"# podshare: {s['passed']} passed, {s['failed']} failed, {s['error']} errors, {s['skipped']} skipped"
              + (f", {s[COULD_NOT_CHECK]} could not check" if s[COULD_NOT_CHECK] else "")
-             + (f", {s['interrupted']} interrupted" if s["interrupted"] else "")
-             + (f", {s['known-divergence']} known divergences" if s["known-divergence"] else ""), ""]
+             + (f", {s[INTERRUPTED]} interrupted" if s[INTERRUPTED] else "")
+             + (f", {s[KNOWN_DIVERGENCE]} known divergences" if s[KNOWN_DIVERGENCE] else ""), ""]
     for problem in run_problems(report.run):
         lines += [f"**{problem}**", ""]
     lines += [_cluster_line(report.cluster), ""]
@@ -311,17 +301,17 @@ def render_markdown(report: RunReport) -> str:
             f"- {_ICON[COULD_NOT_CHECK]} {len(checks)} claim{'s' * (len(checks) != 1)}: {_first_line(cause, 400)} "
             f"({', '.join('`' + c.id.split('::')[-1] + '`' for c in checks)})"
             for cause, checks in unchecked.items()] + [""]
-    recovered = [k for k, v in report.history.changes().items() if v != "newly failing"] if report.history else []
+    recovered = [k for k, v in report.history.changes().items() if v != NEWLY_FAILING] if report.history else []
     if recovered:
         lines += [f"Since the previous run: " + "; ".join(
             f"`{k.split('::')[-1]}` {report.history.verdict(k)}" for k in recovered), ""]
     if report.cluster.get("nodes") and any(c.per_node for c in report.checks):
         lines += ["## Nodes", "", "| node | pool | kubelet | runtime | OS, kernel | taints | state |",
                   "|---|---|---|---|---|---|---|"]
-        lines += [f"| {n} | {f.get('pool') or ''} | {f.get('kubelet')} | {f.get('container_runtime')} | "
-                  f"{f.get('os_image')}, {f.get('kernel')} | {', '.join(f.get('taints') or []) or 'none'} | "
-                  f"{_node_state(f)} |" for n, f in node_table(report.cluster)] + [""]
-    matrix = claim_matrix(report.checks)
+        lines += [f"| {n} | {f.pool or ''} | {f.kubelet} | {f.container_runtime} | "
+                  f"{f.os_image}, {f.kernel} | {', '.join(f.taints) or 'none'} | "
+                  f"{f.state} |" for n, f in node_table(report.cluster)] + [""]
+    matrix = claim_matrix(report.checks, report.cluster.get("not_applicable", []))
     if matrix:  # which node and runtime break which promise, before the detail
         lines += [f"## {matrix.title}", "", "| claim | " + " | ".join(matrix.columns) + " |",
                   "|---|" + "---|" * len(matrix.columns)]
@@ -348,7 +338,7 @@ def render_markdown(report: RunReport) -> str:
             lines += ["", f"<details><summary>{c.outcome}: {c.id} — pod status, events and logs</summary>", "",
                       "```json", json.dumps(c.diagnostics, indent=1, default=str), "```", "</details>"]
     lines.append("")
-    lines.append(f"Run {report.run.get('id')} took {report.run.get('duration_s', 0):.1f}s; "
+    lines.append(f"Run {report.run.id} took {report.run.duration_s:.1f}s; "
                  "evidence for every claim is in results.json and report.html.")
     return "\n".join(lines) + "\n"
 
@@ -395,13 +385,13 @@ def render_html(report: RunReport) -> str:
         rows += [_html_check(c, report.checks.index(c), report) for c in checks]
     problems = "".join(f'<p class="fatal">{e(problem)}</p>' for problem in run_problems(report.run))
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>podshare report {e(str(report.run.get('id')))}</title>
+<html lang="en"><head><meta charset="utf-8"><title>podshare report {e(report.run.id)}</title>
 <style>{_CSS}</style></head><body>
 <h1>podshare: do the containers of one pod share what Kubernetes promises?</h1>
 <p class="counts">{counts}</p>
 <p class="meta">{e(_cluster_line(report.cluster))}</p>
-<p class="meta">run {e(str(report.run.get('id')))}, started {e(str(report.run.get('started_at')))},
-{report.run.get('duration_s', 0):.1f}s, podshare {e(str(report.run.get('podshare_version')))}</p>
+<p class="meta">run {e(report.run.id)}, started {e(report.run.started_at)},
+{report.run.duration_s:.1f}s, podshare {e(report.run.podshare_version)}</p>
 {problems}{_html_attention(report)}{_html_unchecked(report)}{_html_matrix(report)}{_html_figures(report)}{''.join(rows)}
 </body></html>
 """
@@ -418,12 +408,12 @@ def _html_by_class(title: str, label: str, classes: list[str], rows: dict[str, d
 
 
 def _html_matrix(report: RunReport) -> str:
-    matrix = claim_matrix(report.checks)
+    matrix = claim_matrix(report.checks, report.cluster.get("not_applicable", []))
     if not matrix:
         return ""
     e = html.escape
     nodes = dict(node_table(report.cluster))
-    head = "".join(f"<th>{e(k)}" + (f'<br><span class="id">{e(_node_line(nodes[k.split(" · ")[0]]))}</span>'
+    head = "".join(f"<th>{e(k)}" + (f'<br><span class="id">{e(nodes[k.split(" · ")[0]].line)}</span>'
                                      if k.split(" · ")[0] in nodes else "") + "</th>" for k in matrix.columns)
     body = "".join(
         f'<tr><td>{e(matrix.sentence(claim_id))} <a class="id" href="#check-{report.checks.index(next(iter(cells.values())))}">'
@@ -434,18 +424,6 @@ def _html_matrix(report: RunReport) -> str:
     summary = "".join(f"<li>{e(line)}</li>" for line in node_summary(report))
     return (f"<ul>{summary}</ul>" if summary else "") + \
         f'<h2>{e(matrix.title)}</h2><table class="matrix"><tr><th>claim</th>{head}</tr>{body}</table>'
-
-
-def _node_line(facts: dict[str, Any]) -> str:
-    return (f"pool {facts.get('pool') or '-'}; kubelet {facts.get('kubelet')}; {facts.get('container_runtime')}; "
-            f"{facts.get('os_image')}, kernel {facts.get('kernel')}; taints: {', '.join(facts.get('taints') or []) or 'none'}"
-            f"; {_node_state(facts)}")
-
-
-def _node_state(facts: dict[str, Any]) -> str:
-    if facts.get("unschedulable"):
-        return "cordoned"
-    return "Ready" if facts.get("ready") == "True" else "NotReady"
 
 
 def _html_figures(report: RunReport) -> str:
@@ -526,7 +504,7 @@ def _html_check(c: Check, index: int = 0, report: RunReport | None = None) -> st
             body.append(_collapsible("Probe transcript", json.dumps(c.evidence["transcript"], indent=2, default=str), 0))
     if c.diagnostics:
         body.append(_collapsible("Pod diagnostics", json.dumps(c.diagnostics, indent=2, default=str), 0))
-    open_attr = " open" if c.outcome in ("failed", "error", "interrupted", COULD_NOT_CHECK) else ""
+    open_attr = " open" if c.outcome in ("failed", "error", INTERRUPTED, COULD_NOT_CHECK) else ""
     runtime = f" · {e(c.runtime_class)}" if c.runtime_class else ""
     return (f'<details id="check-{index}" class="{c.outcome}"{open_attr}><summary><span class="o">{c.outcome}</span> '
             f'<span class="claim">{e(c.claim)}</span> <span class="id">{e(c.id)}{runtime} · {c.duration_s:.2f}s</span>'

@@ -65,6 +65,10 @@ OPTIONS = (
            "checked are reported, not dropped)", type=bool),
     Option("--node-selector", "PODSHARE_NODE_SELECTOR", None,
            "check every node these labels select (a label selector, e.g. podshare.io/pool=sandboxed)"),
+    Option("--one-per-pool", "PODSHARE_ONE_PER_POOL", False,
+           "with --all-nodes or --node-selector: check one node of each distinct configuration (pool labels, "
+           "taints, kubelet and runtime versions, kernel, OS image, architecture); the others are named as "
+           "represented by it", type=bool),
     Option("--workers", "PODSHARE_WORKERS", 8,
            "at most this many nodes and RuntimeClasses checked side by side (pytest-xdist workers; 1: one "
            "after the other)", type=int),
@@ -115,6 +119,7 @@ class Settings:
     node: str | None
     all_nodes: bool
     node_selector: str | None
+    one_per_pool: bool
     workers: int
     tolerate: tuple[str, ...]
     keep: str
@@ -171,6 +176,8 @@ class Settings:
         if values["node"] and (values["all_nodes"] or values["node_selector"]):
             raise pytest.UsageError("--node checks one node; --all-nodes and --node-selector several: give one")
         # --node-selector narrows --all-nodes (e.g. the nightly's default to a pool)
+        if values["one_per_pool"] and not (values["all_nodes"] or values["node_selector"]):
+            raise pytest.UsageError("--one-per-pool picks among several nodes: give --all-nodes or --node-selector")
         values["probes_from"] = probes_from(values["probes_from"], values["probe_image"])
         for image in ("probe_image", "nginx_image"):  # an air-gapped cluster pulls from its mirror
             values[image] = mirrored(values[image], values["registry"])

@@ -5,8 +5,12 @@ summary.md; the newest KEEP are kept.
 Why ConfigMaps: every cluster has them (a PersistentVolumeClaim needs a
 provisioner, which many test clusters and the bundled one lack; an object store
 needs credentials and a URL), they need only namespaced RBAC, `kubectl` reads
-them, and a run's compressed results are far below the 1 MiB limit (about 110
-KiB for all claims on three RuntimeClasses with every probe transcript). They
+them, and a run's compressed reports are well below the API's 1 MiB limit on a
+ConfigMap's data: 198 KB for every claim on three nodes with every probe
+transcript (144 checks). Larger runs (more nodes, classes, dimensions) are
+stored in steps until they fit: the summary compressed too, then the evidence
+of passed checks left out, then all evidence (outcomes, messages and figures,
+which the trend needs, always stay); results.json says what was left out. They
 are also the history: the next run reads them back for its trend, and
 `podshare fetch` gives an operator the same store on disk."""
 from __future__ import annotations
@@ -24,20 +28,54 @@ LABEL = "podshare.io/report"  # not the gc labels: gc must never collect a repor
 KEEP = 30
 PACKED = ("results.json", "junit.xml")  # gzip in binaryData
 PLAIN = ("summary.md",)
+LIMIT = 1024 * 1024  # what the API server accepts in a ConfigMap's data and binaryData
+BUDGET = LIMIT - 32 * 1024  # headroom for the object's metadata
+# How a run too large for one ConfigMap is made to fit, in order (see the docstring).
+STEPS = ("everything", "summary compressed", "evidence of passed checks left out", "all evidence left out")
 
 
 def _name(run_id: str) -> str:
     return f"podshare-run-{run_id}"
 
 
+def _gz(content: bytes) -> str:
+    return base64.b64encode(gzip.compress(content, mtime=0)).decode()
+
+
+def _trimmed(results: dict[str, Any], passed_only: bool, step: str) -> bytes:
+    checks = [c if passed_only and c.get("outcome") != "passed"
+              else {**c, "evidence": {}, "diagnostics": [], "evidence_left_out": True}
+              for c in results.get("checks", [])]
+    run = {**results.get("run", {}), "stored": f"{step}, to fit one ConfigMap (1 MiB); the run's own "
+                                              "reports directory has every transcript"}
+    return json.dumps({**results, "run": run, "checks": checks}).encode()
+
+
+def pack(reports: Path) -> tuple[dict[str, str], dict[str, str], str]:
+    """A run's reports as a ConfigMap's binaryData and data, the first step (STEPS)
+    at which they fit BUDGET, and that step. ValueError if even the last does not."""
+    present = {name: (reports / name).read_bytes() for name in (*PACKED, *PLAIN) if (reports / name).exists()}
+    for step in STEPS:
+        files = dict(present)
+        if step.startswith(("evidence", "all")) and "results.json" in files:
+            files["results.json"] = _trimmed(json.loads(files["results.json"]), step.startswith("evidence"), step)
+        plain = PLAIN if step == "everything" else ()
+        binary = {f"{n}.gz": _gz(c) for n, c in files.items() if n not in plain}
+        data = {n: c.decode() for n, c in files.items() if n in plain}
+        size = sum(len(v) for v in binary.values()) + sum(len(v.encode()) for v in data.values())
+        if size <= BUDGET:
+            return binary, data, step
+    raise ValueError(f"the run's reports take {size} bytes even with all evidence left out, more than one "
+                     f"ConfigMap holds ({LIMIT} bytes): store fewer dimensions per run")
+
+
 def save(kube: Kube, namespace: str, reports: Path, run_id: str, keep: int = KEEP) -> str:
     """Store a run's reports as a ConfigMap and drop the oldest beyond `keep`."""
-    binary = {f"{name}.gz": base64.b64encode(gzip.compress((reports / name).read_bytes(), mtime=0)).decode()
-              for name in PACKED if (reports / name).exists()}
-    data = {name: (reports / name).read_text() for name in PLAIN if (reports / name).exists()}
+    binary, data, step = pack(reports)
     name = _name(run_id)
     kube.create(namespace, {"apiVersion": "v1", "kind": "ConfigMap",
-                            "metadata": {"name": name, "labels": {LABEL: "run"}},
+                            "metadata": {"name": name, "labels": {LABEL: "run"},
+                                         "annotations": {"podshare.io/stored": step}},
                             "binaryData": binary, "data": data})
     stored = sorted(cm.metadata.name for cm in kube.list_labelled(namespace, "ConfigMap", f"{LABEL}=run"))
     for old in stored[:-keep] if keep else []:  # run ids begin with the time: oldest first

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -12,7 +13,9 @@ from podshare import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
 from podshare.channel import ProbeAnswer
 from podshare.errors import KubeError
 from podshare.pods import ProbeContainer, load_manifest, pod_problem, render
-from podshare.report import Check, RunReport
+from podshare.records import RunInfo
+from podshare.records import Check
+from podshare.report import RunReport
 from podshare.retry import GaveUp, NotYet, wait_until
 
 
@@ -129,7 +132,7 @@ def test_wait_until_retries_throttling_and_server_errors_after_their_retry_after
 def test_report_counts_outcomes_and_renders_every_claim(tmp_path):
     checks = [Check("s::a", "claim A", "passed", 0.1, {"x": 1}), Check("s::b", "claim <B>", "failed", 0.2, {}, "boom"),
               Check("s::c", "claim C", "skipped", 0.0, {}, "no ipv6")]
-    report = RunReport(run={"id": "r", "duration_s": 1.0}, cluster={"server_version": "v1.35.4"}, checks=checks)
+    report = RunReport(run=RunInfo(id="r", duration_s=1.0), cluster={"server_version": "v1.35.4"}, checks=checks)
     paths = report.write(tmp_path)
     data = json.loads(paths[0].read_text())
     assert data["summary"] == {"passed": 1, "failed": 1, "error": 0, "skipped": 1, "interrupted": 0,
@@ -196,12 +199,12 @@ def test_reports_name_what_makes_a_run_incomplete(tmp_path):
     from podshare.report import render_html, render_markdown, run_problems
     checks = [Check(id="a", claim="A", outcome="passed", duration_s=1.0),
               Check(id="b", claim="B", outcome="interrupted", duration_s=0.5, message="the run stopped")]
-    report = RunReport(run={"id": "r", "interrupted": "signal 15"}, cluster={}, checks=checks)
+    report = RunReport(run=RunInfo(id="r", interrupted="signal 15"), cluster={}, checks=checks)
     assert report.summary["interrupted"] == 1 and report.summary["passed"] == 1
     assert "1 interrupted" in render_markdown(report) and "Interrupted (signal 15)" in render_markdown(report)
     assert "Interrupted (signal 15)" in render_html(report)
-    assert run_problems({"checks_run": 0}) == ["No claim ran: the selection (-m, -k, paths) matched none."]
-    assert run_problems({"fatal": "x"}) == ["Could not check the claims: x"]
+    assert run_problems(RunInfo(id="r", checks_run=0)) == ["No claim ran: the selection (-m, -k, paths) matched none."]
+    assert run_problems(RunInfo(id="r", fatal="x")) == ["Could not check the claims: x"]
 
 
 def test_known_divergences_match_claim_and_class(tmp_path):
@@ -224,7 +227,7 @@ def test_the_matrix_has_a_row_per_claim_and_a_column_per_class():
                     runtime_class=k) for k, o in (("runc", "passed"), ("gvisor", "known-divergence"))]
     matrix = claim_matrix(checks)
     assert matrix.columns == ["runc", "gvisor"] and list(matrix.rows) == ["s.py::t[disk]"]
-    report = RunReport(run={"id": "r"}, cluster={}, checks=checks)
+    report = RunReport(run=RunInfo(id="r"), cluster={}, checks=checks)
     assert "| T (`t[disk]`) | ✅ passed | 🔶 known-divergence |" in render_markdown(report)
     assert 'href="#check-1">known-divergence</a>' in render_html(report)
     assert claim_matrix([Check(id="a", claim="A", outcome="passed", duration_s=0)]) is None
@@ -248,7 +251,7 @@ def test_the_figures_table_has_a_row_per_measurement_and_a_column_per_class():
               for k, samples in (("runc", [40, 50, 60]), ("gvisor", [150, 160, 900]))]
     classes, rows = figure_table(checks)
     assert classes == ["runc", "gvisor"] and list(rows) == ["tcp round trip"]
-    report = RunReport(run={"id": "r"}, cluster={}, checks=checks)
+    report = RunReport(run=RunInfo(id="r"), cluster={}, checks=checks)
     assert "| tcp round trip | 50 µs (p95 60, n=3) | 160 µs (p95 900, n=3) |" in render_markdown(report)
     assert 'href="#check-1">160 µs (p95 900, n=3)</a>' in render_html(report)
     assert figure_table([Check(id="a", claim="A", outcome="passed", duration_s=0)]) is None
@@ -297,7 +300,7 @@ def test_metrics_are_prometheus_text_with_one_sample_per_claim_and_class():
     from podshare.metrics import exposition
     checks = [_check("passed"), _check("known-divergence", "gvisor"), _check("skipped", "crun"),
               _check("failed", claim_id='s.py::t["x"]')]
-    text = exposition({"started_epoch": 1700000000.5}, {"node": "vm"}, checks)
+    text = exposition(RunInfo(id="r", started_epoch=1700000000.5), {"node": "vm"}, checks)
     assert 'podshare_claim_passed{claim="s.py::t",runtime_class="runc",node="vm",pool=""} 1\n' in text
     assert 'podshare_claim_passed{claim="s.py::t",runtime_class="gvisor",node="vm",pool=""} 0\n' in text
     assert 'podshare_claim_passed{claim="s.py::t[\\"x\\"]",runtime_class="runc",node="vm",pool=""} 0\n' in text
@@ -334,12 +337,12 @@ def test_report_opens_with_what_needs_attention_and_folds_long_evidence():
     checks = [_check("passed", claim_id=f"s.py::ok{i}") for i in range(30)] + [
         _check("failed", claim_id="s.py::broken", message="AssertionError: beta cannot read alpha's file\nassert x",
                evidence=long)]
-    page = render_html(RunReport(run={"id": "r"}, cluster={}, checks=checks))
+    page = render_html(RunReport(run=RunInfo(id="r"), cluster={}, checks=checks))
     assert page.index("Needs attention (1)") < page.index("s.py::ok0")
     assert '<a href="#check-30">broken[runc]</a> — beta cannot read alpha&#x27;s file' in page
     assert "<summary>Probe transcript (" in page and "&quot;key&quot;: 1" in page
     assert "- ❌ `broken[runc]`: beta cannot read alpha's file" in render_markdown(
-        RunReport(run={"id": "r"}, cluster={}, checks=checks))
+        RunReport(run=RunInfo(id="r"), cluster={}, checks=checks))
 
 
 def test_ctrl_c_inside_the_clients_websocket_call_stops_the_run_instead_of_failing_a_claim():
@@ -372,7 +375,7 @@ def test_a_claim_the_cluster_moved_under_is_counted_and_shown_apart_from_broken_
                                                             message="beta cannot read alpha's file"),
               _unchecked("s.py::a"), _unchecked("s.py::b"),
               _unchecked("s.py::c", cause="node n1's kubelet is not answering: 500 connection refused")]
-    report = RunReport(run={"id": "r"}, cluster={}, checks=checks)
+    report = RunReport(run=RunInfo(id="r"), cluster={}, checks=checks)
     assert report.summary["could-not-check"] == 3 and report.summary["failed"] == 1
     page = render_html(report)
     attention = page[page.index("Needs attention (1)"):page.index("</section>")]
@@ -391,7 +394,7 @@ def test_a_claim_the_cluster_moved_under_is_counted_and_shown_apart_from_broken_
 
 def test_metrics_have_no_passed_sample_for_a_claim_that_was_not_checked():
     from podshare.metrics import exposition
-    text = exposition({"started_epoch": 1}, {"node": "vm"}, [_check("passed"), _check("failed", "crun"),
+    text = exposition(RunInfo(id="r", started_epoch=1), {"node": "vm"}, [_check("passed"), _check("failed", "crun"),
                                                              _unchecked("s.py::t", runtime_class="gvisor")])
     assert 'podshare_claim_passed{claim="s.py::t",runtime_class="gvisor"' not in text
     assert 'podshare_claim_checked{claim="s.py::t",runtime_class="gvisor",node="vm",pool=""} 0\n' in text
@@ -548,3 +551,41 @@ def test_podshare_history_exits_2_when_the_newest_run_could_not_check_some_claim
                                         "cluster": {}, "checks": checks})
     assert show_history(tmp_path / "store", tmp_path / "out", 14) == 2
     assert "(1 passed, 0 failed, 1 could not check)" in capsys.readouterr().out
+
+
+def test_a_ready_line_split_over_two_frames_is_ready():
+    """The exec stream may cut the holder's ready line anywhere: it is read whole,
+    so a verb that said it was ready and then finished is not "exited before it was ready"."""
+    from podshare.channel import VerbRun
+    run = VerbRun(["hold-flock"], timeout=5, where="p/alpha")
+    run.feed_err('{"ready": ')
+    assert not run._ready.is_set()
+    run.feed_err('true}\n')
+    run.finish(out='{"ok": true}\n')
+    run.wait_ready(1)  # no error: it said ready
+    assert run.answer().json() == {"ok": True}
+
+
+def test_an_older_results_json_reads_into_todays_records_and_joins_the_trend(tmp_path):
+    """A results.json written before the version field (no nodes, no API cost, no
+    could-not-check) reads into the records, renders, and is one trend with a run
+    of today: the claim that held then and not now is newly failing."""
+    from podshare.history import History
+    from podshare.records import NEWLY_FAILING, RESULTS_VERSION, RunInfo
+    from podshare.report import render_markdown
+    old = json.loads((Path(__file__).parent / "data" / "results-v1.json").read_text())
+    assert "version" not in old
+    report = RunReport.from_json(old)
+    assert report.run == RunInfo.from_json(old["run"]) and report.run.api_cost == {} and report.run.workers is None
+    assert [c.node for c in report.checks] == [None, None] and not any(c.per_node for c in report.checks)
+    assert "2 passed" in render_markdown(report)
+    now = RunReport(run=RunInfo(id="20261129-031700-d4e5f6", started_at="2026-11-29T03:17:00+00:00"), cluster={},
+                    checks=[Check.from_json({**old["checks"][0], "outcome": "failed", "message": "beta: other"}),
+                            Check.from_json(old["checks"][1])]).to_json()
+    assert now["version"] == RESULTS_VERSION
+    history = History([old, now])
+    assert history.changes() == {"suites/test_identity.py::test_hostname_is_the_pod_name_in_every_container @ default":
+                                 NEWLY_FAILING}
+    History.record(tmp_path, old)
+    History.record(tmp_path, now)
+    assert History.load(tmp_path).changes() == history.changes()

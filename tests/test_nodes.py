@@ -16,7 +16,9 @@ from types import SimpleNamespace as NS
 import pytest
 
 from podshare.cluster import node_unfit
-from podshare.report import Check, KnownDivergences, RunReport, claim_matrix, node_summary, render_markdown
+from podshare.records import RunInfo
+from podshare.records import Check
+from podshare.report import KnownDivergences, RunReport, claim_matrix, node_summary, render_markdown
 
 from .conftest import run_suites
 
@@ -76,7 +78,7 @@ def test_the_node_matrix_has_a_column_per_node_and_rows_named_by_the_claim():
     matrix = claim_matrix(_checks())
     assert matrix.title == "Claim x node" and matrix.columns == ["node-a", "node-b", "node-c"]
     assert matrix.sentence("s.py::t") == "claim s.py::t"
-    report = RunReport(run={"id": "r"}, cluster={"nodes": {"node-b": {"pool": "sandboxed", "taints": [],
+    report = RunReport(run=RunInfo(id="r"), cluster={"nodes": {"node-b": {"pool": "sandboxed", "taints": [],
                                                                       "ready": "True"}}}, checks=_checks())
     text = render_markdown(report)
     assert "| claim s.py::t (`t`) | ✅ passed | 🔶 known-divergence | 🌀 could-not-check |" in text
@@ -84,7 +86,7 @@ def test_the_node_matrix_has_a_column_per_node_and_rows_named_by_the_claim():
 
 
 def test_the_summary_names_the_nodes_that_keep_every_promise_first():
-    report = RunReport(run={"id": "r"}, cluster={}, checks=_checks())
+    report = RunReport(run=RunInfo(id="r"), cluster={}, checks=_checks())
     assert node_summary(report) == [
         "3 nodes checked: node-a keeps all 2 promises",
         "node-b breaks 1: claim s.py::t",
@@ -238,3 +240,108 @@ def test_a_node_whose_kubelet_dies_mid_run_is_not_checked_and_the_others_are(kub
     print(f"kubelet of {victim} killed: {len(unchecked)} of its claims could not be checked; the run ended "
           f"{took:.1f}s after the kill; cause: {unchecked[0]['cause']}")
     assert took < 120, f"the run ended {took:.0f}s after the kill"
+
+
+def _facts(pool: str, **overrides) -> dict:
+    return {"pool": pool, "labels": {"podshare.io/pool": pool}, "taints": [], "kubelet": "v1.35.4",
+            "container_runtime": "containerd://1.6.20", "kernel": "6.18", "os_image": "Debian 12",
+            "architecture": "amd64", "ready": "True", "unschedulable": False, **overrides}
+
+
+def test_one_node_stands_for_each_configuration():
+    """--one-per-pool: nodes alike in pool labels, taints, versions, kernel, OS and
+    architecture are one configuration, checked on one node that takes pods; a node
+    differing in any one of them is a configuration of its own."""
+    from podshare.cluster import one_per_configuration
+    from podshare.records import NodeFacts
+    facts = {"a-1": _facts("a", unschedulable=True), "a-2": _facts("a"), "a-3": _facts("a"),
+             "a-new-kernel": _facts("a", kernel="6.19"), "b-1": _facts("b"),
+             "b-tainted": _facts("b", taints=["k=v:NoSchedule"]), "c-down": _facts("c", ready="Unknown")}
+    assert one_per_configuration({n: NodeFacts.from_json(f) for n, f in facts.items()}) == {"a-2": ["a-1", "a-3"], "a-new-kernel": [], "b-1": [],
+                                            "b-tainted": [], "c-down": []}
+
+
+def test_the_nodes_table_and_summary_name_what_a_checked_node_stands_for():
+    checks = [Check(id=f"s.py::t[{n}]", claim="T.", outcome="passed", duration_s=0, node=n, per_node=True,
+                    claim_id="s.py::t") for n in ("a-2", "b-1")]
+    cluster = {"nodes": {"a-1": {**_facts("a"), "represented_by": "a-2"}, "a-2": {**_facts("a"), "stands_for": ["a-1"]},
+                         "b-1": _facts("b")}}
+    report = RunReport(run=RunInfo(id="r", duration_s=1.0), cluster=cluster, checks=checks)
+    assert node_summary(report) == [
+        "2 nodes checked: a-2 and b-1 keep the 1 promise",
+        "1 more node not checked, of the same configuration as a checked node (--one-per-pool): a-2 stands for a-1"]
+    assert "| a-1 | a | v1.35.4 | containerd://1.6.20 | Debian 12, 6.18 | none | not checked: a-2 stands for it |" \
+        in render_markdown(report)
+
+
+@needs_nodes
+def test_the_local_nodes_are_three_configurations_and_a_twin_would_be_one(kube):
+    """On the local cluster's real node objects: its three pools are three
+    configurations, so --one-per-pool checks every node; a node just like the first
+    (a copy of its status under another name) would be represented by it."""
+    from dataclasses import replace
+    from podshare.cluster import node_facts, one_per_configuration
+    facts = {n.metadata.name: node_facts(n) for n in kube.nodes()}
+    assert sorted(one_per_configuration(facts)) == sorted(facts) and len(facts) == 3
+    first = min(facts, key=lambda n: (facts[n].pool != "default", n))
+    twin = {**facts, f"{first}-twin": replace(facts[first])}
+    assert one_per_configuration(twin)[first] == [f"{first}-twin"]
+
+
+PINNED = "podshare-test-pinned"  # a RuntimeClass that runs only on the current pool
+# GKE Sandbox's RuntimeClass, as the managed service creates it: gVisor, only on the
+# sandboxed pool, whose taint it tolerates
+SANDBOX = "podshare-test-sandbox"
+
+
+@pytest.fixture
+def pinned_runtime_classes(kube):
+    from kubernetes import client
+    api = client.NodeV1Api(kube.core.api_client)
+    bodies = [{"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": PINNED}, "handler": "runc",
+               "scheduling": {"nodeSelector": {"podshare.io/pool": "current"}}},
+              {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": SANDBOX}, "handler": "gvisor",
+               "scheduling": {"nodeSelector": {"sandbox.gke.io/runtime": "gvisor"}, "tolerations": [
+                   {"key": "sandbox.gke.io/runtime", "operator": "Equal", "value": "gvisor", "effect": "NoSchedule"}]}}]
+    for body in bodies:
+        try:
+            api.delete_runtime_class(body["metadata"]["name"])
+        except client.ApiException:
+            pass
+        api.create_runtime_class(body)
+    yield PINNED, SANDBOX
+    for body in bodies:
+        api.delete_runtime_class(body["metadata"]["name"])
+
+
+@needs_nodes
+def test_runtime_classes_pinned_to_a_pool_run_there_and_are_not_applicable_elsewhere(
+        kube, pinned_runtime_classes, tmp_path):
+    """RuntimeClasses whose scheduling.nodeSelector admits one pool (one of them
+    GKE Sandbox's, which also tolerates its pool's taint): each class's claims run
+    on its pool's node and pass, the sandboxed node checked without --tolerate as
+    the class tolerates it; on the other nodes they are not run, and the reports
+    say "not applicable" with the class's selector, not a failure and not silence.
+    With --one-per-pool on three distinct nodes, every node is checked. The run
+    states what it asked of the API server, per node."""
+    nodes = {n.metadata.labels.get("podshare.io/pool"): n.metadata.name for n in kube.nodes()}
+    run = run_suites("--all-nodes", "--one-per-pool", "--runtime-class", PINNED, "--runtime-class", SANDBOX,
+                     "-k", "test_hostname_is_the_pod_name_in_every_container", "--reports-dir", str(tmp_path),
+                     timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert sorted((c["node"], c["runtime_class"], c["outcome"]) for c in results["checks"]) == [
+        (nodes["current"], PINNED, "passed"), (nodes["sandboxed"], SANDBOX, "passed")]
+    why = {(na["node"], na["runtime_class"]): na["why"] for na in results["cluster"]["not_applicable"]}
+    assert why == {
+        **{(n, PINNED): f"RuntimeClass {PINNED} runs only on nodes labelled podshare.io/pool=current (its "
+                        f"scheduling.nodeSelector); node {n} is not" for n in (nodes["default"], nodes["sandboxed"])},
+        **{(n, SANDBOX): f"RuntimeClass {SANDBOX} runs only on nodes labelled sandbox.gke.io/runtime=gvisor (its "
+                         f"scheduling.nodeSelector); node {n} is not" for n in (nodes["default"], nodes["current"])}}
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"- not applicable: {why[nodes['default'], PINNED]}" in summary
+    row = next(line for line in summary.splitlines() if "`test_hostname_is_the_pod_name_in_every_container`" in line
+               and "not applicable |" in line)
+    assert row.count("not applicable") == 4 and row.count("passed") == 2, row
+    cost = results["run"]["api_cost"]
+    assert cost["nodes"] == 2 and cost["pods_created"] >= 4 and cost["execs"] >= 4 and cost["api_calls"] > 20, cost

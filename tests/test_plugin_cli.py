@@ -36,7 +36,8 @@ def test_invalid_option_values_are_usage_errors():
     for args, words in ((("--keep", "sometimes"), "--keep must be one of"),
                         (("--pod-timeout", "soon"), "--pod-timeout must be a number"),
                         (("--image-pull-policy", "Maybe"), "--image-pull-policy must be one of"),
-                        (("--pod-manifest", "/nope.yaml"), "--pod-manifest /nope.yaml")):
+                        (("--pod-manifest", "/nope.yaml"), "--pod-manifest /nope.yaml"),
+                        (("--one-per-pool",), "--one-per-pool picks among several nodes")):
         out = pytest_run("suites", *args)
         assert out.returncode == 4, (args, out.stdout, out.stderr)
         assert words in out.stderr
