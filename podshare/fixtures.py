@@ -13,10 +13,10 @@ from typing import Iterator
 
 import pytest
 
-from .evidence import Evidence
-from .factory import PodFactory
 from .disruption import Disrupted, Disruption
 from .errors import PodNotReady
+from .evidence import Evidence
+from .factory import PodFactory
 from .plugin import EVIDENCE, PodshareSession, session_of
 from .pods import Pod, ProbeContainer, ProbeSet
 
