@@ -8,12 +8,16 @@
 #     1.35), side by side; matrix-current: the same on the current pool's node
 #     (containerd 2.4, runc 1.5, kubelet 1.37);
 #  3. built-probe: the claims once more with the probe image built from
-#     images/probe.Containerfile;
-#  4. harness: the harness's own tests, which also check steps 1 and 2
-#     (tests/test_nodes.py, tests/test_runtime_matrix.py). Those that need no
-#     cluster (installs on stock Debian, the current stack's builds, probes on the
-#     host, the harness's logic) run from the start, beside steps 1-3, on the
-#     second core; their output follows the rest.
+#     images/probe.Containerfile; side by side with
+#  4. userns: every claim with user namespaces (hostUsers: false) on the current
+#     pool with its three RuntimeClasses, and on the default pool, whose
+#     containerd 1.6 refuses them: could-not-check, one line per node and class
+#     (exit 2, expected: the harness test checks exactly which);
+#  5. harness: the harness's own tests, which also check steps 1, 2 and 4
+#     (tests/test_nodes.py, tests/test_runtime_matrix.py, tests/test_user_namespaces.py).
+#     Those that need no cluster (installs on stock Debian, the current stack's
+#     builds, probes on the host, the harness's logic) run from the start, beside
+#     steps 1-4, on the second core; their output follows the rest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 rc=0
@@ -36,10 +40,20 @@ if [ -n "$current_node" ]; then  # the three-node cluster (PODSHARE_NODES=3, mak
     --runtime-class runc --runtime-class crun --runtime-class gvisor --known-divergences "$known" "$@" || rc=1
   export PODSHARE_MATRIX_CURRENT_RESULTS="$PWD/reports/matrix-current/results.json"
 fi
+# the built image's run is one node and class: it leaves room for the user-namespace run beside it
 .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/built-probe \
-  --probe-image "$PROBE_IMAGE" "$@" || rc=1
+  --probe-image "$PROBE_IMAGE" "$@" >reports/built-probe.log 2>&1 &
+built_probe=$!
+.venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/userns --user-namespaces on \
+  --node-selector 'podshare.io/pool in (default,current)' --runtime-class runc --runtime-class crun \
+  --runtime-class gvisor --known-divergences "$known" --workers 2 "$@"
+userns_rc=$?
+[ "$userns_rc" -eq 0 ] || [ "$userns_rc" -eq 2 ] || rc=1  # 2: the nodes and classes that refuse them
+wait "$built_probe" || rc=1
+cat reports/built-probe.log
 export PODSHARE_NODES_RESULTS="$PWD/reports/nodes/results.json"
 export PODSHARE_MATRIX_RESULTS="$PWD/reports/matrix/results.json"
+export PODSHARE_USERNS_RESULTS="$PWD/reports/userns/results.json"
 .venv/bin/python -m pytest tests "${offline[@]/#/--ignore=}" -p no:cacheprovider --reports-dir reports/harness "$@" \
   || rc=1
 wait "$offline_pid" || rc=1

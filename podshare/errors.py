@@ -35,5 +35,10 @@ class PodNotReady(KubeError):
     """The pod reached a state from which it will not become ready by itself."""
 
 
+class SandboxRefused(PodNotReady):
+    """The kubelet (or the runtime behind it) could not create the pod's sandbox as
+    asked, e.g. in a user namespace on a runtime that does not support one."""
+
+
 # What the harness itself can fail with (as opposed to a claim's assertion).
 HARNESS_ERRORS: tuple[type[BaseException], ...] = (KubeError, GaveUp)

@@ -27,13 +27,14 @@ class PodFactory:
     in the run's namespace; deletes them, newest first, at the end of the run."""
 
     def __init__(self, cluster: Cluster, settings: Any, suffix: str, runtime_class: str | None = None,
-                 node: str | None = None) -> None:
+                 node: str | None = None, user_namespaces: bool = False) -> None:
         self.cluster, self.settings, self.runtime_class = cluster, settings, runtime_class
+        self.user_namespaces = user_namespaces  # every pod of this factory gets hostUsers: false
         self.node = node or settings.node  # every pod of this factory there (through the scheduler)
         self.kube, self.namespace = cluster.kube, cluster.namespace
-        # Pods of each node and RuntimeClass side by side in one namespace: both are in the name
-        # (the node as a short tag: node names may be long).
-        tags = [node_tag(node) if node else None, runtime_class]
+        # Pods of each node, RuntimeClass and user-namespace setting side by side in one
+        # namespace: all are in the name (the node as a short tag: node names may be long).
+        tags = [node_tag(node) if node else None, runtime_class, "u" if user_namespaces else None]
         self.suffix = "-".join([t for t in tags if t] + [suffix])
         self.created: list[Pod] = []
         self.others: list[tuple[str, str]] = []  # (kind, name) of non-pod objects
@@ -64,7 +65,8 @@ class PodFactory:
         template = manifest if isinstance(manifest, dict) else load_manifest(manifest)
         body = render(template, name=f"{base_name}-{self.suffix}", settings=self.settings,
                       run_id=self.cluster.run_id, node=node or self.node, renamed=renamed,
-                      runtime_class=self.runtime_class, probe_bundle=self._probe_bundle())
+                      runtime_class=self.runtime_class, probe_bundle=self._probe_bundle(),
+                      user_namespaces=self.user_namespaces)
         pod = Pod(self.kube, self.namespace, body, self.settings.pod_timeout, evidence=self.cluster.evidence,
                   disruptions=self.cluster.disruptions)
         self.created.append(pod)

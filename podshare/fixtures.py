@@ -13,6 +13,8 @@ from typing import Iterator
 
 import pytest
 
+from .disruption import Disrupted, Disruption
+from .errors import PodNotReady
 from .evidence import Evidence
 from .factory import PodFactory
 from .plugin import EVIDENCE, PodshareSession, session_of
@@ -60,6 +62,13 @@ def runtime_class(request: pytest.FixtureRequest, kube, podshare_session: Podsha
 
 
 @pytest.fixture(scope="session")
+def user_namespaces(request: pytest.FixtureRequest, podshare_session: PodshareSession) -> bool:
+    """Whether this claim's pods run in user namespaces of their own (hostUsers:
+    false): parametrized by --user-namespaces on or both, else False."""
+    return bool(getattr(request, "param", podshare_session.settings.user_namespaces == "on"))
+
+
+@pytest.fixture(scope="session")
 def node(request: pytest.FixtureRequest, kube, podshare_session: PodshareSession, runtime_class: str | None) -> str | None:
     """The node of this claim's pods (parametrized by --all-nodes or --node-selector),
     --node, or None for the scheduler's choice. A node that cannot be checked
@@ -75,21 +84,24 @@ def node(request: pytest.FixtureRequest, kube, podshare_session: PodshareSession
 
 @pytest.fixture(scope="session")
 def pod_factory(podshare_session: PodshareSession, run_namespace: str, node: str | None,
-                runtime_class: str | None, request: pytest.FixtureRequest) -> Iterator[PodFactory]:
+                runtime_class: str | None, user_namespaces: bool, request: pytest.FixtureRequest) -> Iterator[PodFactory]:
     ps = podshare_session
-    factory = PodFactory(ps.cluster, ps.settings, ps.suffix, runtime_class, node)
+    factory = PodFactory(ps.cluster, ps.settings, ps.suffix, runtime_class, node, user_namespaces)
     yield factory
     factory.cleanup(keep=ps.keep(request.session))
 
 
-def _needed_by(items: list[pytest.Item], node: str | None, runtime_class: str | None) -> tuple[list[str], int]:
-    """What the collected claims of one node and RuntimeClass need besides the probe
-    pod: their patterns' manifests (the `manifest` marker) and lifecycle pods."""
+def _needed_by(items: list[pytest.Item], node: str | None, runtime_class: str | None,
+               user_namespaces: bool) -> tuple[list[str], int]:
+    """What the collected claims of one node, RuntimeClass and user-namespace setting
+    need besides the probe pod: their patterns' manifests (the `manifest` marker) and
+    lifecycle pods."""
     patterns: list[str] = []
     lifecycle = 0
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if (params.get("runtime_class"), params.get("node", node)) != (runtime_class, node):
+        if (params.get("runtime_class"), params.get("node", node),
+                params.get("user_namespaces", user_namespaces)) != (runtime_class, node, user_namespaces):
             continue
         for marker in item.iter_markers("manifest"):
             if marker.args[0] not in patterns:
@@ -100,13 +112,26 @@ def _needed_by(items: list[pytest.Item], node: str | None, runtime_class: str | 
 
 @pytest.fixture(scope="session")
 def probe_pods(pod_factory: PodFactory, podshare_session: PodshareSession, node: str | None,
-               runtime_class: str | None, request: pytest.FixtureRequest) -> tuple[ProbeSet, Pod]:
+               runtime_class: str | None, user_namespaces: bool, request: pytest.FixtureRequest) -> tuple[ProbeSet, Pod]:
     """The probe pod and, on the same node, the stranger pod (the negative control);
     every other pod the collected claims need starts with them."""
-    patterns, lifecycle = _needed_by(request.session.items, node, runtime_class)
+    patterns, lifecycle = _needed_by(request.session.items, node, runtime_class, user_namespaces)
     # With several nodes, pods that cannot start end that node's claims, not the run.
     with podshare_session.harness_errors(fatal=True, node=node if podshare_session.nodes_dimension else None):
-        return pod_factory.start_probes(patterns, lifecycle)
+        try:
+            return pod_factory.start_probes(patterns, lifecycle)
+        except PodNotReady as exc:
+            if not user_namespaces:
+                raise
+            # A node or runtime that cannot run pods in a user namespace: this node and
+            # class could not be checked that way (one line, the kubelet's reason); the
+            # run goes on with the others, also on the same node.
+            said = str(exc)
+            where = ", ".join(filter(None, [runtime_class and f"RuntimeClass {runtime_class}",
+                                            node and f"node {node}" not in said and f"node {node}"]))
+            cause = f"{where + ': ' if where else ''}{said}"
+            uids = frozenset(p.uid for p in pod_factory.created if p.uid)
+            raise Disrupted(podshare_session.cluster.disruptions.record(Disruption(cause, pods=uids))) from exc
 
 
 @pytest.fixture(scope="session")

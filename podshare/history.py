@@ -31,6 +31,7 @@ def claim_key(check: dict[str, Any] | Any) -> str:
     row of the history."""
     get = check.get if isinstance(check, dict) else lambda k: getattr(check, k, None)
     key = f"{get('claim_id') or get('id')} @ {get('runtime_class') or 'default'}"
+    key += " @ userns" if get("user_namespaces") else ""  # hostUsers: false is a history of its own
     return f"{key} @ {get('node')}" if get("per_node") else key
 
 

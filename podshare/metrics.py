@@ -34,7 +34,10 @@ def exposition(run: RunInfo, cluster: dict[str, Any], checks: list[Any]) -> str:
     for c in checks:
         node = getattr(c, "node", None) or cluster.get("node") or ""
         pool = (nodes[node].pool if node in nodes else None) or ""
-        labels = _labels(claim=c.claim_id or c.id, runtime_class=c.runtime_class or "default", node=node, pool=pool)
+        userns = getattr(c, "user_namespaces", None)  # a label only where it is a dimension of the run
+        dims = {"runtime_class": c.runtime_class or "default", "node": node, "pool": pool,
+                **({} if userns is None else {"user_namespaces": "true" if userns else "false"})}
+        labels = _labels(claim=c.claim_id or c.id, **dims)
         if c.outcome in CHECKED:
             checked.append(f"podshare_claim_checked{labels} {CHECKED[c.outcome]}")
         if c.outcome not in HELD:
@@ -45,8 +48,7 @@ def exposition(run: RunInfo, cluster: dict[str, Any], checks: list[Any]) -> str:
             for stat in ("median", "p95"):
                 if stat in figure:
                     figures.append("podshare_figure" + _labels(
-                        measurement=name, unit=figure["unit"], stat=stat, runtime_class=c.runtime_class or "default",
-                        node=node, pool=pool) + f" {figure[stat]:g}")
+                        measurement=name, unit=figure["unit"], stat=stat, **dims) + f" {figure[stat]:g}")
     lines = [
         "# HELP podshare_claim_passed 1 if the claim held in the run, 0 if it did not (a known divergence is 0).",
         "# TYPE podshare_claim_passed gauge", *passed,

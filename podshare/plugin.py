@@ -33,7 +33,7 @@ from .recovery import RERUN, Recovery, rerun_message
 from .records import (COULD_NOT_CHECK, INTERRUPTED, KNOWN_DIVERGENCE, NEWLY_FAILING, RECOVERED, Check, RunInfo,
                       nodes_of)
 from .report import KnownDivergences, RunReport
-from .settings import Settings, add_options
+from .settings import USER_NAMESPACE_MODES, Settings, add_options
 
 MARKERS = {
     "identity": "hostname and namespace identity of the pod's containers",
@@ -44,9 +44,11 @@ MARKERS = {
     "lifecycle": "container restart and pod recreation",
     "pattern": "multi-container patterns: reverse proxy, log watcher, data loader, native sidecar",
     "perf": "how fast the shared mechanisms are between two containers (figures, no threshold)",
+    "userns": "user namespaces (hostUsers: false): one per pod, its id maps, emptyDir ownership",
 }
 OTHER_MARKERS = {
     "manifest": "manifest(path): the pattern manifest a module's claims use; its pods start with the probe pod",
+    "user_namespaced": "a claim about pods with hostUsers: false, collected only for them (--user-namespaces on, both)",
 }
 
 SESSION = pytest.StashKey["PodshareSession"]()
@@ -58,6 +60,8 @@ REPORTS = pytest.StashKey[list]()
 DISRUPTED = pytest.StashKey[tuple]()
 LISTED = pytest.StashKey[Cluster]()  # the controller's cluster, its nodes listed to count the workers
 RUNTIME_CLASS = pytest.StashKey[str]()  # the class the claim's pods ran under, read while they are at hand
+# How a claim's id says whether its pods had user namespaces of their own (--user-namespaces on, both).
+USERNS_IDS = {True: "userns", False: "hostusers"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -74,7 +78,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
             or not config.pluginmanager.hasplugin("xdist") or getattr(config.option, "numprocesses", None):
         return
     settings = Settings.from_config(config)
-    groups = len(settings.runtime_class or (None,))
+    groups = len(settings.runtime_class or (None,)) * len(USER_NAMESPACE_MODES[settings.user_namespaces] or (None,))
     if settings.all_nodes or settings.node_selector:
         try:
             # the session takes this cluster over, so the controller lists the nodes once
@@ -150,6 +154,7 @@ class PodshareSession:
         self.pushed: str | None = None  # what became of --pushgateway
         self.changes: dict[str, str] = {}  # claim @ class -> verdict, with --history-dir
         self.report_paths: list[Path] = []
+        self.diagnosed: set[Disruption] = set()  # disruptions whose pods' diagnostics a claim already has
 
     # ------------------------------------------------------------ failing setup
     def fail_run(self, reason: str) -> NoReturn:
@@ -213,11 +218,25 @@ class PodshareSession:
         if self.settings.runtime_class and "runtime_class" in metafunc.fixturenames:
             metafunc.parametrize("runtime_class", list(self.settings.runtime_class), indirect=True,
                                  scope="session", ids=list(self.settings.runtime_class))
+        modes = USER_NAMESPACE_MODES[self.settings.user_namespaces]
+        if modes and "user_namespaces" in metafunc.fixturenames:
+            metafunc.parametrize("user_namespaces", list(modes), indirect=True, scope="session",
+                                 ids=[USERNS_IDS[m] for m in modes])
+
+    def _deselect_user_namespaced(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """A claim about pods in user namespaces of their own says nothing about pods in
+        the host's: it is collected only for pods with hostUsers: false (like -m, the
+        others are deselected), so runs without user namespaces stay as they were."""
+        kept = [i for i in items if i.get_closest_marker("user_namespaced") is None or _user_namespaces_of(i)]
+        if len(kept) != len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+            items[:] = kept
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         """A RuntimeClass whose scheduling.nodeSelector admits only some nodes (as a
         managed sandboxed pool's class does) runs only there: its claims on the
         other nodes are not run, and the reports name them not applicable, why."""
+        self._deselect_user_namespaced(config, items)
         if not self.settings.runtime_class or not (self.nodes_dimension or self.settings.node):
             return
         excluded: dict[tuple[str, str], str | None] = {}
@@ -295,6 +314,12 @@ class PodshareSession:
             if runtime_class:
                 item.stash[RUNTIME_CLASS] = runtime_class
         known_before = DISRUPTED in item.stash
+        # a session fixture's Disrupted reaches every claim of its group: its pods' state
+        # goes into the first one's diagnostics, not again into each of the others'
+        raised = call.excinfo.value if call.excinfo is not None else None
+        repeated = isinstance(raised, Disrupted) and raised.disruption in self.diagnosed
+        if isinstance(raised, Disrupted):
+            self.diagnosed.add(raised.disruption)
         if report.failed and report.when in ("setup", "call") and not known_before:
             self._diagnose(item, call)
         if DISRUPTED in item.stash and report.failed and report.when in ("setup", "call"):
@@ -309,7 +334,7 @@ class PodshareSession:
         # The pods the test touched; when a fixture failed before any exec, every pod of the run.
         pods = (ev.pods if ev is not None and ev.pods else None) or self.cluster.pods
         # A claim ended at once by a known disruption adds nothing to the first one's diagnostics.
-        if report.failed and pods and DIAGNOSTICS not in item.stash and not known_before:
+        if report.failed and pods and DIAGNOSTICS not in item.stash and not known_before and not repeated:
             dumps = []
             for pod in pods:
                 try:
@@ -386,10 +411,12 @@ class PodshareSession:
         runtime_class, node = _pods_runtime_class(item), _node_param_of(item)
         known_node = nodes_of(self.cluster.facts).get(node) if node else None
         node_labels = known_node.all_labels if known_node else None
-        listed = self.known_divergences.match(_claim_id(item), runtime_class, node_labels)
+        userns = _user_namespaces_of(item)
+        listed = self.known_divergences.match(_claim_id(item), runtime_class, node_labels, userns)
         if listed is None:
             return
         where = " on ".join(w for w in ("", runtime_class, f"node {node}" if node else None) if w is not None)
+        where += " in a user namespace" if userns else ""
         if report.failed:
             seen = _short_message(report)
             report.outcome, report.wasxfail = "skipped", f"known divergence{where}: {listed}"
@@ -432,6 +459,7 @@ class PodshareSession:
         self.checks[item.nodeid] = Check(
             id=_check_id(item), claim=_claim_of(item), outcome=outcome,
             claim_id=_claim_id(item), runtime_class=item.stash.get(RUNTIME_CLASS, None),
+            user_namespaces=_user_namespaces_of(item),
             per_node=bool(_node_param_of(item)),
             node=_node_param_of(item) or next((p.node for p in (ev.pods if ev is not None else []) if p.node),
                                               self.cluster.facts.get("node")),
@@ -444,14 +472,16 @@ class PodshareSession:
     # ------------------------------------------------------------ side by side (pytest-xdist)
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log):
-        """Controller: one group per node and RuntimeClass, whole on one worker, which
+        """Controller: one group per node, RuntimeClass and user-namespace setting, whole on one worker, which
         starts that group's pods once (session fixtures are per worker). The group is
         read from the test id's parameters (xdist's own xdist_group suffix does not
         reach the controller with this pytest)."""
         from xdist.scheduler import LoadScopeScheduling
         values = sorted({*(self.cluster.target_nodes(self.settings.node_selector, self.settings.one_per_pool)
                            if self.nodes_dimension else []),
-                         *self.settings.runtime_class}, key=len, reverse=True)
+                         *self.settings.runtime_class,
+                         *(USERNS_IDS[m] for m in USER_NAMESPACE_MODES[self.settings.user_namespaces])},
+                        key=len, reverse=True)
 
         class ByNodeAndClass(LoadScopeScheduling):
             def _split_scope(self, nodeid: str) -> str:
@@ -657,6 +687,12 @@ def dimension_group(nodeid: str, values: list[str]) -> str:
     return "|".join(sorted(found)) or "default"
 
 
+def _user_namespaces_of(item: pytest.Item) -> bool | None:
+    """True or False where --user-namespaces made it a dimension of the run, else None."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("user_namespaces") if callspec else None
+
+
 def _node_param_of(item: pytest.Item) -> str | None:
     callspec = getattr(item, "callspec", None)
     return callspec.params.get("node") if callspec else None
@@ -671,15 +707,16 @@ def _check_id(item: pytest.Item) -> str:
 
 
 def _claim_id(item: pytest.Item) -> str:
-    """The claim without its node and RuntimeClass: one row of the matrix
-    (test_x[disk-node-b-gvisor] -> test_x[disk]; a session-scoped parameter may also
+    """The claim without its node, RuntimeClass and user-namespace setting: one row of
+    the matrix (test_x[disk-node-b-gvisor-userns] -> test_x[disk]; a session-scoped parameter may also
     come first: test_y[gvisor-unix] -> test_y[unix]). Node names may hold dashes, so
     each is removed as a whole run of id segments, the last such run."""
     check_id = _check_id(item)
     if not check_id.endswith("]"):
         return check_id
     base, ids = check_id[:-1].split("[", 1)
-    for dimension in (_runtime_class_of(item), _node_param_of(item)):
+    userns = _user_namespaces_of(item)
+    for dimension in (None if userns is None else USERNS_IDS[userns], _runtime_class_of(item), _node_param_of(item)):
         if dimension:
             found = list(re.finditer(rf"(?:^|-){re.escape(dimension)}(?=-|$)", ids))
             if found:

@@ -19,7 +19,7 @@ from .evidence import Evidence, EvidenceSlot
 from .channel import Channel, ProbeKilled, VerbRun
 from .delivery import deliver
 from .disruption import Disrupted, Disruption, Disruptions, diagnose
-from .errors import KubeError, PodNotReady
+from .errors import KubeError, PodNotReady, SandboxRefused
 from .kube import Kube, to_manifest
 from .retry import NotYet, wait_until
 
@@ -78,13 +78,15 @@ def pin_to_node(spec: dict, node: str) -> None:
 
 def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str | None = None,
            renamed: dict[str, str] | None = None, runtime_class: str | None = None,
-           probe_bundle: str | None = None) -> dict:
+           probe_bundle: str | None = None, user_namespaces: bool = False) -> dict:
     """Fill a manifest template with this run's name, labels, images and node.
 
     `renamed` maps the template's object names to this run's, so a pod's
     ConfigMap volumes and a Service's pod selector follow their objects.
     `probe_bundle` names the ConfigMap with the delivered probes, when the probe
-    image is a plain Python image (podshare/delivery.py)."""
+    image is a plain Python image (podshare/delivery.py). `user_namespaces`
+    gives the pod its own user namespace (hostUsers: false) unless the manifest
+    says otherwise itself (a variant keeping the host's, as a negative control)."""
     renamed = renamed or {}
     body = copy.deepcopy(manifest)
     meta = body.setdefault("metadata", {})
@@ -119,6 +121,8 @@ def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str |
             [{"key": key, "operator": "Exists"} for key in settings.tolerate])
     if runtime_class:
         spec["runtimeClassName"] = runtime_class
+    if user_namespaces:
+        spec.setdefault("hostUsers", False)
     return body
 
 
@@ -168,6 +172,26 @@ def pod_problem(pod) -> str | None:
     return None
 
 
+def sandbox_refused(kube: Kube, pod) -> str | None:
+    """For a pod in a user namespace (hostUsers: false) still waiting for its
+    sandbox: the kubelet's own reason when it could not create it, from the pod's
+    events (FailedCreatePodSandBox), else None. The kubelet refuses such a pod on
+    a runtime handler that does not report user-namespace support, and a runtime
+    that cannot set one up fails the same step: neither changes by itself, so the
+    wait ends at once with the kubelet's words rather than at --pod-timeout."""
+    if pod.spec.host_users is not False or pod.status.phase != "Pending" or not pod.spec.node_name:
+        return None
+    try:
+        records = kube.event_records(pod.metadata.namespace, pod.metadata.name)
+    except KubeError:  # listing events is optional (RBAC): the wait then runs its course
+        return None
+    failed = [r for r in records if r["reason"] == "FailedCreatePodSandBox"]
+    if not failed:
+        return None
+    return (f"the kubelet on node {pod.spec.node_name} could not create the sandbox of pod {pod.metadata.name} "
+            f"(hostUsers: false): {failed[-1]['message']}")
+
+
 def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, condition=running_and_ready,
                  watch: "Pod | None" = None):
     """Wait until `condition` holds for the pod, failing fast on a terminal state
@@ -184,6 +208,9 @@ def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, conditio
         problem = pod_problem(pod)
         if problem:
             raise PodNotReady(problem)
+        refused = sandbox_refused(kube, pod)
+        if refused:
+            raise SandboxRefused(refused)
         if disruptions is not None and watch.uid and time.monotonic() - looked[0] > LOOK_EVERY:
             looked[0] = time.monotonic()
             found = diagnose(kube, [watch])

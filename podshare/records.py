@@ -44,6 +44,7 @@ class Check:
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
     claim_id: str = ""  # the id without its node and RuntimeClass: a row of the matrix
     runtime_class: str | None = None
+    user_namespaces: bool | None = None  # hostUsers: false (True) or not (False); None: not a dimension of the run
     node: str | None = None  # where its pods ran
     per_node: bool = False  # the node is a dimension of the run (--all-nodes, --node-selector): part of its key
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> unit, median, p95, ...

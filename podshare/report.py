@@ -35,17 +35,20 @@ class KnownDivergences:
         entries = yaml.safe_load(Path(path).read_text()) or []
         if not isinstance(entries, list) or not all(
                 isinstance(e, dict) and {"claim", "reason"} <= set(e) and all(
-                    isinstance(p, dict) and p and set(p) <= {"runtime_class", "node_selector"} for p in _places(e))
+                    isinstance(p, dict) and p and set(p) <= PLACE_KEYS for p in _places(e))
                 for e in entries):
-            raise ValueError(f"{path}: expected a list of {{claim, reason, and runtime_class and/or node_selector "
-                             "(or where: a list of them)}}")
+            raise ValueError(f"{path}: expected a list of {{claim, reason, and runtime_class, node_selector and/or "
+                             "user_namespaces (or where: a list of them)}}")
         return cls(entries)
 
-    def match(self, claim_id: str, runtime_class: str | None, node_labels: dict[str, str] | None = None) -> str | None:
+    def match(self, claim_id: str, runtime_class: str | None, node_labels: dict[str, str] | None = None,
+              user_namespaces: bool | None = None) -> str | None:
         """The reason a claim is listed where it ran; in `claim`, only * is a
         wildcard (ids have literal brackets: test_x[disk]); node_selector is
         k=v[,k=v...] (or k: the label is set), matched against the node's labels;
-        runtime_class `default` is a pod that names none (the node's own runtime)."""
+        runtime_class `default` is a pod that names none (the node's own runtime);
+        user_namespaces true or false holds only for pods with (or without) user
+        namespaces of their own (--user-namespaces), absent for either."""
         for e in self.entries:
             if not re.fullmatch(re.escape(e["claim"]).replace(r"\*", ".*"), claim_id):
                 continue
@@ -54,6 +57,8 @@ class KnownDivergences:
                     continue  # "default": the pod named no class, so it ran under the node's default runtime
                 if "node_selector" in place and (node_labels is None or not selects(place["node_selector"], node_labels)):
                     continue
+                if "user_namespaces" in place and place["user_namespaces"] is not bool(user_namespaces):
+                    continue
                 return e["reason"]
         return None
 
@@ -61,10 +66,13 @@ class KnownDivergences:
         return bool(self.entries)
 
 
+PLACE_KEYS = frozenset({"runtime_class", "node_selector", "user_namespaces"})
+
+
 def _places(entry: dict[str, Any]) -> list[dict[str, str]]:
     if "where" in entry:
         return entry["where"] if isinstance(entry["where"], list) else []
-    return [{k: entry[k] for k in ("runtime_class", "node_selector") if k in entry}]
+    return [{k: entry[k] for k in PLACE_KEYS if k in entry}]
 
 
 def selects(selector: str, labels: dict[str, str]) -> bool:
@@ -125,6 +133,9 @@ def _cluster_line(cluster: dict[str, Any]) -> str:
     return ", ".join(f"{k.replace('_', ' ')}: {cluster[k]}" for k in keys if cluster.get(k))
 
 
+USERNS_COLUMN = {True: "userns", False: "host users"}
+
+
 @dataclass
 class Matrix:
     """Claim (row) x node and/or RuntimeClass (column), in run order."""
@@ -137,21 +148,25 @@ class Matrix:
 
 
 def claim_matrix(checks: list[Check], not_applicable: list[dict[str, str]] = ()) -> Matrix | None:
-    """The matrix of a run with several nodes or RuntimeClasses; None when it had one
-    column. A node where a RuntimeClass may not run (not_applicable) keeps its
-    column, every cell "not applicable"."""
+    """The matrix of a run with several nodes, RuntimeClasses or user-namespace settings;
+    None when it had one column. A node where a RuntimeClass may not run
+    (not_applicable) keeps its column, every cell "not applicable"."""
     per_node, classes = any(c.per_node for c in checks), any(c.runtime_class for c in checks)
-    if not (per_node or classes):
+    userns = any(c.user_namespaces is not None for c in checks)
+    if not (per_node or classes or userns):
         return None
 
-    def column(node: str | None, runtime_class: str | None) -> str:
-        return " · ".join([*([node or "?"] if per_node else []), *([runtime_class or "default"] if classes else [])])
+    def column(node: str | None, runtime_class: str | None, user_namespaces: bool | None) -> str:
+        return " · ".join([*([node or "?"] if per_node else []), *([runtime_class or "default"] if classes else []),
+                           *([USERNS_COLUMN[bool(user_namespaces)]] if userns else [])])
     rows: dict[str, dict[str, Check]] = {}
     for c in checks:
-        rows.setdefault(c.claim_id or c.id, {})[column(c.node, c.runtime_class)] = c
-    title = "Claim x " + " x ".join(w for w, on in (("node", per_node), ("RuntimeClass", classes)) if on)
-    columns = [*(column(c.node, c.runtime_class) for c in checks),
-               *(column(na["node"], na["runtime_class"]) for na in not_applicable)]
+        rows.setdefault(c.claim_id or c.id, {})[column(c.node, c.runtime_class, c.user_namespaces)] = c
+    title = "Claim x " + " x ".join(w for w, on in (("node", per_node), ("RuntimeClass", classes),
+                                                     ("user namespaces", userns)) if on)
+    settings = list(dict.fromkeys(c.user_namespaces for c in checks))
+    columns = [*(column(c.node, c.runtime_class, c.user_namespaces) for c in checks),
+               *(column(na["node"], na["runtime_class"], u) for na in not_applicable for u in settings)]
     return Matrix(title, sorted(dict.fromkeys(columns)) if not_applicable else list(dict.fromkeys(columns)), rows)
 
 
@@ -204,11 +219,14 @@ def figure_table(checks: list[Check]) -> tuple[list[str], dict[str, dict[str, tu
     measured = [(i, c) for i, c in enumerate(checks) if c.figures]
     if not measured:
         return None
-    classes = list(dict.fromkeys(c.runtime_class or "default" for _, c in measured))
+    def column(c: Check) -> str:  # the class, and with --user-namespaces whether the pod had its own
+        userns = "" if c.user_namespaces is None else f" · {USERNS_COLUMN[c.user_namespaces]}"
+        return (c.runtime_class or "default") + userns
+    classes = list(dict.fromkeys(column(c) for _, c in measured))
     rows: dict[str, dict[str, tuple[dict, int]]] = {}
     for i, c in measured:
         for name, figure in c.figures.items():
-            rows.setdefault(name, {})[c.runtime_class or "default"] = (figure, i)
+            rows.setdefault(name, {})[column(c)] = (figure, i)
     return classes, rows
 
 

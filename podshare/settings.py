@@ -16,6 +16,10 @@ from .images import DEFAULTS, mirrored
 KEEP_CHOICES = ("never", "on-failure", "always")
 PROBES_FROM = ("auto", "configmap", "image")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+USER_NAMESPACES = ("off", "on", "both")
+# --user-namespaces as a dimension: the hostUsers: false settings every claim runs with
+# (off: none, the pods as their manifests have them, and no id; both: without, then with).
+USER_NAMESPACE_MODES = {"off": (), "on": (True,), "both": (False, True)}
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,9 @@ OPTIONS = (
     Option("--runtime-class", "PODSHARE_RUNTIME_CLASS", None,
            "run every claim once per RuntimeClass (repeatable; env and ini: comma-separated); "
            "default: the cluster's default runtime", type=list),
+    Option("--user-namespaces", "PODSHARE_USER_NAMESPACES", "off",
+           "on: every pod gets hostUsers: false (its own user namespace); both: every claim with and without; "
+           "a node or runtime that cannot run such pods is reported as could not check", USER_NAMESPACES),
     Option("--known-divergences", "PODSHARE_KNOWN_DIVERGENCES", None,
            "a YAML list of {claim, reason, runtime_class and/or node_selector (or where: a list of them)}: those "
            "claims are reported as known divergences "
@@ -120,6 +127,7 @@ class Settings:
     pod_manifest: str
     patterns_dir: str | None
     runtime_class: tuple[str, ...]
+    user_namespaces: str
     known_divergences: str | None
     pod_security: str
     run_role: str

@@ -101,6 +101,7 @@ VERBS: dict[str, tuple[Callable | None, str, list]] = {
                    arg("--prefix", default="line"), arg("--interval", type=float, default=0.0)]),
     # the container itself
     "identity": (identity.identity, "hostname, namespace inodes, uid", []),
+    "user-namespace": (identity.user_namespace, "uid and gid maps, the user namespace's identity", []),
     "release": (release, "release every holding verb in this container", []),
     "stop-agent": (stop_agent, "SIGTERM this container's agent", []),
     # network
@@ -125,6 +126,7 @@ VERBS: dict[str, tuple[Callable | None, str, list]] = {
     "rename": (files.rename, "rename a file", [PATH, arg("--to", required=True)]),
     "delete": (files.delete, "unlink a file", [PATH]),
     "list": (files.listdir, "list a directory", [PATH]),
+    "owner": (files.owner, "owner uid, gid and mode of a path", [PATH]),
     "hold-lock": (files.hold_lock, "an exclusive lock", [PATH, LOCK_KIND, HOLD]),
     "try-lock": (files.try_lock, "an exclusive lock", [PATH, LOCK_KIND]),
     "watch": (files.watch, "inotify events until NAME is written and closed",

@@ -83,6 +83,15 @@ def listdir(args) -> dict:
     return ok(path=args.path, entries=entries)
 
 
+def owner(args) -> dict:
+    """Who owns a path as this container sees it (uid, gid, mode)."""
+    try:
+        st = os.stat(args.path)
+    except OSError as exc:
+        return failure(exc, path=args.path)
+    return ok(path=args.path, uid=st.st_uid, gid=st.st_gid, mode=oct(st.st_mode & 0o7777))
+
+
 def _lock(fd: int, kind: str, blocking: bool) -> None:
     if kind == "flock":
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))

@@ -1,6 +1,7 @@
 """Who am I: hostname, namespaces and user, as the kernel reports them."""
 from __future__ import annotations
 
+import errno
 import os
 import socket
 
@@ -82,3 +83,23 @@ def shared_mounts() -> dict[str, dict]:
             found[point] = {"device": fields[2], "root": fields[3], "fstype": after[0],
                             "read_only": "ro" in fields[5].split(",")}
     return found
+
+
+def _id_map(path: str) -> list[list[int]] | str:
+    """/proc/self/uid_map or gid_map as [inside, outside, count] lines (the
+    kernel's view from this process's user namespace), or the errno name."""
+    try:
+        with open(path) as f:
+            return [[int(n) for n in line.split()] for line in f if line.strip()]
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc))
+
+
+def user_namespace(_args) -> dict:
+    """The user namespace this container is in: its uid and gid maps (the identity
+    map 0 0 4294967295 is the host's own), its identity (kernel, device, inode of
+    /proc/self/ns/user) and who this process is inside it."""
+    kernel = kernel_instance()
+    return ok(uid_map=_id_map("/proc/self/uid_map"), gid_map=_id_map("/proc/self/gid_map"),
+              user_namespace=namespace_ids(kernel).get("user", ""), kernel=kernel,
+              uid=os.getuid(), gid=os.getgid(), groups=os.getgroups())
