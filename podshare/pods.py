@@ -6,6 +6,7 @@ restart / delete / recreate, plus the diagnostics a failed test attaches.
 from __future__ import annotations
 
 import copy
+import json
 import shlex
 import threading
 import time
@@ -420,6 +421,19 @@ class Pod:
 
     def log(self, container: str) -> str:
         return self.kube.read_log(self.namespace, self.name, container)
+
+    def logged_answer(self, container: str) -> dict:
+        """The answer a probe verb that ran as the container's command printed: the
+        last JSON object in its log with an "ok". The log also holds the verb's
+        stderr, the steps it took, and a runtime may order the two streams either way."""
+        for line in reversed(self.log(container).splitlines()):
+            try:
+                found = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(found, dict) and "ok" in found:
+                return found
+        raise KubeError(f"{self.name}/{container} logged no probe answer")
 
     def create(self) -> "Pod":
         created = self.kube.create(self.namespace, self.body)

@@ -1,7 +1,5 @@
 """Data loader: an init container fills an emptyDir that the main containers
 read when they start."""
-import json
-
 import pytest
 
 from podshare.evidence import describe
@@ -22,7 +20,7 @@ def test_init_container_completed_before_the_main_containers_started(loader_pod,
     status = loader_pod.read().status
     init = next(s for s in status.init_container_statuses if s.name == "loader").state.terminated
     started = {c.name: c.state.running.started_at for c in status.container_statuses}
-    loaded = json.loads(loader_pod.log("loader").strip().splitlines()[-1])
+    loaded = loader_pod.logged_answer("loader")
     alpha, beta = loader_pod.container("alpha"), loader_pod.container("beta")
     agents_started = {"alpha": beta.run("connect", port=alpha.port)["peer"]["started_boottime_ns"],
                       "beta": alpha.run("connect", port=beta.port)["peer"]["started_boottime_ns"]}
@@ -40,7 +38,7 @@ def test_init_container_completed_before_the_main_containers_started(loader_pod,
 def test_main_containers_read_the_data_set_byte_exact_at_start(loader_pod, evidence):
     """Each main container checksummed the data set as its first act, and the
     checksum equals what the init container wrote (4 MiB)."""
-    loaded = json.loads(loader_pod.log("loader").strip().splitlines()[-1])
+    loaded = loader_pod.logged_answer("loader")
     alpha, beta = loader_pod.container("alpha"), loader_pod.container("beta")
     # Each agent reports what it read at start; ask it from the other container.
     reads = {"alpha": beta.run("connect", port=alpha.port)["peer"]["startup_read"],
