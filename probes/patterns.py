@@ -110,26 +110,37 @@ class _Follower:
         self.lines_without_wakeup = len(self.lines)
 
     def reconcile(self) -> None:
-        if self._file:
-            self._read(self._file)
-        current = self._inode_of(self.path)
-        if current is None or current == self._inode:
-            return
-        if self._file:  # rotated away: the writer is done with it, our descriptor still reads it
-            self._read(self._file)
-            self._file.close()
-            self._done.add(self._inode)
-            self.rotations += 1
-        else:
-            rotated = self.path + ".1"
-            inode = self._inode_of(rotated)
-            if inode is not None and inode not in self._done:  # rotated before we ever opened it
-                with open(rotated, "rb") as f:
-                    self._read(f)
-                self._done.add(inode)
+        while True:
+            if self._file:
+                self._read(self._file)
+            current = self._inode_of(self.path)
+            if current is None or current == self._inode:
+                return
+            if self._file:  # rotated away: the writer is done with it, our descriptor still reads it
+                self._read(self._file)
+                self._file.close()
+                self._file = None
+                self._done.add(self._inode)
                 self.rotations += 1
-        self._file, self._inode = open(self.path, "rb"), current
-        self._read(self._file)
+            else:
+                rotated = self.path + ".1"
+                inode = self._inode_of(rotated)
+                if inode is not None and inode not in self._done:  # rotated before we ever opened it
+                    with open(rotated, "rb") as f:
+                        self._read(f)
+                    self._done.add(inode)
+                    self.rotations += 1
+            # The inode of what was opened, not of what was stat'ed: a rotation between
+            # the two would have us hold the new file under the old one's inode (and read
+            # it twice at the next wake-up), or skip the old file's lines. Then start over.
+            f = open(self.path, "rb")
+            opened = os.fstat(f.fileno()).st_ino
+            if opened != current:
+                f.close()
+                continue
+            self._file, self._inode = f, opened
+            self._read(self._file)
+            return
 
 
 def follow(args) -> None:

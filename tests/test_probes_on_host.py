@@ -468,3 +468,32 @@ def test_a_new_serve_ends_the_older_one_which_releases_its_holders(start_probe):
         answer = json.loads(new.stdout.readline())
     assert json.loads(answer["out"])["ok"], "the old server's holder still holds"
 
+
+
+def test_the_follower_reads_each_line_once_when_a_rotation_races_its_open(tmp_path):
+    """The writer rotates between the follower's stat of NAME and its open of it
+    (seen once in CI, crun on containerd 2: the new file read twice, 1,500 lines
+    for 1,000): the follower holds a file under the inode it opened, so it reads
+    the rotated file once, the new one once, in order."""
+    from probes.patterns import _Follower
+
+    class RotatedRightAfterTheStat(_Follower):
+        raced = False
+
+        def _inode_of(self, path: str) -> int | None:
+            inode = super()._inode_of(path)
+            if path == self.path and not self.raced:  # the writer rotates now
+                self.raced = True
+                os.rename(self.path, self.path + ".1")
+                with open(self.path, "w") as new:
+                    new.write("line 4\nline 5\n")
+            return inode
+    (tmp_path / "app.log").write_text("line 1\nline 2\nline 3\n")
+    follower = RotatedRightAfterTheStat(str(tmp_path), "app.log")
+    follower.start()
+    with open(tmp_path / "app.log", "a") as log:
+        log.write("line 6\n")
+    follower.reconcile()
+    follower.reconcile()
+    assert follower.lines == [f"line {n}" for n in range(1, 7)] and follower.rotations == 1, (
+        follower.lines, follower.rotations)
