@@ -68,7 +68,7 @@ def test_volume_write_is_visible_in_the_other_container(alpha, beta, medium, evi
     boot clock for the pod), and the round trip."""
     path = f"/data/{medium}"
     ping, served = measure(beta, "perf-serve-volume", alpha, "perf-volume-ping", path=path)
-    evidence.update(medium=medium)
+    evidence.update(medium=medium, time_boxed=ping.get("time_boxed"))  # fewer rounds on a starved machine
     assert ping["ok"], f"a file alpha writes into the {medium} volume does not reach beta and back: {describe(ping)}"
     assert served["ok"], f"beta did not see every file alpha wrote into the {medium} volume: {describe(served)}"
     evidence.figure(f"{medium} volume write → visible", "µs", served["samples"])

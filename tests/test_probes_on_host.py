@@ -347,6 +347,18 @@ class TestPerf:
         assert all(0 < seen <= trip for seen, trip in zip(served["samples"], ping["samples"]))
         assert not list(tmp_path.iterdir())  # the client cleans up
 
+    def test_volume_rounds_are_time_boxed_not_failed_on_a_slow_machine(self, run_probe, start_probe, tmp_path):
+        """More rounds than fit in half the budget (a starved machine looks so):
+        the client stops after half the budget, every file having arrived, and
+        both sides answer with what they measured."""
+        server = start_probe("perf-serve-volume", "--path", str(tmp_path), "--rounds", "10000000", "--seconds", "4")
+        wait_ready(server)
+        ping = run_probe("perf-volume-ping", "--path", str(tmp_path), "--rounds", "10000000", "--seconds", "2")
+        served = finish(server)
+        assert ping["ok"] and ping["time_boxed"] and served["ok"], (ping.get("detail"), served.get("detail"))
+        assert len(ping["samples"]) == len(served["samples"]) >= 30
+        assert not list(tmp_path.iterdir())
+
 
 class TestServeChannel:
     """`probes serve`, the channel the harness runs verbs over: one answer per
