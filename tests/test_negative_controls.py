@@ -227,16 +227,22 @@ def test_host_ipc_fails_the_recreated_pod_claim_only(tmp_path):
     fails_exactly(outcomes, {"test_recreated_pod_starts_without_the_old_volume_and_ipc_objects"})
 
 
+def _marked(node: ast.FunctionDef, marker: str) -> bool:
+    return any(isinstance(d, ast.Attribute) and d.attr == marker for d in node.decorator_list)
+
+
 def claims_with_a_stranger_check() -> set[str]:
     """The sharing claims that also look from the stranger pod (they take the
-    stranger fixture): read from the suites, so a new one is covered at once."""
+    stranger fixture): read from the suites, so a new one is covered at once.
+    Those about pods in user namespaces run only with --user-namespaces."""
     found = set()
     for module in (PROJECT / "suites").glob("test_*.py"):
         if "pattern" in module.name:  # there the stranger is a client from outside, not a control
             continue
         for node in ast.walk(ast.parse(module.read_text())):
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and (
-                    {"stranger", "stranger_pod"} & {a.arg for a in node.args.args}):
+                    {"stranger", "stranger_pod"} & {a.arg for a in node.args.args}) \
+                    and not _marked(node, "user_namespaced"):
                 found.add(node.name)
     return found
 
