@@ -55,16 +55,22 @@ class ProbeKilled(KubeError):
         return f"{self.container}'s probe was killed by {self.signal} while {self.doing()}{why}"
 
 
-def last_step(stderr: str) -> dict | None:
-    """The last step a probe verb announced on its stderr, or None."""
-    for line in reversed(stderr.splitlines()):
+def last_json_with(text: str, key: str) -> dict | None:
+    """The last line of `text` that is a JSON object holding `key`, or None: a
+    probe's output interleaves its steps ("step") and its answer ("ok")."""
+    for line in reversed(text.splitlines()):
         try:
             said = json.loads(line)
         except ValueError:
             continue
-        if isinstance(said, dict) and "step" in said:
+        if isinstance(said, dict) and key in said:
             return said
     return None
+
+
+def last_step(stderr: str) -> dict | None:
+    """The last step a probe verb announced on its stderr, or None."""
+    return last_json_with(stderr, "step")
 
 
 class ProbeAnswer:

@@ -6,7 +6,6 @@ restart / delete / recreate, plus the diagnostics a failed test attaches.
 from __future__ import annotations
 
 import copy
-import json
 import shlex
 import threading
 import time
@@ -17,7 +16,7 @@ import yaml
 
 from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
 from .evidence import Evidence, EvidenceSlot
-from .channel import Channel, ProbeKilled, VerbRun
+from .channel import Channel, ProbeKilled, VerbRun, last_json_with
 from .delivery import deliver
 from .disruption import Disrupted, Disruption, Disruptions, diagnose
 from .errors import KubeError, PodNotReady, SandboxRefused
@@ -426,14 +425,10 @@ class Pod:
         """The answer a probe verb that ran as the container's command printed: the
         last JSON object in its log with an "ok". The log also holds the verb's
         stderr, the steps it took, and a runtime may order the two streams either way."""
-        for line in reversed(self.log(container).splitlines()):
-            try:
-                found = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(found, dict) and "ok" in found:
-                return found
-        raise KubeError(f"{self.name}/{container} logged no probe answer")
+        found = last_json_with(self.log(container), "ok")
+        if found is None:
+            raise KubeError(f"{self.name}/{container} logged no probe answer")
+        return found
 
     def create(self) -> "Pod":
         created = self.kube.create(self.namespace, self.body)
