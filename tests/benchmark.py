@@ -11,6 +11,9 @@ In one go, on the same cluster:
   (median, p95), and what opening that channel (one exec) costs;
 - the full suites' wall time, with the time per phase (setup, call, teardown,
   from pytest's --durations);
+- the fail-fast paths' own time (`clean_failure_s`: a probe image without the
+  probe program; `agent_sigterm_exit`: the probe agent's exit on SIGTERM),
+  which the harness tests do not bound tightly (load would break the bound);
 and prints the suite time / floor ratio. Writes reports/benchmark.json
 (top-level `ratio`, `probe_round_trip` with `median_ms` and `p95_ms`, and on a
 cluster of several nodes `nodes_ratio`: every node side by side over the
@@ -145,6 +148,29 @@ def suite(pytest_args: list[str]) -> dict:
             "suite_s": round(wall, 2), "phases_s": {k: round(v, 2) for k, v in phases.items()}}
 
 
+def fail_fast() -> dict:
+    """How soon the paths that must end on their event do, as figures (the harness
+    tests assert only that they do, far from any load): a run whose probe image
+    has no probe program (the nginx image: its containers exit, the first
+    CrashLoopBackOff ends the run), and the probe agent's exit on SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    from podshare.images import DEFAULTS
+    nginx = os.environ.get("PODSHARE_NGINX_IMAGE", DEFAULTS["nginx"])
+    with tempfile.TemporaryDirectory() as reports:
+        done, _results, wall = run_once(Path(reports), "-m", "identity", "--pod-timeout", "300",
+                                        "--probe-image", nginx)
+    exits = []
+    for i in range(20):
+        agent = subprocess.Popen([sys.executable, "-m", "probes", "agent", "--port", str(29000 + i)],
+                                 cwd=PROJECT, stdout=subprocess.PIPE, text=True)
+        agent.stdout.readline()  # listening
+        exits.append(timed(lambda: (agent.send_signal(signal.SIGTERM), agent.wait(30))))
+    return {"clean_failure_s": round(wall, 2), "clean_failure_exit": done.returncode,
+            "agent_sigterm_exit": summary(exits)}
+
+
 def nodes_ratio(kube: Kube, pytest_args: list[str]) -> dict:
     """Every node side by side against each node alone, in one go. The nodes
     differ (a gVisor pool whose failing claims wait out their timeouts takes three
@@ -180,6 +206,7 @@ def main() -> int:
         return 0
     results: dict = {"server_version": kube.server_version(), **floor(kube, EnvSettings(), args.execs)}
     results.update(suite(args.pytest_args))
+    results.update(fail_fast())
     results["ratio"] = round(results["suite_s"] / results["floor_s"], 2)
     results.update(nodes_ratio(kube, args.pytest_args))  # nodes_ratio: every node over one
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

