@@ -7,8 +7,9 @@ store spanning podshare versions stays one trend.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
 
 RESULTS_VERSION = 2  # 1: no version field, no nodes, no API cost (podshare before 2026-11-29)
 
@@ -30,6 +31,87 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     an older file's missing ones take their defaults."""
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in data.items() if k in names}
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One dimension of a run, and the one way it prints itself in each place."""
+    name: str  # the Dimensions field, its fixture, its results.json key
+    title: str  # in the matrix's title
+    id: Callable[[Any], str]  # its test-id segment
+    column: Callable[[Any], str]  # its report column (a value of None: the run's default)
+    label: Callable[[Any], str]  # its metrics label value
+    key: Callable[[Any], str | None]  # its history-key segment, None where it adds none
+    tag: Callable[[Any], str | None]  # its mark in pod names (63 characters at most), None where it adds none
+
+
+def _node_tag(node: str) -> str:
+    """A short, stable stand-in for a node's name in pod names."""
+    return "n" + hashlib.sha1(node.encode()).hexdigest()[:5]
+
+
+USERNS_IDS = {True: "userns", False: "hostusers"}
+USERNS_COLUMNS = {True: "userns", False: "host users"}
+
+# The dimensions, in the order they compose a column, a key and a tag. Adding one:
+# a field of Dimensions and an Axis here (and its fixture, parametrized by the plugin).
+AXES = (
+    Axis("node", "node", id=str, column=lambda v: v or "?", label=lambda v: v or "",
+         key=lambda v: v, tag=lambda v: _node_tag(v) if v else None),
+    Axis("runtime_class", "RuntimeClass", id=str, column=lambda v: v or "default", label=lambda v: v or "default",
+         key=lambda v: v or "default", tag=lambda v: v),
+    Axis("user_namespaces", "user namespaces", id=lambda v: USERNS_IDS[bool(v)],
+         column=lambda v: USERNS_COLUMNS[bool(v)], label=lambda v: "true" if v else "false",
+         key=lambda v: "userns" if v else None, tag=lambda v: "u" if v else None),
+)
+AXIS = {a.name: a for a in AXES}
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    """Where a claim ran. A field is None where it is not a dimension of the run
+    (one node, the cluster's default class, no --user-namespaces); each prints
+    itself one way per place through its Axis."""
+    node: str | None = None
+    runtime_class: str | None = None
+    user_namespaces: bool | None = None
+
+    def values(self) -> dict[str, Any]:
+        return {a.name: getattr(self, a.name) for a in AXES}
+
+    def id_segments(self) -> list[str]:
+        """What the claim's test id carries of each dimension that is one of the run."""
+        return [a.id(v) for a in AXES if (v := getattr(self, a.name)) is not None]
+
+    def column(self, axes: tuple[str, ...]) -> str:
+        """The report column, for the dimensions the run varied (`varied`)."""
+        return " · ".join(AXIS[name].column(getattr(self, name)) for name in axes)
+
+    def history_key(self, claim_id: str) -> str:
+        """One row of the history: the claim on its class (default where none), in a
+        user namespace where it was, on its node where the node was a dimension. The
+        node goes last: the key has read so since the first history store."""
+        order = ("runtime_class", "user_namespaces", "node")
+        parts = [AXIS[n].key(getattr(self, n)) for n in order
+                 if n == "runtime_class" or getattr(self, n) is not None]
+        return " @ ".join([claim_id, *(p for p in parts if p)])
+
+    def pod_tag(self) -> str:
+        """The mark pod names carry of where their claims run (empty where nothing varies)."""
+        return "-".join(t for a in AXES if (v := getattr(self, a.name)) and (t := a.tag(v)))
+
+    def metrics_labels(self, node: str | None, pool: str | None) -> dict[str, str]:
+        """Every sample's labels: the class, the node the pods ran on and its pool, and
+        the user-namespace setting only where it was a dimension of the run."""
+        return {"runtime_class": AXIS["runtime_class"].label(self.runtime_class), "node": node or "",
+                "pool": pool or "",
+                **({} if self.user_namespaces is None
+                   else {"user_namespaces": AXIS["user_namespaces"].label(self.user_namespaces)})}
+
+
+def varied(dimensions: "list[Dimensions]") -> tuple[str, ...]:
+    """The dimensions that are dimensions of the run (set on some check), in AXES order."""
+    return tuple(a.name for a in AXES if any(getattr(d, a.name) is not None for d in dimensions))
 
 
 @dataclass
@@ -55,6 +137,12 @@ class Check:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Check":
         return cls(**_known(cls, data))
+
+    @property
+    def dimensions(self) -> Dimensions:
+        """Its dimensions: the node only where the run checked each node."""
+        return Dimensions(node=self.node if self.per_node else None, runtime_class=self.runtime_class,
+                          user_namespaces=self.user_namespaces)
 
 
 @dataclass
@@ -98,9 +186,88 @@ class NodeFacts:
                 f"kernel {self.kernel}; taints: {', '.join(self.taints) or 'none'}; {self.state}")
 
 
-def nodes_of(cluster: dict[str, Any]) -> dict[str, NodeFacts]:
+def nodes_of(cluster: "dict[str, Any] | ClusterFacts") -> dict[str, NodeFacts]:
     """The cluster section's nodes, by name."""
+    if isinstance(cluster, ClusterFacts):
+        return dict(cluster.nodes)
     return {name: NodeFacts.from_json(facts) for name, facts in cluster.get("nodes", {}).items()}
+
+
+@dataclass(frozen=True)
+class NotApplicable:
+    """A node where a RuntimeClass may not run (its scheduling.nodeSelector), and why."""
+    node: str
+    runtime_class: str
+    why: str
+
+
+def runtime_classes_line(classes: dict[str, str]) -> str:
+    """The header's words for the classes the run's pods ran under."""
+    return ", ".join(f"{name} (handler {handler})" for name, handler in sorted(classes.items()))
+
+
+@dataclass
+class ClusterFacts:
+    """The run's cluster as the reports tell it (results.json: "cluster"): the
+    connection, the one node of a single-node run, the RuntimeClasses with their
+    handlers, every node checked, where a class does not apply, and each probe
+    container's identity and mounts (by pod)."""
+    context: str | None = None
+    server: str | None = None
+    server_version: str | None = None
+    node: str | None = None  # the node of a run on one node, with its facts below
+    os_image: str | None = None
+    kernel: str | None = None
+    container_runtime: str | None = None
+    kubelet: str | None = None
+    node_info: str | None = None  # why the node's facts are missing
+    runtime_classes: dict[str, str] = field(default_factory=dict)  # name -> handler
+    nodes: dict[str, NodeFacts] = field(default_factory=dict)
+    not_applicable: list[NotApplicable] = field(default_factory=list)
+    probe_containers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # pod -> container -> id
+
+    @property
+    def runtime_class(self) -> str | None:
+        """The header's line: every class the run's pods ran under, with its handler."""
+        return runtime_classes_line(self.runtime_classes) if self.runtime_classes else None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ClusterFacts":
+        known = _known(cls, data)
+        classes = {name: (c.get("handler", "?") if isinstance(c, dict) else str(c))
+                   for name, c in known.pop("runtime_classes", {}).items()}
+        return cls(**{**known, "runtime_classes": classes,
+                      "nodes": {n: NodeFacts.from_json(f) for n, f in known.get("nodes", {}).items()},
+                      "not_applicable": [NotApplicable(**na) for na in known.get("not_applicable", [])]})
+
+    def to_json(self) -> dict[str, Any]:
+        """As results.json has it since version 2: what is unknown is left out."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or value == {} or value == []:
+                continue
+            if f.name == "runtime_classes":
+                value = {name: {"handler": handler} for name, handler in value.items()}
+                out["runtime_class"] = self.runtime_class
+            elif f.name == "nodes":
+                value = {name: facts.to_json() for name, facts in value.items()}
+            elif f.name == "not_applicable":
+                value = [asdict(na) for na in value]
+            out[f.name] = value
+        return out
+
+    def merge(self, other: "ClusterFacts") -> None:
+        """A worker's facts joining the controller's: what the controller lacks, and
+        every worker's nodes, classes and probe containers."""
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, dict):
+                mine.update(theirs)
+            elif isinstance(mine, list):
+                mine.extend(x for x in theirs if x not in mine)
+            elif mine is None:
+                setattr(self, f.name, theirs)
 
 
 @dataclass
