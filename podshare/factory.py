@@ -13,7 +13,8 @@ from typing import Any
 from . import delivery
 from .cluster import Cluster
 from .errors import HARNESS_ERRORS, AccessDenied, KubeError
-from .pods import Pod, ProbeSet, load_manifest, load_manifests, pin_to_node, render, start_pods, start_pods_for_claims
+from .manifests import load_manifest, load_manifests, pin_to_node, render
+from .pods import Pod, ProbeSet, start_pods, start_pods_for_claims
 
 
 def node_tag(node: str) -> str:

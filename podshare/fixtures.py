@@ -18,7 +18,8 @@ from .errors import PodNotReady
 from .evidence import Evidence
 from .factory import PodFactory
 from .plugin import EVIDENCE, PodshareSession, session_of
-from .pods import Pod, ProbeContainer, ProbeSet
+from .pods import Pod, ProbeSet
+from .verbs import ProbeContainer
 
 
 @pytest.fixture(scope="session")

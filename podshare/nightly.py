@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from .images import DEFAULTS, mirrored
-from .pods import MANIFESTS
+from .manifests import MANIFESTS
 
 TEMPLATE = MANIFESTS / "nightly" / "nightly.yaml"
 SCHEDULE = "17 3 * * *"

@@ -28,7 +28,9 @@ from .errors import HARNESS_ERRORS, AccessDenied, KubeError
 from .evidence import Evidence
 from .history import History
 from .metrics import exposition, push
-from .pods import Pod, ProbeContainer, ProbeSet, probe_manifest_problem
+from .manifests import probe_manifest_problem
+from .pods import Pod, ProbeSet
+from .verbs import ProbeContainer
 from .recovery import RERUN, Recovery, rerun_message
 from .records import (COULD_NOT_CHECK, INTERRUPTED, KNOWN_DIVERGENCE, NEWLY_FAILING, RECOVERED, Check, RunInfo,
                       nodes_of)

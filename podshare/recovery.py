@@ -22,7 +22,8 @@ import pytest
 
 from .disruption import Disruption
 from .errors import HARNESS_ERRORS
-from .pods import ProbeContainer, ProbeSet
+from .pods import ProbeSet
+from .verbs import ProbeContainer
 
 RERUN = pytest.StashKey[tuple]()  # (the first attempt's disruption, what it saw, the fresh pods' names)
 

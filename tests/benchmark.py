@@ -35,7 +35,8 @@ from pathlib import Path
 
 from podshare import MANAGED_BY, RUN_ID_LABEL, delivery
 from podshare.kube import Kube
-from podshare.pods import Pod, load_manifest, load_manifests, render
+from podshare.manifests import load_manifest, load_manifests, render
+from podshare.pods import Pod
 from suite_run import PROJECT, run_once
 
 # The pods a default run starts: the probe pod and the stranger, one lifecycle

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from podshare import MANAGED_BY, RUN_ID_LABEL
-from podshare.pods import load_manifests
+from podshare.manifests import load_manifests
 from podshare.settings import OPTIONS
 
 from .suite_run import PROJECT, SUITES

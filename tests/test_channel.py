@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from podshare.errors import KubeError
-from podshare.pods import restarted, wait_for_pod
+from podshare.waits import restarted, wait_for_pod
 from podshare.retry import NotYet, wait_until
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from podshare.pods import load_manifest
+from podshare.manifests import load_manifest
 
 from .conftest import PROJECT, kubeconfig_for, run_suites_as, well_before
 

@@ -27,8 +27,8 @@ from kubernetes import client
 from podshare import MANAGED_BY, RUN_ID_LABEL
 from podshare.errors import AccessDenied
 from podshare.kube import Kube
+from podshare.manifests import MANIFESTS, load_manifests
 from podshare.nightly import render
-from podshare.pods import MANIFESTS, load_manifests
 
 from .conftest import PROJECT, RESTRICTED, rbac, run_suites_as
 

@@ -12,11 +12,13 @@ from kubernetes import client
 from podshare import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
 from podshare.channel import ProbeAnswer
 from podshare.errors import KubeError
-from podshare.pods import ProbeContainer, load_manifest, pod_problem, render
+from podshare.manifests import load_manifest, render
 from podshare.records import RunInfo
 from podshare.records import Check
 from podshare.report import RunReport
 from podshare.retry import GaveUp, NotYet, wait_until
+from podshare.verbs import ProbeContainer
+from podshare.waits import pod_problem
 
 
 class FakeSettings:

@@ -205,7 +205,7 @@ def test_a_built_wheel_runs_the_suites_without_a_checkout(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert re.search(r"\b[1-9]\d* tests collected", out.stdout), out.stdout
     assert "warning" not in out.stdout.lower(), out.stdout
-    manifest = subprocess.run([bin_dir / "python", "-c", "from podshare.pods import MANIFESTS, load_manifest;"
+    manifest = subprocess.run([bin_dir / "python", "-c", "from podshare.manifests import MANIFESTS, load_manifest;"
                                "print(MANIFESTS); print(load_manifest('probe-pod.yaml')['kind'])"],
                               cwd=elsewhere, capture_output=True, text=True, check=True).stdout.split()
     assert manifest[0].startswith(str(tmp_path / "venv")) and manifest[1] == "Pod", manifest

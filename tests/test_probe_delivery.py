@@ -23,7 +23,7 @@ from podshare import MANAGED_BY, RUN_ID_LABEL, delivery
 from podshare.cluster import Cluster
 from podshare.factory import PodFactory
 from podshare.images import DEFAULTS
-from podshare.pods import MANIFESTS, load_manifests, render
+from podshare.manifests import MANIFESTS, load_manifests, render
 from podshare.settings import probes_from
 
 from .conftest import PROJECT, RESTRICTED

@@ -102,7 +102,7 @@ def test_a_runtime_class_the_manifest_sets_is_read_back_into_every_report(tmp_pa
     """A --pod-manifest whose pod names its runtimeClassName itself: the class the
     pods ran under, read back from the API with its handler, is in each check and
     in the reports' header, not `runtime_class: null`."""
-    from podshare.pods import load_manifest
+    from podshare.manifests import load_manifest
     manifest = load_manifest("probe-pod.yaml")
     manifest["spec"]["runtimeClassName"] = "crun"
     (tmp_path / "pod.yaml").write_text(json.dumps(manifest))

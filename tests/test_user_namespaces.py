@@ -60,7 +60,7 @@ def test_user_namespaces_is_a_dimension_of_every_claim_with_its_id():
 
 
 def test_every_pod_gets_host_users_false_unless_its_manifest_says_otherwise():
-    from podshare.pods import load_manifest, render
+    from podshare.manifests import load_manifest, render
     settings = NS(probe_image="img", nginx_image="nginx", image_pull_policy="Never", image_pull_secret=None,
                   tolerate=(), probes_from="image")
     probe = load_manifest("probe-pod.yaml")
@@ -216,7 +216,7 @@ def test_where_the_kubelet_refuses_user_namespaces_each_node_and_class_is_one_li
 
 
 def _variant(tmp_path: Path, change) -> Path:
-    from podshare.pods import load_manifest
+    from podshare.manifests import load_manifest
     manifest = load_manifest("probe-pod.yaml")
     change(manifest)
     (tmp_path / "pod.yaml").write_text(json.dumps(manifest))

@@ -1,0 +1,102 @@
+"""The manifests the pod layer renders: manifests/ (shipped inside the package
+in a wheel), a --pod-manifest's checks, and the one render that fills a
+template with this run's names, labels, images, node and RuntimeClass.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
+from .delivery import deliver
+
+# Inside the package when installed from a wheel; at the top of a checkout otherwise.
+MANIFESTS = next(p for p in (Path(__file__).resolve().parent / "manifests",
+                             Path(__file__).resolve().parent.parent / "manifests") if p.is_dir())
+
+
+def _manifest_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    return path if path.is_absolute() or path.exists() else MANIFESTS / path
+
+
+def load_manifest(name_or_path: str | Path) -> dict:
+    return yaml.safe_load(_manifest_path(name_or_path).read_text())
+
+
+def load_manifests(name_or_path: str | Path) -> list[dict]:
+    """All documents of a multi-document manifest (ConfigMap, Pod, Service...)."""
+    return [d for d in yaml.safe_load_all(_manifest_path(name_or_path).read_text()) if d]
+
+
+def probe_manifest_problem(path: str | Path) -> str | None:
+    """Why a --pod-manifest cannot serve as the probe pod(s), or None."""
+    try:
+        pods = [d for d in load_manifests(path) if d.get("kind") == "Pod"]
+    except (OSError, yaml.YAMLError) as exc:
+        return str(exc).splitlines()[0]
+    names = [c.get("name") for p in pods for c in p.get("spec", {}).get("containers", [])]
+    if not pods or "alpha" not in names or "beta" not in names:
+        return "it must hold one or more Pods with containers named alpha and beta"
+    return None
+
+
+def pin_to_node(spec: dict, node: str) -> None:
+    """Require a node by name through the scheduler (as DaemonSets do), so an
+    unschedulable pod still reports the scheduler's reason."""
+    spec.setdefault("affinity", {})["nodeAffinity"] = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}
+
+
+def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str | None = None,
+           renamed: dict[str, str] | None = None, runtime_class: str | None = None,
+           probe_bundle: str | None = None, user_namespaces: bool = False) -> dict:
+    """Fill a manifest template with this run's name, labels, images and node.
+
+    `renamed` maps the template's object names to this run's, so a pod's
+    ConfigMap volumes and a Service's pod selector follow their objects.
+    `probe_bundle` names the ConfigMap with the delivered probes, when the probe
+    image is a plain Python image (podshare/delivery.py). `user_namespaces`
+    gives the pod its own user namespace (hostUsers: false) unless the manifest
+    says otherwise itself (a variant keeping the host's, as a negative control)."""
+    renamed = renamed or {}
+    body = copy.deepcopy(manifest)
+    meta = body.setdefault("metadata", {})
+    meta["name"] = name
+    meta.pop("namespace", None)
+    meta["labels"] = {**meta.get("labels", {}), **MANAGED_BY, RUN_ID_LABEL: run_id}
+    kind = body.get("kind", "Pod")
+    if kind == "Service":
+        selector = body["spec"].get("selector", {})
+        if POD_LABEL in selector:
+            selector[POD_LABEL] = renamed.get(selector[POD_LABEL], selector[POD_LABEL])
+    if kind != "Pod":
+        return body
+    meta["labels"][POD_LABEL] = name
+    spec = body["spec"]
+    for volume in spec.get("volumes", []):
+        if "configMap" in volume:
+            volume["configMap"]["name"] = renamed.get(volume["configMap"]["name"], volume["configMap"]["name"])
+    images = {"PROBE_IMAGE": settings.probe_image, "NGINX_IMAGE": settings.nginx_image}  # the manifests' placeholders
+    for c in spec.get("initContainers", []) + spec.get("containers", []):
+        c["image"] = images.get(c.get("image"), c.get("image"))
+        c["imagePullPolicy"] = settings.image_pull_policy
+    if probe_bundle:
+        deliver(spec, settings.probe_image, probe_bundle)
+    if settings.image_pull_secret:
+        spec["imagePullSecrets"] = [{"name": settings.image_pull_secret}]
+    if node:
+        pin_to_node(spec, node)
+    if getattr(settings, "tolerate", ()):  # --tolerate: tainted pools are checked too
+        spec["tolerations"] = spec.get("tolerations", []) + (
+            [{"operator": "Exists"}] if "*" in settings.tolerate else
+            [{"key": key, "operator": "Exists"} for key in settings.tolerate])
+    if runtime_class:
+        spec["runtimeClassName"] = runtime_class
+    if user_namespaces:
+        spec.setdefault("hostUsers", False)
+    return body

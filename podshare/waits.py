@@ -1,0 +1,120 @@
+"""Waiting for pods: one wait with named conditions (as the Kubernetes e2e
+framework's pod/wait.go), each taking the V1Pod and saying whether the wait is
+over; a terminal state, a refused sandbox or a cluster that moved ends it early.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .disruption import Disrupted, diagnose
+from .errors import KubeError, PodNotReady, SandboxRefused
+from .kube import Kube
+from .retry import NotYet, wait_until
+
+# How long a verb that holds something (a lock, a mapping) has to say it holds it.
+READY_TIMEOUT = 15.0
+# While a wait for a pod goes on, how often to ask whether the cluster moved under
+# it (deleted, node NotReady, kubelet silent): a dead kubelet costs seconds, not --pod-timeout.
+LOOK_EVERY = 10.0
+# The node could not get the image (the public one or a custom one).
+PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+# Waiting reasons after which a pod never becomes ready without a change by a person.
+TERMINAL_WAITING_REASONS = frozenset({
+    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+    "CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+})
+
+
+def running_and_ready(pod) -> bool:
+    statuses = pod.status.container_statuses or []
+    return pod.status.phase == "Running" and bool(statuses) and all(s.ready for s in statuses)
+
+
+def scheduled(pod) -> bool:
+    return bool(pod.spec.node_name)
+
+
+def restarted(container: str, before: int):
+    def condition(pod) -> bool:
+        cs = next(s for s in pod.status.container_statuses or [] if s.name == container)
+        return cs.restart_count > before and cs.ready
+    condition.__name__ = f"{container}_restarted"
+    return condition
+
+
+def pod_problem(pod) -> str | None:
+    """A one-line reason when the pod cannot become ready by itself."""
+    status = pod.status
+    if status.phase in ("Failed", "Succeeded") and pod.spec.restart_policy != "Always":
+        return f"pod {pod.metadata.name} is {status.phase}: {status.reason or ''} {status.message or ''}".strip()
+    for cond in status.conditions or []:
+        if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
+            return f"pod {pod.metadata.name} is unschedulable: {cond.message}"
+    for cs in (status.init_container_statuses or []) + (status.container_statuses or []):
+        waiting = cs.state and cs.state.waiting
+        if waiting and waiting.reason in TERMINAL_WAITING_REASONS:
+            last = cs.last_state and cs.last_state.terminated
+            detail = waiting.message or (last and f"{last.reason}: {last.message or ''}") or ""
+            hint = ""
+            if "python3" in detail and ("not found" in detail or "no such file" in detail):
+                hint = f" (is {cs.image} a podshare probe image? it needs python3 and the probes package)"
+            elif waiting.reason in PULL_REASONS:
+                hint = (f" (node {pod.spec.node_name or '?'} cannot get the image {cs.image}: build and push the probe "
+                        "image (README: images/probe.Containerfile) and name it with --probe-image, or pull through "
+                        "a mirror with --registry and --image-pull-secret; `podshare images` lists every image a "
+                        "run needs)")
+            return f"container {cs.name} of pod {pod.metadata.name} is {waiting.reason}: {detail}{hint}".strip()
+    return None
+
+
+def sandbox_refused(kube: Kube, pod) -> str | None:
+    """For a pod in a user namespace (hostUsers: false) still waiting for its
+    sandbox: the kubelet's own reason when it could not create it, from the pod's
+    events (FailedCreatePodSandBox), else None. The kubelet refuses such a pod on
+    a runtime handler that does not report user-namespace support, and a runtime
+    that cannot set one up fails the same step: neither changes by itself, so the
+    wait ends at once with the kubelet's words rather than at --pod-timeout."""
+    if pod.spec.host_users is not False or pod.status.phase != "Pending" or not pod.spec.node_name:
+        return None
+    try:
+        records = kube.event_records(pod.metadata.namespace, pod.metadata.name)
+    except KubeError:  # listing events is optional (RBAC): the wait then runs its course
+        return None
+    failed = [r for r in records if r["reason"] == "FailedCreatePodSandBox"]
+    if not failed:
+        return None
+    return (f"the kubelet on node {pod.spec.node_name} could not create the sandbox of pod {pod.metadata.name} "
+            f"(hostUsers: false): {failed[-1]['message']}")
+
+
+def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, condition=running_and_ready,
+                 watch: Any = None):
+    """Wait until `condition` holds for the pod, failing fast on a terminal state
+    (PodNotReady) and, for a pod handle given as `watch`, on a pod or node the run
+    knows is disrupted or, every LOOK_EVERY seconds, finds disrupted (Disrupted);
+    retryable API errors are tried again, others end the wait."""
+    disruptions = watch.disruptions if watch is not None else None
+    looked = [time.monotonic()]
+
+    def check():
+        pod = kube.read_pod(namespace, name)
+        if disruptions is not None:
+            disruptions.check(pod.metadata.uid, pod.spec.node_name)
+        problem = pod_problem(pod)
+        if problem:
+            raise PodNotReady(problem)
+        refused = sandbox_refused(kube, pod)
+        if refused:
+            raise SandboxRefused(refused)
+        if disruptions is not None and watch.uid and time.monotonic() - looked[0] > LOOK_EVERY:
+            looked[0] = time.monotonic()
+            found = diagnose(kube, [watch])
+            if found is not None:
+                raise Disrupted(disruptions.record(found))
+        if not condition(pod):
+            waiting = [f"{s.name}:{s.state.waiting.reason}" for s in pod.status.container_statuses or []
+                       if s.state and s.state.waiting]
+            raise NotYet(f"phase {pod.status.phase} {' '.join(waiting)}".strip())
+        return pod
+    return wait_until(check, timeout=timeout, what=f"pod {namespace}/{name} ({condition.__name__})")
