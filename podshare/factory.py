@@ -15,12 +15,7 @@ from .cluster import Cluster
 from .errors import HARNESS_ERRORS, AccessDenied, KubeError
 from .manifests import load_manifest, load_manifests, pin_to_node, render
 from .pods import Pod, ProbeSet, start_pods, start_pods_for_claims
-
-
-def node_tag(node: str) -> str:
-    """A short, stable stand-in for a node's name in pod names (63 characters at most)."""
-    import hashlib
-    return "n" + hashlib.sha1(node.encode()).hexdigest()[:5]
+from .records import Dimensions
 
 
 class PodFactory:
@@ -35,8 +30,8 @@ class PodFactory:
         self.kube, self.namespace = cluster.kube, cluster.namespace
         # Pods of each node, RuntimeClass and user-namespace setting side by side in one
         # namespace: all are in the name (the node as a short tag: node names may be long).
-        tags = [node_tag(node) if node else None, runtime_class, "u" if user_namespaces else None]
-        self.suffix = "-".join([t for t in tags if t] + [suffix])
+        tag = Dimensions(node=node, runtime_class=runtime_class, user_namespaces=user_namespaces).pod_tag()
+        self.suffix = "-".join([tag, suffix] if tag else [suffix])
         self.created: list[Pod] = []
         self.others: list[tuple[str, str]] = []  # (kind, name) of non-pod objects
         self.applied: dict[str, dict[str, Any]] = {}  # manifest -> what apply made
