@@ -1,11 +1,14 @@
-#!/usr/bin/env python3
-"""containerd 2 for the current stack: its config (version 3) with the
-cluster's three runtimes, and a standalone check that runs one container under
+"""containerd 2 for the current stack: its config (version 3, configs.py's) with
+the cluster's three runtimes, and a standalone check that runs one container under
 each of them with `ctr`, in directories, a socket and a namespace of its own,
 apart from any running cluster.
 
-    containerd2.py config --dir DIR     print the config for a containerd rooted in DIR
-    containerd2.py check [--keep]       start a private containerd 2 (from
+From the project root:
+
+    python -m cluster.containerd2 config --dir DIR
+                                        print the config for a containerd rooted in DIR
+    python -m cluster.containerd2 check [--keep]
+                                        start a private containerd 2 (from
                                         build-runtime.sh), import the probe image,
                                         run a container under runc, crun and gVisor
                                         with ctr (and under runc and crun in a user
@@ -16,7 +19,7 @@ apart from any running cluster.
                                         saw as JSON, remove everything; exit 0 when
                                         every configured runtime ran
 
-Root is required. The check needs the probe image archive (images.py build).
+Root is required. The check needs the probe image archive (`python -m cluster.images build`).
 """
 from __future__ import annotations
 
@@ -31,88 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-CNI_BIN = "/usr/lib/cni"
+from .configs import containerd2_config, containerd2_runtimes
+from .images import read_env
+from .layout import HERE, PROJECT
+
 CHECK_NAMESPACE = "podshare-check"  # a ctr namespace no cluster uses
 CHECK_POD_SUBNET = "203.0.113.0/24"  # documentation range, used by no cluster here; never routed
-
-
-def runtimes(bindir: Path, roots: Path) -> dict[str, dict]:
-    """The RuntimeClass handlers, each under containerd's runc v2 shim with a
-    state root of its own (under `roots`, so no two containerds share one):
-    runc from the current stack's build, Debian's crun behind a wrapper that lets
-    it take containerd 2's spec version (runtimes/crun-podshare), and gVisor's
-    runsc behind the podshare wrapper (every container of a pod under one root,
-    so runsc finds the pod's sandbox)."""
-    return {
-        "runc": {"binary": str(bindir / "runc"), "root": str(roots / "runc")},
-        "crun": {"binary": str(HERE / "runtimes" / "crun-podshare"), "root": str(roots / "crun")},
-        "gvisor": {"binary": str(HERE / "runtimes" / "runsc-podshare"), "root": str(roots / "runsc"),
-                   "pod_annotations": ["dev.gvisor.*"]},
-    }
-
-
-def config(directory: Path, bindir: Path, pause_image: str) -> str:
-    """containerd 2's config, version 3: the CRI plugin is split into
-    io.containerd.cri.v1.images (snapshotter, the pinned pause image) and
-    io.containerd.cri.v1.runtime (runtimes, CNI, restrict_oom_score_adj);
-    io.containerd.grpc.v1.cri keeps only the streaming server."""
-    runtime_tables = []
-    for handler, r in runtimes(bindir, directory / "runtimes").items():
-        annotations = f"\n      pod_annotations = {json.dumps(r['pod_annotations'])}" if "pod_annotations" in r else ""
-        runtime_tables.append(f"""\
-    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{handler}]
-      runtime_type = 'io.containerd.runc.v2'{annotations}
-      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{handler}.options]
-        BinaryName = '{r['binary']}'
-        Root = '{r['root']}'
-        SystemdCgroup = false""")
-    joined = "\n".join(runtime_tables)
-    return f"""\
-version = 3
-root = '{directory}/root'
-state = '{directory}/state'
-disabled_plugins = ['io.containerd.snapshotter.v1.btrfs', 'io.containerd.snapshotter.v1.zfs',
-                    'io.containerd.snapshotter.v1.devmapper', 'io.containerd.snapshotter.v1.erofs']
-
-[grpc]
-  address = '{directory}/containerd.sock'
-[ttrpc]
-  address = '{directory}/containerd.ttrpc.sock'
-
-[plugins]
-  [plugins.'io.containerd.internal.v1.opt']
-    path = '{directory}/opt'
-  # NRI is on by default in containerd 2 and would listen on /var/run/nri/nri.sock,
-  # a path shared by every containerd on the machine; nothing here uses it.
-  [plugins.'io.containerd.nri.v1.nri']
-    disable = true
-  [plugins.'io.containerd.cri.v1.images']
-    snapshotter = 'overlayfs'
-    [plugins.'io.containerd.cri.v1.images'.pinned_images]
-      sandbox = '{pause_image}'
-  [plugins.'io.containerd.cri.v1.runtime']
-    # CAP_SYS_RESOURCE is withheld here: a negative oom_score_adj makes runc fail.
-    restrict_oom_score_adj = true
-    [plugins.'io.containerd.cri.v1.runtime'.containerd]
-      default_runtime_name = 'runc'
-{joined}
-    # Pods' network namespaces under the state directory, not /var/run/netns,
-    # which every containerd on the machine would share.
-    netns_mounts_under_state_dir = true
-    [plugins.'io.containerd.cri.v1.runtime'.cni]
-      bin_dirs = ['{CNI_BIN}']
-      conf_dir = '{directory}/cni/net.d'
-  [plugins.'io.containerd.grpc.v1.cri']
-    stream_server_address = '127.0.0.1'
-    stream_server_port = '0'
-"""
-
-
-def read_images() -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in (HERE / "images.env").read_text().splitlines()
-             if "=" in line and not line.startswith("#"))
-    return {k: v for k, v in pairs}
 
 
 def run(*cmd, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
@@ -141,7 +68,7 @@ class Private:
                 {"type": "bridge", "bridge": self.bridge, "isGateway": False, "ipMasq": False,
                  "ipam": {"type": "host-local", "ranges": [[{"subnet": CHECK_POD_SUBNET}]],
                           "dataDir": str(self.dir / "cni" / "ipam")}}]}))
-        (self.dir / "containerd.toml").write_text(config(self.dir, bindir, pause_image))
+        (self.dir / "containerd.toml").write_text(containerd2_config(self.dir, bindir, pause_image))
         self.socket = self.dir / "containerd.sock"
         # containerd finds containerd-shim-runc-v2 on its PATH: put the build first.
         env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
@@ -208,7 +135,7 @@ class Private:
 def archives() -> dict[str, Path]:
     """The image archives by name (probe, pause, ...), from images.py (cached:
     built only if missing)."""
-    out = run(sys.executable, HERE / "images.py", "build", timeout=900)
+    out = run(sys.executable, "-m", "cluster.images", "build", timeout=900, cwd=PROJECT)
     if out.returncode:
         raise RuntimeError(f"images.py build failed:\n{out.stderr[-2000:]}")
     return {Path(p).name.split("-")[0]: Path(p) for p in out.stdout.split()}
@@ -233,7 +160,7 @@ def check_runtime(ctrd: Private, handler: str, image: str, userns: bool = False,
     With `userns`, in a user namespace of its own (ctr chowns a copy of the
     image's snapshot; a kubelet's pod gets idmapped mounts instead). `binary`
     replaces the handler's BinaryName (to show what the wrapper is for)."""
-    r = dict(runtimes(ctrd.bindir, ctrd.dir / "runtimes")[handler])
+    r = dict(containerd2_runtimes(ctrd.bindir, ctrd.dir / "runtimes")[handler])
     name = f"{handler}-userns" if userns else handler
     if binary:
         r["binary"], name = binary, f"{name}-as-{Path(binary).name}"
@@ -283,7 +210,7 @@ def check_gvisor_pod(ctrd: Private, image: str) -> dict:
     """A pod as the CRI makes one under gVisor: a sandbox, then an app container
     that joins it (the wrapper's holder path). The shim must pass the app's
     stdout through and report its exit status."""
-    r = runtimes(ctrd.bindir, ctrd.dir / "runtimes")["gvisor"]
+    r = containerd2_runtimes(ctrd.bindir, ctrd.dir / "runtimes")["gvisor"]
     base = ["run", "--runtime", "io.containerd.runc.v2", "--runc-binary", r["binary"], "--runc-root", r["root"],
             "--annotation", "io.kubernetes.cri.sandbox-id=check-pod"]
     sandbox = ctrd.ctr(*base, "-d", "--annotation", "io.kubernetes.cri.container-type=sandbox",
@@ -372,7 +299,7 @@ def check_cri(ctrd: Private, images: dict[str, str]) -> dict:
 
 def check(args) -> int:
     bindir = Path(run(HERE / "build-runtime.sh", timeout=3600).stdout.strip())
-    images = read_images()
+    images = read_env()
     archive = archives()
     ctrd = Private(bindir, images["PAUSE_IMAGE"])
     report: dict = {"dir": str(ctrd.dir), "versions": {}}
@@ -419,7 +346,7 @@ def main() -> int:
     args = p.parse_args()
     if args.cmd == "config":
         bindir = args.bindir or Path(run(HERE / "build-runtime.sh", timeout=3600).stdout.strip())
-        print(config(args.dir, bindir, read_images()["PAUSE_IMAGE"]), end="")
+        print(containerd2_config(args.dir, bindir, read_env()["PAUSE_IMAGE"]), end="")
         return 0
     return check(args)
 

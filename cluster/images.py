@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Builds the local cluster's images as OCI archives, with no registry.
 
 pause: a static C program. probe and runner: built with buildah from their one
@@ -13,8 +12,8 @@ The Debian python base is imported too, also under the public Python image's
 names (podshare/images.py's default probe image): the cluster cannot pull, so
 the default runs (probes delivered by the run) start on that base.
 
-    images.py build              print the archive paths
-    images.py import --address SOCK
+    python -m cluster.images build              print the archive paths
+    python -m cluster.images import --address SOCK
 """
 from __future__ import annotations
 
@@ -30,11 +29,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from podshare.images import PUBLIC_PYTHON  # the one place that names it
 
-HERE = Path(__file__).resolve().parent
-PROJECT = HERE.parent
-sys.path.insert(0, str(PROJECT))
-from podshare.images import PUBLIC_PYTHON  # noqa: E402  (the one place that names it)
+from .layout import HERE, PROJECT
+
 CACHE = Path(os.environ.get("PODSHARE_CACHE", "/var/cache/podshare")) / "images"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's, which its pip uses
 # Left out of every rootfs: documentation and package lists nothing reads at run time.
@@ -43,6 +41,8 @@ EXCLUDES = ("usr/share/doc/", "usr/share/man/", "usr/share/locale/", "usr/share/
 
 
 def read_env() -> dict[str, str]:
+    """images.env, the one place that names the local cluster's images (`up` and
+    containerd2.py read it here too)."""
     env = {}
     for line in (HERE / "images.env").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
@@ -213,7 +213,8 @@ def probe_image(ref: str, suite: str) -> Path:
 def runner_image(ref: str, suite: str) -> Path:
     """podshare where it runs in the cluster: the lock's dependencies and podshare's
     wheel (suites, manifests and the probe wheels inside)."""
-    run(sys.executable, HERE / "probe_wheels.py")  # the wheel ships them: present before it is fingerprinted
+    # the wheel ships them: present before it is fingerprinted
+    run(sys.executable, "-m", "cluster.probe_wheels", cwd=PROJECT)
     return buildah_image("runner", ref, suite, [PROJECT / "requirements.lock"]
                          + [PROJECT / name for name in RUNNER_SOURCES], wheel=True)
 

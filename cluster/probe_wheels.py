@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Downloads the posix_ipc and sysv_ipc wheels that podshare ships for the
 public Python image (podshare/delivery.py) into podshare/probe_wheels, from
 PyPI with `pip download --require-hashes` against requirements.lock: the lock
@@ -8,7 +7,7 @@ image's, the lock's) on x86_64 and aarch64 (the pod picks by its machine).
 Quick when the wheels are there and match the lock (pip's own cache serves a
 second download). cluster/venv.sh runs it; the runner image's build too.
 
-    probe_wheels.py [--check]     --check: only verify, download nothing
+    python -m cluster.probe_wheels [--check]     --check: only verify, download nothing
 """
 from __future__ import annotations
 
@@ -20,12 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-PROJECT = HERE.parent
-sys.path[:0] = [str(HERE), str(PROJECT)]
-import lockfile  # noqa: E402
-from podshare.delivery import MACHINES, WHEELS as TARGET  # noqa: E402  (where podshare looks for them)
-from podshare.unpack_probes import PACKAGES, wheel_for  # noqa: E402  (how a pod picks its machine's)
+from podshare.delivery import MACHINES, WHEELS as TARGET  # where podshare looks for them
+from podshare.unpack_probes import PACKAGES, wheel_for  # how a pod picks its machine's
+
+from . import lockfile
+from .layout import PROJECT
 
 LOCK = PROJECT / "requirements.lock"
 # pip matches --platform literally: manylinux2014 is the tag both projects' wheels carry.

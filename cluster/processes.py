@@ -1,6 +1,7 @@
 """The local cluster's processes: started detached with their logs in files,
 recorded by PID, and stopped only if the recorded PID is still ours. Shared by
-localcluster.py (the control plane and the first node) and workers.py."""
+localcluster.py (the control plane and the first node), workers.py and the
+modules beside them."""
 from __future__ import annotations
 
 import os

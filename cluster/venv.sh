@@ -12,7 +12,7 @@ stamp=$( { cat "$project/requirements.lock" "$project/pyproject.toml"
            "$python" -c 'import sys; print(sys.executable, sys.version)'; } | sha256sum | cut -c1-16)
 # The wheels podshare ships for the public Python image's pods, from the lock
 # (podshare/probe_wheels, not in git); quick when they are there.
-probe_wheels() { "$venv/bin/python" "$project/cluster/probe_wheels.py"; }
+probe_wheels() { (cd "$project" && "$venv/bin/python" -m cluster.probe_wheels); }
 if [ "$(cat "$venv/.podshare-stamp" 2>/dev/null)" = "$stamp" ] && [ -x "$venv/bin/podshare" ]; then
   probe_wheels
   exit 0

@@ -7,7 +7,10 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 "$here/bootstrap.sh" || exit 1
-export PATH="$(cd "$here/.." && pwd)/.venv/bin:$PATH"
+project=$(cd "$here/.." && pwd)
+export PATH="$project/.venv/bin:$PATH"
+# cluster/ is a package: its modules run from the top of the checkout.
+localcluster() { (cd "$project" && python -m cluster.localcluster "$@"); }
 
 # Three nodes, each a pool of its own (cluster/README.md); PODSHARE_NODES=1 for one.
 export PODSHARE_NODES=${PODSHARE_NODES:-3}
@@ -15,7 +18,7 @@ export PODSHARE_NODES=${PODSHARE_NODES:-3}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  if ! python "$here/localcluster.py" down; then
+  if ! localcluster down; then
     echo "podshare: cluster down left something behind (above): failing" >&2
     [ "$rc" -eq 0 ] && rc=1
   fi
@@ -25,7 +28,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-if ! out=$(python "$here/localcluster.py" up --nodes "$PODSHARE_NODES"); then
+if ! out=$(localcluster up --nodes "$PODSHARE_NODES"); then
   echo "podshare: the local cluster did not come up (log tails above); failing, not skipping" >&2
   exit 1
 fi

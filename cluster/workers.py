@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from processes import STATE, alive, sh, start, stop
+from .processes import STATE, alive, sh, start, stop
 
 NODES_BRIDGE = "podshare-nodes"  # the host side of the node network
 HOST_IP = "10.250.0.1"           # the control plane's address on it

@@ -100,14 +100,14 @@ def test_the_default_build_is_still_kubernetes_1_35():
 
 @pytest.fixture(scope="module")
 def check():
-    """`containerd2.py check`, once for the tests below: a private containerd 2
+    """`python -m cluster.containerd2 check`, once for the tests below: a private containerd 2
     (own directories, socket, ctr namespace, pod bridge) with the cluster's three
     runtimes, through ctr and through the CRI. crun needs the cgroup layout
-    `localcluster.py up` makes (no controller left on cgroup2): run these while
+    `python -m cluster.localcluster up` makes (no controller left on cgroup2): run these while
     the cluster is up."""
     built("build-runtime.sh")
-    out = subprocess.run([sys.executable, CLUSTER / "containerd2.py", "check"], capture_output=True, text=True,
-                         timeout=900)
+    out = subprocess.run([sys.executable, "-m", "cluster.containerd2", "check"], cwd=PROJECT, capture_output=True,
+                         text=True, timeout=900)
     report = json.loads(out.stdout)
     assert report["left_behind"] == [] and not Path(report["dir"]).exists(), report["left_behind"]
     return out.returncode, report

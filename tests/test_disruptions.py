@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib.util
 import json
 import os
 import signal
@@ -30,6 +29,9 @@ from typing import Iterator
 
 import pytest
 
+from cluster.layout import NODE
+from cluster.localcluster import node_ready
+from cluster.processes import alive, recorded_pid
 from podshare import RUN_ID_LABEL
 from podshare.errors import KubeError
 from podshare.retry import GaveUp, NotYet, wait_until
@@ -44,13 +46,10 @@ SELECTION = ("-m", "network or perf or ipc or posix or volume")
 STARTED = 1  # claims passed before the disruption
 
 
-def _localcluster():
-    if str(PROJECT / "cluster") not in sys.path:  # its own modules (processes, workers) beside it
-        sys.path.insert(0, str(PROJECT / "cluster"))
-    spec = importlib.util.spec_from_file_location("localcluster", PROJECT / "cluster" / "localcluster.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def restart_component(name: str, timeout: float) -> subprocess.CompletedProcess:
+    """The local cluster's component started again as `up` starts it, once it serves."""
+    return subprocess.run([sys.executable, "-m", "cluster.localcluster", "restart-component", name], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 needs_local_cluster = pytest.mark.skipif(
@@ -319,23 +318,21 @@ def test_kubelet_killed_mid_run_ends_the_run_within_a_minute(kube, suite_run):
     ends as could-not-check naming the node's kubelet, the run ends within 60 s of
     the kill and names what it could not clean up; the kubelet is started again
     (as `up` starts it) and the node is Ready before anyone else runs."""
-    local = _localcluster()
     with cluster_lock(exclusive=True):
-        run = suite_run(*SELECTION, "--node", local.NODE)  # the node whose kubelet this kills
+        run = suite_run(*SELECTION, "--node", NODE)  # the node whose kubelet this kills
         try:
             run.wait_passed(STARTED)
-            pid = local.recorded_pid("kubelet")
-            assert pid and local.alive("kubelet"), "the local cluster's kubelet is not running"
+            pid = recorded_pid("kubelet")
+            assert pid and alive("kubelet"), "the local cluster's kubelet is not running"
             os.kill(pid, signal.SIGKILL)
             killed = time.monotonic()
             results = run.finish(timeout=180)
         finally:
-            restart = subprocess.run([sys.executable, str(PROJECT / "cluster" / "localcluster.py"),
-                                      "restart-component", "kubelet"], capture_output=True, text=True, timeout=240)
+            restart = restart_component("kubelet", timeout=240)
             assert restart.returncode == 0, restart.stderr
-            assert local.node_ready(), "the node is not Ready after the kubelet's restart"
+            assert node_ready(), "the node is not Ready after the kubelet's restart"
         took = run.ended_at - killed
-        unchecked = _assert_reported_apart(run, results, f"node {local.NODE}'s kubelet is not answering")
+        unchecked = _assert_reported_apart(run, results, f"node {NODE}'s kubelet is not answering")
         print(f"kubelet killed: {len(unchecked)} claims could not be checked; the run ended {took:.1f}s after the "
               f"kill; kubelet back: {restart.stderr.strip()}; cause: {unchecked[0]['cause']}")
         assert took < well_before(POD_TIMEOUT), f"the run ended {took:.0f}s after the kill (a timeout waited out?)"
@@ -350,12 +347,11 @@ def test_kubelet_killed_mid_run_ends_the_run_within_a_minute(kube, suite_run):
 def test_a_component_frozen_for_20s_mid_run_is_waited_for(kube, suite_run, component):
     """The API server or containerd stopped (SIGSTOP) for 20 s while claims run,
     then continued: the run waits and passes, every claim checked."""
-    local = _localcluster()
     with cluster_lock(exclusive=True):
-        run = suite_run(*SELECTION, "--node", local.NODE)  # the node of the containerd this freezes
+        run = suite_run(*SELECTION, "--node", NODE)  # the node of the containerd this freezes
         run.wait_passed(STARTED)
-        pid = local.recorded_pid(component)
-        assert pid and local.alive(component), f"the local cluster's {component} is not running"
+        pid = recorded_pid(component)
+        assert pid and alive(component), f"the local cluster's {component} is not running"
         os.kill(pid, signal.SIGSTOP)
         try:
             time.sleep(20)  # the freeze itself, not a poll

@@ -7,17 +7,14 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from cluster.images import node_names  # how the local cluster names it
 from podshare.images import DEFAULTS, mirrored
 
 from .conftest import PROJECT, run_suites
-
-sys.path.insert(0, str(PROJECT / "cluster"))
-from images import node_names  # noqa: E402  (cluster/images.py: how the local cluster names it)
 
 PODSHARE = PROJECT / ".venv" / "bin" / "podshare"
 

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PROJECT, needs_root
+from cluster import lockfile
 
-sys.path.insert(0, str(PROJECT / "cluster"))
-import lockfile  # noqa: E402
+from .conftest import PROJECT, needs_root
 
 CACHE = Path(os.environ.get("PODSHARE_CACHE", "/var/cache/podshare")) / "fresh-machine"
 # What the README asks a stock machine to have before the two commands.
@@ -46,9 +45,8 @@ echo "@@go $("$(cluster/go-toolchain.sh)" env GOVERSION)"
 def _third_party_imports() -> set[str]:
     """Top-level modules imported by podshare, probes, the cluster tools and the tests
     that are neither the standard library nor the project's own packages."""
-    # suite_run: the scripts import it by name; the cluster's scripts import each other (and the tests them) by name
-    own = {"podshare", "probes", "suites", "tests", "conftest", "suite_run"} | {
-        p.stem for p in PROJECT.glob("cluster/*.py")}
+    # suite_run: the scripts import it by name; cluster: the local cluster's package
+    own = {"podshare", "probes", "suites", "tests", "conftest", "suite_run", "cluster"}
     found = set()
     for path in [*PROJECT.glob("podshare/*.py"), *PROJECT.glob("probes/*.py"), *PROJECT.glob("suites/*.py"),
                  *PROJECT.glob("tests/**/*.py"), *PROJECT.glob("cluster/*.py"), PROJECT / "conftest.py"]:

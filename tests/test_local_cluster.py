@@ -70,7 +70,7 @@ local_only = pytest.mark.skipif(not os.environ.get("PODSHARE_LOCAL_CLUSTER"),
 
 @local_only
 def test_a_second_up_while_the_cluster_runs_says_so_and_fails():
-    second = subprocess.run([sys.executable, str(PROJECT / "cluster" / "localcluster.py"), "up"],
+    second = subprocess.run([sys.executable, "-m", "cluster.localcluster", "up"], cwd=PROJECT,
                             capture_output=True, text=True, timeout=60)
     assert second.returncode == 1
     assert "already running" in second.stderr
@@ -78,7 +78,7 @@ def test_a_second_up_while_the_cluster_runs_says_so_and_fails():
 
 @local_only
 def test_status_sees_every_component_running():
-    status = subprocess.run([sys.executable, str(PROJECT / "cluster" / "localcluster.py"), "status"],
+    status = subprocess.run([sys.executable, "-m", "cluster.localcluster", "status"], cwd=PROJECT,
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stdout
     for component in ("containerd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",

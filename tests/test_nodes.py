@@ -8,8 +8,6 @@ import datetime as dt
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from types import SimpleNamespace as NS
 
@@ -207,8 +205,9 @@ def test_a_node_whose_kubelet_dies_mid_run_is_not_checked_and_the_others_are(kub
     """A worker's kubelet killed while every node's claims run: that node's
     remaining claims end as could-not-check naming it, within bounded time; the
     other nodes' claims pass; the run is non-zero and its reports complete."""
-    from .test_disruptions import SuiteRun, _localcluster, cluster_lock
-    local = _localcluster()
+    from cluster.processes import recorded_pid
+
+    from .test_disruptions import SuiteRun, cluster_lock, restart_component
     victim = next(n.metadata.name for n in kube.nodes() if n.metadata.labels.get("podshare.io/pool") == "current")
     with cluster_lock(exclusive=True):
         # the two pools that keep every promise, so every other claim must pass
@@ -216,12 +215,11 @@ def test_a_node_whose_kubelet_dies_mid_run_is_not_checked_and_the_others_are(kub
                        "-m", "network or perf or ipc or posix or volume")
         try:
             run.wait_passed(3, timeout=300)
-            os.kill(local.recorded_pid(f"kubelet-{victim}"), signal.SIGKILL)
+            os.kill(recorded_pid(f"kubelet-{victim}"), signal.SIGKILL)
             killed = time.monotonic()
             results = run.finish(timeout=400)
         finally:
-            restart = subprocess.run([sys.executable, str(local.HERE / "localcluster.py"), "restart-component",
-                                      f"kubelet-{victim}"], capture_output=True, text=True, timeout=300)
+            restart = restart_component(f"kubelet-{victim}", timeout=300)
             run.stop()
         assert restart.returncode == 0, restart.stderr
     took = run.ended_at - killed

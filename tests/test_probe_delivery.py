@@ -12,13 +12,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 import zipfile
 
 import pytest
 
+from cluster import probe_wheels
 from podshare import MANAGED_BY, RUN_ID_LABEL, delivery
 from podshare.cluster import Cluster
 from podshare.factory import PodFactory
@@ -27,9 +27,6 @@ from podshare.manifests import MANIFESTS, load_manifests, render
 from podshare.settings import probes_from
 
 from .conftest import PROJECT, RESTRICTED
-
-sys.path.insert(0, str(PROJECT / "cluster"))
-import probe_wheels  # noqa: E402
 
 IMAGE_PYTHON = "/usr/bin/python3"  # Debian's 3.11: the local cluster's stand-in for the public image is made of it
 
