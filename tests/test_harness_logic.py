@@ -640,3 +640,35 @@ def test_an_older_results_json_reads_into_todays_records_and_joins_the_trend(tmp
     History.record(tmp_path, old)
     History.record(tmp_path, now)
     assert History.load(tmp_path).changes() == history.changes()
+
+
+def test_readme_options_table_is_generated_from_the_one_options_table():
+    """README.md's options table is podshare/settings.py's OPTIONS, rendered: an
+    option added, renamed or re-defaulted without regenerating it fails here."""
+    from podshare import options_doc
+    readme = options_doc.README.read_text()
+    assert options_doc.rewritten(readme) == readme, "run: python -m podshare.options_doc"
+    assert all(f"| `{o.flag}` |" in readme for o in options_doc.OPTIONS)
+
+
+def test_option_precedence_is_command_line_then_environment_then_ini_then_default(monkeypatch):
+    """As settings.py documents it (and most tools order them)."""
+    from podshare.settings import Settings
+
+    class Config:  # what Settings reads of pytest's config
+        def __init__(self, given: dict, ini: dict) -> None:
+            self.given, self.ini = given, ini
+
+        def getoption(self, dest):
+            return self.given.get(dest)
+
+        def getini(self, name):
+            return self.ini.get(name, "")
+
+    timeout = "podshare_pod_timeout"
+    monkeypatch.delenv("PODSHARE_POD_TIMEOUT", raising=False)
+    assert Settings.from_config(Config({}, {})).pod_timeout == 120.0
+    assert Settings.from_config(Config({}, {timeout: "30"})).pod_timeout == 30.0
+    monkeypatch.setenv("PODSHARE_POD_TIMEOUT", "40")
+    assert Settings.from_config(Config({}, {timeout: "30"})).pod_timeout == 40.0
+    assert Settings.from_config(Config({timeout: "50"}, {timeout: "30"})).pod_timeout == 50.0
