@@ -471,7 +471,7 @@ def test_a_probe_that_fails_before_it_is_ready_is_a_sentence_not_a_dump():
 def test_a_harness_errors_message_reaches_the_reports_without_its_class_name():
     from types import SimpleNamespace
 
-    from podshare.plugin import _short_message
+    from podshare.outcomes import short_message as _short_message
     crash = SimpleNamespace(message="podshare.errors.KubeError: read the log of p/alpha: 500 connection refused")
     assert _short_message(SimpleNamespace(longrepr=SimpleNamespace(reprcrash=crash))) == (
         "read the log of p/alpha: 500 connection refused")

@@ -94,7 +94,7 @@ def test_the_summary_names_the_nodes_that_keep_every_promise_first():
 
 
 def test_claim_ids_lose_the_node_and_class_also_when_node_names_have_dashes():
-    from podshare.plugin import _claim_id
+    from podshare.dimensions import claim_id as _claim_id
     item = NS(nodeid="suites/test_v.py::test_x[disk-vm-sandboxed-gvisor]", path=NS(name="test_v.py", parent=NS(
         name="suites")), callspec=NS(params={"node": "vm-sandboxed", "runtime_class": "gvisor"}))
     assert _claim_id(item) == "suites/test_v.py::test_x[disk]"
@@ -108,7 +108,7 @@ def test_claim_ids_lose_the_node_and_class_also_when_node_names_have_dashes():
 def test_a_worker_takes_one_node_and_class_whole():
     """The side-by-side groups come from the test id: node names that prefix
     others (vm, vm-current) are told apart; a claim's own parameters are not a group."""
-    from podshare.plugin import dimension_group
+    from podshare.dimensions import group_of as dimension_group
     values = sorted(["vm", "vm-current", "vm-sandboxed", "runc", "gvisor"], key=len, reverse=True)
     assert dimension_group("s.py::t[disk-vm-current]", values) == "vm-current"
     assert dimension_group("s.py::t[disk-vm]", values) == "vm"

@@ -79,7 +79,7 @@ def test_the_pods_of_each_setting_have_names_of_their_own():
 
 
 def test_claim_ids_lose_the_setting_and_the_groups_keep_it():
-    from podshare.plugin import _claim_id, dimension_group
+    from podshare.dimensions import claim_id as _claim_id, group_of as dimension_group
     item = NS(nodeid="suites/test_v.py::test_x[disk-vm-current-runc-userns]",
               path=NS(name="test_v.py", parent=NS(name="suites")),
               callspec=NS(params={"node": "vm-current", "runtime_class": "runc", "user_namespaces": True}))
