@@ -20,17 +20,18 @@ from .session import PodshareSession
 
 
 def exit_status(ps: PodshareSession, status: int, leftovers: list[str]) -> int:
-    """2: podshare could not check (a fatal setup error, or claims the cluster moved
-    under with no promise seen broken); 1: a promise did not hold, or the run left
-    objects behind; else pytest's own."""
+    """1: a promise did not hold, or the run left objects behind (that outranks
+    could-not-check: whoever runs it must clean up); 2: podshare could not check
+    (a fatal setup error, or claims the cluster moved under, no promise seen
+    broken); else pytest's own."""
     outcomes = {c.outcome for c in ps.checks.values()}
     if ps.fatal:  # also when -x stopped the session first
-        return pytest.ExitCode.INTERRUPTED
-    if COULD_NOT_CHECK in outcomes and not outcomes & {FAILED, ERROR} \
+        status = pytest.ExitCode.INTERRUPTED
+    elif COULD_NOT_CHECK in outcomes and not outcomes & {FAILED, ERROR} \
             and status in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-        return pytest.ExitCode.INTERRUPTED
-    if leftovers and status == pytest.ExitCode.OK:
-        return pytest.ExitCode.TESTS_FAILED  # leaving things behind fails the run
+        status = pytest.ExitCode.INTERRUPTED
+    if leftovers and status in (pytest.ExitCode.OK, pytest.ExitCode.INTERRUPTED):
+        return pytest.ExitCode.TESTS_FAILED
     return status
 
 

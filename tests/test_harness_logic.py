@@ -672,3 +672,22 @@ def test_option_precedence_is_command_line_then_environment_then_ini_then_defaul
     monkeypatch.setenv("PODSHARE_POD_TIMEOUT", "40")
     assert Settings.from_config(Config({}, {timeout: "30"})).pod_timeout == 40.0
     assert Settings.from_config(Config({timeout: "50"}, {timeout: "30"})).pod_timeout == 50.0
+
+
+def test_leftovers_outrank_could_not_check_in_the_exit_code():
+    """README's exit codes: a run that left objects behind exits 1, also when some or
+    all of its claims could not be checked (2 would let the user-namespace step's
+    tolerated 2 hide them); a broken promise stays 1; nothing left: as before."""
+    from types import SimpleNamespace as NS
+
+    from podshare.run_end import exit_status
+    unchecked = NS(checks={"a": NS(outcome="could-not-check"), "b": NS(outcome="passed")}, fatal=None)
+    fatal = NS(checks={}, fatal="cannot reach the API server")
+    held = NS(checks={"a": NS(outcome="passed")}, fatal=None)
+    assert exit_status(unchecked, pytest.ExitCode.TESTS_FAILED, []) == 2
+    assert exit_status(unchecked, pytest.ExitCode.TESTS_FAILED, ["namespace/x"]) == 1
+    assert exit_status(fatal, pytest.ExitCode.TESTS_FAILED, []) == 2
+    assert exit_status(fatal, pytest.ExitCode.TESTS_FAILED, ["namespace/x"]) == 1
+    assert exit_status(held, pytest.ExitCode.OK, []) == 0
+    assert exit_status(held, pytest.ExitCode.OK, ["namespace/x"]) == 1
+    assert exit_status(held, pytest.ExitCode.USAGE_ERROR, ["namespace/x"]) == 4
