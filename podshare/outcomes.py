@@ -115,8 +115,8 @@ def check_of(ps: PodshareSession, item: pytest.Item, reports: list[pytest.TestRe
     ran_on = where.node or next((p.node for p in (ev.pods if ev is not None else []) if p.node), ps.cluster.facts.node)
     return Check(
         id=dimensions.check_id(item), claim=claim_of(item), outcome=outcome, claim_id=dimensions.claim_id(item),
-        runtime_class=item.stash.get(RUNTIME_CLASS, None), user_namespaces=where.user_namespaces,
-        per_node=where.node is not None, node=ran_on, duration_s=round(sum(r.duration for r in reports), 3),
+        **{**where.values(), "runtime_class": item.stash.get(RUNTIME_CLASS, None), "node": ran_on},
+        per_node=where.node is not None, duration_s=round(sum(r.duration for r in reports), 3),
         evidence=ev.as_json() if ev is not None else {}, message=message,
         figures=dict(ev.figures) if ev is not None else {},
         markers=sorted(m.name for m in item.iter_markers() if m.name in markers),

@@ -141,8 +141,8 @@ class Check:
     @property
     def dimensions(self) -> Dimensions:
         """Its dimensions: the node only where the run checked each node."""
-        return Dimensions(node=self.node if self.per_node else None, runtime_class=self.runtime_class,
-                          user_namespaces=self.user_namespaces)
+        return Dimensions(**{a.name: getattr(self, a.name) for a in AXES if a.name != "node"},
+                          node=self.node if self.per_node else None)
 
 
 @dataclass
