@@ -43,6 +43,7 @@ class Axis:
     label: Callable[[Any], str]  # its metrics label value
     key: Callable[[Any], str | None]  # its history-key segment, None where it adds none
     tag: Callable[[Any], str | None]  # its mark in pod names (63 characters at most), None where it adds none
+    figure: Callable[[Any], str | None]  # its part of the figure table's column, None where it adds none
 
 
 def _node_tag(node: str) -> str:
@@ -57,12 +58,14 @@ USERNS_COLUMNS = {True: "userns", False: "host users"}
 # a field of Dimensions and an Axis here (and its fixture, parametrized by the plugin).
 AXES = (
     Axis("node", "node", id=str, column=lambda v: v or "?", label=lambda v: v or "",
-         key=lambda v: v, tag=lambda v: _node_tag(v) if v else None),
+         key=lambda v: v, tag=lambda v: _node_tag(v) if v else None,
+         figure=lambda v: None),  # a measurement is the runtime's: one column for every node
     Axis("runtime_class", "RuntimeClass", id=str, column=lambda v: v or "default", label=lambda v: v or "default",
-         key=lambda v: v or "default", tag=lambda v: v),
+         key=lambda v: v or "default", tag=lambda v: v, figure=lambda v: v or "default"),
     Axis("user_namespaces", "user namespaces", id=lambda v: USERNS_IDS[bool(v)],
          column=lambda v: USERNS_COLUMNS[bool(v)], label=lambda v: "true" if v else "false",
-         key=lambda v: "userns" if v else None, tag=lambda v: "u" if v else None),
+         key=lambda v: "userns" if v else None, tag=lambda v: "u" if v else None,
+         figure=lambda v: None if v is None else USERNS_COLUMNS[v]),
 )
 AXIS = {a.name: a for a in AXES}
 
@@ -99,6 +102,10 @@ class Dimensions:
     def pod_tag(self) -> str:
         """The mark pod names carry of where their claims run (empty where nothing varies)."""
         return "-".join(t for a in AXES if (v := getattr(self, a.name)) and (t := a.tag(v)))
+
+    def figure_column(self) -> str:
+        """Its column in the table of figures (median, p95) of the run."""
+        return " · ".join(p for a in AXES if (p := a.figure(getattr(self, a.name))) is not None)
 
     def metrics_labels(self, node: str | None, pool: str | None) -> dict[str, str]:
         """Every sample's labels: the class, the node the pods ran on and its pool, and
