@@ -27,12 +27,13 @@ from .disruption import Disrupted, Disruption
 from .errors import HARNESS_ERRORS, AccessDenied, KubeError
 from .evidence import Evidence
 from .history import History
+from .known_divergences import KnownDivergences
 from .metrics import exposition, push
 from .pods import Pod, ProbeContainer, ProbeSet, probe_manifest_problem
 from .recovery import RERUN, Recovery, rerun_message
 from .records import (COULD_NOT_CHECK, INTERRUPTED, KNOWN_DIVERGENCE, NEWLY_FAILING, RECOVERED, Check, RunInfo,
                       nodes_of)
-from .report import KnownDivergences, RunReport
+from .report import RunReport
 from .settings import USER_NAMESPACE_MODES, Settings, add_options
 
 MARKERS = {
@@ -755,8 +756,8 @@ def _push_metrics(report: RunReport, url: str) -> str:
     cluster's latest run replaces its previous one; returns what happened."""
     body = exposition(report.run, report.cluster, report.checks)
     try:
-        return "pushed to " + push(url, body, {"context": str(report.cluster.get("context") or "none"),
-                                               "node": str(report.cluster.get("node") or "none")})
+        return "pushed to " + push(url, body, {"context": str(report.cluster.context or "none"),
+                                               "node": str(report.cluster.node or "none")})
     except OSError as exc:
         return f"NOT pushed: {exc}"
 
