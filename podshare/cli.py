@@ -26,7 +26,7 @@ from .history import WINDOW, History
 from .images import IMAGES, mirrored
 from .errors import KubeError
 from .kube import Kube
-from .records import COULD_NOT_CHECK
+from .records import COULD_NOT_CHECK, ERROR, FAILED, PASSED
 from .report import RunReport
 from .settings import option
 
@@ -192,10 +192,10 @@ def show_history(store: Path, out: Path, window: int) -> int:
         print(f"{verdict}: {key}")
     unchecked = report.summary[COULD_NOT_CHECK]
     print(f"podshare history: {len(history.runs)} runs, newest {report.run.id} "
-          f"({report.summary['passed']} passed, {report.summary['failed']} failed"
+          f"({report.summary[PASSED]} {PASSED}, {report.summary[FAILED]} {FAILED}"
           + (f", {unchecked} could not check" if unchecked else "") + ")")
     # as the run itself: 1 for a claim that did not hold, else 2 when some could not be checked
-    return 1 if report.summary["failed"] or report.summary["error"] else 2 if unchecked else 0
+    return 1 if report.summary[FAILED] or report.summary[ERROR] else 2 if unchecked else 0
 
 
 if __name__ == "__main__":

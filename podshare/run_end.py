@@ -66,7 +66,7 @@ def finish(ps: PodshareSession, session: pytest.Session, controller: Controller 
     if controller is not None and controller.problems:
         run.fatal = ps.fatal = ps.fatal or "; ".join(controller.problems)
         session.exitstatus = pytest.ExitCode.INTERRUPTED
-    report = RunReport(run=run, cluster=ps.cluster.facts.to_json(), checks=list(ps.checks.values()))
+    report = RunReport(run=run, cluster=ps.cluster.facts, checks=list(ps.checks.values()))
     ending = Ending()
     if ps.settings.pushgateway:
         run.pushgateway = ending.pushed = _push_metrics(report, ps.settings.pushgateway, ps.cluster.facts)

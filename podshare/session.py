@@ -17,7 +17,7 @@ from .cluster import Cluster
 from .disruption import Disrupted, Disruption
 from .errors import HARNESS_ERRORS, AccessDenied
 from .evidence import Evidence
-from .report import KnownDivergences
+from .known_divergences import KnownDivergences
 from .records import Check
 from .settings import Settings
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from podshare.report import KnownDivergences
+from podshare.known_divergences import KnownDivergences
 
 from .conftest import PROJECT, run_suites
 

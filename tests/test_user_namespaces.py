@@ -16,8 +16,9 @@ from types import SimpleNamespace as NS
 import pytest
 
 from podshare.metrics import exposition
-from podshare.records import Check, RunInfo
-from podshare.report import KnownDivergences, claim_matrix, figure_table
+from podshare.findings import claim_matrix, figure_table
+from podshare.known_divergences import KnownDivergences
+from podshare.records import Check, ClusterFacts, RunInfo
 
 from .conftest import PROJECT, run_suites
 
@@ -105,10 +106,10 @@ def test_the_matrix_the_figures_and_the_metrics_carry_the_setting():
     figure = {"unit": "µs", "median": 1.0, "p95": 2.0, "samples": 10}
     columns, _ = figure_table([_check(False, figures={"f": figure}), _check(True, figures={"f": figure})])
     assert columns == ["runc · host users", "runc · userns"]
-    text = exposition(RunInfo(id="r"), {}, checks)
+    text = exposition(RunInfo(id="r"), ClusterFacts(), checks)
     assert 'podshare_claim_passed{claim="s.py::t",runtime_class="runc",node="",pool="",user_namespaces="false"} 1' in text
     assert 'user_namespaces="true"} 0' in text
-    assert "user_namespaces" not in exposition(RunInfo(id="r"), {}, [_check(None)])  # not a dimension of the run: no label
+    assert "user_namespaces" not in exposition(RunInfo(id="r"), ClusterFacts(), [_check(None)])  # not a dimension of the run: no label
 
 
 def test_known_divergences_can_name_pods_in_user_namespaces():
