@@ -26,8 +26,9 @@ from .history import WINDOW, History
 from .images import IMAGES, mirrored
 from .errors import KubeError
 from .kube import Kube
-from .records import COULD_NOT_CHECK
+from .records import COULD_NOT_CHECK, ERROR, FAILED, PASSED
 from .report import RunReport
+from .settings import option
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -105,20 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     night.add_argument("--keep-runs", type=int, default=store.KEEP, help="stored runs to keep (--keep is pytest's)")
     manifest = sub.add_parser("nightly-manifest", help="the nightly CronJob, its namespace and RBAC, with the images "
                               "filled in: podshare nightly-manifest | kubectl apply -f -")
-    manifest.add_argument("--registry", default=os.environ.get("PODSHARE_REGISTRY"), help="pull the images from this mirror")
+    option("--registry").add_to(manifest)
     manifest.add_argument("--schedule", default=nightly_manifest.SCHEDULE, help="cron schedule (default %(default)s)")
-    manifest.add_argument("--image-pull-policy", default="IfNotPresent", choices=("Always", "IfNotPresent", "Never"))
+    option("--image-pull-policy").add_to(manifest)
     manifest.add_argument("--one-node", action="store_true",
                           help="check one node (the scheduler's choice) instead of every node")
     manifest.add_argument("--one-per-pool", action="store_true",
                           help="check one node of each distinct node configuration (for large clusters)")
-    for _name, (flag, env, default) in IMAGES.items():
-        manifest.add_argument(flag, default=os.environ.get(env) or default, help=f"default ${env} or {default}")
+    for name in IMAGES:
+        option(f"--{name}-image").add_to(manifest)
     fetched = sub.add_parser("fetch", help="the runs stored by in-cluster runs, into a directory for podshare history")
     fetched.add_argument("--namespace", required=True, help="where the runner ran (manifests/nightly: podshare-nightly)")
     fetched.add_argument("directory")
-    fetched.add_argument("--kubeconfig")
-    fetched.add_argument("--kube-context")
+    option("--kubeconfig").add_to(fetched)
+    option("--kube-context").add_to(fetched)
     gc = sub.add_parser("gc", help="delete namespaces and objects of earlier runs, by label and age")
     gc.add_argument("--older-than", type=duration, default=duration("1h"),
                     help="only what is at least this old (default 1h, so running runs are safe)")
@@ -126,17 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     gc.add_argument("--run-id", help="only this run's objects")
     gc.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     gc.add_argument("--timeout", type=duration, default=duration("120s"), help="wait this long for each namespace")
-    gc.add_argument("--kubeconfig")
-    gc.add_argument("--kube-context")
+    option("--kubeconfig").add_to(gc)
+    option("--kube-context").add_to(gc)
     hist = sub.add_parser("history", help="render the newest run of a history store with every claim's trend")
     hist.add_argument("store", help="a directory of results.json files (--history-dir, or fetched from the nightly Job)")
     hist.add_argument("--reports-dir", default="reports", help="where report.html, summary.md, results.json go")
     hist.add_argument("--window", type=int, default=WINDOW, help=f"runs per trend (default {WINDOW})")
     images = sub.add_parser("images", help="every image a run needs (probe, nginx, runner), one a line")
-    images.add_argument("--registry", default=os.environ.get("PODSHARE_REGISTRY"),
-                        help="the names on this mirror (HOST/PATH), as a run with --registry pulls them")
-    for _name, (flag, env, default) in IMAGES.items():
-        images.add_argument(flag, default=os.environ.get(env) or default, help=f"default ${env} or {default}")
+    option("--registry").add_to(images, help="the names on this mirror (HOST/PATH), as a run with --registry pulls them")
+    for name in IMAGES:
+        option(f"--{name}-image").add_to(images)
     args, rest = p.parse_known_args(argv)
     if args.command == "run":
         return run_suites(rest)
@@ -192,10 +192,10 @@ def show_history(store: Path, out: Path, window: int) -> int:
         print(f"{verdict}: {key}")
     unchecked = report.summary[COULD_NOT_CHECK]
     print(f"podshare history: {len(history.runs)} runs, newest {report.run.id} "
-          f"({report.summary['passed']} passed, {report.summary['failed']} failed"
+          f"({report.summary[PASSED]} {PASSED}, {report.summary[FAILED]} {FAILED}"
           + (f", {unchecked} could not check" if unchecked else "") + ")")
     # as the run itself: 1 for a claim that did not hold, else 2 when some could not be checked
-    return 1 if report.summary["failed"] or report.summary["error"] else 2 if unchecked else 0
+    return 1 if report.summary[FAILED] or report.summary[ERROR] else 2 if unchecked else 0
 
 
 if __name__ == "__main__":

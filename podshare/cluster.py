@@ -12,7 +12,7 @@ from .errors import AccessDenied, KubeError
 from .evidence import EvidenceSlot
 from .kube import Kube
 from .pods import Pod
-from .records import NodeFacts, nodes_of
+from .records import ClusterFacts, NodeFacts
 
 
 DISRUPTED_WAIT = 5.0  # seconds to wait for the namespace to go when a node or the API is disrupted
@@ -35,11 +35,6 @@ def node_facts(node: Any) -> NodeFacts:
         runtime_handlers=[h.name or "(default)" for h in (node.status.runtime_handlers or [])],
         taints=[f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in node.spec.taints or []],
         unschedulable=bool(node.spec.unschedulable), ready=ready.status if ready else "Unknown")
-
-
-def runtime_classes_line(classes: dict[str, dict[str, str]]) -> str:
-    """The RuntimeClasses a run's pods ran under, with their handlers, for the report's header."""
-    return ", ".join(f"{name} (handler {c['handler']})" for name, c in sorted(classes.items()))
 
 
 def configuration(facts: NodeFacts) -> tuple:
@@ -90,7 +85,7 @@ class Cluster:
         self.run_id = run_id
         self.worker = worker  # a pytest-xdist worker's id: its namespace is its own
         self._kube: Kube | KubeError | None = None
-        self.facts: dict[str, Any] = {}  # the report's "cluster" section
+        self.facts = ClusterFacts()  # the report's "cluster" section
         self.namespace: str | None = None
         self.pods: list[Pod] = []  # every pod this run created, for diagnostics
         self.leftovers: list[str] = []
@@ -104,8 +99,8 @@ class Cluster:
         if self._kube is None:
             try:
                 self._kube = Kube(*self._config)
-                self.facts.update(context=self._kube.context, server=self._kube.server,
-                                  server_version=self._kube.server_version())
+                self.facts.context, self.facts.server = self._kube.context, self._kube.server
+                self.facts.server_version = self._kube.server_version()
             except KubeError as exc:
                 self._kube = exc
         if isinstance(self._kube, KubeError):
@@ -145,7 +140,7 @@ class Cluster:
                 facts[pick].stands_for = others
                 for other in others:
                     facts[other].represented_by = pick
-            self.facts.setdefault("nodes", {}).update({name: f.to_json() for name, f in facts.items()})
+            self.facts.nodes.update(facts)
             self._targets = list(chosen)
         return self._targets
 
@@ -154,11 +149,11 @@ class Cluster:
         or tainted in a way the pods do not tolerate. Remembered, so each of its
         claims ends at once with the same sentence."""
         node = self.kube.node(name)
-        known = nodes_of(self.facts).get(name)  # what --one-per-pool said of it stays
+        known = self.facts.nodes.get(name)  # what --one-per-pool said of it stays
         fresh = node_facts(node)
         if known:
             fresh.stands_for, fresh.represented_by = known.stands_for, known.represented_by
-        self.facts.setdefault("nodes", {})[name] = fresh.to_json()
+        self.facts.nodes[name] = fresh
         unfit = node_unfit(node, tolerated)
         if unfit:
             self.disruptions.check(None, name)  # already known: the same one
@@ -169,15 +164,15 @@ class Cluster:
 
     def learn_node(self, node: str | None) -> None:
         """Node facts for the report; reading nodes is optional (cluster-scoped)."""
-        if not node or self.facts.get("node") == node:
+        if not node or self.facts.node == node:
             return
-        self.facts["node"] = node
+        self.facts.node = node
         try:
             info = self.kube.node(node).status.node_info
-            self.facts.update(os_image=info.os_image, kernel=info.kernel_version,
-                              container_runtime=info.container_runtime_version, kubelet=info.kubelet_version)
+            self.facts.os_image, self.facts.kernel = info.os_image, info.kernel_version
+            self.facts.container_runtime, self.facts.kubelet = info.container_runtime_version, info.kubelet_version
         except KubeError as exc:
-            self.facts["node_info"] = f"unavailable: {exc}"
+            self.facts.node_info = f"unavailable: {exc}"
 
     def check_node_exists(self, node: str | None) -> None:
         """--node naming no node: say so, rather than the scheduler's "didn't satisfy
@@ -205,7 +200,7 @@ class Cluster:
             if exc.status == 404:
                 raise KubeError(f"RuntimeClass {name!r} does not exist (--runtime-class)", 404) from None
             raise
-        self.facts.setdefault("runtime_classes", {})[name] = {"handler": handler}
+        self.facts.runtime_classes[name] = handler
 
     def runtime_class_excludes(self, name: str, node: str) -> str | None:
         """Why a RuntimeClass's scheduling.nodeSelector (what a managed sandboxed
@@ -216,7 +211,7 @@ class Cluster:
             selector = (scheduling.node_selector if scheduling else None) or {}
             if not selector:
                 return None
-            known = nodes_of(self.facts).get(node)
+            known = self.facts.nodes.get(node)
             labels = known.all_labels if known else (self.kube.node(node).metadata.labels or {})
         except KubeError:
             return None
@@ -245,12 +240,11 @@ class Cluster:
         for the report's header."""
         if not name:
             return
-        if name not in self.facts.get("runtime_classes", {}):
+        if name not in self.facts.runtime_classes:
             try:
                 self.runtime_class(name)
             except KubeError as exc:
-                self.facts.setdefault("runtime_classes", {})[name] = {"handler": f"unreadable: {exc}"}
-        self.facts["runtime_class"] = runtime_classes_line(self.facts["runtime_classes"])
+                self.facts.runtime_classes[name] = f"unreadable: {exc}"
 
     # ------------------------------------------------------------ the run's namespace
     def use_namespace(self, given: str | None, pod_security: str, run_role: str) -> str:

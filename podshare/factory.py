@@ -137,7 +137,7 @@ class PodFactory:
         evidence of the probe pod (results.json: cluster.probe_containers, by pod):
         the reports explain refusals (EACCES, EROFS) and absences (ENOENT) with them.
         Optional: a container that does not answer here fails its claims itself."""
-        seen = self.cluster.facts.setdefault("probe_containers", {})
+        seen = self.cluster.facts.probe_containers
         for pod in probes.pods:
             for c in pod.body["spec"]["containers"]:
                 try:

@@ -17,8 +17,8 @@ from .disruption import Disrupted, Disruption
 from .errors import PodNotReady
 from .evidence import Evidence
 from .factory import PodFactory
-from .plugin import EVIDENCE, PodshareSession, session_of
 from .pods import Pod, ProbeSet
+from .session import EVIDENCE, PodshareSession, session_of
 from .verbs import ProbeContainer
 
 

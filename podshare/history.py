@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .records import COULD_NOT_CHECK, FLAKY, NEWLY_FAILING, PASSED, RECOVERED, SKIPPED, RunInfo
+from .records import COULD_NOT_CHECK, FLAKY, NEWLY_FAILING, PASSED, RECOVERED, SKIPPED, Check, RunInfo
 
 WINDOW = 14  # runs per timeline
 HELD = PASSED
@@ -26,13 +26,9 @@ class Point:
     duration_s: float
 
 
-def claim_key(check: dict[str, Any] | Any) -> str:
-    """A claim on a RuntimeClass (and a node, where the run checked each node): one
-    row of the history."""
-    get = check.get if isinstance(check, dict) else lambda k: getattr(check, k, None)
-    key = f"{get('claim_id') or get('id')} @ {get('runtime_class') or 'default'}"
-    key += " @ userns" if get("user_namespaces") else ""  # hostUsers: false is a history of its own
-    return f"{key} @ {get('node')}" if get("per_node") else key
+def claim_key(check: Check) -> str:
+    """A claim where it ran (Dimensions.history_key): one row of the history."""
+    return check.dimensions.history_key(check.claim_id or check.id)
 
 
 # Outcomes that say nothing about the promise: they are not points of a trend
@@ -50,9 +46,9 @@ class History:
         self.timelines: dict[str, list[Point]] = {}
         for i, results in enumerate(self.runs):
             run = RunInfo.from_json({"id": f"run-{i}", **results["run"]})  # any results.json version
-            for check in results.get("checks", []):
+            for check in map(Check.from_json, results.get("checks", [])):
                 points = self.timelines.setdefault(claim_key(check), [])
-                points.append(Point(run.id, run.started_at, check["outcome"], check.get("duration_s", 0.0)))
+                points.append(Point(run.id, run.started_at, check.outcome, check.duration_s))
 
     @classmethod
     def load(cls, directory: str | Path, window: int = WINDOW) -> "History":
@@ -79,7 +75,7 @@ class History:
     def timeline(self, key: str) -> list[Point]:
         return self.timelines.get(key, [])
 
-    def first_seen(self, checks: list[Any]) -> str | None:
+    def first_seen(self, checks: list[Check]) -> str | None:
         """When the oldest of these claims' current unbroken run of not holding began
         (the start of that run, as far back as the window goes)."""
         starts = []

@@ -13,13 +13,13 @@ from . import __version__
 PUBLIC_PYTHON = ("docker.io/library/python:3.11.11-slim-bookworm"
                  "@sha256:081075da77b2b55c23c088251026fb69a7b2bf92471e491ff5fd75c192fd38e5")
 
-# image -> (option, environment variable, default)
-IMAGES = {
-    "probe": ("--probe-image", "PODSHARE_PROBE_IMAGE", PUBLIC_PYTHON),
-    "nginx": ("--nginx-image", "PODSHARE_NGINX_IMAGE", "docker.io/library/nginx:1.27"),
-    "runner": ("--runner-image", "PODSHARE_RUNNER_IMAGE", f"podshare/runner:{__version__}"),
+# image -> its default; each is the option --<image>-image (podshare.settings).
+DEFAULTS = {
+    "probe": PUBLIC_PYTHON,
+    "nginx": "docker.io/library/nginx:1.27",
+    "runner": f"podshare/runner:{__version__}",
 }
-DEFAULTS = {name: default for name, (_flag, _env, default) in IMAGES.items()}
+IMAGES = tuple(DEFAULTS)
 
 
 def mirrored(image: str, registry: str | None) -> str:

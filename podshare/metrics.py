@@ -8,10 +8,10 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from .records import COULD_NOT_CHECK, INTERRUPTED, KNOWN_DIVERGENCE, RunInfo, nodes_of
+from .records import COULD_NOT_CHECK, ERROR, FAILED, INTERRUPTED, KNOWN_DIVERGENCE, PASSED, Check, ClusterFacts, RunInfo
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-HELD = {"passed": 1, "failed": 0, "error": 0, INTERRUPTED: 0, KNOWN_DIVERGENCE: 0}  # skipped: no sample
+HELD = {PASSED: 1, FAILED: 0, ERROR: 0, INTERRUPTED: 0, KNOWN_DIVERGENCE: 0}  # skipped: no sample
 # Whether the run checked the claim at all: a claim the cluster moved under
 # (could-not-check) or the run stopped in has 0 and says nothing about the promise.
 CHECKED = {**{outcome: 1 for outcome in HELD}, INTERRUPTED: 0, COULD_NOT_CHECK: 0}
@@ -25,18 +25,14 @@ def _labels(**labels: Any) -> str:
     return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in labels.items()) + "}"
 
 
-def exposition(run: RunInfo, cluster: dict[str, Any], checks: list[Any]) -> str:
+def exposition(run: RunInfo, cluster: ClusterFacts, checks: list[Check]) -> str:
     """podshare_claim_passed, podshare_claim_checked, podshare_claim_duration_seconds
     (per claim, runtime class and node), podshare_figure (the perf suite's medians and p95s) and
     podshare_run_timestamp_seconds."""
-    nodes = nodes_of(cluster)
     passed, checked, duration, figures = [], [], [], []
     for c in checks:
-        node = getattr(c, "node", None) or cluster.get("node") or ""
-        pool = (nodes[node].pool if node in nodes else None) or ""
-        userns = getattr(c, "user_namespaces", None)  # a label only where it is a dimension of the run
-        dims = {"runtime_class": c.runtime_class or "default", "node": node, "pool": pool,
-                **({} if userns is None else {"user_namespaces": "true" if userns else "false"})}
+        node = c.node or cluster.node  # the node its pods ran on, also where the node is not a dimension
+        dims = c.dimensions.metrics_labels(node, cluster.nodes[node].pool if node in cluster.nodes else None)
         labels = _labels(claim=c.claim_id or c.id, **dims)
         if c.outcome in CHECKED:
             checked.append(f"podshare_claim_checked{labels} {CHECKED[c.outcome]}")

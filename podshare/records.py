@@ -40,9 +40,10 @@ class Axis:
     title: str  # in the matrix's title
     id: Callable[[Any], str]  # its test-id segment
     column: Callable[[Any], str]  # its report column (a value of None: the run's default)
-    label: Callable[[Any], str]  # its metrics label value
+    label: Callable[[Any], str | None]  # its metrics label value, None where it is no label
     key: Callable[[Any], str | None]  # its history-key segment, None where it adds none
     tag: Callable[[Any], str | None]  # its mark in pod names (63 characters at most), None where it adds none
+    figure: Callable[[Any], str | None]  # its part of the figure table's column, None where it adds none
 
 
 def _node_tag(node: str) -> str:
@@ -57,12 +58,14 @@ USERNS_COLUMNS = {True: "userns", False: "host users"}
 # a field of Dimensions and an Axis here (and its fixture, parametrized by the plugin).
 AXES = (
     Axis("node", "node", id=str, column=lambda v: v or "?", label=lambda v: v or "",
-         key=lambda v: v, tag=lambda v: _node_tag(v) if v else None),
+         key=lambda v: v, tag=lambda v: _node_tag(v) if v else None,
+         figure=lambda v: None),  # a measurement is the runtime's: one column for every node
     Axis("runtime_class", "RuntimeClass", id=str, column=lambda v: v or "default", label=lambda v: v or "default",
-         key=lambda v: v or "default", tag=lambda v: v),
+         key=lambda v: v or "default", tag=lambda v: v, figure=lambda v: v or "default"),
     Axis("user_namespaces", "user namespaces", id=lambda v: USERNS_IDS[bool(v)],
-         column=lambda v: USERNS_COLUMNS[bool(v)], label=lambda v: "true" if v else "false",
-         key=lambda v: "userns" if v else None, tag=lambda v: "u" if v else None),
+         column=lambda v: USERNS_COLUMNS[bool(v)], label=lambda v: None if v is None else str(v).lower(),
+         key=lambda v: "userns" if v else None, tag=lambda v: "u" if v else None,
+         figure=lambda v: None if v is None else USERNS_COLUMNS[v]),
 )
 AXIS = {a.name: a for a in AXES}
 
@@ -88,25 +91,28 @@ class Dimensions:
         return " · ".join(AXIS[name].column(getattr(self, name)) for name in axes)
 
     def history_key(self, claim_id: str) -> str:
-        """One row of the history: the claim on its class (default where none), in a
-        user namespace where it was, on its node where the node was a dimension. The
-        node goes last: the key has read so since the first history store."""
-        order = ("runtime_class", "user_namespaces", "node")
-        parts = [AXIS[n].key(getattr(self, n)) for n in order
-                 if n == "runtime_class" or getattr(self, n) is not None]
-        return " @ ".join([claim_id, *(p for p in parts if p)])
+        """One row of the history: the claim on its class (default where none), then
+        each other dimension that adds a segment; the node goes last, as the key has
+        read since the first history store."""
+        ordered = sorted(AXES, key=lambda a: a.name == "node")
+        return " @ ".join([claim_id, *(k for a in ordered if (k := a.key(getattr(self, a.name))))])
 
     def pod_tag(self) -> str:
         """The mark pod names carry of where their claims run (empty where nothing varies)."""
         return "-".join(t for a in AXES if (v := getattr(self, a.name)) and (t := a.tag(v)))
 
+    def figure_column(self) -> str:
+        """Its column in the table of figures (median, p95) of the run."""
+        return " · ".join(p for a in AXES if (p := a.figure(getattr(self, a.name))) is not None)
+
     def metrics_labels(self, node: str | None, pool: str | None) -> dict[str, str]:
-        """Every sample's labels: the class, the node the pods ran on and its pool, and
-        the user-namespace setting only where it was a dimension of the run."""
-        return {"runtime_class": AXIS["runtime_class"].label(self.runtime_class), "node": node or "",
-                "pool": pool or "",
-                **({} if self.user_namespaces is None
-                   else {"user_namespaces": AXIS["user_namespaces"].label(self.user_namespaces)})}
+        """Every sample's labels: the class, the node the pods ran on and its pool,
+        then each other dimension where it is one of the run."""
+        labels = {"runtime_class": AXIS["runtime_class"].label(self.runtime_class), "node": node or "",
+                  "pool": pool or ""}
+        labels.update({a.name: label for a in AXES if a.name not in labels
+                       and (label := a.label(getattr(self, a.name))) is not None})
+        return labels
 
 
 def varied(dimensions: "list[Dimensions]") -> tuple[str, ...]:
@@ -141,8 +147,8 @@ class Check:
     @property
     def dimensions(self) -> Dimensions:
         """Its dimensions: the node only where the run checked each node."""
-        return Dimensions(node=self.node if self.per_node else None, runtime_class=self.runtime_class,
-                          user_namespaces=self.user_namespaces)
+        return Dimensions(**{a.name: getattr(self, a.name) for a in AXES if a.name != "node"},
+                          node=self.node if self.per_node else None)
 
 
 @dataclass

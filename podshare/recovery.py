@@ -22,7 +22,9 @@ import pytest
 
 from .disruption import Disruption
 from .errors import HARNESS_ERRORS
+from .factory import PodFactory
 from .pods import ProbeSet
+from .records import PASSED
 from .verbs import ProbeContainer
 
 RERUN = pytest.StashKey[tuple]()  # (the first attempt's disruption, what it saw, the fresh pods' names)
@@ -34,6 +36,15 @@ def _pod_level(disruption: Disruption, probes: ProbeSet) -> bool:
             and any(disruption.covers(p.uid, None) for p in probes.pods))
 
 
+def _probe_set_of(item: pytest.Item) -> tuple[ProbeSet | None, PodFactory | None]:
+    """The run's probe set, where the claim uses it, and the factory that made it
+    (a lifecycle claim's own probe set is its subject, not a probe set to replace)."""
+    values = list((getattr(item, "funcargs", None) or {}).values())
+    factory = next((v for v in values if isinstance(v, PodFactory)), None)
+    made = factory.probes[0] if factory is not None and factory.probes else None
+    return (made, factory) if made is not None and any(v is made for v in values) else (None, None)
+
+
 def rerun_message(item: pytest.Item, outcome: str, message: str) -> str:
     """The claim's message with its first attempt in it, for a claim that was re-run:
     a pass leads with the disruption; anything else leads with its own message."""
@@ -41,7 +52,7 @@ def rerun_message(item: pytest.Item, outcome: str, message: str) -> str:
         return message
     disruption, _seen, fresh = item.stash[RERUN]
     on = f"a fresh pod {', '.join(fresh)}"
-    if outcome == "passed":
+    if outcome == PASSED:
         return f"disrupted: {disruption.cause}; passed on {on}"
     return f"{message} (re-run on {on}; its first attempt was disrupted: {disruption.cause})"
 
@@ -64,7 +75,7 @@ class Recovery:
         disruption = self._probe_pod_taken(item, first)
         if disruption is None:
             raise first
-        probes, factory = item.funcargs["probe_set"], item.funcargs["pod_factory"]
+        probes, factory = _probe_set_of(item)
         self.replaced.add(id(probes))
         old = {id(p) for p in probes.pods}
         try:
@@ -89,9 +100,8 @@ class Recovery:
         first attempt met and the set was not replaced before; else None."""
         if RERUN in item.stash:
             return None
-        funcargs = getattr(item, "funcargs", {})
-        probes, factory = funcargs.get("probe_set"), funcargs.get("pod_factory")
-        if not isinstance(probes, ProbeSet) or factory is None or id(probes) in self.replaced:
+        probes, factory = _probe_set_of(item)
+        if probes is None or id(probes) in self.replaced:
             return None
         known = item.stash.get(self.disrupted_key, None)  # the claim ended before its body: already known
         if known is not None:

@@ -1,8 +1,12 @@
-"""podshare's options: each settable on the command line, in
-`[tool.pytest.ini_options]` or through an environment variable (in that order
-of precedence). One table, so help, ini and env never drift apart."""
+"""podshare's options: each settable on the command line, through an
+environment variable or in `[tool.pytest.ini_options]`, in that order of
+precedence (then the default), as most tools order them: what a person types
+wins over what a CI job exports, which wins over the project's file. One table,
+used by the pytest plugin and the `podshare` command alike, so help, ini, env
+and defaults never drift apart."""
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ class Option:
     help: str
     choices: tuple[str, ...] | None = None
     type: type = str
+    shown_default: str | None = None  # the default in words, where the value alone does not say it
 
     @property
     def dest(self) -> str:
@@ -39,12 +44,22 @@ class Option:
     def ini(self) -> str:
         return "podshare_" + self.flag.lstrip("-").replace("-", "_")
 
+    def add_to(self, parser: argparse.ArgumentParser, help: str | None = None) -> None:
+        """The same option on a `podshare` subcommand: its environment variable, else its default."""
+        parser.add_argument(self.flag, default=os.environ.get(self.env) or self.default,
+                            **({"choices": self.choices} if self.choices else {}),
+                            help=f"{help or self.help} [env {self.env}]"
+                            + (f" (default {self.default})" if self.default is not None else ""))
+
 
 OPTIONS = (
-    Option("--kubeconfig", "PODSHARE_KUBECONFIG", None, "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)"),
-    Option("--kube-context", "PODSHARE_KUBE_CONTEXT", None, "kubeconfig context (default: the current one)"),
+    Option("--kubeconfig", "PODSHARE_KUBECONFIG", None, "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)",
+           shown_default="`$KUBECONFIG`, `~/.kube/config`, in-cluster"),
+    Option("--kube-context", "PODSHARE_KUBE_CONTEXT", None, "kubeconfig context (default: the current one)",
+           shown_default="the current context"),
     Option("--namespace", "PODSHARE_NAMESPACE", None,
-           "run in this existing namespace instead of a generated per-run one (no cluster-scoped rights needed)"),
+           "run in this existing namespace instead of a generated per-run one (no cluster-scoped rights needed)",
+           shown_default="a new `podshare-<run id>`"),
     Option("--probe-image", "PODSHARE_PROBE_IMAGE", DEFAULTS["probe"],
            "probe image: the public Python image (the probes come with the run), or one built from "
            "images/probe.Containerfile"),
@@ -59,7 +74,8 @@ OPTIONS = (
     Option("--image-pull-policy", "PODSHARE_IMAGE_PULL_POLICY", "IfNotPresent", "imagePullPolicy of every pod",
            PULL_POLICIES),
     Option("--image-pull-secret", "PODSHARE_IMAGE_PULL_SECRET", None, "name of an imagePullSecret in the namespace"),
-    Option("--node", "PODSHARE_NODE", None, "run the pods on this node (default: wherever the scheduler puts them)"),
+    Option("--node", "PODSHARE_NODE", None, "run the pods on this node (default: wherever the scheduler puts them)",
+           shown_default="the scheduler's choice"),
     Option("--all-nodes", "PODSHARE_ALL_NODES", False,
            "check every node: a probe set per node, the node in each check's id (nodes that cannot be "
            "checked are reported, not dropped)", type=bool),
@@ -83,7 +99,7 @@ OPTIONS = (
            "a directory with your variants of manifests/patterns/*.yaml (same file names; the shipped one for any missing)"),
     Option("--runtime-class", "PODSHARE_RUNTIME_CLASS", None,
            "run every claim once per RuntimeClass (repeatable; env and ini: comma-separated); "
-           "default: the cluster's default runtime", type=list),
+           "default: the cluster's default runtime", type=list, shown_default="the cluster's default"),
     Option("--user-namespaces", "PODSHARE_USER_NAMESPACES", "off",
            "on: every pod gets hostUsers: false (its own user namespace); both: every claim with and without; "
            "a node or runtime that cannot run such pods is reported as could not check", USER_NAMESPACES),
@@ -96,13 +112,24 @@ OPTIONS = (
            ("restricted", "baseline", "privileged")),
     Option("--run-role", "PODSHARE_RUN_ROLE", "podshare-run",
            "the ClusterRole a run binds to itself inside the namespace it makes (manifests/rbac.yaml)"),
-    Option("--run-id", "PODSHARE_RUN_ID", None, "the run's id (default: time and a random suffix); names and labels use it"),
+    Option("--run-id", "PODSHARE_RUN_ID", None, "the run's id (default: time and a random suffix); names and labels use it",
+           shown_default="time + random"),
     Option("--pod-timeout", "PODSHARE_POD_TIMEOUT", 120.0, "seconds to wait for a pod to become ready", type=float),
     Option("--history-dir", "PODSHARE_HISTORY_DIR", None,
            "a directory of past runs: this run is added to it, and its reports show each claim's last runs"),
     Option("--pushgateway", "PODSHARE_PUSHGATEWAY", None,
            "a Prometheus Pushgateway URL: the run's metrics (also in reports/metrics.prom) are pushed there"),
 )
+# The `podshare` command's own (the nightly's manifest, the image list): not a run's.
+COMMAND_OPTIONS = (
+    Option("--runner-image", "PODSHARE_RUNNER_IMAGE", DEFAULTS["runner"],
+           "the image the nightly CronJob runs podshare in (images/runner.Containerfile)"),
+)
+
+
+def option(flag: str) -> Option:
+    """The one definition of an option, by its flag."""
+    return next(o for o in (*OPTIONS, *COMMAND_OPTIONS) if o.flag == flag)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 
 from .history import History
 from .kube import Kube
+from .records import PASSED
 
 LABEL = "podshare.io/report"  # not the gc labels: gc must never collect a report
 KEEP = 30
@@ -43,7 +44,7 @@ def _gz(content: bytes) -> str:
 
 
 def _trimmed(results: dict[str, Any], passed_only: bool, step: str) -> bytes:
-    checks = [c if passed_only and c.get("outcome") != "passed"
+    checks = [c if passed_only and c.get("outcome") != PASSED
               else {**c, "evidence": {}, "diagnostics": [], "evidence_left_out": True}
               for c in results.get("checks", [])]
     run = {**results.get("run", {}), "stored": f"{step}, to fit one ConfigMap (1 MiB); the run's own "

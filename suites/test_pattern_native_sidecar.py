@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.pattern, pytest.mark.manifest("patterns/native-sidecar
 
 @pytest.fixture(scope="module")
 def sidecar_pod(pattern_pods, podshare_session):
-    version = podshare_session.cluster.facts.get("server_version", "")
+    version = podshare_session.cluster.facts.server_version or ""
     found = re.match(r"v?(\d+)\.(\d+)", version)
     if found and (int(found[1]), int(found[2])) < (1, 29):
         pytest.skip(f"native sidecars need Kubernetes 1.29+, the server is {version}")

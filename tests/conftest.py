@@ -21,6 +21,12 @@ from .suite_run import PROJECT, SUITES
 POD_TIMEOUT = next(o.default for o in OPTIONS if o.flag == "--pod-timeout")
 
 
+def unchecked_exit(results: dict) -> int:
+    """The documented exit of a run that could not check some claims and saw no
+    promise broken: 2, or 1 where it also left objects behind (leftovers outrank)."""
+    return 1 if results["run"]["leftovers"] else 2
+
+
 def well_before(timeout: float) -> float:
     """The bound a test puts on a path that must END ON ITS EVENT rather than on
     `timeout`: half of it. A bound near the path's own time proves nothing more

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from podshare import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
+from podshare import MANAGED_BY, POD_LABEL, RUN_ID_LABEL, records
 from podshare.channel import ProbeAnswer
 from podshare.errors import KubeError
 from podshare.manifests import load_manifest, render
@@ -199,19 +199,21 @@ def test_a_pod_that_never_gets_ready_keeps_its_reason_for_the_claims():
 
 
 def test_reports_name_what_makes_a_run_incomplete(tmp_path):
-    from podshare.report import render_html, render_markdown, run_problems
+    from podshare.findings import run_problems
+    from podshare.html_report import render_html
+    from podshare.markdown_report import render_markdown
     checks = [Check(id="a", claim="A", outcome="passed", duration_s=1.0),
               Check(id="b", claim="B", outcome="interrupted", duration_s=0.5, message="the run stopped")]
     report = RunReport(run=RunInfo(id="r", interrupted="signal 15"), cluster={}, checks=checks)
     assert report.summary["interrupted"] == 1 and report.summary["passed"] == 1
-    assert "1 interrupted" in render_markdown(report) and "Interrupted (signal 15)" in render_markdown(report)
-    assert "Interrupted (signal 15)" in render_html(report)
+    assert "1 interrupted" in render_markdown(report.findings()) and "Interrupted (signal 15)" in render_markdown(report.findings())
+    assert "Interrupted (signal 15)" in render_html(report.findings())
     assert run_problems(RunInfo(id="r", checks_run=0)) == ["No claim ran: the selection (-m, -k, paths) matched none."]
     assert run_problems(RunInfo(id="r", fatal="x")) == ["Could not check the claims: x"]
 
 
 def test_known_divergences_match_claim_and_class(tmp_path):
-    from podshare.report import KnownDivergences
+    from podshare.known_divergences import KnownDivergences
     listed = tmp_path / "known.yaml"
     listed.write_text("- {claim: 'suites/test_volumes.py::test_inotify_in_beta_sees_alpha_write[*]', "
                       "runtime_class: gvisor, reason: inotify does not cross containers}\n")
@@ -225,14 +227,16 @@ def test_known_divergences_match_claim_and_class(tmp_path):
 
 
 def test_the_matrix_has_a_row_per_claim_and_a_column_per_class():
-    from podshare.report import claim_matrix, render_html, render_markdown
+    from podshare.findings import claim_matrix
+    from podshare.html_report import render_html
+    from podshare.markdown_report import render_markdown
     checks = [Check(id=f"s.py::t[disk-{k}]", claim="T", outcome=o, duration_s=0.1, claim_id="s.py::t[disk]",
                     runtime_class=k) for k, o in (("runc", "passed"), ("gvisor", "known-divergence"))]
     matrix = claim_matrix(checks)
     assert matrix.columns == ["runc", "gvisor"] and list(matrix.rows) == ["s.py::t[disk]"]
     report = RunReport(run=RunInfo(id="r"), cluster={}, checks=checks)
-    assert "| T (`t[disk]`) | ✅ passed | 🔶 known-divergence |" in render_markdown(report)
-    assert 'href="#check-1">known-divergence</a>' in render_html(report)
+    assert "| T (`t[disk]`) | ✅ passed | 🔶 known-divergence |" in render_markdown(report.findings())
+    assert 'href="#check-1">known-divergence</a>' in render_html(report.findings())
     assert claim_matrix([Check(id="a", claim="A", outcome="passed", duration_s=0)]) is None
 
 
@@ -248,15 +252,17 @@ def test_figures_summarise_samples_without_judging_them():
 
 def test_the_figures_table_has_a_row_per_measurement_and_a_column_per_class():
     from podshare.evidence import summarize
-    from podshare.report import figure_table, render_html, render_markdown
+    from podshare.findings import figure_table
+    from podshare.html_report import render_html
+    from podshare.markdown_report import render_markdown
     checks = [Check(id=f"p.py::t[{k}]", claim="T", outcome="passed", duration_s=0.1, claim_id="p.py::t",
                     runtime_class=k, figures={"tcp round trip": summarize("µs", samples)})
               for k, samples in (("runc", [40, 50, 60]), ("gvisor", [150, 160, 900]))]
     classes, rows = figure_table(checks)
     assert classes == ["runc", "gvisor"] and list(rows) == ["tcp round trip"]
     report = RunReport(run=RunInfo(id="r"), cluster={}, checks=checks)
-    assert "| tcp round trip | 50 µs (p95 60, n=3) | 160 µs (p95 900, n=3) |" in render_markdown(report)
-    assert 'href="#check-1">160 µs (p95 900, n=3)</a>' in render_html(report)
+    assert "| tcp round trip | 50 µs (p95 60, n=3) | 160 µs (p95 900, n=3) |" in render_markdown(report.findings())
+    assert 'href="#check-1">160 µs (p95 900, n=3)</a>' in render_html(report.findings())
     assert figure_table([Check(id="a", claim="A", outcome="passed", duration_s=0)]) is None
 
 
@@ -303,7 +309,7 @@ def test_metrics_are_prometheus_text_with_one_sample_per_claim_and_class():
     from podshare.metrics import exposition
     checks = [_check("passed"), _check("known-divergence", "gvisor"), _check("skipped", "crun"),
               _check("failed", claim_id='s.py::t["x"]')]
-    text = exposition(RunInfo(id="r", started_epoch=1700000000.5), {"node": "vm"}, checks)
+    text = exposition(RunInfo(id="r", started_epoch=1700000000.5), records.ClusterFacts(node="vm"), checks)
     assert 'podshare_claim_passed{claim="s.py::t",runtime_class="runc",node="vm",pool=""} 1\n' in text
     assert 'podshare_claim_passed{claim="s.py::t",runtime_class="gvisor",node="vm",pool=""} 0\n' in text
     assert 'podshare_claim_passed{claim="s.py::t[\\"x\\"]",runtime_class="runc",node="vm",pool=""} 0\n' in text
@@ -319,7 +325,7 @@ def test_history_tells_newly_failing_recovered_and_flaky(tmp_path):
 
     def run(i, outcomes):
         return {"run": {"id": f"r{i}", "started_at": f"2026-11-2{i}T00:00:00+00:00"},
-                "checks": [{"id": k, "claim_id": k, "runtime_class": "runc", "outcome": o, "duration_s": 1}
+                "checks": [{"id": k, "claim": k, "claim_id": k, "runtime_class": "runc", "outcome": o, "duration_s": 1}
                            for k, o in outcomes.items()]}
     for i, outcomes in enumerate([{"a": "passed", "b": "failed", "c": "passed", "d": "passed", "e": "passed"},
                                   {"a": "passed", "b": "failed", "c": "failed", "d": "passed", "e": "failed"},
@@ -335,17 +341,18 @@ def test_history_tells_newly_failing_recovered_and_flaky(tmp_path):
 
 
 def test_report_opens_with_what_needs_attention_and_folds_long_evidence():
-    from podshare.report import render_html, render_markdown
+    from podshare.html_report import render_html
+    from podshare.markdown_report import render_markdown
     long = {"transcript": [{"command": f"read {i}", "result": {"ok": True}} for i in range(40)], "key": 1}
     checks = [_check("passed", claim_id=f"s.py::ok{i}") for i in range(30)] + [
         _check("failed", claim_id="s.py::broken", message="AssertionError: beta cannot read alpha's file\nassert x",
                evidence=long)]
-    page = render_html(RunReport(run=RunInfo(id="r"), cluster={}, checks=checks))
+    page = render_html(RunReport(run=RunInfo(id="r"), cluster={}, checks=checks).findings())
     assert page.index("Needs attention (1)") < page.index("s.py::ok0")
     assert '<a href="#check-30">broken[runc]</a> — beta cannot read alpha&#x27;s file' in page
     assert "<summary>Probe transcript (" in page and "&quot;key&quot;: 1" in page
     assert "- ❌ `broken[runc]`: beta cannot read alpha's file" in render_markdown(
-        RunReport(run=RunInfo(id="r"), cluster={}, checks=checks))
+        RunReport(run=RunInfo(id="r"), cluster={}, checks=checks).findings())
 
 
 def test_ctrl_c_inside_the_clients_websocket_call_stops_the_run_instead_of_failing_a_claim():
@@ -373,21 +380,22 @@ def _unchecked(claim_id, cause=DELETED, runtime_class="runc"):
 
 
 def test_a_claim_the_cluster_moved_under_is_counted_and_shown_apart_from_broken_promises(tmp_path):
-    from podshare.report import render_html, render_markdown
+    from podshare.html_report import render_html
+    from podshare.markdown_report import render_markdown
     checks = [_check("passed", claim_id="s.py::ok"), _check("failed", claim_id="s.py::broken",
                                                             message="beta cannot read alpha's file"),
               _unchecked("s.py::a"), _unchecked("s.py::b"),
               _unchecked("s.py::c", cause="node n1's kubelet is not answering: 500 connection refused")]
     report = RunReport(run=RunInfo(id="r"), cluster={}, checks=checks)
     assert report.summary["could-not-check"] == 3 and report.summary["failed"] == 1
-    page = render_html(report)
+    page = render_html(report.findings())
     attention = page[page.index("Needs attention (1)"):page.index("</section>")]
     assert "broken[runc]" in attention and "a[runc]" not in attention  # broken promises only
     unchecked = page[page.index("Could not check (3)"):]
     unchecked = unchecked[:unchecked.index("</section>")]
     assert f"2 claims: {DELETED}" in unchecked and "1 claim: node n1&#x27;s kubelet is not answering" in unchecked
     assert '<details id="check-2" class="could-not-check" open>' in page and ".could-not-check{background:" in page
-    md = render_markdown(report)
+    md = render_markdown(report.findings())
     assert md.startswith("# podshare: 1 passed, 1 failed, 0 errors, 0 skipped, 3 could not check")
     assert f"- 🌀 2 claims: {DELETED} (`a[runc]`, `b[runc]`)" in md
     assert "- ❌ `broken[runc]`: beta cannot read alpha's file" in md and "- 💥 `a" not in md
@@ -397,8 +405,8 @@ def test_a_claim_the_cluster_moved_under_is_counted_and_shown_apart_from_broken_
 
 def test_metrics_have_no_passed_sample_for_a_claim_that_was_not_checked():
     from podshare.metrics import exposition
-    text = exposition(RunInfo(id="r", started_epoch=1), {"node": "vm"}, [_check("passed"), _check("failed", "crun"),
-                                                             _unchecked("s.py::t", runtime_class="gvisor")])
+    text = exposition(RunInfo(id="r", started_epoch=1), records.ClusterFacts(node="vm"),
+                      [_check("passed"), _check("failed", "crun"), _unchecked("s.py::t", runtime_class="gvisor")])
     assert 'podshare_claim_passed{claim="s.py::t",runtime_class="gvisor"' not in text
     assert 'podshare_claim_checked{claim="s.py::t",runtime_class="gvisor",node="vm",pool=""} 0\n' in text
     assert 'podshare_claim_checked{claim="s.py::t",runtime_class="runc",node="vm",pool=""} 1\n' in text
@@ -411,8 +419,9 @@ def test_history_does_not_count_a_claim_that_could_not_be_checked_as_a_change(tm
 
     def run(i, outcome):
         return {"run": {"id": f"r{i}", "started_at": f"2026-11-2{i}T00:00:00+00:00"},
-                "checks": [{"id": "a", "claim_id": "a", "runtime_class": "runc", "outcome": outcome, "duration_s": 1},
-                           {"id": "b", "claim_id": "b", "runtime_class": "runc",
+                "checks": [{"id": "a", "claim": "A", "claim_id": "a", "runtime_class": "runc", "outcome": outcome,
+                            "duration_s": 1},
+                           {"id": "b", "claim": "B", "claim_id": "b", "runtime_class": "runc",
                             "outcome": "passed" if i < 5 else "failed", "duration_s": 1}]}
     outcomes = ["passed", "could-not-check", "passed", "could-not-check"]
     for i, outcome in enumerate(outcomes, 1):
@@ -473,7 +482,7 @@ def test_a_probe_that_fails_before_it_is_ready_is_a_sentence_not_a_dump():
 def test_a_harness_errors_message_reaches_the_reports_without_its_class_name():
     from types import SimpleNamespace
 
-    from podshare.plugin import _short_message
+    from podshare.outcomes import short_message as _short_message
     crash = SimpleNamespace(message="podshare.errors.KubeError: read the log of p/alpha: 500 connection refused")
     assert _short_message(SimpleNamespace(longrepr=SimpleNamespace(reprcrash=crash))) == (
         "read the log of p/alpha: 500 connection refused")
@@ -582,7 +591,9 @@ def test_failures_with_one_errno_for_one_container_are_one_cause_with_the_eviden
     says why, from the evidence: each probe container's uid and groups, and the
     refused objects' owners and modes; a lone failure stays an item of its own."""
     from podshare.records import RunInfo
-    from podshare.report import RunReport, render_html, render_markdown
+    from podshare.html_report import render_html
+    from podshare.markdown_report import render_markdown
+    from podshare.report import RunReport
 
     def refused(claim, path):
         return _check("failed", claim_id=claim, message=f"beta could not open alpha's file: EACCES (Permission denied)",
@@ -598,11 +609,11 @@ def test_failures_with_one_errno_for_one_container_are_one_cause_with_the_eviden
         _check("failed", claim_id="s.py::other", message="beta read other bytes than alpha wrote")])
     why = ("alpha runs as uid 65532, gid 65532 (groups 65532); beta runs as uid 65533, gid 65533 (groups 65532); "
            "/data/disk/a.lock is mode 0644, owner 65532:65532; /data/disk/b.map is mode 0644, owner 65532:65532")
-    summary = render_markdown(report)
+    summary = render_markdown(report.findings())
     assert f"**2 claims, one cause: beta got EACCES**: {why} (`lock[runc]`, `map[runc]`)" in summary
     assert "`other[runc]`: beta read other bytes than alpha wrote" in summary
     assert summary.count("beta could not open alpha's file") == 1 + 2  # once in attention, twice in the table
-    page = render_html(report)
+    page = render_html(report.findings())
     assert "<b>2 claims, one cause: beta got EACCES</b>: " + why.replace("'", "&#x27;") in page
 
 
@@ -625,13 +636,13 @@ def test_an_older_results_json_reads_into_todays_records_and_joins_the_trend(tmp
     of today: the claim that held then and not now is newly failing."""
     from podshare.history import History
     from podshare.records import NEWLY_FAILING, RESULTS_VERSION, RunInfo
-    from podshare.report import render_markdown
+    from podshare.markdown_report import render_markdown
     old = json.loads((Path(__file__).parent / "data" / "results-v1.json").read_text())
     assert "version" not in old
     report = RunReport.from_json(old)
     assert report.run == RunInfo.from_json(old["run"]) and report.run.api_cost == {} and report.run.workers is None
     assert [c.node for c in report.checks] == [None, None] and not any(c.per_node for c in report.checks)
-    assert "2 passed" in render_markdown(report)
+    assert "2 passed" in render_markdown(report.findings())
     now = RunReport(run=RunInfo(id="20261129-031700-d4e5f6", started_at="2026-11-29T03:17:00+00:00"), cluster={},
                     checks=[Check.from_json({**old["checks"][0], "outcome": "failed", "message": "beta: other"}),
                             Check.from_json(old["checks"][1])]).to_json()
@@ -642,3 +653,54 @@ def test_an_older_results_json_reads_into_todays_records_and_joins_the_trend(tmp
     History.record(tmp_path, old)
     History.record(tmp_path, now)
     assert History.load(tmp_path).changes() == history.changes()
+
+
+def test_readme_options_table_is_generated_from_the_one_options_table():
+    """README.md's options table is podshare/settings.py's OPTIONS, rendered: an
+    option added, renamed or re-defaulted without regenerating it fails here."""
+    from podshare import options_doc
+    readme = options_doc.README.read_text()
+    assert options_doc.rewritten(readme) == readme, "run: python -m podshare.options_doc"
+    assert all(f"| `{o.flag}` |" in readme for o in options_doc.OPTIONS)
+
+
+def test_option_precedence_is_command_line_then_environment_then_ini_then_default(monkeypatch):
+    """As settings.py documents it (and most tools order them)."""
+    from podshare.settings import Settings
+
+    class Config:  # what Settings reads of pytest's config
+        def __init__(self, given: dict, ini: dict) -> None:
+            self.given, self.ini = given, ini
+
+        def getoption(self, dest):
+            return self.given.get(dest)
+
+        def getini(self, name):
+            return self.ini.get(name, "")
+
+    timeout = "podshare_pod_timeout"
+    monkeypatch.delenv("PODSHARE_POD_TIMEOUT", raising=False)
+    assert Settings.from_config(Config({}, {})).pod_timeout == 120.0
+    assert Settings.from_config(Config({}, {timeout: "30"})).pod_timeout == 30.0
+    monkeypatch.setenv("PODSHARE_POD_TIMEOUT", "40")
+    assert Settings.from_config(Config({}, {timeout: "30"})).pod_timeout == 40.0
+    assert Settings.from_config(Config({timeout: "50"}, {timeout: "30"})).pod_timeout == 50.0
+
+
+def test_leftovers_outrank_could_not_check_in_the_exit_code():
+    """README's exit codes: a run that left objects behind exits 1, also when some or
+    all of its claims could not be checked (2 would let the user-namespace step's
+    tolerated 2 hide them); a broken promise stays 1; nothing left: as before."""
+    from types import SimpleNamespace as NS
+
+    from podshare.run_end import exit_status
+    unchecked = NS(checks={"a": NS(outcome="could-not-check"), "b": NS(outcome="passed")}, fatal=None)
+    fatal = NS(checks={}, fatal="cannot reach the API server")
+    held = NS(checks={"a": NS(outcome="passed")}, fatal=None)
+    assert exit_status(unchecked, pytest.ExitCode.TESTS_FAILED, []) == 2
+    assert exit_status(unchecked, pytest.ExitCode.TESTS_FAILED, ["namespace/x"]) == 1
+    assert exit_status(fatal, pytest.ExitCode.TESTS_FAILED, []) == 2
+    assert exit_status(fatal, pytest.ExitCode.TESTS_FAILED, ["namespace/x"]) == 1
+    assert exit_status(held, pytest.ExitCode.OK, []) == 0
+    assert exit_status(held, pytest.ExitCode.OK, ["namespace/x"]) == 1
+    assert exit_status(held, pytest.ExitCode.USAGE_ERROR, ["namespace/x"]) == 4

@@ -1,0 +1,111 @@
+"""Where each claim runs, as pytest sees it: the run's dimensions (records.AXES)
+become session-scoped parameters of the claims, and each collected claim reads
+its Dimensions back from its parameters, never from its id.
+
+A claim's id carries one segment per dimension (test_x[disk-vm-current-gvisor]);
+the matrix row (claim id) is that id without them. Node names may hold dashes,
+so a dimension's segment is removed as a whole run of "-"-separated tokens.
+"""
+from __future__ import annotations
+
+import pytest
+
+from .records import AXES, USERNS_IDS, Dimensions, NotApplicable
+from .settings import USER_NAMESPACE_MODES, Settings
+
+
+def of_item(item: pytest.Item) -> Dimensions:
+    """The claim's dimensions, from its parameters (None where one is not a dimension of the run)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return Dimensions(**{a.name: params.get(a.name) for a in AXES})
+
+
+def parametrize(metafunc: pytest.Metafunc, settings: Settings, nodes: list[str] | None) -> None:
+    """Every claim once per node (`nodes`, for --all-nodes and --node-selector), per
+    --runtime-class and per --user-namespaces setting: session-scoped parameters,
+    so each combination gets its own pods and the claims are grouped by them."""
+    values = {"node": nodes or [], "runtime_class": list(settings.runtime_class),
+              "user_namespaces": list(USER_NAMESPACE_MODES[settings.user_namespaces])}
+    for axis in AXES:
+        if values[axis.name] and axis.name in metafunc.fixturenames:
+            metafunc.parametrize(axis.name, values[axis.name], indirect=True, scope="session",
+                                 ids=[axis.id(v) for v in values[axis.name]])
+
+
+def segments_of_run(settings: Settings, nodes: list[str]) -> list[str]:
+    """Every id segment a dimension of this run can put in a claim's id."""
+    return [*nodes, *settings.runtime_class, *(USERNS_IDS[m] for m in USER_NAMESPACE_MODES[settings.user_namespaces])]
+
+
+def _without(tokens: list[str], segment: str) -> tuple[list[str], bool]:
+    """`tokens` with the last whole run of `segment`'s tokens removed (vm-current is not vm)."""
+    wanted = segment.split("-")
+    for start in range(len(tokens) - len(wanted), -1, -1):
+        if tokens[start:start + len(wanted)] == wanted:
+            return tokens[:start] + tokens[start + len(wanted):], True
+    return tokens, False
+
+
+def _params(nodeid: str) -> tuple[str, list[str]]:
+    if not nodeid.endswith("]") or "[" not in nodeid:
+        return nodeid, []
+    base, ids = nodeid[:-1].split("[", 1)
+    return base, ids.split("-")
+
+
+def check_id(item: pytest.Item) -> str:
+    """The claim's id as a checkout names it (suites/test_x.py::test_y[...]), also
+    when the installed suites run (`podshare run`, the runner image), so known
+    divergences and a history match across the two."""
+    _, _, rest = item.nodeid.partition("::")
+    return f"suites/{item.path.name}::{rest}" if item.path.parent.name == "suites" and rest else item.nodeid
+
+
+def claim_id(item: pytest.Item) -> str:
+    """The claim without its dimensions: one row of the matrix
+    (test_x[disk-node-b-gvisor-userns] -> test_x[disk]; a session-scoped parameter
+    may also come first: test_y[gvisor-unix] -> test_y[unix])."""
+    base, tokens = _params(check_id(item))
+    for segment in reversed(of_item(item).id_segments()):
+        tokens, _ = _without(tokens, segment)
+    return f"{base}[{'-'.join(tokens)}]" if tokens else base
+
+
+def group_of(nodeid: str, segments: list[str]) -> str:
+    """The side-by-side group of a claim's id (its dimensions' segments, sorted), for
+    the xdist controller, which sees ids only; longest segments are taken first."""
+    _, tokens = _params(nodeid)
+    found = []
+    for segment in sorted(segments, key=len, reverse=True):
+        tokens, there = _without(tokens, segment)
+        if there:
+            found.append(segment)
+    return "|".join(sorted(found)) or "default"
+
+
+def deselect(config: pytest.Config, items: list[pytest.Item], drop) -> list[pytest.Item]:
+    """Like -m: the items `drop` says no to are deselected (and returned)."""
+    dropped = [i for i in items if drop(i)]
+    if dropped:
+        items[:] = [i for i in items if not drop(i)]
+        config.hook.pytest_deselected(items=dropped)
+    return dropped
+
+
+def user_namespaced_elsewhere(item: pytest.Item) -> bool:
+    """A claim about pods in user namespaces of their own says nothing about pods in
+    the host's: collected only for pods with hostUsers: false, so runs without user
+    namespaces stay as they were."""
+    return item.get_closest_marker("user_namespaced") is not None and not of_item(item).user_namespaces
+
+
+def not_applicable(items: list[pytest.Item], default_node: str | None, excludes) -> list[NotApplicable]:
+    """The nodes where a RuntimeClass may not run (`excludes(class, node)` says why,
+    or None), among the places the items would run."""
+    found: dict[tuple[str, str], str | None] = {}
+    for item in items:
+        where = of_item(item)
+        place = (where.node or default_node, where.runtime_class)
+        if place[0] and place[1] and place not in found:
+            found[place] = excludes(place[1], place[0])
+    return [NotApplicable(node, runtime_class, why) for (node, runtime_class), why in found.items() if why]
