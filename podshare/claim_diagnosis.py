@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from .disruption import Disrupted
+from .disruption import Disrupted, Disruption
 from .errors import HARNESS_ERRORS, AccessDenied
 from .pods import Pod, ProbeSet
 from .verbs import ProbeContainer
@@ -60,6 +60,11 @@ def before_the_claim(ps: PodshareSession, item: pytest.Item) -> str | None:
         if found is not None:
             item.stash[DISRUPTED] = (found, not_ready[0].start_failure)
             return f"could not check: {found.cause}"
+    outside = next((p for p in not_ready if p.start_outside), None)
+    if outside is not None:  # no node takes it, or the node cannot get its image: not the promise's doing
+        item.stash[DISRUPTED] = (Disruption(outside.start_failure, pods=frozenset({outside.uid or outside.name})),
+                                 None)
+        return f"could not check: {outside.start_failure}"
     for value in getattr(item, "funcargs", {}).values():
         for candidate in (value.values() if isinstance(value, dict) else [value]):
             failure = getattr(candidate, "start_failure", None)

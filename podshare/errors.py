@@ -32,7 +32,15 @@ class AccessDenied(KubeError):
 
 
 class PodNotReady(KubeError):
-    """The pod reached a state from which it will not become ready by itself."""
+    """The pod reached a state from which it will not become ready by itself.
+    `outside` where the cause is not the promise under test but the cluster's
+    (an image the node cannot get, no node that takes the pod): its claims could
+    not be checked; otherwise (a crash, a readiness probe that never passes) its
+    claims, which rely on the pod, see the promise not kept."""
+
+    def __init__(self, message: str, outside: bool = False, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.outside = outside
 
 
 class SandboxRefused(PodNotReady):

@@ -33,6 +33,7 @@ class Pod:
         self.uid: str | None = None
         self.node: str | None = None
         self.start_failure: str | None = None  # why it never became ready, for the claims that need it
+        self.start_outside = False  # that reason is the cluster's (no node, no image): its claims could not check
         self._channels: dict[str, Channel] = {}
         self._channels_lock = threading.Lock()
 
@@ -178,6 +179,7 @@ def start_pods_for_claims(pods: list[Pod], errors: tuple[type[BaseException], ..
                 step(pod)
             except errors as exc:
                 pod.start_failure = str(exc)
+                pod.start_outside = bool(getattr(exc, "outside", False))
                 if isinstance(exc, Disrupted):
                     pod.disrupted_by = exc.disruption
     # all created first, then waited for: their start-up overlaps, as in start_pods

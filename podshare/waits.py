@@ -10,7 +10,7 @@ from typing import Any
 from .disruption import Disrupted, diagnose
 from .errors import KubeError, PodNotReady, SandboxRefused
 from .kube import Kube
-from .retry import NotYet, wait_until
+from .retry import GaveUp, NotYet, wait_until
 
 # How long a verb that holds something (a lock, a mapping) has to say it holds it.
 READY_TIMEOUT = 15.0
@@ -68,6 +68,31 @@ def pod_problem(pod) -> str | None:
     return None
 
 
+def outside_the_promise(pod) -> bool:
+    """The pod cannot start for a reason of the cluster's, not of the claims': no
+    node takes it, or its node cannot get an image."""
+    unschedulable = any(c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
+                        for c in pod.status.conditions or [])
+    return unschedulable or any(
+        cs.state and cs.state.waiting and cs.state.waiting.reason in PULL_REASONS
+        for cs in (pod.status.init_container_statuses or []) + (pod.status.container_statuses or []))
+
+
+def not_ready_containers(pod) -> list[str]:
+    return [s.name for s in pod.status.container_statuses or [] if s.state and s.state.running and not s.ready]
+
+
+def readiness_said(kube: Kube, pod) -> str:
+    """What the kubelet's probes said of the pod's not-ready containers (its
+    Unhealthy events, newest last), or "" where it said nothing readable."""
+    try:
+        records = kube.event_records(pod.metadata.namespace, pod.metadata.name)
+    except KubeError:  # listing events is optional (RBAC)
+        return ""
+    said = list(dict.fromkeys(r["message"] for r in records if r["reason"] == "Unhealthy"))
+    return "; ".join(said[-2:])
+
+
 def sandbox_refused(kube: Kube, pod) -> str | None:
     """For a pod in a user namespace (hostUsers: false) still waiting for its
     sandbox: the kubelet's own reason when it could not create it, from the pod's
@@ -96,14 +121,16 @@ def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, conditio
     retryable API errors are tried again, others end the wait."""
     disruptions = watch.disruptions if watch is not None else None
     looked = [time.monotonic()]
+    last: list[Any] = [None]  # the pod as last read, for what the wait ends with
 
     def check():
         pod = kube.read_pod(namespace, name)
         if disruptions is not None:
             disruptions.check(pod.metadata.uid, pod.spec.node_name)
+        last[0] = pod
         problem = pod_problem(pod)
         if problem:
-            raise PodNotReady(problem)
+            raise PodNotReady(problem, outside=outside_the_promise(pod))
         refused = sandbox_refused(kube, pod)
         if refused:
             raise SandboxRefused(refused)
@@ -115,6 +142,14 @@ def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, conditio
         if not condition(pod):
             waiting = [f"{s.name}:{s.state.waiting.reason}" for s in pod.status.container_statuses or []
                        if s.state and s.state.waiting]
-            raise NotYet(f"phase {pod.status.phase} {' '.join(waiting)}".strip())
+            unready = [f"container {c} not ready" for c in not_ready_containers(pod)]
+            raise NotYet(", ".join([f"phase {pod.status.phase} {' '.join(waiting)}".strip(), *unready]))
         return pod
-    return wait_until(check, timeout=timeout, what=f"pod {namespace}/{name} ({condition.__name__})")
+    try:
+        return wait_until(check, timeout=timeout, what=f"pod {namespace}/{name} ({condition.__name__})")
+    except GaveUp as exc:
+        # running but never ready: what its readiness probe said, in the kubelet's words
+        said = readiness_said(kube, last[0]) if last[0] is not None and not_ready_containers(last[0]) else ""
+        if said:
+            raise GaveUp(f"{exc}; its readiness probe: {said}") from None
+        raise

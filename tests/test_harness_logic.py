@@ -91,6 +91,14 @@ def test_unschedulable_reports_the_scheduler_message():
     assert "0/1 nodes are available" in pod_problem(_pod(scheduled="0/1 nodes are available: x"))
 
 
+def test_an_image_the_node_cannot_get_or_no_node_is_the_clusters_cause_not_the_promises():
+    """Its claims could not be checked; a crash is the pod's own (its claims rely on it)."""
+    from podshare.waits import outside_the_promise
+    assert outside_the_promise(_pod(waiting_reason="ImagePullBackOff"))
+    assert outside_the_promise(_pod(scheduled="0/3 nodes are available: x"))
+    assert not outside_the_promise(_pod(waiting_reason="CrashLoopBackOff"))
+
+
 def test_pulling_or_creating_is_not_a_problem():
     assert pod_problem(_pod(waiting_reason="ContainerCreating")) is None
 
