@@ -712,3 +712,48 @@ def test_leftovers_outrank_could_not_check_in_the_exit_code():
     assert exit_status(held, pytest.ExitCode.OK, []) == 0
     assert exit_status(held, pytest.ExitCode.OK, ["namespace/x"]) == 1
     assert exit_status(held, pytest.ExitCode.USAGE_ERROR, ["namespace/x"]) == 4
+
+
+# docs/architecture.md's layers, top first: a module imports only its own layer or those below.
+LAYERS = [
+    {"plugin", "fixtures", "session", "dimensions", "claim_diagnosis", "outcomes", "recovery", "controller",
+     "run_end", "junit", "settings", "options_doc", "cli", "nightly", "__main__"},
+    {"cluster", "factory", "pods", "manifests", "waits", "verbs", "channel", "disruption", "delivery",
+     "unpack_probes", "gc", "images", "store"},
+    {"kube", "errors", "retry", "evidence"},
+    {"report", "findings", "common_causes", "markdown_report", "html_report", "known_divergences", "signatures",
+     "metrics", "history"},
+    {"records", "__init__"},
+]
+
+
+def test_layers_data_flows_down_with_no_cycle_and_small_modules():
+    """The import graph of podshare/ as docs/architecture.md draws it."""
+    import ast
+    package = Path(__file__).resolve().parent.parent / "podshare"
+    layer = {m: i for i, names in enumerate(LAYERS) for m in names}
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        assert len(path.read_text().splitlines()) <= 400, f"{path.name} is over 400 lines"
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found |= {node.module} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("podshare."):
+                found.add(node.module.split(".")[1])
+        graph[path.stem] = {m.split(".")[0] for m in found}
+    assert set(graph) <= set(layer), f"not placed in a layer: {sorted(set(graph) - set(layer))}"
+    up = [(a, b) for a, bs in graph.items() for b in bs if b in layer and layer[b] < layer[a]]
+    assert not up, f"imports that run up a layer: {up}"
+    seen: dict[str, int] = {}
+
+    def visit(m: str, path: tuple[str, ...]) -> None:
+        assert m not in path, f"import cycle: {' -> '.join(path + (m,))}"
+        if seen.get(m):
+            return
+        for n in graph.get(m, ()):
+            visit(n, path + (m,))
+        seen[m] = 1
+    for m in graph:
+        visit(m, ())
