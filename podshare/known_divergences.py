@@ -1,13 +1,17 @@
 """Known divergences as configuration: what an operator accepts that a
 RuntimeClass, a node pool or a user-namespace setting breaks (--known-divergences,
-a YAML list), both ways: a listed claim that fails where it is listed is a known
-divergence, not a failure; one that holds there fails the run (the list is out of date)."""
+a YAML list), both ways: a listed claim that fails where it is listed, the way
+its entry says it does (`seen`, podshare.signatures), is a known divergence,
+not a failure; one that fails otherwise is a failure; one that holds there
+fails the run (the list is out of date)."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from . import signatures
 
 
 @dataclass
@@ -26,16 +30,23 @@ class KnownDivergences:
         import yaml
         entries = yaml.safe_load(Path(path).read_text()) or []
         if not isinstance(entries, list) or not all(
-                isinstance(e, dict) and {"claim", "reason"} <= set(e) and all(
+                isinstance(e, dict) and {"claim", "reason", "seen"} <= set(e) and signatures.valid(e["seen"]) and all(
                     isinstance(p, dict) and p and set(p) <= PLACE_KEYS for p in _places(e))
                 for e in entries):
-            raise ValueError(f"{path}: expected a list of {{claim, reason, and runtime_class, node_selector and/or "
-                             "user_namespaces (or where: a list of them)}}")
+            raise ValueError(f"{path}: expected a list of {{claim, reason, seen (what the failure looks like: "
+                             "'STEP: ERRNO', 'evidence FIELD: VALUE' or 'message: WORDS', or a list of them), and "
+                             "runtime_class, node_selector and/or user_namespaces (or where: a list of them)}}")
         return cls(entries)
 
     def match(self, claim_id: str, runtime_class: str | None, node_labels: dict[str, str] | None = None,
               user_namespaces: bool | None = None) -> str | None:
-        """The reason a claim is listed where it ran; in `claim`, only * is a
+        """The reason a claim is listed where it ran, or None (see `entry`)."""
+        found = self.entry(claim_id, runtime_class, node_labels, user_namespaces)
+        return found["reason"] if found else None
+
+    def entry(self, claim_id: str, runtime_class: str | None, node_labels: dict[str, str] | None = None,
+              user_namespaces: bool | None = None) -> dict[str, Any] | None:
+        """The entry that lists a claim where it ran; in `claim`, only * is a
         wildcard (ids have literal brackets: test_x[disk]); node_selector is
         k=v[,k=v...] (or k: the label is set), matched against the node's labels;
         runtime_class `default` is a pod that names none (the node's own runtime);
@@ -51,7 +62,7 @@ class KnownDivergences:
                     continue
                 if "user_namespaces" in place and place["user_namespaces"] is not bool(user_namespaces):
                     continue
-                return e["reason"]
+                return e
         return None
 
     def __bool__(self) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from . import dimensions
+from . import dimensions, signatures
 from .disruption import Disruption
 from .evidence import Evidence
 from .recovery import RERUN, rerun_message
@@ -57,23 +57,33 @@ def could_not_check_message(disruption: Disruption, seen: str | None) -> str:
 def apply_known_divergence(ps: PodshareSession, item: pytest.Item, report: pytest.TestReport,
                            runtime_class: str | None) -> None:
     """A claim the operator listed as a known divergence of where it ran: its
-    failure is reported as that (an expected failure, with the reason and what was
-    seen), and its passing fails the run (strict: the list is out of date)."""
+    failure, where it looks as listed (`seen`), is reported as that (an expected
+    failure, with the reason and what was seen); a failure that looks otherwise is
+    a failure saying so; its passing fails the run (strict: the list is out of date)."""
     if not ps.known_divergences:
         return
     where = dimensions.of_item(item)
     known_node = nodes_of(ps.cluster.facts).get(where.node) if where.node else None
-    listed = ps.known_divergences.match(dimensions.claim_id(item), runtime_class,
+    listed = ps.known_divergences.entry(dimensions.claim_id(item), runtime_class,
                                         known_node.all_labels if known_node else None, where.user_namespaces)
     if listed is None:
         return
     place = " on ".join(w for w in ("", runtime_class, f"node {where.node}" if where.node else None) if w is not None)
     place += " in a user namespace" if where.user_namespaces else ""
     if report.failed:
-        report.outcome, report.wasxfail = "skipped", f"known divergence{place}: {listed}"
-        item.stash[KNOWN] = (KNOWN_DIVERGENCE, f"{listed} (seen: {short_message(report)})")
+        message = short_message(report)
+        ev: Evidence = item.stash.get(EVIDENCE, None) or Evidence()
+        if signatures.any_matches(listed["seen"], ev, ev.transcript, message):
+            report.outcome, report.wasxfail = "skipped", f"known divergence{place}: {listed['reason']}"
+            item.stash[KNOWN] = (KNOWN_DIVERGENCE, f"{listed['reason']} (seen: {message})")
+        else:
+            expected = listed["seen"] if isinstance(listed["seen"], str) else " or ".join(listed["seen"])
+            failure = (f"listed as a known divergence{place} for {expected}, but saw "
+                       f"{signatures.seen(ev.transcript, message)}: {message}")
+            report.longrepr = failure
+            item.stash[KNOWN] = (FAILED, failure)
     elif report.passed:
-        message = (f"listed as a known divergence{place} ({listed}), but the claim now holds: "
+        message = (f"listed as a known divergence{place} ({listed['reason']}), but the claim now holds: "
                    "update the known-divergences file")
         report.outcome, report.longrepr = "failed", message
         item.stash[KNOWN] = (FAILED, message)

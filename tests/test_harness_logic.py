@@ -224,7 +224,7 @@ def test_known_divergences_match_claim_and_class(tmp_path):
     from podshare.known_divergences import KnownDivergences
     listed = tmp_path / "known.yaml"
     listed.write_text("- {claim: 'suites/test_volumes.py::test_inotify_in_beta_sees_alpha_write[*]', "
-                      "runtime_class: gvisor, reason: inotify does not cross containers}\n")
+                      "runtime_class: gvisor, reason: inotify does not cross containers, seen: 'message: no event'}\n")
     known = KnownDivergences.load(str(listed))
     assert known.match("suites/test_volumes.py::test_inotify_in_beta_sees_alpha_write[disk]", "gvisor")
     assert known.match("suites/test_volumes.py::test_inotify_in_beta_sees_alpha_write[disk]", "runc") is None
@@ -757,3 +757,30 @@ def test_layers_data_flows_down_with_no_cycle_and_small_modules():
         seen[m] = 1
     for m in graph:
         visit(m, ())
+
+
+def test_a_known_divergence_signature_tells_the_listed_failure_from_another():
+    """A listed claim is a known divergence only where its failure looks as listed:
+    a probe step's errno, an evidence field's value, or the claim's own words."""
+    from podshare import signatures
+    mq = [{"pod": "p", "container": "alpha", "command": "posix-mq-send",
+           "result": {"ok": False, "step": "send", "errno": "ENOSYS"}}]
+    assert signatures.any_matches("send: ENOSYS", {}, mq, "beta got nothing")
+    assert not signatures.any_matches("send: EAGAIN", {}, mq, "beta got nothing")
+    assert signatures.any_matches(["open: EROFS", "send: ENOSYS"], {}, mq, "")
+    assert signatures.any_matches("evidence filesystem.fstype: 9p", {"filesystem": {"fstype": "9p"}}, [], "")
+    assert not signatures.any_matches("evidence filesystem.fstype: 9p", {"filesystem": {"fstype": "tmpfs"}}, [], "")
+    assert signatures.any_matches("evidence beta_acquired: true", {"beta_acquired": True}, [], "")
+    assert signatures.any_matches("message: takes the lock", {}, [], "beta takes the lock alpha holds")
+    assert signatures.seen(mq, "x") == "send: ENOSYS" and signatures.seen([], "it broke") == "message: it broke"
+    assert signatures.valid(["send: ENOSYS", "message: x"]) and not signatures.valid("ENOSYS") and not signatures.valid([])
+
+
+def test_a_known_divergences_file_without_signatures_is_refused(tmp_path):
+    from podshare.known_divergences import KnownDivergences
+    bare = tmp_path / "known.yaml"
+    bare.write_text('- {claim: "s.py::t", reason: "gVisor", runtime_class: gvisor}\n')
+    with pytest.raises(ValueError, match="seen"):
+        KnownDivergences.load(str(bare))
+    bare.write_text('- {claim: "s.py::t", reason: "gVisor", runtime_class: gvisor, seen: "send: ENOSYS"}\n')
+    assert KnownDivergences.load(str(bare)).entry("s.py::t", "gvisor")["seen"] == "send: ENOSYS"

@@ -471,3 +471,21 @@ def test_a_runtime_class_set_by_the_manifest_is_named_in_the_results_and_the_hea
     assert outcomes == {"passed", "known-divergence"}, [(c["id"], c["outcome"], c["message"]) for c in checks]
     assert "runtime class: gvisor (handler gvisor)" in (reports / "report.html").read_text()
     assert "runtime class: gvisor (handler gvisor)" in (reports / "summary.md").read_text()
+
+
+@pytest.mark.usefixtures("kube")
+def test_a_listed_claim_failing_another_way_is_a_failure_not_its_known_divergence(tmp_path):
+    """A known divergence is the divergence it lists: the lock claims listed as
+    "beta takes the lock alpha holds" (evidence beta_while_held.ok: true) fail here
+    because beta cannot open the file at all (EROFS). That is reported as a
+    failure naming both, never as the listed divergence."""
+    known = tmp_path / "known.yaml"
+    known.write_text('- claim: "suites/test_volumes.py::test_lock_held_in_alpha_blocks_beta[*]"\n'
+                     "  runtime_class: default\n  reason: locks do not cross the containers\n"
+                     '  seen: "evidence beta_while_held.ok: true"\n')
+    checks = run_variant(tmp_path, "read-only-for-beta.yaml", "volume", "-k", "lock_held",
+                         "--known-divergences", str(known))
+    assert len(checks) == 4 and {c["outcome"] for c in checks} == {"failed"}, [(c["id"], c["outcome"]) for c in checks]
+    for c in checks:
+        assert c["message"].startswith("listed as a known divergence for evidence beta_while_held.ok: true, but saw "
+                                       "open: EROFS: beta could not open alpha's lock file: EROFS"), c["message"]
