@@ -3,11 +3,12 @@ the step that failed (open, lock, map, write, connect, receive...)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import errno
 import json
 import os
 import sys
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import posix_ipc
 import sysv_ipc
@@ -105,3 +106,17 @@ def signal_ready(**fields: Any) -> None:
     """Tell the harness a holding verb holds its resource (one line on stderr)."""
     sys.stderr.write(json.dumps({"ready": True, **fields}, sort_keys=True) + "\n")
     sys.stderr.flush()
+
+
+def answered(errors: tuple[type[BaseException], ...], where: Callable[[Any], dict[str, Any]]):
+    """A verb whose library or OS error is its answer: the failed step, its errno
+    and `where(args)` (the object's key or name), instead of a try in every verb."""
+    def wrap(verb: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
+        @functools.wraps(verb)
+        def run(args) -> dict[str, Any]:
+            try:
+                return verb(args)
+            except errors as exc:
+                return failure(exc, **where(args))
+        return run
+    return wrap

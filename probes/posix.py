@@ -9,7 +9,7 @@ import os
 import posix_ipc
 
 from . import payload
-from .output import failure, ok, step
+from .output import answered, failure, ok, step
 
 TMPFS_MAGIC = 0x01021994
 
@@ -18,61 +18,57 @@ def _name(args) -> str:
     return args.name if args.name.startswith("/") else "/" + args.name
 
 
+# a verb's failure is its answer, naming the object
+_answered = answered((posix_ipc.Error, OSError), lambda args: {"name": _name(args)})
+
+
 def _object(args) -> dict:
     """A shm_open object's name and its file (glibc keeps them in /dev/shm)."""
     return {"name": _name(args), "path": "/dev/shm" + _name(args)}
 
 
+@_answered
 def shm_write(args) -> dict:
     data = payload.generate(args.size, args.seed)
     where = _object(args)
-    try:
-        with step("open", **where):
-            shm = posix_ipc.SharedMemory(_name(args), posix_ipc.O_CREX, mode=0o600, size=args.size)
-        with step("map", **where):
-            m = mmap.mmap(shm.fd, args.size)
-        with m, step("write", mapped=True, **where):  # past a full /dev/shm: SIGBUS
-            m.write(data)
-        shm.close_fd()
-    except (posix_ipc.Error, OSError) as exc:
-        return failure(exc, name=_name(args))
+    with step("open", **where):
+        shm = posix_ipc.SharedMemory(_name(args), posix_ipc.O_CREX, mode=0o600, size=args.size)
+    with step("map", **where):
+        m = mmap.mmap(shm.fd, args.size)
+    with m, step("write", mapped=True, **where):  # past a full /dev/shm: SIGBUS
+        m.write(data)
+    shm.close_fd()
     return ok(name=_name(args), size=args.size, sha256=payload.digest(data))
 
 
+@_answered
 def shm_read(args) -> dict:
     where = _object(args)
-    try:
-        with step("open", **where):
-            shm = posix_ipc.SharedMemory(_name(args))
-        with step("map", **where):
-            m = mmap.mmap(shm.fd, shm.size, prot=mmap.PROT_READ)
-        with m, step("read", mapped=True, **where):
-            data = m[: shm.size]
-        shm.close_fd()
-    except (posix_ipc.Error, OSError) as exc:
-        return failure(exc, name=_name(args))
+    with step("open", **where):
+        shm = posix_ipc.SharedMemory(_name(args))
+    with step("map", **where):
+        m = mmap.mmap(shm.fd, shm.size, prot=mmap.PROT_READ)
+    with m, step("read", mapped=True, **where):
+        data = m[: shm.size]
+    shm.close_fd()
     return ok(name=_name(args), size=len(data), sha256=payload.digest(data))
 
 
+@_answered
 def sem_create(args) -> dict:
-    try:
-        with step("open", name=_name(args)):
-            sem = posix_ipc.Semaphore(_name(args), posix_ipc.O_CREX, mode=0o600, initial_value=args.value)
-        value = sem.value
-        sem.close()
-    except (posix_ipc.Error, OSError) as exc:
-        return failure(exc, name=_name(args))
+    with step("open", name=_name(args)):
+        sem = posix_ipc.Semaphore(_name(args), posix_ipc.O_CREX, mode=0o600, initial_value=args.value)
+    value = sem.value
+    sem.close()
     return ok(name=_name(args), value=value)
 
 
+@_answered
 def sem_info(args) -> dict:
-    try:
-        with step("open", name=_name(args)):
-            sem = posix_ipc.Semaphore(_name(args))
-        value = sem.value
-        sem.close()
-    except (posix_ipc.Error, OSError) as exc:
-        return failure(exc, name=_name(args))
+    with step("open", name=_name(args)):
+        sem = posix_ipc.Semaphore(_name(args))
+    value = sem.value
+    sem.close()
     return ok(name=_name(args), value=value)
 
 
@@ -120,15 +116,13 @@ def _mq_syscalls(name: str, message: bytes) -> dict[str, str]:
     return seen
 
 
+@_answered
 def mq_receive(args) -> dict:
-    try:
-        with step("open", name=_name(args)):
-            mq = posix_ipc.MessageQueue(_name(args))
-        with step("receive", name=_name(args)):
-            message, priority = mq.receive(timeout=0)
-        mq.close()
-    except (posix_ipc.Error, OSError) as exc:
-        return failure(exc, name=_name(args))
+    with step("open", name=_name(args)):
+        mq = posix_ipc.MessageQueue(_name(args))
+    with step("receive", name=_name(args)):
+        message, priority = mq.receive(timeout=0)
+    mq.close()
     return ok(name=_name(args), text=message.decode(), priority=priority)
 
 
