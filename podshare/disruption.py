@@ -37,6 +37,7 @@ class Disruption:
     pods: frozenset[str] = field(default_factory=frozenset)
     node: str | None = None
     everywhere: bool = False
+    container: str | None = None  # a container the kubelet restarted: the pod stays, no fresh pod helps
 
     def covers(self, key: str | None, node: str | None) -> bool:
         return self.everywhere or (node is not None and node == self.node) or (key is not None and key in self.pods)
@@ -148,6 +149,33 @@ def _pod_gone(kube: Any, pod: Any, live: Any) -> Disruption | None:
     return None
 
 
+def _limit_of(live: Any, container: str) -> str | None:
+    spec = next((c for c in live.spec.containers or [] if c.name == container), None)
+    limits = (spec.resources.limits or {}) if spec is not None and spec.resources else {}
+    return limits.get("memory")
+
+
+def _container_restarted(pod: Any, live: Any) -> Disruption | None:
+    """A container the kubelet restarted since the run last knew it (its restart
+    count went up while no claim restarted it), named as the API says: why it
+    ended (OOMKilled, Error with its exit code), when, and where the cause is the
+    pod's own spec (a memory limit it ran into), a finding about that spec."""
+    known = getattr(pod, "restarts_seen", None) or {}
+    for cs in live.status.container_statuses or []:
+        if cs.name not in known or cs.restart_count <= known[cs.name]:
+            continue
+        ended = cs.last_state.terminated if cs.last_state else None
+        how = (f"{ended.reason or 'ended'} (exit code {ended.exit_code})" if ended else "ended")
+        at = f" at {_at(ended.finished_at)}" if ended and ended.finished_at else ""
+        limit = _limit_of(live, cs.name)
+        spec = (f"; the pod's own spec limits its memory to {limit}: a finding about the spec, not about "
+                "what the containers share") if ended and ended.reason == "OOMKilled" and limit else ""
+        said = f" ({ended.message.strip()})" if ended and ended.message and ended.message.strip() else ""
+        return Disruption(f"container {cs.name} of pod {pod.name} was restarted by the kubelet{at}: {how}{said}{spec}",
+                          pods=frozenset({_key(pod)}), container=cs.name)
+    return None
+
+
 def _node_down(kube: Any, node: str) -> tuple[Disruption | None, Any]:
     """The node deleted or not Ready (per its Ready condition); returns the node too.
     Reading nodes is optional (cluster-scoped): without the right, nothing is said."""
@@ -204,7 +232,7 @@ def diagnose(kube: Any, pods: Iterable[Any], pod_level: bool = True) -> Disrupti
         except KubeError:
             return None  # refused (403...): nothing is known
         if pod_level:
-            gone = _pod_gone(kube, pod, live)
+            gone = _pod_gone(kube, pod, live) or (_container_restarted(pod, live) if live is not None else None)
             if gone:
                 return gone
         if live is not None:

@@ -34,6 +34,9 @@ class Pod:
         self.node: str | None = None
         self.start_failure: str | None = None  # why it never became ready, for the claims that need it
         self.start_outside = False  # that reason is the cluster's (no node, no image): its claims could not check
+        # each container's restart count as the run knows it (ready, or restarted by a claim):
+        # a higher one is the kubelet's doing (podshare.disruption)
+        self.restarts_seen: dict[str, int] = {}
         self._channels: dict[str, Channel] = {}
         self._channels_lock = threading.Lock()
 
@@ -111,6 +114,7 @@ class Pod:
         pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, watch=self)
         self.uid, self.node = pod.metadata.uid, pod.spec.node_name
         self.runtime_class = pod.spec.runtime_class_name  # read back: --runtime-class or the manifest's own
+        self.restarts_seen = {s.name: s.restart_count for s in pod.status.container_statuses or []}
         return self
 
     def read(self):
@@ -131,7 +135,9 @@ class Pod:
             pass  # the answer may die with the container it stops; the restart count is the evidence
         self.close_channels(container)  # it ends with the container: a new one serves the restarted one
         pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, restarted(container, before), self)
-        return next(s.restart_count for s in pod.status.container_statuses if s.name == container)
+        count = next(s.restart_count for s in pod.status.container_statuses if s.name == container)
+        self.restarts_seen[container] = count
+        return count
 
     def delete(self) -> None:
         self.close_channels()

@@ -31,8 +31,9 @@ RERUN = pytest.StashKey[tuple]()  # (the first attempt's disruption, what it saw
 
 
 def _pod_level(disruption: Disruption, probes: ProbeSet) -> bool:
-    """The disruption took one of the probe set's own pods (not its node, not the API)."""
-    return (not disruption.everywhere and disruption.node is None
+    """The disruption took one of the probe set's own pods (not its node, not the
+    API; not a container the kubelet restarted, which a fresh pod would meet again)."""
+    return (not disruption.everywhere and disruption.node is None and disruption.container is None
             and any(disruption.covers(p.uid, None) for p in probes.pods))
 
 

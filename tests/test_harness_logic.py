@@ -784,3 +784,28 @@ def test_a_known_divergences_file_without_signatures_is_refused(tmp_path):
         KnownDivergences.load(str(bare))
     bare.write_text('- {claim: "s.py::t", reason: "gVisor", runtime_class: gvisor, seen: "send: ENOSYS"}\n')
     assert KnownDivergences.load(str(bare)).entry("s.py::t", "gvisor")["seen"] == "send: ENOSYS"
+
+
+def test_a_container_the_kubelet_restarted_mid_run_is_named_as_the_api_says():
+    """A probe container OOM-killed (or ending with an error) and restarted by the
+    kubelet while claims run: the cause names the container, the reason, the exit
+    code and, where the pod's own spec set the limit it ran into, says that this is
+    a finding about the spec. A restart a claim made itself is no disruption."""
+    import datetime as dt
+
+    from podshare.disruption import diagnose
+    live = _live_pod()
+    live.spec.containers = [client.V1Container(name="alpha", resources=client.V1ResourceRequirements(
+        limits={"memory": "20Mi"}))]
+    status = live.status.container_statuses[0]
+    status.restart_count = 1
+    status.last_state = client.V1ContainerState(terminated=client.V1ContainerStateTerminated(
+        exit_code=137, reason="OOMKilled", finished_at=dt.datetime(2026, 12, 2, 6, 1, 2, tzinfo=dt.timezone.utc)))
+    handle = _handle()
+    handle.restarts_seen = {"alpha": 0}
+    found = diagnose(ClusterFacts(live), [handle])
+    assert found.cause == ("container alpha of pod p was restarted by the kubelet at 06:01:02 UTC: OOMKilled "
+                           "(exit code 137); the pod's own spec limits its memory to 20Mi: a finding about the spec, "
+                           "not about what the containers share") and found.container == "alpha" and found.pods == {"u1"}
+    handle.restarts_seen = {"alpha": 1}  # the claim restarted it itself
+    assert diagnose(ClusterFacts(live), [handle]) is None
