@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from .common_causes import CommonCause, Flagged, common_causes
 from .history import History, claim_key
-from .records import (AXIS, BROKEN, COULD_NOT_CHECK, ERROR, FAILED, FLAKY, INTERRUPTED, NEWLY_FAILING, OUTCOMES,
+from .records import (AXIS, BROKEN, SKIPPED, COULD_NOT_CHECK, ERROR, FAILED, FLAKY, INTERRUPTED, NEWLY_FAILING, OUTCOMES,
                       PASSED, Check, ClusterFacts, Dimensions, NodeFacts, NotApplicable, RunInfo, nodes_of, varied)
 
 NEEDS_ATTENTION = (FAILED, ERROR, INTERRUPTED)  # did not hold, and no one accepted it (known divergences are)
@@ -73,8 +73,10 @@ def node_summary(checks: list[Check], cluster: ClusterFacts, history: History | 
     nodes = list(dict.fromkeys(c.node for c in per_node))
     broken = {n: [c for c in per_node if c.node == n and c.outcome in BROKEN] for n in nodes}
     unchecked = {n: [c for c in per_node if c.node == n and c.outcome == COULD_NOT_CHECK] for n in nodes}
+    skipped = {n: [c for c in per_node if c.node == n and c.outcome == SKIPPED] for n in nodes}
     claims = len({c.claim_id for c in per_node})
-    keeping = [n for n in nodes if not broken[n] and not unchecked[n]]
+    # a skip is not a promise kept: a node with one is said apart, with the reason
+    keeping = [n for n in nodes if not broken[n] and not unchecked[n] and not skipped[n]]
     lines = [f"{len(nodes)} node{'s' * (len(nodes) != 1)} checked"
              + (f": {_and(keeping)} keep{'s' * (len(keeping) == 1)} "
                 + ("the 1 promise" if claims == 1 else f"all {claims} promises") if keeping else "")]
@@ -86,6 +88,9 @@ def node_summary(checks: list[Check], cluster: ClusterFacts, history: History | 
                          + "; ".join(sorted({c.claim.rstrip(".") for c in broken[n]})))
         if unchecked[n]:
             lines.append(f"{n} could not be checked ({len(unchecked[n])} claims): {unchecked[n][0].cause}")
+        if skipped[n]:
+            lines.append(f"{n} skipped {len(skipped[n])} (not counted as kept): "
+                         + "; ".join(sorted({f"{c.claim.rstrip('.')} ({c.message})" for c in skipped[n]})))
     lines += not_applicable
     standing = {n: f.stands_for for n, f in nodes_of(cluster).items() if f.stands_for}
     if standing:

@@ -809,3 +809,16 @@ def test_a_container_the_kubelet_restarted_mid_run_is_named_as_the_api_says():
                            "not about what the containers share") and found.container == "alpha" and found.pods == {"u1"}
     handle.restarts_seen = {"alpha": 1}  # the claim restarted it itself
     assert diagnose(ClusterFacts(live), [handle]) is None
+
+
+def test_a_node_with_a_skipped_claim_is_not_said_to_keep_every_promise():
+    """A skip is not a pass: the node summary names the skip and its reason."""
+    from podshare.findings import node_summary
+    from podshare.records import ClusterFacts
+    checks = [Check(id=f"s.py::{t}[{n}]", claim=f"Claim {t}.", outcome=o, duration_s=0, node=n, per_node=True,
+                    claim_id=f"s.py::{t}", message=m)
+              for n, t, o, m in [("a", "t", "passed", ""), ("a", "v6", "passed", ""), ("b", "t", "passed", ""),
+                                 ("b", "v6", "skipped", "the pod's network namespace has no ::1")]]
+    assert node_summary(checks, ClusterFacts(), None) == [
+        "2 nodes checked: a keeps all 2 promises",
+        "b skipped 1 (not counted as kept): Claim v6 (the pod's network namespace has no ::1)"]
