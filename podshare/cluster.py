@@ -246,6 +246,28 @@ class Cluster:
             except KubeError as exc:
                 self.facts.runtime_classes[name] = f"unreadable: {exc}"
 
+    def learn_storage_class(self, name: str) -> None:
+        """A StorageClass volume claims run on, for the reports: its provisioner and
+        parameters ("default": whichever the cluster marks default). Reading
+        StorageClasses is optional (cluster-scoped): unreadable, the claims still run."""
+        if name in self.facts.storage_classes:
+            return
+        try:
+            found = [c for c in self.kube.storage_classes()
+                     if (c.metadata.name == name if name != "default" else
+                         (c.metadata.annotations or {}).get("storageclass.kubernetes.io/is-default-class") == "true")]
+        except KubeError as exc:
+            self.facts.storage_classes[name] = {"unreadable": str(exc)}
+            return
+        if not found:
+            self.facts.storage_classes[name] = {"missing": f"no StorageClass {'is the default' if name == 'default' else 'is named ' + name}"}
+            return
+        c = found[0]
+        self.facts.storage_classes[name] = {
+            "name": c.metadata.name, "provisioner": c.provisioner, "parameters": c.parameters or {},
+            "reclaim_policy": c.reclaim_policy, "volume_binding_mode": c.volume_binding_mode,
+            "default": (c.metadata.annotations or {}).get("storageclass.kubernetes.io/is-default-class") == "true"}
+
     # ------------------------------------------------------------ the run's namespace
     def use_namespace(self, given: str | None, pod_security: str, run_role: str) -> str:
         """--namespace as given (it must exist), or a fresh one for this run with

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from .records import AXES, USERNS_IDS, Dimensions, NotApplicable
+from .records import AXES, EMPTY_DIR, MEMORY, USERNS_IDS, Dimensions, NotApplicable
 from .settings import USER_NAMESPACE_MODES, Settings
 
 
@@ -23,17 +23,26 @@ def of_item(item: pytest.Item) -> Dimensions:
 def parametrize(metafunc: pytest.Metafunc, settings: Settings, nodes: list[str] | None) -> None:
     """Every claim once per node (`nodes`, for --all-nodes and --node-selector), per
     --runtime-class and per --user-namespaces setting: session-scoped parameters,
-    so each combination gets its own pods and the claims are grouped by them."""
+    so each combination gets its own pods and the claims are grouped by them; and
+    every volume claim once per volume kind (the emptyDirs, a PVC per --storage-class),
+    which share those pods."""
     values = {"node": nodes or [], "runtime_class": list(settings.runtime_class),
-              "user_namespaces": list(USER_NAMESPACE_MODES[settings.user_namespaces])}
+              "user_namespaces": list(USER_NAMESPACE_MODES[settings.user_namespaces]),
+              "volume": volume_kinds(settings)}
     for axis in AXES:
         if values[axis.name] and axis.name in metafunc.fixturenames:
-            metafunc.parametrize(axis.name, values[axis.name], indirect=True, scope="session",
+            metafunc.parametrize(axis.name, values[axis.name], indirect=True,
+                                 scope="session" if axis.splits else "function",
                                  ids=[axis.id(v) for v in values[axis.name]])
 
 
+def volume_kinds(settings: Settings) -> list[str]:
+    """The kinds of shared volume a volume claim runs on."""
+    return [EMPTY_DIR, MEMORY, *(f"pvc:{c}" for c in settings.storage_class)]
+
+
 def segments_of_run(settings: Settings, nodes: list[str]) -> list[str]:
-    """Every id segment a dimension of this run can put in a claim's id."""
+    """Every id segment of a dimension that splits the run's pods (a worker's group)."""
     return [*nodes, *settings.runtime_class, *(USERNS_IDS[m] for m in USER_NAMESPACE_MODES[settings.user_namespaces])]
 
 

@@ -13,9 +13,9 @@ from typing import Any
 from . import delivery
 from .cluster import Cluster
 from .errors import HARNESS_ERRORS, AccessDenied, KubeError
-from .manifests import load_manifest, load_manifests, pin_to_node, render
+from .manifests import load_manifest, load_manifests, pin_to_node, render, with_volume_claim
 from .pods import Pod, ProbeSet, start_pods, start_pods_for_claims
-from .records import Dimensions
+from .records import Dimensions, volume_id
 
 
 class PodFactory:
@@ -39,6 +39,8 @@ class PodFactory:
         self.spare_lifecycle: list[ProbeSet] = []  # made at the start, for the lifecycle claims
         self._lifecycle_count = 0
         self.probes: tuple[ProbeSet, Pod] | None = None
+        # per PVC kind: a probe pod and a stranger, each with its own claim of that kind
+        self.volume_sets: dict[str, tuple[ProbeSet, Pod]] = {}
         self.probe_bundle: str | None = None  # the ConfigMap with the delivered probes, once made
 
     def _probe_bundle(self) -> str | None:
@@ -88,7 +90,8 @@ class PodFactory:
         return ProbeSet([self.pod(d, f"{base_name}-{d['metadata']['name']}") for d in docs])
 
     # ------------------------------------------------------------ the start of the run
-    def start_probes(self, patterns: list[str] = (), lifecycle: int = 0) -> tuple[ProbeSet, Pod]:
+    def start_probes(self, patterns: list[str] = (), lifecycle: int = 0,
+                     volumes: list[str] = ()) -> tuple[ProbeSet, Pod]:
         """Create the probe pod(s), then every other pod the collected claims need
         (their patterns' manifests, `lifecycle` spare probe sets), then the stranger
         on the probe pod's node; wait for the probe pods and the stranger, which
@@ -111,12 +114,33 @@ class PodFactory:
                     self.apply_failures[manifest] = exc
             for _ in range(lifecycle):
                 self.spare_lifecycle.append(self._new_lifecycle_set(create=True))
+            for kind in volumes:  # claims on a PVC: their own pods, started with the others
+                self.volume_sets[kind] = self._volume_set(kind, node)
             start_pods([*probes.pods, stranger])
             self.record_probe_containers(probes)
             self.cluster.learn_node(probes.main.node)
             self.cluster.learn_runtime_class(probes.main.runtime_class)
             self.probes = (probes, stranger)
         return self.probes
+
+    def _volume_set(self, kind: str, node: str) -> tuple[ProbeSet, Pod]:
+        """A probe pod and a stranger (the negative control: a claim of its own)
+        with a PVC of `kind`, created now on the probe pod's node; a class that
+        cannot bind leaves them unstarted, and only their claims see why."""
+        tag = volume_id(kind)
+        probes = ProbeSet([self.pod(with_volume_claim(d, kind, self.cluster.run_id), f"podshare-probe-{tag}")
+                           for d in self._manifest_pods()[0]])
+        stranger = self.pod(with_volume_claim(self._manifest_pods()[1] or load_manifest("stranger-pod.yaml"),
+                                              kind, self.cluster.run_id), f"podshare-stranger-{tag}", node=node)
+        start_pods_for_claims([*probes.pods, stranger], HARNESS_ERRORS, wait=False)
+        return probes, stranger
+
+    def volume_probes(self, kind: str) -> tuple[ProbeSet, Pod]:
+        """The probe pod and stranger of a PVC kind, once ready (each pod that cannot
+        start keeps why, for its claims)."""
+        probes, stranger = self.volume_sets[kind]
+        start_pods_for_claims([*probes.pods, stranger], HARNESS_ERRORS)
+        return probes, stranger
 
     def replace_probe_set(self, probes: ProbeSet) -> list[str]:
         """Fresh pods in place of a probe set the cluster took (deleted, evicted):

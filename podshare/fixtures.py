@@ -18,6 +18,7 @@ from .errors import PodNotReady
 from .evidence import Evidence
 from .factory import PodFactory
 from .pods import Pod, ProbeSet
+from .records import volume_path
 from .session import EVIDENCE, PodshareSession, session_of
 from .verbs import ProbeContainer
 
@@ -93,12 +94,13 @@ def pod_factory(podshare_session: PodshareSession, run_namespace: str, node: str
 
 
 def _needed_by(items: list[pytest.Item], node: str | None, runtime_class: str | None,
-               user_namespaces: bool) -> tuple[list[str], int]:
+               user_namespaces: bool) -> tuple[list[str], int, list[str]]:
     """What the collected claims of one node, RuntimeClass and user-namespace setting
-    need besides the probe pod: their patterns' manifests (the `manifest` marker) and
-    lifecycle pods."""
+    need besides the probe pod: their patterns' manifests (the `manifest` marker),
+    lifecycle pods, and the PVC kinds of volume claims (pods of their own)."""
     patterns: list[str] = []
     lifecycle = 0
+    volumes: list[str] = []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if (params.get("runtime_class"), params.get("node", node),
@@ -108,7 +110,10 @@ def _needed_by(items: list[pytest.Item], node: str | None, runtime_class: str | 
             if marker.args[0] not in patterns:
                 patterns.append(marker.args[0])
         lifecycle += "lifecycle_pod" in getattr(item, "fixturenames", ())
-    return patterns, lifecycle
+        kind = params.get("volume")
+        if kind and kind.startswith("pvc:") and kind not in volumes:
+            volumes.append(kind)
+    return patterns, lifecycle, volumes
 
 
 @pytest.fixture(scope="session")
@@ -116,11 +121,11 @@ def probe_pods(pod_factory: PodFactory, podshare_session: PodshareSession, node:
                runtime_class: str | None, user_namespaces: bool, request: pytest.FixtureRequest) -> tuple[ProbeSet, Pod]:
     """The probe pod and, on the same node, the stranger pod (the negative control);
     every other pod the collected claims need starts with them."""
-    patterns, lifecycle = _needed_by(request.session.items, node, runtime_class, user_namespaces)
+    patterns, lifecycle, volumes = _needed_by(request.session.items, node, runtime_class, user_namespaces)
     # With several nodes, pods that cannot start end that node's claims, not the run.
     with podshare_session.harness_errors(fatal=True, node=node if podshare_session.nodes_dimension else None):
         try:
-            return pod_factory.start_probes(patterns, lifecycle)
+            return pod_factory.start_probes(patterns, lifecycle, volumes)
         except PodNotReady as exc:
             if not user_namespaces:
                 raise
@@ -147,18 +152,45 @@ def stranger_pod(probe_pods: tuple[ProbeSet, Pod]) -> Pod:
 
 
 @pytest.fixture
-def alpha(probe_set: ProbeSet) -> ProbeContainer:
-    return probe_set.container("alpha")
+def volume(request: pytest.FixtureRequest, podshare_session: PodshareSession) -> str:
+    """Where a volume claim's containers share their volume: the disk or Memory
+    emptyDir, or a PVC of a StorageClass (--storage-class), by the claim's volume
+    kind (parametrized by the plugin)."""
+    kind = request.param
+    if kind.startswith("pvc:"):
+        podshare_session.cluster.learn_storage_class(kind.removeprefix("pvc:"))
+    return volume_path(kind)
 
 
 @pytest.fixture
-def beta(probe_set: ProbeSet) -> ProbeContainer:
-    return probe_set.container("beta")
+def probes_here(request: pytest.FixtureRequest, probe_pods: tuple[ProbeSet, Pod], pod_factory: PodFactory,
+                evidence: Evidence) -> tuple[ProbeSet, Pod]:
+    """The probe pod(s) and stranger of this claim: the run's, or for a claim on a
+    PVC the pair made with claims of that kind; with the volume's file system as
+    the containers see it in the evidence (type and mount options)."""
+    kind = getattr(getattr(request.node, "callspec", None), "params", {}).get("volume")
+    if not kind:
+        return probe_pods
+    here = pod_factory.volume_probes(kind) if kind.startswith("pvc:") else probe_pods
+    if not here[0].start_failure:
+        seen = here[0].container("alpha").run("filesystem", path=volume_path(kind))
+        evidence["shared_volume"] = {"kind": kind, **{k: seen.get(k) for k in ("ok", "fstype", "options", "device")}}
+    return here
 
 
 @pytest.fixture
-def stranger(stranger_pod: Pod) -> ProbeContainer:
-    return stranger_pod.container("stranger")
+def alpha(probes_here: tuple[ProbeSet, Pod]) -> ProbeContainer:
+    return probes_here[0].container("alpha")
+
+
+@pytest.fixture
+def beta(probes_here: tuple[ProbeSet, Pod]) -> ProbeContainer:
+    return probes_here[0].container("beta")
+
+
+@pytest.fixture
+def stranger(probes_here: tuple[ProbeSet, Pod]) -> ProbeContainer:
+    return probes_here[1].container("stranger")
 
 
 @pytest.fixture

@@ -168,6 +168,7 @@ class Kube:
         self._node_api = client.NodeV1Api(self.core.api_client)
         self._authn = client.AuthenticationV1Api(self.core.api_client)
         self._authz = client.AuthorizationV1Api(self.core.api_client)
+        self._storage = client.StorageV1Api(self.core.api_client)
         self.configuration = cfg
         self.warnings: list[str] = []
         # stream() swaps the ApiClient's request method while it connects:
@@ -252,6 +253,18 @@ class Kube:
             except KubeError:  # e.g. the run's own RoleBinding went first
                 return [f"namespace/{name}"]
             return [f"pod/{p.metadata.name}" for p in pods] or [f"namespace/{name}"]
+
+    def storage_class(self, name: str) -> Any:
+        return api_call(f"read storageclass {name}", self._storage.read_storage_class, name)
+
+    def storage_classes(self) -> list[Any]:
+        return api_call("list storageclasses", self._storage.list_storage_class).items
+
+    def volumes_claimed_in(self, namespace: str) -> list[str]:
+        """The PersistentVolumes bound to claims of a namespace (cluster-scoped: a
+        provisioner deletes them after their claims go)."""
+        pvs = api_call("list persistentvolumes", self.core.list_persistent_volume).items
+        return [pv.metadata.name for pv in pvs if pv.spec.claim_ref and pv.spec.claim_ref.namespace == namespace]
 
     def list_namespaces(self, label_selector: str) -> list[client.V1Namespace]:
         return api_call("list namespaces", self.core.list_namespace, label_selector=label_selector).items

@@ -12,6 +12,7 @@ import yaml
 
 from . import MANAGED_BY, POD_LABEL, RUN_ID_LABEL
 from .delivery import deliver
+from .records import volume_id, volume_path
 
 # Inside the package when installed from a wheel; at the top of a checkout otherwise.
 MANIFESTS = next(p for p in (Path(__file__).resolve().parent / "manifests",
@@ -99,4 +100,26 @@ def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str |
         spec["runtimeClassName"] = runtime_class
     if user_namespaces:
         spec.setdefault("hostUsers", False)
+    return body
+
+
+# What a probe pod asks of a StorageClass: small (the claims write a few MiB), one node.
+CLAIM_SIZE = "64Mi"
+
+
+def with_volume_claim(manifest: dict, kind: str, run_id: str) -> dict:
+    """A probe pod template with a PersistentVolumeClaim of `kind` ("pvc:<class>",
+    "pvc:default" for the cluster's default class) as a generic ephemeral volume,
+    mounted in every container where volume claims look for it: made with the pod,
+    gone with it, so nothing outlives the run."""
+    body = copy.deepcopy(manifest)
+    storage_class = kind.removeprefix("pvc:")
+    spec = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": CLAIM_SIZE}}}
+    if storage_class != "default":  # none named: the API server's DefaultStorageClass admission fills it in
+        spec["storageClassName"] = storage_class
+    name = volume_id(kind)
+    body["spec"].setdefault("volumes", []).append({"name": name, "ephemeral": {"volumeClaimTemplate": {
+        "metadata": {"labels": {**MANAGED_BY, RUN_ID_LABEL: run_id}}, "spec": spec}}})
+    for c in body["spec"]["containers"]:
+        c.setdefault("volumeMounts", []).append({"name": name, "mountPath": volume_path(kind)})
     return body

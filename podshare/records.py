@@ -11,7 +11,8 @@ import hashlib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
-RESULTS_VERSION = 2  # 1: no version field, no nodes, no API cost (podshare before 2026-11-29)
+# 1: no version field, no nodes, no API cost (podshare before 2026-11-29); 2: no volume per check
+RESULTS_VERSION = 3
 
 # Outcomes of a check.
 PASSED, FAILED, ERROR, SKIPPED, INTERRUPTED = "passed", "failed", "error", "skipped", "interrupted"
@@ -44,6 +45,10 @@ class Axis:
     key: Callable[[Any], str | None]  # its history-key segment, None where it adds none
     tag: Callable[[Any], str | None]  # its mark in pod names (63 characters at most), None where it adds none
     figure: Callable[[Any], str | None]  # its part of the figure table's column, None where it adds none
+    # False: its values share the same pods and worker (a kind of volume of the probe pod)
+    splits: bool = True
+    # True: its segment stays in the claim id, a row of the matrix (test_x[disk]), not a column
+    in_claim: bool = False
 
 
 def _node_tag(node: str) -> str:
@@ -52,6 +57,18 @@ def _node_tag(node: str) -> str:
 
 
 USERNS_IDS = {True: "userns", False: "hostusers"}
+# The volume kinds every run checks; a PersistentVolumeClaim of a StorageClass is "pvc:<class>".
+EMPTY_DIR, MEMORY = "emptyDir", "emptyDir:Memory"
+VOLUME_IDS = {EMPTY_DIR: "disk", MEMORY: "memory"}  # the ids they have had since the first run
+
+
+def volume_id(kind: str) -> str:
+    return VOLUME_IDS.get(kind) or kind.replace(":", "-")
+
+
+def volume_path(kind: str) -> str:
+    """Where the probe containers mount a volume of this kind."""
+    return f"/data/{volume_id(kind)}"
 USERNS_COLUMNS = {True: "userns", False: "host users"}
 
 # The dimensions, in the order they compose a column, a key and a tag. Adding one:
@@ -66,6 +83,8 @@ AXES = (
          column=lambda v: USERNS_COLUMNS[bool(v)], label=lambda v: None if v is None else str(v).lower(),
          key=lambda v: "userns" if v else None, tag=lambda v: "u" if v else None,
          figure=lambda v: None if v is None else USERNS_COLUMNS[v]),
+    Axis("volume", "volume", id=volume_id, column=str, label=lambda v: v, key=lambda v: None,
+         tag=lambda v: None, figure=lambda v: None, splits=False, in_claim=True),
 )
 AXIS = {a.name: a for a in AXES}
 
@@ -78,13 +97,15 @@ class Dimensions:
     node: str | None = None
     runtime_class: str | None = None
     user_namespaces: bool | None = None
+    volume: str | None = None  # the kind of the shared volume a volume claim ran on
 
     def values(self) -> dict[str, Any]:
         return {a.name: getattr(self, a.name) for a in AXES}
 
     def id_segments(self) -> list[str]:
-        """What the claim's test id carries of each dimension that is one of the run."""
-        return [a.id(v) for a in AXES if (v := getattr(self, a.name)) is not None]
+        """What the claim's test id carries of each dimension that is one of the run
+        and not part of the claim itself (in_claim)."""
+        return [a.id(v) for a in AXES if not a.in_claim and (v := getattr(self, a.name)) is not None]
 
     def column(self, axes: tuple[str, ...]) -> str:
         """The report column, for the dimensions the run varied (`varied`)."""
@@ -116,8 +137,9 @@ class Dimensions:
 
 
 def varied(dimensions: "list[Dimensions]") -> tuple[str, ...]:
-    """The dimensions that are dimensions of the run (set on some check), in AXES order."""
-    return tuple(a.name for a in AXES if any(getattr(d, a.name) is not None for d in dimensions))
+    """The dimensions that are dimensions of the run (set on some check) and columns
+    of the matrix (not part of the claim), in AXES order."""
+    return tuple(a.name for a in AXES if not a.in_claim and any(getattr(d, a.name) is not None for d in dimensions))
 
 
 @dataclass
@@ -133,6 +155,7 @@ class Check:
     claim_id: str = ""  # the id without its node and RuntimeClass: a row of the matrix
     runtime_class: str | None = None
     user_namespaces: bool | None = None  # hostUsers: false (True) or not (False); None: not a dimension of the run
+    volume: str | None = None  # a volume claim's volume kind (emptyDir, emptyDir:Memory, pvc:<class>)
     node: str | None = None  # where its pods ran
     per_node: bool = False  # the node is a dimension of the run (--all-nodes, --node-selector): part of its key
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> unit, median, p95, ...
@@ -231,6 +254,8 @@ class ClusterFacts:
     nodes: dict[str, NodeFacts] = field(default_factory=dict)
     not_applicable: list[NotApplicable] = field(default_factory=list)
     probe_containers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # pod -> container -> id
+    # the StorageClasses volume claims ran on: provisioner, parameters, binding mode, default or not
+    storage_classes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def runtime_class(self) -> str | None:

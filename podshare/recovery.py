@@ -40,7 +40,8 @@ def _pod_level(disruption: Disruption, probes: ProbeSet) -> bool:
 def _probe_set_of(item: pytest.Item) -> tuple[ProbeSet | None, PodFactory | None]:
     """The run's probe set, where the claim uses it, and the factory that made it
     (a lifecycle claim's own probe set is its subject, not a probe set to replace)."""
-    values = list((getattr(item, "funcargs", None) or {}).values())
+    values = [v for value in (getattr(item, "funcargs", None) or {}).values()
+              for v in (value if isinstance(value, tuple) else (value,))]  # probes_here: (probe set, stranger)
     factory = next((v for v in values if isinstance(v, PodFactory)), None)
     made = factory.probes[0] if factory is not None and factory.probes else None
     return (made, factory) if made is not None and any(v is made for v in values) else (None, None)

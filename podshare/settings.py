@@ -103,6 +103,10 @@ OPTIONS = (
     Option("--user-namespaces", "PODSHARE_USER_NAMESPACES", "off",
            "on: every pod gets hostUsers: false (its own user namespace); both: every claim with and without; "
            "a node or runtime that cannot run such pods is reported as could not check", USER_NAMESPACES),
+    Option("--storage-class", "PODSHARE_STORAGE_CLASS", None,
+           "run every volume claim on a PersistentVolumeClaim of this StorageClass too (a generic ephemeral volume, "
+           "gone with its pod), beside the emptyDirs (repeatable; env and ini: comma-separated; default: the "
+           "cluster's default class)", type=list, shown_default="emptyDir and emptyDir:Memory only"),
     Option("--known-divergences", "PODSHARE_KNOWN_DIVERGENCES", None,
            "a YAML list of {claim, reason, runtime_class and/or node_selector (or where: a list of them)}: those "
            "claims are reported as known divergences "
@@ -155,6 +159,7 @@ class Settings:
     patterns_dir: str | None
     runtime_class: tuple[str, ...]
     user_namespaces: str
+    storage_class: tuple[str, ...]
     known_divergences: str | None
     pod_security: str
     run_role: str
@@ -176,6 +181,9 @@ class Settings:
                 if opt.flag == "--runtime-class" and any(
                         not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", c) for c in raw):
                     raise pytest.UsageError(f"{opt.flag} must name RuntimeClasses, not {', '.join(raw)}")
+                if opt.flag == "--storage-class" and any(
+                        not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", c) for c in raw):
+                    raise pytest.UsageError(f"{opt.flag} must name StorageClasses (or default), not {', '.join(raw)}")
                 if opt.flag == "--tolerate" and any(
                         not re.fullmatch(r"\*|([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", k) for k in raw):
                     raise pytest.UsageError(f"{opt.flag} takes taint keys (or *), not {', '.join(raw)}")

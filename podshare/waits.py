@@ -78,6 +78,25 @@ def outside_the_promise(pod) -> bool:
         for cs in (pod.status.init_container_statuses or []) + (pod.status.container_statuses or []))
 
 
+def unbound_claims(kube: Kube, pod) -> str:
+    """For a pod that cannot be scheduled: its generic ephemeral volumes' claims
+    and what their events say (a StorageClass that does not exist, a provisioner
+    that failed), so the line names the class and why; "" where it has none."""
+    said = []
+    for v in pod.spec.volumes or []:
+        if not v.ephemeral:
+            continue
+        name = f"{pod.metadata.name}-{v.name}"  # how Kubernetes names a generic ephemeral volume's claim
+        storage_class = v.ephemeral.volume_claim_template.spec.storage_class_name or "the default class"
+        try:
+            events = [r["message"] for r in kube.event_records(pod.metadata.namespace, name)]
+        except KubeError:  # listing events is optional (RBAC)
+            events = []
+        said.append(f"PersistentVolumeClaim {name} of StorageClass {storage_class} is not bound"
+                    + (f" ({'; '.join(dict.fromkeys(events))})" if events else " (no events)"))
+    return "; ".join(said)
+
+
 def not_ready_containers(pod) -> list[str]:
     return [s.name for s in pod.status.container_statuses or [] if s.state and s.state.running and not s.ready]
 
@@ -130,7 +149,8 @@ def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, conditio
         last[0] = pod
         problem = pod_problem(pod)
         if problem:
-            raise PodNotReady(problem, outside=outside_the_promise(pod))
+            claims = unbound_claims(kube, pod) if "unschedulable" in problem else ""
+            raise PodNotReady(f"{problem}; {claims}" if claims else problem, outside=outside_the_promise(pod))
         refused = sandbox_refused(kube, pod)
         if refused:
             raise SandboxRefused(refused)

@@ -61,12 +61,12 @@ def test_posix_shared_memory_bandwidth(alpha, beta, ipc_name, evidence):
     evidence.figure("POSIX shm copy-out in beta", "MiB/s", copied["samples"])
 
 
-@pytest.mark.parametrize("medium", ["disk", "memory"])
-def test_volume_write_is_visible_in_the_other_container(alpha, beta, medium, evidence):
-    """alpha writes a file into the shared emptyDir; beta, polling, sees it and
-    answers with one of its own: how long after the write beta sees it (one
-    boot clock for the pod), and the round trip."""
-    path = f"/data/{medium}"
+def test_volume_write_is_visible_in_the_other_container(alpha, beta, volume, evidence):
+    """alpha writes a file into the shared volume (each kind: the emptyDirs, a PVC
+    per --storage-class); beta, polling, sees it and answers with one of its own:
+    how long after the write beta sees it (one boot clock for the pod), and the
+    round trip."""
+    path, medium = volume, volume.rsplit("/", 1)[-1]
     ping, served = measure(beta, "perf-serve-volume", alpha, "perf-volume-ping", path=path)
     evidence.update(medium=medium, time_boxed=ping.get("time_boxed"))  # fewer rounds on a starved machine
     assert ping["ok"], f"a file alpha writes into the {medium} volume does not reach beta and back: {describe(ping)}"

@@ -71,19 +71,19 @@ def test_one_user_namespace_per_pod(alpha, beta, stranger, evidence):
         "their users are not kept apart")
 
 
-@pytest.mark.parametrize("volume", ["/data/disk", "/data/memory"], ids=["disk", "memory"])
-def test_a_file_in_the_volume_belongs_to_its_writer_in_every_container(probe_set, alpha, beta, volume, ipc_name,
+@pytest.mark.parametrize("shared", ["/data/disk", "/data/memory"], ids=["disk", "memory"])
+def test_a_file_in_the_volume_belongs_to_its_writer_in_every_container(probe_set, alpha, beta, shared, ipc_name,
                                                                        user_namespaces, evidence):
     """A file alpha writes in an emptyDir (disk and memory) is owned, in alpha and
     in beta alike, by the uid and gid alpha runs as; in a user namespace the
     volume is mapped into it (idmapped mounts), so the owner is alpha's own uid
     inside, whatever id the node's file system holds (the evidence has both)."""
-    path = f"{volume}/{ipc_name}.owned"
+    path = f"{shared}/{ipc_name}.owned"
     who = alpha.run("user-namespace")
     assert who["ok"], f"alpha could not say who it is: {describe(who)}"
     written = alpha.run("write", path=path, size=4096, seed=ipc_name)
-    directory = {c.name: c.run("owner", path=volume) for c in (alpha, beta)}
-    mount = alpha.run("filesystem", path=volume)  # its options say whether the kubelet idmapped it
+    directory = {c.name: c.run("owner", path=shared) for c in (alpha, beta)}
+    mount = alpha.run("filesystem", path=shared)  # its options say whether the kubelet idmapped it
     owners = {c.name: c.run("owner", path=path) for c in (alpha, beta)}
     # the pod's uid and the volume's name find the file on the node (the kubelet's pods/<uid>/volumes)
     evidence.update(pod=probe_set.name, pod_uid=probe_set.uid, path=path, alpha_uid=who["uid"], alpha_gid=who["gid"],
@@ -91,7 +91,7 @@ def test_a_file_in_the_volume_belongs_to_its_writer_in_every_container(probe_set
                     user_namespaces=user_namespaces, write=written, volume_mount=mount, volume_owner=directory,
                     file_owner=owners,
                     host_uid_of_alpha=_host_id(who["uid_map"], who["uid"]))
-    assert written["ok"], f"alpha cannot write in its own volume {volume}: {describe(written)}"
+    assert written["ok"], f"alpha cannot write in its own shared {shared}: {describe(written)}"
     for name, owner in owners.items():
         assert owner["ok"], f"{name} cannot see alpha's file: {describe(owner)}"
         assert (owner["uid"], owner["gid"]) == (who["uid"], who["gid"]), (

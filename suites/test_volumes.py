@@ -1,5 +1,5 @@
-"""Volumes: an emptyDir is one directory for all the pod's containers, on disk
-or in memory; what one container does to a file the others see at once, with
+"""Volumes: an emptyDir (or a PersistentVolumeClaim) is one directory for all
+the pod's containers, on disk or in memory; what one container does to a file the others see at once, with
 locks, inotify, unix sockets and shared mappings working across containers.
 Stricter than upstream's "shared volumes between containers" Conformance test:
 byte-exact, live, and with a stranger pod as the negative control. Broken in
@@ -10,13 +10,9 @@ import pytest
 from podshare.evidence import could_not, describe, failed_with, stranger_sees
 
 pytestmark = pytest.mark.volume
-
-VOLUMES = ["disk", "memory"]
-
-
-@pytest.fixture(params=VOLUMES)
-def volume(request) -> str:
-    return f"/data/{request.param}"
+# `volume` (podshare's fixture) is where the claim's containers share their
+# volume: each claim runs once per volume kind, the disk and Memory emptyDirs and
+# a PVC of each --storage-class.
 
 
 def test_file_written_in_alpha_is_read_byte_exact_in_beta(alpha, beta, stranger, volume, ipc_name, evidence):
