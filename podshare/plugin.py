@@ -578,7 +578,8 @@ class PodshareSession:
                       leftovers=leftovers, checks_run=len(self.checks),
                       api_warnings=self.cluster.warnings + self.worker_warnings,
                       workers=len(self.namespaces) if self.distributed else None,
-                      api_cost=api_cost(kube.COST + self.workers_cost, self.checks.values()))
+                      api_cost=api_cost(kube.COST + self.workers_cost, self.checks.values()),
+                      confinement=self.cluster.facts.pop("confinement", None))
         if self.worker_problems:
             run.fatal = self.fatal = self.fatal or "; ".join(self.worker_problems)
             session.exitstatus = pytest.ExitCode.INTERRUPTED
