@@ -68,10 +68,11 @@ def _describe(status: int, message: str, action: str) -> str:
     """One line naming the action and who refused it (RBAC, an admission policy, Pod Security)."""
     if status == 401:
         return f"{action}: unauthorized (401): the credentials in the kubeconfig are wrong or expired"
-    if status == 403 and "ValidatingAdmissionPolicy" in str(message):
+    if status in (403, 422) and "ValidatingAdmissionPolicy" in str(message):  # 422: a parameter not found
         policy = re.search(r"ValidatingAdmissionPolicy '([^']+)'", str(message))
         said = str(message).split("denied request: ", 1)[-1]
-        return f"{action}: refused by the admission policy {policy[1] if policy else '?'} (403), not by RBAC: {said}"
+        return (f"{action}: refused by the admission policy {policy[1] if policy else '?'} ({status}), not by RBAC: "
+                f"{said}")
     if status == 403 and "violates PodSecurity" in str(message):
         return (f"{action}: refused by Pod Security admission (403), not by RBAC: {message} "
                 "(a variant that needs this runs with --pod-security privileged)")

@@ -30,6 +30,7 @@ from podshare.fence import FENCED
 from podshare.kube import Kube
 from podshare.nightly import render
 from podshare.pods import MANIFESTS, load_manifests
+from podshare.retry import NotYet, wait_until
 
 from .conftest import PROJECT, RESTRICTED, rbac, run_suites, run_suites_as
 
@@ -145,8 +146,13 @@ def make_podshare_namespace(kube, run_id: str, without: str | None = None) -> st
         if doc["kind"] != without:
             kube.create(name, doc)
     if without != "ResourceQuota":
-        fence.install(kube, name)  # waits until the quota counts
+        wait_until(lambda: kube.quota_counting(name, fence.QUOTA) or _not_yet(), timeout=30,
+                   what=f"the quota of {name} to count")
     return name
+
+
+def _not_yet():
+    raise NotYet("not yet")
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +247,7 @@ def attempts(victim: str, nightly_ns: str, ns: dict[str, str], priority: str) ->
                                                     pod()),
         "start a pod as the nightly runner's ServiceAccount with a year-long token": (
             "POST", f"/api/v1/namespaces/{nightly_ns}/pods?dryRun=All",
-            pod(serviceAccountName="podshare-runner", volumes=[token_volume])),
+            pod(serviceAccountName="podshare-runner", volumes=[*pod()["spec"]["volumes"], token_volume])),
         "start a pod that mounts its ServiceAccount's token": ("POST", own_pods, pod(automountServiceAccountToken=True)),
         "start a pod with a priorityClassName above 0": ("POST", own_pods, pod(priorityClassName=priority)),
         "start a pod on a node of its choosing (nodeName)": ("POST", own_pods, pod(nodeName="podshare-no-such-node")),
@@ -275,7 +281,7 @@ def attempts(victim: str, nightly_ns: str, ns: dict[str, str], priority: str) ->
 def answer_of(method: str, path: str, status: int, message: str) -> str:
     """The refusing layer, in the README's words: RBAC, or the admission policy by name."""
     policy = re.search(r"ValidatingAdmissionPolicy '(podshare-[a-z-]+)'", message)
-    if status == 403 and policy:
+    if status in (403, 422) and policy:  # 422: a parameter not found (no fence, no quota)
         return f"refused ({policy[1]})"
     if status == 403 and re.search(r'cannot \w+ resource "', message):
         return RBAC
