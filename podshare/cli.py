@@ -84,11 +84,14 @@ def nightly(keep: int, argv: list[str]) -> int:
 
 
 def fetch(args) -> int:
+    skipped: list[str] = []
     try:
-        ids = store.fetch(Kube(args.kubeconfig, args.kube_context), args.namespace, Path(args.directory))
+        ids = store.fetch(Kube(args.kubeconfig, args.kube_context), args.namespace, Path(args.directory), skipped)
     except KubeError as exc:
         print(f"podshare fetch: {exc}", file=sys.stderr)
         return 2
+    for line in skipped:
+        print(f"podshare fetch: skipped {line}", file=sys.stderr)
     print(f"podshare fetch: {len(ids)} runs into {args.directory}" + (f", newest {ids[-1]}" if ids else ""))
     return 0 if ids else 1
 
@@ -113,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                           help="check one node (the scheduler's choice) instead of every node")
     manifest.add_argument("--one-per-pool", action="store_true",
                           help="check one node of each distinct node configuration (for large clusters)")
+    manifest.add_argument("--runner-by-tag", action="store_true",
+                          help="accept a runner image named by tag (an image of your own that no one else can "
+                               "push); by default it must name a digest, NAME@sha256:...")
     for name in IMAGES:
         option(f"--{name}-image").add_to(manifest)
     fetched = sub.add_parser("fetch", help="the runs stored by in-cluster runs, into a directory for podshare history")
@@ -145,9 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "nightly-manifest":
-        print(nightly_manifest.render(images={n: getattr(args, f"{n}_image") for n in IMAGES}, registry=args.registry,
-                                      schedule=args.schedule, pull_policy=args.image_pull_policy,
-                                      all_nodes=not args.one_node, one_per_pool=args.one_per_pool), end="")
+        try:
+            print(nightly_manifest.render(images={n: getattr(args, f"{n}_image") for n in IMAGES},
+                                          registry=args.registry, schedule=args.schedule,
+                                          pull_policy=args.image_pull_policy, all_nodes=not args.one_node,
+                                          one_per_pool=args.one_per_pool, runner_by_tag=args.runner_by_tag), end="")
+        except ValueError as exc:
+            print(f"podshare nightly-manifest: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "fetch":
         return fetch(args)

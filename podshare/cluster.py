@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import MANAGED_BY, RUN_ID_LABEL
+from . import MANAGED_BY, RUN_ID_LABEL, fence
+from .confinement import Confinement
 from .disruption import Disrupted, Disruption, Disruptions, diagnose
 from .errors import AccessDenied, KubeError
 from .evidence import EvidenceSlot
+from .fence import FENCED
 from .kube import Kube
 from .pods import Pod
 from .records import ClusterFacts, NodeFacts
+from .retry import GaveUp
 
 
 DISRUPTED_WAIT = 5.0  # seconds to wait for the namespace to go when a node or the API is disrupted
@@ -89,6 +92,7 @@ class Cluster:
         self.namespace: str | None = None
         self.pods: list[Pod] = []  # every pod this run created, for diagnostics
         self.leftovers: list[str] = []
+        self.confinement: str | None = None  # whether the admission policy confines this run (run.confinement)
         # The running test's evidence: the pod layer records each verb into it.
         self.evidence = EvidenceSlot()
         self.disruptions = Disruptions()  # what moved under the run: its pods are not used again
@@ -269,23 +273,38 @@ class Cluster:
             "default": (c.metadata.annotations or {}).get("storageclass.kubernetes.io/is-default-class") == "true"}
 
     # ------------------------------------------------------------ the run's namespace
-    def use_namespace(self, given: str | None, pod_security: str, run_role: str) -> str:
+    def use_namespace(self, given: str | None, pod_security: str, run_role: str, unconfined: bool = False) -> str:
         """--namespace as given (it must exist), or a fresh one for this run with
-        the Pod Security level enforced, where the run then grants itself `run_role`."""
+        the Pod Security level enforced, where the run then grants itself `run_role`
+        and puts up the fence and quota (podshare.fence). Either way, first: is the
+        identity confined (podshare.confinement)? If not, this stops the run, unless
+        `unconfined`; the report says which."""
+        confinement = Confinement(self.kube, unconfined)
         if given:
             if not self.kube.namespace_exists(given):
                 raise KubeError(f"namespace {given!r} does not exist (--namespace uses an existing one)")
+            confinement.in_namespace(given)
             self.namespace = given
+            self.confinement = confinement.verdict
             return given
+        confinement.before_namespace()
         name = f"podshare-{self.run_id}" + (f"-{self.worker}" if self.worker else "")
         psa = {f"pod-security.kubernetes.io/{mode}": pod_security for mode in ("enforce", "warn", "audit")}
-        self.kube.create_namespace(name, {**self.labels(), **psa})
+        self.kube.create_namespace(name, {**self.labels(), **FENCED, **psa})
         self.namespace = name
-        # The ClusterRole podshare grants nothing inside any namespace (README:
-        # Security): the run binds the run role to itself here. An identity that
-        # may already work here (an administrator) binds nothing.
-        if not self.kube.can_i("create", "pods", name):
-            self.kube.bind_self(name, run_role, self.labels())
+        try:
+            # The ClusterRole podshare grants nothing inside any namespace (README:
+            # Security): the run binds the run role to itself here. An identity that
+            # may already work here (an administrator) binds nothing.
+            if not self.kube.can_i("create", "pods", name):
+                self.kube.bind_self(name, run_role, self.labels())
+            fence.install(self.kube, name)
+            confinement.in_namespace(name)
+        except (KubeError, GaveUp):
+            self.kube.delete_namespace(name, timeout=60)  # no run follows: nothing may stay behind
+            self.namespace = None
+            raise
+        self.confinement = confinement.verdict
         return name
 
     def delete_namespace(self, timeout: float) -> None:

@@ -31,12 +31,13 @@ class WorkerResult:
     warnings: list[str] = field(default_factory=list)
     namespace: str | None = None
     api_cost: dict[str, int] = field(default_factory=dict)
+    confinement: str | None = None
 
     @classmethod
     def of(cls, ps: PodshareSession) -> "WorkerResult":
         return cls(checks=dict(ps.checks), facts=ps.cluster.facts, leftovers=list(ps.cluster.leftovers),
                    fatal=ps.fatal, warnings=list(ps.cluster.warnings), namespace=ps.cluster.namespace,
-                   api_cost=dict(kube.COST))
+                   api_cost=dict(kube.COST), confinement=ps.cluster.confinement)
 
     def to_json(self) -> str:
         return json.dumps({**{k: v for k, v in self.__dict__.items() if k not in ("checks", "facts")},
@@ -94,6 +95,7 @@ class Controller:
         self.warnings += result.warnings
         self.namespaces += [result.namespace] if result.namespace else []
         self.cost.update(result.api_cost)
+        self.ps.cluster.confinement = self.ps.cluster.confinement or result.confinement
 
     def remove_what_workers_left(self) -> None:
         """A worker that died cannot delete its namespace: any of this run's that no

@@ -43,7 +43,8 @@ def run_namespace(kube, podshare_session: PodshareSession, request: pytest.Fixtu
     """A fresh namespace per run (restricted Pod Security), or --namespace as given."""
     ps = podshare_session
     with ps.harness_errors(fatal=True):
-        name = ps.cluster.use_namespace(ps.settings.namespace, ps.settings.pod_security, ps.settings.run_role)
+        name = ps.cluster.use_namespace(ps.settings.namespace, ps.settings.pod_security, ps.settings.run_role,
+                                        ps.settings.unconfined)
     yield name
     if ps.keep(request.session):
         print(f"\npodshare: kept namespace {name} (--keep={ps.settings.keep})", file=sys.stderr)

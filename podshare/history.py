@@ -7,7 +7,9 @@ timeline into that run's reports; `podshare history DIR` renders the newest
 run of a store (e.g. one fetched from the nightly Job) with its timeline."""
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,28 @@ class Point:
     started_at: str
     outcome: str
     duration_s: float
+
+
+RUN_ID = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")  # --run-id's characters
+
+
+def store_name(results: Any) -> str:
+    """A run's file name in a store: its start (UTC, from the parsed time, not the
+    text) and its id (as --run-id allows: lowercase letters, digits and '-').
+    ValueError for anything else."""
+    run = results.get("run") if isinstance(results, dict) else None
+    if not isinstance(run, dict):
+        raise ValueError("not a run: no run section")
+    run_id, started = run.get("id"), run.get("started_at")
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise ValueError(f"not a run: its id {str(run_id)[:80]!r} is not a run id")
+    try:
+        when = dt.datetime.fromisoformat(started) if isinstance(started, str) and len(started) <= 40 else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise ValueError(f"not a run: its start {str(started)[:80]!r} is not a time with a zone")
+    return f"{when.astimezone(dt.timezone.utc):%Y-%m-%dT%H%M%SZ}-{run_id}.json"
 
 
 def claim_key(check: Check) -> str:
@@ -64,11 +88,14 @@ class History:
 
     @staticmethod
     def record(directory: str | Path, results: dict[str, Any]) -> Path:
-        """Add a run's results to the store, named by its start and id (sortable)."""
+        """Add a run's results to the store, named by its start and id (sortable).
+        The name is built only from validated parts (store_name), so a forged report
+        (the nightly's ConfigMaps are writable by its runner) cannot write elsewhere."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        stamp = (results["run"].get("started_at") or "").replace(":", "").replace("+0000", "Z")
-        path = directory / f"{stamp}-{results['run'].get('id', 'run')}.json"
+        path = directory / store_name(results)
+        if path.resolve().parent != directory.resolve():  # cannot happen with a valid name: belt and braces
+            raise ValueError(f"not a run: its file name {path.name!r} leaves {directory}")
         path.write_text(json.dumps(results, default=str) + "\n")
         return path
 

@@ -68,10 +68,11 @@ def _describe(status: int, message: str, action: str) -> str:
     """One line naming the action and who refused it (RBAC, an admission policy, Pod Security)."""
     if status == 401:
         return f"{action}: unauthorized (401): the credentials in the kubeconfig are wrong or expired"
-    if status == 403 and "ValidatingAdmissionPolicy" in str(message):
+    if status in (403, 422) and "ValidatingAdmissionPolicy" in str(message):  # 422: a parameter not found
         policy = re.search(r"ValidatingAdmissionPolicy '([^']+)'", str(message))
         said = str(message).split("denied request: ", 1)[-1]
-        return f"{action}: refused by the admission policy {policy[1] if policy else '?'} (403), not by RBAC: {said}"
+        return (f"{action}: refused by the admission policy {policy[1] if policy else '?'} ({status}), not by RBAC: "
+                f"{said}")
     if status == 403 and "violates PodSecurity" in str(message):
         return (f"{action}: refused by Pod Security admission (403), not by RBAC: {message} "
                 "(a variant that needs this runs with --pod-security privileged)")
@@ -166,6 +167,7 @@ class Kube:
         self._version = client.VersionApi(self.core.api_client)
         self._rbac = client.RbacAuthorizationV1Api(self.core.api_client)
         self._node_api = client.NodeV1Api(self.core.api_client)
+        self._networking = client.NetworkingV1Api(self.core.api_client)
         self._authn = client.AuthenticationV1Api(self.core.api_client)
         self._authz = client.AuthorizationV1Api(self.core.api_client)
         self._storage = client.StorageV1Api(self.core.api_client)
@@ -196,10 +198,12 @@ class Kube:
                           {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
         return review.status.user_info.username
 
-    def can_i(self, verb: str, resource: str, namespace: str) -> bool:
-        """Whether RBAC lets us `verb` `resource` in `namespace` (SelfSubjectAccessReview)."""
-        body = {"spec": {"resourceAttributes": {"verb": verb, "resource": resource, "namespace": namespace}}}
-        review = api_call(f"ask whether we may {verb} {resource} in {namespace}",
+    def can_i(self, verb: str, resource: str, namespace: str, group: str = "") -> bool:
+        """Whether RBAC lets us `verb` `resource` in `namespace` ("": cluster-wide)
+        (SelfSubjectAccessReview)."""
+        body = {"spec": {"resourceAttributes": {"verb": verb, "resource": resource, "namespace": namespace,
+                                                "group": group}}}
+        review = api_call(f"ask whether we may {verb} {resource} in {namespace or 'the cluster'}",
                           self._authz.create_self_subject_access_review, body)
         return bool(review.status.allowed)
 
@@ -229,9 +233,17 @@ class Kube:
     def namespace_exists(self, name: str) -> bool:
         return _absent_ok(f"read namespace {name}", self.core.read_namespace, name) is not None
 
-    def create_namespace(self, name: str, labels: dict[str, str]) -> None:
+    def create_namespace(self, name: str, labels: dict[str, str], dry_run: bool = False) -> None:
         body = {"metadata": {"name": name, "labels": labels}}
-        api_call(f"create namespace {name}", self.core.create_namespace, body)
+        api_call(f"create namespace {name}", self.core.create_namespace, body,
+                 **({"dry_run": "All"} if dry_run else {}))
+
+    def quota_counting(self, namespace: str, name: str) -> bool:
+        """Whether a ResourceQuota's usage is known yet: until the quota controller
+        has counted, quota admission refuses every pod ("status unknown for quota")."""
+        quota = api_call(f"read resourcequota {name} in {namespace}", self.core.read_namespaced_resource_quota,
+                         name, namespace)
+        return bool(quota.status and quota.status.hard and quota.status.used is not None)
 
     def delete_namespace(self, name: str, timeout: float) -> list[str]:
         """Delete and wait until gone; returns what remained if the wait timed out."""
@@ -281,15 +293,22 @@ class Kube:
                 "ConfigMap": getattr(self.core, f"{verb}_namespaced_config_map"),
                 "Service": getattr(self.core, f"{verb}_namespaced_service"),
                 "ServiceAccount": getattr(self.core, f"{verb}_namespaced_service_account"),
+                "NetworkPolicy": getattr(self._networking, f"{verb}_namespaced_network_policy"),
+                "ResourceQuota": getattr(self.core, f"{verb}_namespaced_resource_quota"),
+                "LimitRange": getattr(self.core, f"{verb}_namespaced_limit_range"),
                 "Role": getattr(rbac, f"{verb}_namespaced_role"),
                 "RoleBinding": getattr(rbac, f"{verb}_namespaced_role_binding")}
 
-    def create(self, namespace: str, body: dict) -> Any:
+    def create(self, namespace: str, body: dict, dry_run: bool = False) -> Any:
+        """Create an object; a dry run is decided by admission as a real one, and stores nothing."""
         kind, name = body["kind"], body["metadata"]["name"]
         create = self._namespaced("create")[kind]
         with_info = getattr(create.__self__, create.__name__ + "_with_http_info")
         created, _status, headers = api_call(f"create {kind.lower()} {name} in {namespace}", with_info,
-                                             namespace, body, _return_http_data_only=False)
+                                             namespace, body, _return_http_data_only=False,
+                                             **({"dry_run": "All"} if dry_run else {}))
+        if dry_run:
+            return created
         COST[f"{kind.lower()}s_created"] += 1
         # Admission warnings (e.g. Pod Security "would violate ...") come as headers.
         if headers and headers.get("Warning"):

@@ -3,12 +3,14 @@ the reports and, with --pushgateway, pushed to a Pushgateway, so a nightly run
 ends up on the dashboards and alerts operators already have."""
 from __future__ import annotations
 
+import base64
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
-from .records import COULD_NOT_CHECK, ERROR, FAILED, INTERRUPTED, KNOWN_DIVERGENCE, PASSED, Check, ClusterFacts, RunInfo
+from .records import (COULD_NOT_CHECK, ERROR, FAILED, INTERRUPTED, KNOWN_DIVERGENCE, PASSED, Check, ClusterFacts,
+                      RunInfo, without_credentials)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HELD = {PASSED: 1, FAILED: 0, ERROR: 0, INTERRUPTED: 0, KNOWN_DIVERGENCE: 0}  # skipped: no sample
@@ -68,16 +70,24 @@ def exposition(run: RunInfo, cluster: ClusterFacts, checks: list[Check]) -> str:
 def push(url: str, body: str, grouping: dict[str, str], timeout: float = 10.0) -> str:
     """PUT the metrics to a Pushgateway under job=podshare and `grouping`, replacing
     that group's previous push. Returns the URL pushed to; raises OSError with the
-    gateway's answer otherwise."""
+    gateway's answer otherwise. Neither says the URL's credentials (records.without_credentials)."""
     path = "/metrics/job/podshare" + "".join(
         f"/{urllib.parse.quote(k, safe='')}/{urllib.parse.quote(v or 'none', safe='')}" for k, v in grouping.items())
+    parts = urllib.parse.urlsplit(url)
+    headers = {"Content-Type": CONTENT_TYPE}
+    if parts.username is not None:  # user:password@ in the URL: basic auth, and out of the URL itself
+        credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
     target = url.rstrip("/") + path
-    request = urllib.request.Request(target, data=body.encode(), method="PUT", headers={"Content-Type": CONTENT_TYPE})
+    request = urllib.request.Request(target, data=body.encode(), method="PUT", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             answer.read()
     except urllib.error.HTTPError as exc:
-        raise OSError(f"the Pushgateway at {url} refused the metrics: {exc.code} {exc.read()[:300]!r}") from None
+        raise OSError(f"the Pushgateway at {without_credentials(url)} refused the metrics: {exc.code} "
+                      f"{exc.read()[:300]!r}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise OSError(f"could not push to the Pushgateway at {url}: {getattr(exc, 'reason', exc)}") from None
-    return target
+        raise OSError(without_credentials(f"could not push to the Pushgateway at {url}: "
+                                          f"{getattr(exc, 'reason', exc)}")) from None
+    return without_credentials(target)

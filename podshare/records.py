@@ -8,6 +8,7 @@ store spanning podshare versions stays one trend.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
@@ -25,6 +26,13 @@ BROKEN = (FAILED, ERROR, KNOWN_DIVERGENCE)  # the promise was seen not to hold
 
 # Verdicts of the history on a claim.
 NEWLY_FAILING, RECOVERED, FLAKY = "newly failing", "recovered", "flaky"
+
+
+def without_credentials(text: str) -> str:
+    """A URL (or a line holding URLs) with any user and password taken out: a
+    --pushgateway https://user:token@host must not end up in results.json, the
+    nightly's ConfigMaps or the terminal."""
+    return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@", r"\1***@", text)
 
 
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -321,6 +329,17 @@ class RunInfo:
     api_cost: dict[str, float] = field(default_factory=dict)  # requests, execs and objects, in all and per node
     pushgateway: str | None = None  # what became of --pushgateway
     stored: str | None = None  # what the nightly's store left out to fit one ConfigMap
+    # "confined: ...", "unconfined: cluster administrator" or "unconfined: --unconfined (why)"
+    confinement: str | None = None
+
+    def __post_init__(self) -> None:
+        self.pytest_args = [without_credentials(str(a)) for a in self.pytest_args]
+        self.pushgateway = without_credentials(self.pushgateway) if self.pushgateway else self.pushgateway
+
+    def __setattr__(self, name: str, value: Any) -> None:  # run.pushgateway is set after the run
+        if name in ("pushgateway",) and isinstance(value, str):
+            value = without_credentials(value)
+        super().__setattr__(name, value)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunInfo":

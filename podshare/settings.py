@@ -116,6 +116,9 @@ OPTIONS = (
            ("restricted", "baseline", "privileged")),
     Option("--run-role", "PODSHARE_RUN_ROLE", "podshare-run",
            "the ClusterRole a run binds to itself inside the namespace it makes (manifests/rbac.yaml)"),
+    Option("--unconfined", "PODSHARE_UNCONFINED", False,
+           "run even though the admission policy podshare-confinement is not in force for this identity "
+           "(a non-administrator is otherwise stopped at the start; results.json says which)", type=bool),
     Option("--run-id", "PODSHARE_RUN_ID", None, "the run's id (default: time and a random suffix); names and labels use it",
            shown_default="time + random"),
     Option("--pod-timeout", "PODSHARE_POD_TIMEOUT", 120.0, "seconds to wait for a pod to become ready", type=float),
@@ -163,6 +166,7 @@ class Settings:
     known_divergences: str | None
     pod_security: str
     run_role: str
+    unconfined: bool
     run_id: str | None
     pod_timeout: float
     history_dir: str | None

@@ -92,18 +92,25 @@ def _unpack(configmap: Any, name: str) -> bytes | None:
     return plain.encode() if plain is not None else None
 
 
-def fetch(kube: Kube, namespace: str, directory: Path) -> list[str]:
+def fetch(kube: Kube, namespace: str, directory: Path, skipped: list[str] | None = None) -> list[str]:
     """Every stored run into `directory` as a history store (see podshare.history),
-    and the newest run's junit.xml and summary.md beside it; returns the run ids."""
+    and the newest run's junit.xml and summary.md beside it; returns the run ids.
+    A ConfigMap that does not hold a run (unreadable, or an id or start that is not
+    one: anyone with the runner's token can write them) is skipped, and said in
+    `skipped`; nothing is written but under `directory`, by names built here."""
     runs = sorted(kube.list_labelled(namespace, "ConfigMap", f"{LABEL}=run"), key=lambda cm: cm.metadata.name)
     directory.mkdir(parents=True, exist_ok=True)
     ids = []
     for configmap in runs:
-        results = _unpack(configmap, "results.json")
-        if results is None:
+        try:
+            results = _unpack(configmap, "results.json")
+            if results is None:
+                continue
+            path = History.record(directory, json.loads(results))
+        except (ValueError, OSError, EOFError) as exc:  # gzip, base64 and JSON errors are ValueErrors or EOF
+            (skipped if skipped is not None else []).append(f"configmap/{configmap.metadata.name}: {exc}")
             continue
-        History.record(directory, json.loads(results))
-        ids.append(configmap.metadata.name.removeprefix("podshare-run-"))
+        ids.append(path.stem.split("Z-", 1)[1])
     if runs:
         for name in ("junit.xml", "summary.md"):
             content = _unpack(runs[-1], name)

@@ -162,10 +162,42 @@ def confinement(kube):
                 raise
     try:
         _wait_until_confining(kube)
+        _wait_until_fencing(kube)
         yield
     finally:
         for delete, name in reversed(made):
             delete(name)
+
+
+def _wait_until_fencing(kube) -> None:
+    """Likewise for podshare-fence and podshare-quota: each refuses a (dry-run) pod
+    in a fenced namespace that lacks its object, for anyone."""
+    from podshare import fence
+    from podshare.retry import NotYet, wait_until
+    pod = load_manifests("stranger-pod.yaml")[0]
+    pod["metadata"] = {"name": "podshare-fence-check"}
+    made = []
+    try:
+        for lacking, policy in (("NetworkPolicy", "podshare-fence"), ("ResourceQuota", "podshare-quota")):
+            name = f"podshare-fencecheck-{uuid.uuid4().hex[:6]}"
+            kube.create_namespace(name, {**MANAGED_BY, RUN_ID_LABEL: name, **fence.FENCED, **RESTRICTED})
+            made.append(name)
+            for doc in fence.documents():
+                if doc["kind"] != lacking:
+                    kube.create(name, doc)
+
+            def refused(name=name, policy=policy):
+                try:
+                    kube.create(name, pod, dry_run=True)
+                except Exception as exc:  # noqa: BLE001 (a KubeError: the answer is in its text)
+                    if f"admission policy {policy} " in str(exc):
+                        return
+                    raise NotYet(str(exc)) from None
+                raise NotYet(f"a pod was admitted in {name}, which lacks its {lacking}")
+            wait_until(refused, timeout=60, what=f"the policy {policy} to be in force")
+    finally:
+        for name in made:
+            kube.delete_namespace(name, timeout=60)
 
 
 def _wait_until_confining(kube) -> None:

@@ -24,15 +24,18 @@ import urllib3
 import yaml
 from kubernetes import client
 
-from podshare import MANAGED_BY, RUN_ID_LABEL
+from podshare import MANAGED_BY, RUN_ID_LABEL, fence
 from podshare.errors import AccessDenied
+from podshare.fence import FENCED
 from podshare.kube import Kube
 from podshare.manifests import MANIFESTS, load_manifests
 from podshare.nightly import render
+from podshare.manifests import MANIFESTS, load_manifests
+from podshare.retry import NotYet, wait_until
 
-from .conftest import PROJECT, RESTRICTED, rbac, run_suites_as
+from .conftest import PROJECT, RESTRICTED, rbac, run_suites, run_suites_as
 
-RBAC, POLICY, ALLOWED = "refused (RBAC)", "refused (policy)", "allowed"
+RBAC, ALLOWED = "refused (RBAC)", "allowed"
 IDENTITIES = ("nightly runner", "ClusterRole user", "careless binding")
 
 
@@ -106,12 +109,12 @@ def victim(kube):
 def identities(kube, confinement, shipped_roles):
     """The three identities, bound as their README column says."""
     rbac_api = client.RbacAuthorizationV1Api(kube.core.api_client)
-    docs = [d for d in yaml.safe_load_all(render(pull_policy="Never")) if d["kind"] != "CronJob"]
+    docs = [d for d in yaml.safe_load_all(render(pull_policy="Never", runner_by_tag=True)) if d["kind"] != "CronJob"]
     nightly_ns = next(d for d in docs if d["kind"] == "Namespace")["metadata"]["name"]
     kube.create_namespace(nightly_ns, next(d for d in docs if d["kind"] == "Namespace")["metadata"]["labels"])
     bindings = []
     for doc in docs:
-        if doc["kind"] in ("ServiceAccount", "RoleBinding"):
+        if doc["kind"] in ("ServiceAccount", "RoleBinding", "NetworkPolicy", "ResourceQuota", "LimitRange"):
             kube.create(nightly_ns, doc)
         elif doc["kind"] == "ClusterRoleBinding":
             rbac_api.create_cluster_role_binding(doc)
@@ -126,28 +129,93 @@ def identities(kube, confinement, shipped_roles):
                 "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": subject}],
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}})
             bindings.append(name)
+    fence.install(kube, nightly_ns)  # made above from the manifest: waits until its quota counts
     token = kube.service_account_token(nightly_ns, "podshare-runner", 600)
     yield {"nightly runner": Identity(kube, token=token), "ClusterRole user": Identity(kube, user=user),
-           "careless binding": Identity(kube, user=careless)}, nightly_ns
+           "careless binding": Identity(kube, user=careless)}, nightly_ns, user
     for name in bindings:
         rbac_api.delete_cluster_role_binding(name)
     kube.delete_namespace(nightly_ns, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def podshare_namespace(kube, podshare_session):
-    """A namespace labelled as a podshare run's."""
+def make_podshare_namespace(kube, run_id: str, without: str | None = None) -> str:
+    """A namespace labelled as a podshare run's and fenced, with the fence and quota
+    of manifests/fence.yaml, but for the one named by `without` (a kind)."""
     name = f"podshare-confined-{uuid.uuid4().hex[:6]}"
-    kube.create_namespace(name, {**MANAGED_BY, RUN_ID_LABEL: podshare_session.run_id, **RESTRICTED})
+    kube.create_namespace(name, {**MANAGED_BY, RUN_ID_LABEL: run_id, **FENCED, **RESTRICTED})
+    for doc in fence.documents():
+        if doc["kind"] != without:
+            kube.create(name, doc)
+    if without != "ResourceQuota":
+        wait_until(lambda: kube.quota_counting(name, fence.QUOTA) or _not_yet(), timeout=30,
+                   what=f"the quota of {name} to count")
+    return name
+
+
+def _not_yet():
+    raise NotYet("not yet")
+
+
+@pytest.fixture(scope="module")
+def podshare_namespaces(kube, podshare_session, identities):
+    """Three podshare namespaces, where the ClusterRole user holds podshare-run as a
+    run binds it: one as a run makes it (the own namespace of the ClusterRole user and
+    the careless binding), one without the fence, one without the quota."""
+    _, _, user = identities
+    made = {key: make_podshare_namespace(kube, podshare_session.run_id, without)
+            for key, without in (("own", None), ("unfenced", "NetworkPolicy"), ("unquotaed", "ResourceQuota"))}
+    for name in made.values():
+        kube.create(name, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                           "metadata": {"name": "podshare-run"},
+                           "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}],
+                           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                       "name": "podshare-run"}})
+    yield made
+    for name in made.values():
+        kube.delete_namespace(name, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def high_priority(kube):
+    """A PriorityClass above every pod's 0, as a cluster may have."""
+    api = client.SchedulingV1Api(kube.core.api_client)
+    name = f"podshare-test-high-{uuid.uuid4().hex[:6]}"
+    api.create_priority_class({"metadata": {"name": name}, "value": 1000000})
     yield name
-    kube.delete_namespace(name, timeout=120)
+    api.delete_priority_class(name)
 
 
-def attempts(victim: str, nightly_ns: str, ours_ns: str) -> dict[str, tuple]:
-    """The README's actions as requests: (method, path, body, content type). Writes are
-    dry runs: admission still decides them, and a wrong answer harms nothing."""
-    ours = f"podshare-{uuid.uuid4().hex[:8]}"
-    labels = {**MANAGED_BY, RUN_ID_LABEL: "x", **RESTRICTED}
+def pod(**spec) -> dict:
+    """A restricted probe pod as podshare starts them (no token), with `spec` on top."""
+    body = load_manifests("stranger-pod.yaml")[0]
+    body["metadata"] = {"name": "x"}
+    body["spec"].update(spec)
+    return body
+
+
+def service(**spec) -> dict:
+    return {"metadata": {"name": "x"}, "spec": {"selector": {"a": "b"}, "ports": [{"port": 80}], **spec}}
+
+
+A_YEAR = 365 * 24 * 3600
+
+
+def attempts(victim: str, nightly_ns: str, ns: dict[str, str], priority: str) -> dict[str, tuple]:
+    """The README's actions as requests: (method, path, body, content type); "{own}"
+    in a path is the identity's own namespace (the nightly's for its runner, a run's
+    for the others). Writes are dry runs: admission still decides them, and a wrong
+    answer harms nothing."""
+    run_id = uuid.uuid4().hex[:8]
+    ours = f"podshare-{run_id}"
+    labels = {**MANAGED_BY, RUN_ID_LABEL: run_id, **FENCED, **RESTRICTED}
+
+    def namespace(name: str = ours, more_labels: dict | None = None, **metadata) -> tuple:
+        body = {"metadata": {"name": name, "labels": {**labels, **(more_labels or {})}, **metadata}}
+        return "POST", "/api/v1/namespaces?dryRun=All", body
+    rbac_path = "/apis/rbac.authorization.k8s.io/v1/namespaces"
+    own_pods, own_services = "/api/v1/namespaces/{own}/pods?dryRun=All", "/api/v1/namespaces/{own}/services?dryRun=All"
+    token_volume = {"name": "token", "projected": {"sources": [{"serviceAccountToken": {
+        "path": "token", "expirationSeconds": A_YEAR}}]}}
     return {
         "exec into a pod of another namespace": ("POST", f"/api/v1/namespaces/{victim}/pods/app/exec"
                                                  "?command=true&stdout=true&container=stranger", None),
@@ -157,47 +225,88 @@ def attempts(victim: str, nightly_ns: str, ours_ns: str) -> dict[str, tuple]:
                                                   {"name": "x", "image": "x"}]}}),
         "read a ConfigMap of another namespace": ("GET", f"/api/v1/namespaces/{victim}/configmaps/settings", None),
         "delete a namespace that is not podshare's": ("DELETE", f"/api/v1/namespaces/{victim}?dryRun=All", None),
+        "delete the nightly's namespace": ("DELETE", f"/api/v1/namespaces/{nightly_ns}?dryRun=All", None),
         "label-forge a namespace (add podshare's labels)": (
             "PATCH", f"/api/v1/namespaces/{victim}?dryRun=All",
-            {"metadata": {"labels": {**MANAGED_BY, RUN_ID_LABEL: "forged"}}}, "application/merge-patch+json"),
+            {"metadata": {"labels": {**MANAGED_BY, RUN_ID_LABEL: "forged", **FENCED}}}, "application/merge-patch+json"),
         "create a namespace without podshare's labels": ("POST", "/api/v1/namespaces?dryRun=All",
                                                          {"metadata": {"name": ours}}),
-        "create a podshare namespace with privileged Pod Security": (
-            "POST", "/api/v1/namespaces?dryRun=All",
-            {"metadata": {"name": ours, "labels": {**labels, "pod-security.kubernetes.io/enforce": "privileged"}}}),
-        "create a podshare namespace (restricted)": ("POST", "/api/v1/namespaces?dryRun=All",
-                                                     {"metadata": {"name": ours, "labels": labels}}),
+        "create a podshare namespace with privileged Pod Security": namespace(
+            more_labels={"pod-security.kubernetes.io/enforce": "privileged"}),
+        "create a podshare namespace with Pod Security enforce-version v1.0": namespace(
+            more_labels={"pod-security.kubernetes.io/enforce-version": "v1.0"}),
+        "create a podshare namespace not named podshare-<run id>": namespace("kube-public-podshare"),
+        "create a podshare namespace with a label that is not podshare's": namespace(more_labels={"team": "payments"}),
+        "create a podshare namespace with a finalizer": namespace(finalizers=["example.com/hold"]),
+        "create a podshare namespace (restricted)": namespace(),
         "bind podshare-run to someone else in a podshare namespace": (
-            "POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ours_ns}/rolebindings?dryRun=All",
+            "POST", f"{rbac_path}/{ns['own']}/rolebindings?dryRun=All",
             {"metadata": {"name": "x"}, "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io",
                                                       "name": "mallory"}],
              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "podshare-run"}}),
         "create a pod in the nightly's namespace": ("POST", f"/api/v1/namespaces/{nightly_ns}/pods?dryRun=All",
-                                                    load_manifests("stranger-pod.yaml")[0]),
+                                                    pod()),
+        "start a pod as the nightly runner's ServiceAccount with a year-long token": (
+            "POST", f"/api/v1/namespaces/{nightly_ns}/pods?dryRun=All",
+            pod(serviceAccountName="podshare-runner", volumes=[*pod()["spec"]["volumes"], token_volume])),
+        "start a pod that mounts its ServiceAccount's token": ("POST", own_pods, pod(automountServiceAccountToken=True)),
+        "start a pod with a priorityClassName above 0": ("POST", own_pods, pod(priorityClassName=priority)),
+        "start a pod on a node of its choosing (nodeName)": ("POST", own_pods, pod(nodeName="podshare-no-such-node")),
+        "start a pod in a podshare namespace without its fence": (
+            "POST", f"/api/v1/namespaces/{ns['unfenced']}/pods?dryRun=All", pod()),
+        "start a pod in a podshare namespace without its quota": (
+            "POST", f"/api/v1/namespaces/{ns['unquotaed']}/pods?dryRun=All", pod()),
+        "start a pod as podshare does, in its own namespace": ("POST", own_pods, pod()),
+        "create a Service with externalIPs (CVE-2020-8554)": ("POST", own_services,
+                                                               service(externalIPs=["203.0.113.7"])),
+        "create a Service of type LoadBalancer": ("POST", own_services, service(type="LoadBalancer")),
+        "create a Service of type ExternalName": ("POST", own_services,
+                                                  {"metadata": {"name": "x"}, "spec": {
+                                                      "type": "ExternalName", "externalName": "example.com"}}),
+        "create a NodePort Service on a node port of its choosing": (
+            "POST", own_services, service(type="NodePort", ports=[{"port": 80, "nodePort": 30080}])),
+        "create the reverse-proxy pattern's NodePort Service": ("POST", own_services, service(type="NodePort")),
+        "create a NetworkPolicy that opens egress": (
+            "POST", "/apis/networking.k8s.io/v1/namespaces/{own}/networkpolicies?dryRun=All",
+            {"metadata": {"name": "podshare-fence"}, "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                                                              "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}}),
+        "delete its namespace's fence": (
+            "DELETE", "/apis/networking.k8s.io/v1/namespaces/{own}/networkpolicies/podshare-fence?dryRun=All", None),
+        "delete its namespace's quota": ("DELETE", "/api/v1/namespaces/{own}/resourcequotas/podshare-quota?dryRun=All",
+                                         None),
+        "create a ConfigMap with a finalizer": ("POST", "/api/v1/namespaces/{own}/configmaps?dryRun=All",
+                                                {"metadata": {"name": "x", "finalizers": ["example.com/hold"]}}),
     }
 
 
-def answer_of(status: int, message: str) -> str:
-    if status == 403 and "ValidatingAdmissionPolicy 'podshare-confinement'" in message:
-        return POLICY
+def answer_of(method: str, path: str, status: int, message: str) -> str:
+    """The refusing layer, in the README's words: RBAC, or the admission policy by name."""
+    policy = re.search(r"ValidatingAdmissionPolicy '(podshare-[a-z-]+)'", message)
+    if status in (403, 422) and policy:  # 422: a parameter not found (no fence, no quota)
+        return f"refused ({policy[1]})"
     if status == 403 and re.search(r'cannot \w+ resource "', message):
         return RBAC
-    return ALLOWED if status < 300 or status == 400 else f"{status}: {message}"  # 400: exec let through, not upgraded
+    if status < 300 or (status == 400 and path.split("?")[0].endswith("/exec")):  # exec let through, not upgraded
+        return ALLOWED
+    return f"{status}: {message}"
 
 
-def test_the_identity_can_do_exactly_what_the_readme_says(identities, victim, podshare_namespace):
+def test_the_identity_can_do_exactly_what_the_readme_says(identities, victim, podshare_namespaces, high_priority):
     """Every action of the README's table as every identity: the API's answer is
     the table's, and a refusal carries the API's reason (RBAC names verb and
-    resource; the policy names itself and why)."""
+    resource; a policy names itself and why)."""
     expected = readme_table()
-    by_name, nightly_ns = identities
-    tried = attempts(victim, nightly_ns, podshare_namespace)
+    by_name, nightly_ns, _ = identities
+    tried = attempts(victim, nightly_ns, podshare_namespaces, high_priority)
     assert set(expected) == set(tried), set(expected) ^ set(tried)
+    own = {"nightly runner": nightly_ns, "ClusterRole user": podshare_namespaces["own"],
+           "careless binding": podshare_namespaces["own"]}
     seen, messages = {}, {}
     for action, (method, path, body, *content_type) in tried.items():
         for name, identity in by_name.items():
-            status, message = identity.request(method, path, body, *content_type)
-            seen[action, name] = answer_of(status, message)
+            where = path.replace("{own}", own[name])
+            status, message = identity.request(method, where, body, *content_type)
+            seen[action, name] = answer_of(method, where, status, message)
             messages[action, name] = message
     wrong = {key: (got, expected[key[0]][key[1]], messages[key]) for key, got in seen.items()
              if got != expected[key[0]][key[1]]}
@@ -232,7 +341,7 @@ def test_no_probe_or_pattern_pod_mounts_an_api_token():
 
 
 def test_the_nightly_runner_mounts_a_short_lived_token_only():
-    docs = list(yaml.safe_load_all(render()))
+    docs = list(yaml.safe_load_all(render(runner_by_tag=True)))
     pod = next(d for d in docs if d["kind"] == "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     sources = next(v for v in pod["volumes"] if v["name"] == "api-token")["projected"]["sources"]
@@ -267,3 +376,73 @@ def test_gc_as_the_confined_identity_removes_podshare_orphans_and_nothing_else(a
     finally:
         for name in [orphan, *decoys]:
             kube.delete_namespace(name, timeout=60)
+
+
+def test_the_quota_the_policy_demands_is_the_quota_a_run_makes():
+    """podshare-quota refuses pods unless the namespace's quota bounds each resource
+    at most as manifests/fence.yaml does: the two lists are one."""
+    caps = next(v["expression"] for v in rbac("podshare-quota")["spec"]["variables"] if v["name"] == "caps")
+    demanded = dict(re.findall(r"'([a-z.-]+)': '([0-9A-Za-z]+)'", caps))
+    made = next(d for d in fence.documents() if d["kind"] == "ResourceQuota")["spec"]["hard"]
+    assert demanded == {k: str(v) for k, v in made.items()}
+
+
+def test_the_nightly_manifest_names_its_runner_by_digest():
+    """A tag can be moved to an image that then runs with the runner's rights."""
+    with pytest.raises(ValueError, match="by digest"):
+        render(images={"runner": "registry.example/podshare/runner:0.1.0"})
+    pinned = "registry.example/podshare/runner@sha256:" + "0" * 64
+    docs = list(yaml.safe_load_all(render(images={"runner": pinned})))
+    cronjob = next(d for d in docs if d["kind"] == "CronJob")
+    assert cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] == pinned
+    namespace = next(d for d in docs if d["kind"] == "Namespace")
+    assert namespace["metadata"]["labels"][fence.FENCED_LABEL] == "true"
+    assert {d["kind"] for d in docs if d["metadata"].get("namespace") == namespace["metadata"]["name"]} >= {
+        "NetworkPolicy", "ResourceQuota", "LimitRange"}
+
+
+def unmarked(account) -> None:
+    """The account's ClusterRoles without podshare's mark: for it, the policy is not in force."""
+    for copy in (account.cluster_role_name, account.run_role):
+        account.set_rules(copy, [r for r in account.shipped_rules(copy) if r["apiGroups"] != ["podshare.io"]])
+
+
+def test_a_run_the_policy_does_not_confine_stops_unless_unconfined(account, tmp_path):
+    """A non-administrator for whom the policy is not in force (here: its mark is
+    missing; alike for a missing policy or binding) stops at the start with one
+    line; with --unconfined it runs, and results.json says so."""
+    account.bind_cluster_role()
+    unmarked(account)
+    claim = ("-k", "test_hostname_is_the_pod_name_in_every_container")
+    stopped = run_suites_as(*account.options(), "--reports-dir", str(tmp_path / "stopped"), *claim, timeout=300)
+    assert stopped.returncode == 2, stopped.stdout[-2000:]
+    line = "the confinement is not in force for system:serviceaccount:"
+    assert line in stopped.stdout, stopped.stdout[-2000:]
+    assert "was not refused by the admission policy podshare-confinement" in stopped.stdout
+    ran = run_suites_as(*account.options(), "--unconfined", "--reports-dir", str(tmp_path / "ran"), *claim,
+                        timeout=300)
+    results = json.loads((tmp_path / "ran" / "results.json").read_text())
+    assert ran.returncode == 0, ran.stdout[-2000:]
+    assert results["run"]["confinement"].startswith("unconfined: --unconfined (a dry-run namespace without")
+
+
+def test_an_administrators_run_is_recorded_as_such_and_fences_its_namespace(kube, confinement, tmp_path):
+    """CI's runs are an administrator's: they run, say so, and their namespace is
+    fenced like anyone's (labelled, the fence, the quota and the limits, before any pod)."""
+    run_id = f"fenced-{uuid.uuid4().hex[:8]}"
+    name = f"podshare-{run_id}"
+    try:
+        run = run_suites("--run-id", run_id, "--keep", "always", "--reports-dir", str(tmp_path),
+                         "-k", "test_hostname_is_the_pod_name_in_every_container", timeout=300)
+        assert run.returncode == 0, run.stdout[-2000:]
+        assert json.loads((tmp_path / "results.json").read_text())["run"]["confinement"] == \
+            "unconfined: cluster administrator"
+        assert kube.core.read_namespace(name).metadata.labels[fence.FENCED_LABEL] == "true"
+        made = {(d["kind"], d["metadata"]["name"]) for d in fence.documents()}
+        networking = client.NetworkingV1Api(kube.core.api_client)
+        found = {("NetworkPolicy", p.metadata.name) for p in networking.list_namespaced_network_policy(name).items}
+        found |= {("ResourceQuota", q.metadata.name) for q in kube.core.list_namespaced_resource_quota(name).items}
+        found |= {("LimitRange", r.metadata.name) for r in kube.core.list_namespaced_limit_range(name).items}
+        assert found == made
+    finally:
+        kube.delete_namespace(name, timeout=120)

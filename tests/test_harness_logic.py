@@ -719,7 +719,7 @@ LAYERS = [
     {"plugin", "fixtures", "session", "dimensions", "claim_diagnosis", "outcomes", "recovery", "controller",
      "run_end", "junit", "settings", "options_doc", "cli", "nightly", "__main__"},
     {"cluster", "factory", "pods", "manifests", "waits", "verbs", "channel", "disruption", "delivery",
-     "unpack_probes", "gc", "images", "store"},
+     "unpack_probes", "gc", "images", "store", "confinement", "fence"},
     {"kube", "errors", "retry", "evidence"},
     {"report", "findings", "common_causes", "markdown_report", "html_report", "known_divergences", "signatures",
      "metrics", "history"},

@@ -98,3 +98,53 @@ def test_a_pushgateway_that_cannot_be_reached_is_said_not_hidden(tmp_path):
     results = run(tmp_path / "r", "--pushgateway", url)
     assert results["run"]["pushgateway"].startswith(f"NOT pushed: could not push to the Pushgateway at {url}")
     assert {c["outcome"] for c in results["checks"]} == {"passed"}
+
+
+def test_a_store_name_is_built_only_from_a_valid_run_id_and_start(tmp_path):
+    """History.record names a file by the run's start (parsed) and id (checked):
+    anything else is not a run, and nothing is written."""
+    from podshare.history import History, store_name
+    good = {"run": {"id": "20261129-000000-abcdef", "started_at": "2026-11-29T01:02:03+01:00"}, "checks": []}
+    assert store_name(good) == "2026-11-29T000203Z-20261129-000000-abcdef.json"
+    for run_id, started in (("/etc/passwd", "2026-11-29T00:00:00+00:00"), ("..", "2026-11-29T00:00:00+00:00"),
+                            ("a/b", "2026-11-29T00:00:00+00:00"), ("ok-id", "../../x"), ("ok-id", "2026-11-29"),
+                            ("ok-id", None), (None, "2026-11-29T00:00:00+00:00"), ("UPPER", "2026-11-29T00:00:00Z")):
+        with pytest.raises(ValueError, match="not a run"):
+            History.record(tmp_path / "store", {"run": {"id": run_id, "started_at": started}, "checks": []})
+    assert list((tmp_path / "store").iterdir()) == []
+
+
+def test_pushgateway_credentials_are_sent_but_never_recorded(tmp_path):
+    """A --pushgateway URL with user:password@: the gateway gets basic auth; the
+    report's pytest args, its run.pushgateway and the error say no password."""
+    import http.server
+    import threading
+    from podshare.metrics import push
+    from podshare.records import RunInfo
+    seen = {}
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):
+            seen["auth"] = self.headers.get("Authorization")
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(401 if seen.get("refuse") else 200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+    server = http.server.HTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://ops:s3cret@127.0.0.1:{server.server_port}"
+    try:
+        pushed = push(url, "x 1\n", {"context": "c"})
+        assert seen["auth"] == "Basic b3BzOnMzY3JldA=="  # ops:s3cret
+        seen["refuse"] = True
+        with pytest.raises(OSError) as refused:
+            push(url, "x 1\n", {"context": "c"})
+    finally:
+        server.shutdown()
+    run = RunInfo(id="r", pytest_args=["--pushgateway", url, f"--pushgateway={url}"])
+    run.pushgateway = "pushed to " + pushed
+    recorded = json.dumps(run.to_json()) + str(refused.value)
+    assert "s3cret" not in recorded and "ops:" not in recorded, recorded
+    assert f"http://***@127.0.0.1:{server.server_port}" in run.pytest_args

@@ -9,7 +9,8 @@ import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from podshare import MANAGED_BY, RUN_ID_LABEL
+from podshare import MANAGED_BY, RUN_ID_LABEL, fence
+from podshare.fence import FENCED
 
 from .conftest import RESTRICTED, rbac, run_suites_as
 
@@ -33,8 +34,9 @@ def test_with_namespace_the_role_alone_suffices(account, kube, podshare_session,
     """No ClusterRole at all: podshare-run bound in the given namespace runs every
     suite; only the optional node facts are missing from the report."""
     target = f"podshare-rbac-target-{uuid.uuid4().hex[:6]}"
-    kube.create_namespace(target, {**MANAGED_BY, RUN_ID_LABEL: podshare_session.run_id, **RESTRICTED})
+    kube.create_namespace(target, {**MANAGED_BY, RUN_ID_LABEL: podshare_session.run_id, **FENCED, **RESTRICTED})
     try:
+        fence.install(kube, target)  # what an administrator does for a namespace given to --namespace
         account.bind_run_role_in(target)
         reports = tmp_path / "reports"
         run = run_suites_as(*account.options(), "--namespace", target,
@@ -54,8 +56,8 @@ def test_with_namespace_the_role_alone_suffices(account, kube, podshare_session,
 # without them a run still passes, with less in its reports. (role, resource, verb)
 OPTIONAL = {
     ("podshare", "namespaces", "list"): "podshare gc finds orphaned run namespaces by label",
-    ("podshare", "confinement", "confined"): "not a permission: the mark by which the admission policy confines "
-                                             "the identity (without it the run passes, unconfined)",
+    ("podshare-run", "confinement", "confined"): "not a permission: the mark where only podshare-run is bound "
+                                                 "(the nightly, --namespace); here podshare's mark covers it",
     ("podshare-run", "namespaces", "get"): "--namespace checks the namespace exists (generated namespaces are "
                                            "read through the ClusterRole podshare)",
     ("podshare-run", "pods", "list"): "podshare gc; and naming the pods left when a namespace outlives its "
@@ -109,6 +111,8 @@ def what_the_run_said(run, reports) -> str:
 def names_the_403(said: str, resource: str, verb: str) -> bool:
     if (resource, verb) == ("clusterroles", "bind"):  # RBAC's escalation check names the permissions, not bind
         return "is attempting to grant RBAC permissions not currently held" in said
+    if (resource, verb) == ("confinement", "confined"):  # no 403: the run stops, as it must, unconfined
+        return "the confinement is not in force for" in said
     if resource == "pods/exec":  # the API names no verb for a refused websocket upgrade; podshare names both
         return 'cannot create or get resource "pods/exec"' in said
     return f'cannot {verb} resource "{resource}"' in said

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from podshare import RUN_ID_LABEL
+from podshare import RUN_ID_LABEL, fence
 from podshare.nightly import render
 
 from .conftest import PROJECT, rbac
@@ -34,7 +34,7 @@ def nightly(kube, confinement):
     """The rendered nightly manifests applied (and the ClusterRoles they bind), removed afterwards."""
     images = {"runner": os.environ["PODSHARE_RUNNER_IMAGE"], "probe": os.environ.get("PODSHARE_PROBE_IMAGE"),
               "nginx": os.environ["PODSHARE_NGINX_IMAGE"]}
-    docs = list(yaml.safe_load_all(render(images=images, pull_policy="Never")))
+    docs = list(yaml.safe_load_all(render(images=images, pull_policy="Never", runner_by_tag=True)))
     core, rbac_api, batch = kube.core, client.RbacAuthorizationV1Api(kube.core.api_client), client.BatchV1Api(
         kube.core.api_client)
     made_roles = []
@@ -48,10 +48,12 @@ def nightly(kube, confinement):
               "ServiceAccount": lambda d: core.create_namespaced_service_account(NAMESPACE, d),
               "RoleBinding": lambda d: rbac_api.create_namespaced_role_binding(NAMESPACE, d),
               "ClusterRoleBinding": lambda d: rbac_api.create_cluster_role_binding(d),
-              "CronJob": lambda d: batch.create_namespaced_cron_job(NAMESPACE, d)}
+              "CronJob": lambda d: batch.create_namespaced_cron_job(NAMESPACE, d),
+              **{kind: lambda d: kube.create(NAMESPACE, d) for kind in ("NetworkPolicy", "ResourceQuota", "LimitRange")}}
     assert {d["kind"] for d in docs} == set(create), "the nightly manifest's kinds changed: apply them here too"
     for doc in docs:
         create[doc["kind"]](doc)
+    fence.install(kube, NAMESPACE)  # made above: waits until the quota counts
     cronjob = next(d for d in docs if d["kind"] == "CronJob")
     yield cronjob, batch
     for doc in docs:

@@ -96,3 +96,35 @@ def test_the_api_refuses_a_configmap_over_its_limit(kube, store_namespace):
     with pytest.raises(KubeError) as refused:
         kube.create(store_namespace, body)
     assert refused.value.status == 422 and "may not be more than 1048576 bytes" in str(refused.value)
+
+
+FORGED_RUNS = {  # run.id, run.started_at: what a forged report says, to make fetch write elsewhere
+    "absolute": ("/tmp/podshare-forged-absolute", "2026-11-29T00:00:00+00:00"),
+    "parent": ("../../../escaped", "2026-11-29T00:00:00+00:00"),
+    "start-parent": ("forged-start", "../../../../tmp/podshare-forged-start"),
+    "odd": ("run\nid;$(reboot)", "2026-11-29T00:00:00+00:00"),
+    "no-zone": ("forged-zone", "2026-11-29T00:00:00"),
+    "not-a-string": (["a"], 5),
+}
+
+
+def test_fetch_writes_nothing_outside_its_directory_whatever_a_forged_report_says(kube, store_namespace, tmp_path):
+    """The runner's token can create ConfigMaps: reports whose run id or start would
+    name a path elsewhere (absolute, '..', odd characters) are skipped and named;
+    an honest one beside them is fetched; nothing is written but in the directory."""
+    def stored(name: str, run: dict) -> None:
+        results = json.dumps({"run": run, "checks": []}).encode()
+        kube.create(store_namespace, {"apiVersion": "v1", "kind": "ConfigMap",
+                                      "metadata": {"name": f"podshare-run-{name}", "labels": {store.LABEL: "run"}},
+                                      "binaryData": {"results.json.gz": store._gz(results)}})
+    for name, (run_id, started) in FORGED_RUNS.items():
+        stored(name, {"id": run_id, "started_at": started})
+    stored("honest", {"id": "20261129-000000-abcdef", "started_at": "2026-11-29T00:00:00+00:00"})
+    target = tmp_path / "deep" / "down" / "fetched"
+    skipped: list[str] = []
+    assert store.fetch(kube, store_namespace, target, skipped) == ["20261129-000000-abcdef"]
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == [
+        "deep/down/fetched/2026-11-29T000000Z-20261129-000000-abcdef.json"]
+    assert not list(Path("/tmp").glob("podshare-forged-*"))
+    assert sorted(line.split(":", 1)[0] for line in skipped) == sorted(
+        f"configmap/podshare-run-{name}" for name in FORGED_RUNS)
