@@ -65,6 +65,11 @@ def fingerprint(*parts: bytes | str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def run_out(*cmd: str | Path) -> str:
+    """A command's standard output, stripped (its standard error passes through)."""
+    return subprocess.run([str(c) for c in cmd], check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+
+
 def run(*cmd: str | Path, **kw) -> None:
     subprocess.run([str(c) for c in cmd], check=True, **kw)
 
@@ -76,7 +81,7 @@ def debian_rootfs(suite: str, packages: list[str]) -> Path:
         return target
     shutil.rmtree(target, ignore_errors=True)
     print(f"mmdebstrap {suite} {' '.join(packages)}", file=sys.stderr)
-    run("mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(packages)}",
+    run("mmdebstrap", "--quiet", "--variant=minbase", *([f"--include={','.join(packages)}"] if packages else []),
         "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
         "--dpkgopt=path-exclude=/usr/share/locale/*", suite, target)
     (target / ".complete").touch()
@@ -231,6 +236,22 @@ def nginx_image(ref: str, suite: str) -> Path:
     })
 
 
+def local_path_image(ref: str, suite: str) -> Path:
+    """rancher's local-path-provisioner on a minimal Debian (its helper pods need sh,
+    mkdir and rm: the same image serves them)."""
+    binary = Path(run_out(HERE / "build-local-path.sh"))
+    out = CACHE / f"local-path-{fingerprint(suite, binary.read_bytes(), Path(__file__), ref)}.tar"
+    if out.exists():
+        return out
+    rootfs = debian_rootfs(suite, [])
+
+    def fill(layer):
+        _add_tree(layer, rootfs, "")
+        layer.add(binary, arcname="usr/bin/local-path-provisioner")
+    return oci_archive(ref, out, fill, {"Entrypoint": ["local-path-provisioner"],
+                                        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]})
+
+
 RUNNER_SOURCES = ("podshare", "suites", "manifests", "probes", "pyproject.toml")  # what podshare's wheel is made of
 
 
@@ -238,7 +259,8 @@ def build_all() -> list[Path]:
     env = read_env()
     suite = env["DEBIAN_SUITE"]
     return [pause_image(env["PAUSE_IMAGE"]), python_base(suite), probe_image(env["PROBE_IMAGE"], suite),
-            nginx_image(env["NGINX_IMAGE"], suite), runner_image(env["RUNNER_IMAGE"], suite)]
+            nginx_image(env["NGINX_IMAGE"], suite), runner_image(env["RUNNER_IMAGE"], suite),
+            local_path_image(env["LOCAL_PATH_IMAGE"], suite)]
 
 
 def node_names(ref: str) -> list[str]:

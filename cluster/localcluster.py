@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import workers
+from . import addons, workers
 from .components import component_argv, kubernetes_bindirs
 from .configs import write_configs
 from .images import read_env
@@ -196,7 +196,11 @@ def up(args) -> int:
                 "metadata": {"name": name}, "handler": handler})
             if code not in (200, 201):
                 raise ClusterError(f"creating RuntimeClass {name}: HTTP {code}")
-    except (ClusterError, subprocess.CalledProcessError, OSError) as exc:
+        # the default StorageClass: rancher's local-path provisioner, its volumes under the state
+        (STATE / "local-path").mkdir(exist_ok=True)
+        addons.apply(HERE / "local-path.yaml", {"LOCAL_PATH_IMAGE": images["LOCAL_PATH_IMAGE"],
+                                                "LOCAL_PATH_DIR": str(STATE / "local-path")}, https_get)
+    except (ClusterError, addons.AddonError, subprocess.CalledProcessError, OSError) as exc:
         print(f"podshare cluster: up failed: {exc}", file=sys.stderr)
         if not args.keep_on_failure:
             teardown()

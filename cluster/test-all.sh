@@ -3,7 +3,8 @@
 # reports in reports/<step>; fails if any step does:
 #  1. nodes: every claim on every node, the three pools side by side (the
 #     sandboxed pool tolerated, with its known divergences), with the default
-#     probe image (the public Python image, probes delivered by the run);
+#     probe image (the public Python image, probes delivered by the run), every
+#     volume claim also on a PVC of the local-path StorageClass;
 #  2. matrix: the three RuntimeClasses on the first node (containerd 1.6, kubelet
 #     1.35), side by side; matrix-current: the same on the current pool's node
 #     (containerd 2.4, runc 1.5, kubelet 1.37);
@@ -30,7 +31,7 @@ offline_pid=$!
 known=cluster/gvisor-known-divergences.yaml
 first_node=$(hostname | tr '[:upper:]' '[:lower:]')
 .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/nodes \
-  --all-nodes --tolerate sandbox.gke.io/runtime --known-divergences "$known" "$@" || rc=1
+  --all-nodes --tolerate sandbox.gke.io/runtime --storage-class local-path --known-divergences "$known" "$@" || rc=1
 .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix --node "$first_node" \
   --runtime-class runc --runtime-class crun --runtime-class gvisor --known-divergences "$known" "$@" || rc=1
 current_node=$(.venv/bin/python -c 'from podshare.kube import Kube

@@ -66,7 +66,7 @@ def before_the_claim(ps: PodshareSession, item: pytest.Item) -> str | None:
                                  None)
         return f"could not check: {outside.start_failure}"
     for value in getattr(item, "funcargs", {}).values():
-        for candidate in (value.values() if isinstance(value, dict) else [value]):
+        for candidate in (value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else [value]):
             failure = getattr(candidate, "start_failure", None)
             if isinstance(failure, str):
                 ev = item.stash.get(EVIDENCE, None)

@@ -15,7 +15,7 @@ from .fence import FENCED
 from .kube import Kube
 from .pods import Pod
 from .records import ClusterFacts, NodeFacts
-from .retry import GaveUp
+from .retry import GaveUp, NotYet, wait_until
 
 
 DISRUPTED_WAIT = 5.0  # seconds to wait for the namespace to go when a node or the API is disrupted
@@ -93,6 +93,7 @@ class Cluster:
         self.pods: list[Pod] = []  # every pod this run created, for diagnostics
         self.leftovers: list[str] = []
         self.confinement: str | None = None  # whether the admission policy confines this run (run.confinement)
+        self.warnings_seen: list[str] = []  # what the run could not check of itself, for the report
         # The running test's evidence: the pod layer records each verb into it.
         self.evidence = EvidenceSlot()
         self.disruptions = Disruptions()  # what moved under the run: its pods are not used again
@@ -118,7 +119,7 @@ class Cluster:
     @property
     def warnings(self) -> list[str]:
         """Admission warnings the API sent (e.g. Pod Security "would violate")."""
-        return self._kube.warnings if isinstance(self._kube, Kube) else []
+        return (self._kube.warnings if isinstance(self._kube, Kube) else []) + self.warnings_seen
 
     def labels(self) -> dict[str, str]:
         return {**MANAGED_BY, RUN_ID_LABEL: self.run_id}
@@ -317,6 +318,27 @@ class Cluster:
         left = self.kube.delete_namespace(self.namespace, timeout=DISRUPTED_WAIT if disrupted else timeout)
         self.leftovers += [f"{what} (deleted, not seen gone: {disrupted[0].cause})" if disrupted else what
                            for what in left]
+        if self.facts.storage_classes and not disrupted:
+            self.leftovers += self._volumes_left(timeout)
+
+    def _volumes_left(self, timeout: float) -> list[str]:
+        """The PersistentVolumes of the run's claims, which their StorageClass's
+        provisioner deletes after the claims go (reclaimPolicy Delete): each still
+        there after `timeout` is a leftover. Listing them is cluster-scoped: a run
+        that may not, says so instead."""
+        namespace = self.namespace
+
+        def gone():
+            left = self.kube.volumes_claimed_in(namespace)
+            if left:
+                raise NotYet(f"{len(left)} PersistentVolumes of {namespace} remain: {', '.join(left)}")
+        try:
+            wait_until(gone, timeout=timeout, what=f"the PersistentVolumes of {namespace} to be deleted")
+        except AccessDenied:
+            self.warnings_seen.append("the run's PersistentVolumes could not be listed (no right to): not checked gone")
+        except (GaveUp, KubeError) as exc:
+            return [f"persistentvolumes of {namespace} (their provisioner did not delete them: {exc})"]
+        return []
 
     # ------------------------------------------------------------ disruptions
     def diagnose(self, pods: list[Pod], pod_level: bool = True) -> Disruption | None:

@@ -120,6 +120,6 @@ def with_volume_claim(manifest: dict, kind: str, run_id: str) -> dict:
     name = volume_id(kind)
     body["spec"].setdefault("volumes", []).append({"name": name, "ephemeral": {"volumeClaimTemplate": {
         "metadata": {"labels": {**MANAGED_BY, RUN_ID_LABEL: run_id}}, "spec": spec}}})
-    for c in body["spec"]["containers"]:
-        c.setdefault("volumeMounts", []).append({"name": name, "mountPath": volume_path(kind)})
+    for c in body["spec"]["containers"]:  # a new list each: YAML aliases share the template's between containers
+        c["volumeMounts"] = [*c.get("volumeMounts", []), {"name": name, "mountPath": volume_path(kind)}]
     return body

@@ -78,11 +78,12 @@ def outside_the_promise(pod) -> bool:
         for cs in (pod.status.init_container_statuses or []) + (pod.status.container_statuses or []))
 
 
-def unbound_claims(kube: Kube, pod) -> str:
-    """For a pod that cannot be scheduled: its generic ephemeral volumes' claims
-    and what their events say (a StorageClass that does not exist, a provisioner
-    that failed), so the line names the class and why; "" where it has none."""
-    said = []
+def unbound_claims(kube: Kube, pod) -> tuple[str, bool]:
+    """For a pod that cannot be scheduled yet: its generic ephemeral volumes'
+    claims and what their events say, so a line names the class and why ("" where
+    it has none); and whether one is refused for good (its StorageClass does not
+    exist), not merely still being provisioned."""
+    said, refused = [], False
     for v in pod.spec.volumes or []:
         if not v.ephemeral:
             continue
@@ -92,9 +93,17 @@ def unbound_claims(kube: Kube, pod) -> str:
             events = [r["message"] for r in kube.event_records(pod.metadata.namespace, name)]
         except KubeError:  # listing events is optional (RBAC)
             events = []
+        refused = refused or any("storageclass" in e and "not found" in e for e in events)
         said.append(f"PersistentVolumeClaim {name} of StorageClass {storage_class} is not bound"
                     + (f" ({'; '.join(dict.fromkeys(events))})" if events else " (no events)"))
-    return "; ".join(said)
+    return "; ".join(said), refused
+
+
+def claims_pending(pod) -> bool:
+    """The scheduler holds the pod for its volume claims (made, bound or provisioned
+    after the pod exists): a wait, not yet a verdict."""
+    return any(v.ephemeral or v.persistent_volume_claim for v in pod.spec.volumes or []) and any(
+        c.type == "PodScheduled" and c.status == "False" for c in pod.status.conditions or [])
 
 
 def not_ready_containers(pod) -> list[str]:
@@ -148,9 +157,13 @@ def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, conditio
             disruptions.check(pod.metadata.uid, pod.spec.node_name)
         last[0] = pod
         problem = pod_problem(pod)
+        if problem and claims_pending(pod):
+            claims, refused = unbound_claims(kube, pod)
+            if not refused:  # still being provisioned: the wait's end says so, with the claims' events
+                raise NotYet(f"{problem}; {claims}")
+            raise PodNotReady(f"{problem}; {claims}", outside=True)
         if problem:
-            claims = unbound_claims(kube, pod) if "unschedulable" in problem else ""
-            raise PodNotReady(f"{problem}; {claims}" if claims else problem, outside=outside_the_promise(pod))
+            raise PodNotReady(problem, outside=outside_the_promise(pod))
         refused = sandbox_refused(kube, pod)
         if refused:
             raise SandboxRefused(refused)
@@ -168,6 +181,8 @@ def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, conditio
     try:
         return wait_until(check, timeout=timeout, what=f"pod {namespace}/{name} ({condition.__name__})")
     except GaveUp as exc:
+        if last[0] is not None and claims_pending(last[0]):  # a provisioner that never answered: not the promise
+            raise PodNotReady(f"{exc}; {unbound_claims(kube, last[0])[0]}", outside=True) from None
         # running but never ready: what its readiness probe said, in the kubelet's words
         said = readiness_said(kube, last[0]) if last[0] is not None and not_ready_containers(last[0]) else ""
         if said:
