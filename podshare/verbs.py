@@ -49,7 +49,11 @@ class ProbeContainer:
         for key, value in flags.items():
             if value is None or value is False:
                 continue
-            args.append("--" + key.replace("_", "-"))
+            flag = "--" + key.replace("_", "-")
+            if isinstance(value, (list, tuple)):  # a repeated flag
+                args += [part for one in value for part in (flag, str(one))]
+                continue
+            args.append(flag)
             if value is not True:
                 args.append(str(value))
         return args
@@ -85,10 +89,11 @@ class ProbeContainer:
                             "said": str(killed)}, start)
         return killed
 
-    def start(self, verb: str, **flags: Any) -> "Background":
-        """Start a verb that keeps running (a holder, a waiter) while the test goes on."""
+    def start(self, verb: str, answer_within: float = 60.0, **flags: Any) -> "Background":
+        """Start a verb that keeps running (a holder, a waiter) while the test goes on;
+        its answer is waited for `answer_within` seconds."""
         argv = self.argv(verb, flags)
-        return Background(self, argv, self.pod.channel(self.name).send(argv))
+        return Background(self, argv, self.pod.channel(self.name).send(argv, timeout=answer_within))
 
     def _record(self, argv: list[str], result: dict, start: float) -> None:
         ev = self.pod.evidence
