@@ -138,6 +138,17 @@ class Background:
             self.container._record(self.argv, self._result, self.started)
         return self._result
 
+    def result_within(self, seconds: float) -> dict:
+        """Its answer if it comes within `seconds`, else released: a watcher whose
+        events came by now if they were to come."""
+        if self._result is None and not self.running.finished:
+            try:
+                self.running.answer(seconds)
+            except KubeError:
+                if not self.running.finished:
+                    return self.release()
+        return self.result()
+
     def release(self) -> dict:
         """Ask the holder to let go (SIGUSR1 via `probes release`) and return its answer."""
         if self._result is None:

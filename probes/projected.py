@@ -12,6 +12,7 @@ import select
 import time
 
 from .files import inotify_events, inotify_watches
+from .holding import Holder, Released
 from .output import failure, ok, signal_ready, step
 
 DATA = "..data"
@@ -92,7 +93,7 @@ def watch_swap(args) -> dict:
     """inotify on the directory, on each `--file` (a key's symlink: the file it
     names is watched, as an app watching its config file does) and on each
     `--quiet` path, until the directory has an event naming ..data and every
-    file's watch has ended (IN_IGNORED), or `timeout`. Answers the events per
+    file's watch has ended (IN_IGNORED), or `timeout`, or `probes release`. Answers the events per
     path in the order they came. One inotify instance per path: two paths to
     one inode (a subPath mount of a key's file) would share a watch in one."""
     paths = [args.path, *args.file, *args.quiet]
@@ -104,27 +105,30 @@ def watch_swap(args) -> dict:
     except OSError as exc:
         _close(watches)
         return failure(exc, path=args.path)
-    signal_ready(path=args.path)
+    holder = Holder(args.timeout)  # released by the harness once the update is known to be there
+    holder.ready(path=args.path)
     events: dict[str, list] = {p: [] for p in paths}
-    started = time.monotonic()
 
     def done() -> bool:
         return (any(e["name"] == DATA for e in events[args.path])
                 and all(any("IN_IGNORED" in e["mask"] for e in events[f]) for f in args.file))
     try:
         while not done():
-            remaining = args.timeout - (time.monotonic() - started)
-            readable = select.select(list(watches), [], [], remaining)[0] if remaining > 0 else []
+            readable = select.select(list(watches), [], [], holder.remaining())[0] if holder.remaining() else []
             if not readable:
-                return failure(OSError(errno.ETIMEDOUT, "no ..data event, or a file's watch did not end"),
-                               path=args.path, step="wait-events", events=events)
-            at = round(time.monotonic() - started, 3)
+                break
+            at = round(time.monotonic() - holder.started, 3)
             for fd in readable:
                 events[watches[fd]] += [{"name": name, "mask": names, "at_s": at}
                                         for _wd, name, names in inotify_events(fd)]
+    except Released:
+        holder.released = True
     finally:
         _close(watches)
-    return ok(path=args.path, events=events)
+    if not done():
+        return failure(OSError(errno.ETIMEDOUT, "no ..data event, or a file's watch did not end"),
+                       path=args.path, step="wait-events", events=events, **holder.summary())
+    return ok(path=args.path, events=events, **holder.summary())
 
 
 def _close(fds) -> None:

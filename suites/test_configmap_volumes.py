@@ -30,6 +30,7 @@ PINNED = "/pinned/settings.conf"  # alpha's subPath mount of the key settings.co
 # A key not mounted by subPath too: that mount keeps the old version's file alive
 # (it is the same inode), so a watch on it would never end.
 WATCHED_FILE = "/config/feature-flags"
+WATCH_GRACE_S = 3.0
 CONTENT_EVENTS = {"IN_MODIFY", "IN_CLOSE_WRITE", "IN_DELETE_SELF", "IN_IGNORED"}  # a file written or removed
 
 
@@ -99,7 +100,7 @@ def settings_update(settings_pod, pattern_pods, update_configmap, kubelet_sync_s
         seen.followed[key] = answer = follower.result()
         new = next((s for s in answer.get("snapshots", []) if set(generations(s["keys"]).values()) == {NEW}), None)
         seen.delays_s[key] = round(new["first_seen_s"] - (updated_at - ready_at[key]), 3) if new else None
-    seen.watched = watcher.result()
+    seen.watched = watcher.result_within(WATCH_GRACE_S)  # its events come with the swap the followers saw
     seen.pinned_after = alpha.run("read", path=PINNED, text=True)
     seen.config_after = alpha.run("read-keys", path=MOUNTS["configMap"])
     return seen
