@@ -4,6 +4,7 @@ pod and leftover of the run. The plugin talks to this, never to the kube layer.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from . import MANAGED_BY, RUN_ID_LABEL, fence
@@ -78,6 +79,18 @@ def node_unfit(node: Any, tolerated: tuple[str, ...]) -> str | None:
             return (f"node {name} has the taint {taint}, which the pods do not tolerate "
                     f"(--tolerate {t.key} checks it too)")
     return None
+
+
+# The kubelet settings that bound a ConfigMap update's way into a volume, and
+# their defaults: the pod is re-synced every syncFrequency (plus up to half of it
+# in jitter); with Watch the kubelet's copy of the ConfigMap is current at once.
+KUBELET_SYNC_DEFAULTS = {"syncFrequency": "1m0s", "configMapAndSecretChangeDetectionStrategy": "Watch"}
+
+
+def go_duration_s(text: str) -> float:
+    """A Go duration as the kubelet prints it ("1m0s", "10s", "1h2m3.5s") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)(ms|h|m|s)", text))
 
 
 class Cluster:
@@ -178,6 +191,19 @@ class Cluster:
             self.facts.container_runtime, self.facts.kubelet = info.container_runtime_version, info.kubelet_version
         except KubeError as exc:
             self.facts.node_info = f"unavailable: {exc}"
+
+    def kubelet_sync_settings(self, node: str) -> dict[str, Any]:
+        """What bounds how late a ConfigMap or Secret update reaches a pod's volume
+        on this node, from the kubelet's own configz (defaults where it leaves them
+        out). Reading it is optional (nodes/proxy, which the shipped roles do not
+        grant): without it, each setting is unknown and the reason is said."""
+        try:
+            config = self.kube.kubelet_config(node)
+        except KubeError as exc:
+            return {"source": f"unknown: {exc}"}
+        settings = {name: config.get(name, default) for name, default in KUBELET_SYNC_DEFAULTS.items()}
+        return {"source": f"configz of node {node}", **settings,
+                "sync_frequency_s": go_duration_s(settings["syncFrequency"])}
 
     def check_node_exists(self, node: str | None) -> None:
         """--node naming no node: say so, rather than the scheduler's "didn't satisfy

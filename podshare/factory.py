@@ -215,6 +215,12 @@ class PodFactory:
         self.applied[manifest] = made
         return made
 
+    def update_configmap(self, manifest: str, name: str, data: dict[str, str]) -> Any:
+        """Replace data of a ConfigMap that `manifest` made (by its template name);
+        returns the ConfigMap as the API has it after the update."""
+        made = self.apply(manifest)[f"ConfigMap/{name}"]
+        return self.kube.update_configmap_data(self.namespace, made.metadata.name, data)
+
     def _pattern_manifest(self, manifest: str) -> str | Path:
         """patterns/NAME from --patterns-dir where it has that file, else the shipped one."""
         given = self.settings.patterns_dir

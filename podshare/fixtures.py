@@ -213,6 +213,25 @@ def pattern_pods(pod_factory: PodFactory, probe_pods, podshare_session: Podshare
     return made
 
 
+@pytest.fixture(scope="module")
+def update_configmap(pod_factory: PodFactory, pattern_pods, podshare_session: PodshareSession, request):
+    """f(name, data): replace data of a ConfigMap the module's `manifest` made (by
+    its template name); returns the ConfigMap as the API has it after the update."""
+    manifest = request.node.get_closest_marker("manifest").args[0]
+
+    def update(name: str, data: dict[str, str]):
+        with podshare_session.harness_errors(fatal=False):
+            return pod_factory.update_configmap(manifest, name, data)
+    return update
+
+
+@pytest.fixture(scope="session")
+def kubelet_sync_settings(podshare_session: PodshareSession):
+    """f(node): the node kubelet's settings that bound a ConfigMap update's way
+    into a volume, from its configz, or why they are unknown."""
+    return podshare_session.cluster.kubelet_sync_settings
+
+
 @pytest.fixture(autouse=True)
 def _podshare_evidence(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[None]:
     """Each test's own Evidence; the pod layer records every verb into it."""

@@ -188,6 +188,13 @@ class Kube:
     def node(self, name: str, timeout: float | None = None) -> client.V1Node:
         return api_call(f"read node {name}", self.core.read_node, name, _request_timeout=timeout)
 
+    def kubelet_config(self, node: str) -> dict[str, Any]:
+        """The node's kubelet configuration as the kubelet itself serves it (configz,
+        through the API server's node proxy: RBAC nodes/proxy get)."""
+        raw = api_call(f"read the kubelet configuration (configz) of node {node}",
+                       self.core.connect_get_node_proxy_with_path, node, "configz", _preload_content=False)
+        return json.loads(raw.data).get("kubeletconfig", {})
+
     def runtime_class(self, name: str) -> client.V1RuntimeClass:
         return api_call(f"read RuntimeClass {name}", self._node_api.read_runtime_class, name)
 
@@ -325,6 +332,11 @@ class Kube:
         fn = {"ClusterRole": self._rbac.delete_cluster_role,
               "ClusterRoleBinding": self._rbac.delete_cluster_role_binding}[kind]
         _absent_ok(f"delete {kind} {name}", fn, name)
+
+    def update_configmap_data(self, namespace: str, name: str, data: dict[str, str]) -> Any:
+        """Replace a ConfigMap's data (a merge patch: keys not in `data` stay)."""
+        return api_call(f"update configmap {name} in {namespace}", self.core.patch_namespaced_config_map,
+                        name, namespace, {"data": data})
 
     def service_account_token(self, namespace: str, name: str, seconds: int = 3600) -> str:
         """A short-lived token for a ServiceAccount (TokenRequest API)."""

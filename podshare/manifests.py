@@ -80,8 +80,9 @@ def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str |
     meta["labels"][POD_LABEL] = name
     spec = body["spec"]
     for volume in spec.get("volumes", []):
-        if "configMap" in volume:
-            volume["configMap"]["name"] = renamed.get(volume["configMap"]["name"], volume["configMap"]["name"])
+        sources = [volume] + (volume.get("projected") or {}).get("sources", [])
+        for source in (s["configMap"] for s in sources if "configMap" in s):
+            source["name"] = renamed.get(source["name"], source["name"])
     images = {"PROBE_IMAGE": settings.probe_image, "NGINX_IMAGE": settings.nginx_image}  # the manifests' placeholders
     for c in spec.get("initContainers", []) + spec.get("containers", []):
         c["image"] = images.get(c.get("image"), c.get("image"))

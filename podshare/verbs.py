@@ -49,7 +49,11 @@ class ProbeContainer:
         for key, value in flags.items():
             if value is None or value is False:
                 continue
-            args.append("--" + key.replace("_", "-"))
+            flag = "--" + key.replace("_", "-")
+            if isinstance(value, (list, tuple)):  # a repeated flag
+                args += [part for one in value for part in (flag, str(one))]
+                continue
+            args.append(flag)
             if value is not True:
                 args.append(str(value))
         return args
@@ -85,10 +89,11 @@ class ProbeContainer:
                             "said": str(killed)}, start)
         return killed
 
-    def start(self, verb: str, **flags: Any) -> "Background":
-        """Start a verb that keeps running (a holder, a waiter) while the test goes on."""
+    def start(self, verb: str, answer_within: float = 60.0, **flags: Any) -> "Background":
+        """Start a verb that keeps running (a holder, a waiter) while the test goes on;
+        its answer is waited for `answer_within` seconds."""
         argv = self.argv(verb, flags)
-        return Background(self, argv, self.pod.channel(self.name).send(argv))
+        return Background(self, argv, self.pod.channel(self.name).send(argv, timeout=answer_within))
 
     def _record(self, argv: list[str], result: dict, start: float) -> None:
         ev = self.pod.evidence
@@ -132,6 +137,17 @@ class Background:
                 raise self.container.explained(killed, self.argv, self.started) from None
             self.container._record(self.argv, self._result, self.started)
         return self._result
+
+    def result_within(self, seconds: float) -> dict:
+        """Its answer if it comes within `seconds`, else released: a watcher whose
+        events came by now if they were to come."""
+        if self._result is None and not self.running.finished:
+            try:
+                self.running.answer(seconds)
+            except KubeError:
+                if not self.running.finished:
+                    return self.release()
+        return self.result()
 
     def release(self) -> dict:
         """Ask the holder to let go (SIGUSR1 via `probes release`) and return its answer."""

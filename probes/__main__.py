@@ -7,7 +7,7 @@ import signal
 import sys
 from typing import Any, Callable
 
-from . import agent, files, identity, net, patterns, perf, posix, serve, sysv
+from . import agent, files, identity, net, patterns, perf, posix, projected, serve, sysv
 from .holding import DEFAULT_HOLD_SECONDS, release, same_container_processes, signal_processes
 from .output import emit, ok
 
@@ -131,6 +131,13 @@ VERBS: dict[str, tuple[Callable | None, str, list]] = {
     "try-lock": (files.try_lock, "an exclusive lock", [PATH, LOCK_KIND]),
     "watch": (files.watch, "inotify events until NAME is written and closed",
               [PATH, arg("--name", required=True), arg("--timeout", type=float, default=10.0)]),
+    # a directory its writer replaces whole (ConfigMap, Secret, projected volumes)
+    "read-keys": (projected.read_keys, "every key read through one resolution of ..data", [PATH]),
+    "follow-keys": (projected.follow_keys, "read every key through ..data until UNTIL is in all",
+                    [PATH, arg("--until", required=True), arg("--timeout", type=float, default=45.0)]),
+    "watch-swap": (projected.watch_swap, "inotify on the directory and its files until ..data is swapped",
+                   [PATH, arg("--file", action="append", default=[]), arg("--quiet", action="append", default=[]),
+                    arg("--timeout", type=float, default=45.0)]),
     "hold-mmap": (files.hold_mmap, "MAP_SHARED a file", [*MAPPED, HOLD]),
     "mmap-write": (files.mmap_write, "MAP_SHARED a file", MAPPED),
     "fill": (files.fill, "write zeros until size or ENOSPC", [PATH, arg("--size", type=int, required=True)]),

@@ -133,24 +133,50 @@ def try_lock(args) -> dict:
     return ok(path=args.path, kind=args.kind)
 
 
-_IN_FLAGS = {0x2: "IN_MODIFY", 0x8: "IN_CLOSE_WRITE", 0x40: "IN_MOVED_FROM",
-             0x80: "IN_MOVED_TO", 0x100: "IN_CREATE", 0x200: "IN_DELETE"}
+IN_FLAGS = {0x2: "IN_MODIFY", 0x4: "IN_ATTRIB", 0x8: "IN_CLOSE_WRITE", 0x40: "IN_MOVED_FROM",
+            0x80: "IN_MOVED_TO", 0x100: "IN_CREATE", 0x200: "IN_DELETE", 0x400: "IN_DELETE_SELF",
+            0x800: "IN_MOVE_SELF", 0x8000: "IN_IGNORED"}
+_WRITES = 0x2 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200  # what `watch` asks for: a file written in a directory
 _EVENT = struct.Struct("iIII")
 
 
-def _inotify(directory: str, mask: int) -> int:
-    """An inotify descriptor watching `directory` (libc; the stdlib has no binding)."""
+def inotify_watches(paths: list[str], mask: int) -> tuple[int, dict[int, str]]:
+    """An inotify descriptor watching each path (libc; the stdlib has no binding),
+    and the watch descriptor of each. A symlink is followed: the file it names is watched."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     fd = libc.inotify_init1(os.O_CLOEXEC)
-    if fd < 0 or libc.inotify_add_watch(fd, directory.encode(), mask) < 0:
-        raise OSError(ctypes.get_errno(), f"inotify on {directory}")
-    return fd
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1")
+    watches = {}
+    for path in paths:
+        wd = libc.inotify_add_watch(fd, path.encode(), mask)
+        if wd < 0:
+            number = ctypes.get_errno()
+            os.close(fd)
+            raise OSError(number, os.strerror(number), path)
+        watches[wd] = path
+    return fd, watches
+
+
+def _inotify(directory: str, mask: int) -> int:
+    return inotify_watches([directory], mask)[0]
+
+
+def inotify_events(fd: int) -> list[tuple[int, str, list[str]]]:
+    """The events one read of the descriptor returns: (watch, name, flag names)."""
+    buf, offset, events = os.read(fd, 65536), 0, []
+    while offset < len(buf):
+        wd, mask, _cookie, length = _EVENT.unpack_from(buf, offset)
+        name = buf[offset + _EVENT.size: offset + _EVENT.size + length].rstrip(b"\0").decode()
+        offset += _EVENT.size + length
+        events.append((wd, name, [n for bit, n in IN_FLAGS.items() if mask & bit]))
+    return events
 
 
 def watch(args) -> dict:
     """Report inotify events in a directory until `name` is closed after writing."""
     try:
-        fd = _inotify(args.path, sum(_IN_FLAGS))
+        fd = _inotify(args.path, _WRITES)
     except OSError as exc:
         return failure(exc, path=args.path)
     signal_ready(path=args.path)
@@ -161,13 +187,7 @@ def watch(args) -> dict:
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
                 return failure(OSError(errno.ETIMEDOUT, "no close-write event for the file"),
                                path=args.path, events=events)
-            buf = os.read(fd, 65536)
-            offset = 0
-            while offset < len(buf):
-                _wd, mask, _cookie, length = _EVENT.unpack_from(buf, offset)
-                name = buf[offset + _EVENT.size: offset + _EVENT.size + length].rstrip(b"\0").decode()
-                offset += _EVENT.size + length
-                names = [n for bit, n in _IN_FLAGS.items() if mask & bit]
+            for _wd, name, names in inotify_events(fd):
                 events.append({"name": name, "mask": names})
                 done = done or (name == args.name and "IN_CLOSE_WRITE" in names)
     finally:

@@ -136,11 +136,19 @@ def test_private_dev_shm_fails_the_dev_shm_claims_and_nothing_else(tmp_path):
     assert outcomes["suites/test_posix_ipc.py::test_message_queue_opened_in_alpha_delivers_to_beta"] == "passed"
 
 
+# Volume claims whose pods come from manifests/patterns/, not the probe pod a variant replaces.
+CLAIMS_WITH_PODS_OF_THEIR_OWN = {
+    *(f"test_update_reaches_both_containers_whole[{kind}]" for kind in ("configMap", "projected")),
+    "test_subpath_copy_keeps_the_old_content", "test_inotify_on_the_mount_sees_the_data_swap",
+    "test_same_subpath_is_shared_byte_exact_and_live", "test_different_subpaths_are_isolated_but_both_in_the_full_mount"}
+
+
 @pytest.mark.usefixtures("kube")
 def test_split_pods_fail_every_sharing_claim(tmp_path):
     """alpha and beta in two pods: only the per-container and per-pod claims pass."""
     outcomes = run_suites(tmp_path, "split-pods.yaml", "not pattern")
     passed = {claim.split("::")[1] for claim, outcome in outcomes.items() if outcome == "passed"}
+    passed -= CLAIMS_WITH_PODS_OF_THEIR_OWN
     assert passed == {"test_mount_and_pid_namespaces_are_per_container",
                       "test_volume_and_ipc_objects_survive_a_container_restart",
                       "test_recreated_pod_starts_without_the_old_volume_and_ipc_objects",
@@ -317,6 +325,31 @@ def test_broken_patterns_fail_their_claims_and_the_run_goes_on(tmp_path):
         expected = set(mine) if broken is None else broken
         assert {c for c, o in mine.items() if o == "failed"} == expected, (module, mine)
         assert all(o == "passed" for c, o in mine.items() if c not in expected), (module, mine)
+
+
+@pytest.mark.usefixtures("kube")
+def test_an_update_that_never_reaches_beta_and_a_subpath_not_shared_fail_at_their_step(tmp_path):
+    """The broken configmap-updates and subpaths patterns (--patterns-dir): beta's
+    ConfigMap volumes come from a copy the harness never updates, and beta mounts
+    another subPath where alpha mounts `same`. Exactly the update claims and the
+    shared-subPath claim fail, each message naming beta, the step and the errno
+    that beta's answer in the evidence shows; the subPath-copy, inotify and
+    isolation claims pass."""
+    checks = run_variant(tmp_path, None, "volume", "--patterns-dir", str(VARIANTS / "broken-patterns"),
+                         "-k", "configmap_volumes or subpaths")
+    got = failing(checks)
+    update = {kind: f"test_update_reaches_both_containers_whole[{kind}]" for kind in ("configMap", "projected")}
+    assert set(got) == {*update.values(), "test_same_subpath_is_shared_byte_exact_and_live"}, got
+    assert len(checks) == 6, [c["id"] for c in checks]
+    for kind, path in (("configMap", "/config"), ("projected", "/projected")):
+        check = got[update[kind]]
+        assert check["message"].startswith(f"beta never saw the update in the {kind} volume at {path}: wait-update "
+                                           "failed with ETIMEDOUT"), check["message"]
+        assert (check["evidence"]["beta"]["step"], check["evidence"]["beta"]["errno"]) == ("wait-update", "ETIMEDOUT")
+    shared = got["test_same_subpath_is_shared_byte_exact_and_live"]
+    assert shared["message"] == ("beta could not open alpha's file in the subPath both mount (/sub/same): "
+                                 "ENOENT (No such file or directory)"), shared["message"]
+    evidence_shows(shared, shared["message"])
 
 
 # ------------------------------------------------------------------ variants that put each message to the test

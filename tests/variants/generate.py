@@ -135,6 +135,26 @@ def sidecar_restart_policy_dropped(spec, docs):
     spec["initContainers"][0].pop("startupProbe")  # else the API refuses the pod (also a failure)
 
 
+def beta_settings_never_updated(spec, docs):
+    """beta's volumes take a copy of the ConfigMap that the harness never updates."""
+    settings = next(d for d in docs if d["kind"] == "ConfigMap")
+    frozen = copy.deepcopy(settings)
+    frozen["metadata"]["name"] = f"{settings['metadata']['name']}-frozen"
+    docs.insert(1, frozen)
+    spec["volumes"] += [{"name": "frozen", "configMap": {"name": frozen["metadata"]["name"]}},
+                        {"name": "frozen-projected",
+                         "projected": {"sources": [{"configMap": {"name": frozen["metadata"]["name"]}}]}}]
+    beta = next(c for c in spec["containers"] if c["name"] == "beta")
+    beta["volumeMounts"] = [{**m, "name": {"settings": "frozen", "settings-projected": "frozen-projected"}[m["name"]]}
+                            for m in beta["volumeMounts"]]
+
+
+def beta_same_subpath_elsewhere(spec, docs):
+    beta = next(c for c in spec["containers"] if c["name"] == "beta")
+    beta["volumeMounts"] = [{**m, "subPath": "same-beta"} if m.get("subPath") == "same" else m
+                            for m in beta["volumeMounts"]]
+
+
 if __name__ == "__main__":
     broken_pattern("reverse-proxy.yaml", proxy_app_elsewhere, """
 Broken on purpose: the app nginx proxies to (127.0.0.1:5000) runs in another
@@ -150,6 +170,15 @@ container filled: the byte-exact read at start must fail.""")
 Broken on purpose: the sidecar's restartPolicy: Always is gone, as when an
 admission webhook dropped the field it did not know: the sidecar becomes a
 plain init container that never exits, and the pod stalls in init.""")
+    broken_pattern("configmap-updates.yaml", beta_settings_never_updated, """
+Broken on purpose: beta's configMap and projected volumes come from a copy of
+the ConfigMap that the harness never updates, as if the update did not reach
+beta: the update claims (configMap, projected) must fail naming beta, the step
+(wait-update) and ETIMEDOUT; the subPath and inotify claims (alpha's) pass.""")
+    broken_pattern("subpaths.yaml", beta_same_subpath_elsewhere, """
+Broken on purpose: beta mounts subPath same-beta where alpha mounts same, as if
+one subPath were not shared: the shared-subPath claim must fail, beta's open of
+alpha's file ENOENT; the isolation claim passes.""")
     save("split-volumes.yaml", [variant(split_volumes)], """
 Broken on purpose: beta mounts emptyDirs of its own at the same paths,
 so nothing written in a volume by alpha reaches beta. The volume claims must fail.""")
