@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import pytest
 
-from . import RUN_ID_LABEL, dimensions, kube
+from . import RUN_ID_LABEL, dimensions, kube_calls
 from .errors import KubeError
 from .records import Check, ClusterFacts
 from .session import PodshareSession
@@ -37,7 +37,7 @@ class WorkerResult:
     def of(cls, ps: PodshareSession) -> "WorkerResult":
         return cls(checks=dict(ps.checks), facts=ps.cluster.facts, leftovers=list(ps.cluster.leftovers),
                    fatal=ps.fatal, warnings=list(ps.cluster.warnings), namespace=ps.cluster.namespace,
-                   api_cost=dict(kube.COST), confinement=ps.cluster.confinement)
+                   api_cost=dict(kube_calls.COST), confinement=ps.cluster.confinement)
 
     def to_json(self) -> str:
         return json.dumps({**{k: v for k, v in self.__dict__.items() if k not in ("checks", "facts")},

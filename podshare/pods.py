@@ -12,7 +12,8 @@ from .channel import Channel, last_json_with
 from .disruption import Disrupted, Disruption, Disruptions
 from .errors import KubeError
 from .evidence import Evidence, EvidenceSlot
-from .kube import Kube, to_manifest
+from .kube import Kube
+from .kube_calls import to_manifest
 from .manifests import pin_to_node
 from .verbs import ProbeContainer
 from .waits import restarted, scheduled, wait_for_pod

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from . import __version__, kube
+from . import __version__, kube_calls
 from .controller import Controller
 from .history import History
 from .metrics import exposition, push
@@ -62,7 +62,7 @@ def finish(ps: PodshareSession, session: pytest.Session, controller: Controller 
                   leftovers=leftovers, checks_run=len(ps.checks),
                   api_warnings=ps.cluster.warnings + (controller.warnings if controller else []),
                   workers=len(workers) if workers is not None else None,
-                  api_cost=api_cost(kube.COST + (controller.cost if controller else Counter()), ps.checks.values()),
+                  api_cost=api_cost(kube_calls.COST + (controller.cost if controller else Counter()), ps.checks.values()),
                   confinement=ps.cluster.confinement)
     if controller is not None and controller.problems:
         run.fatal = ps.fatal = ps.fatal or "; ".join(controller.problems)

@@ -278,7 +278,7 @@ def test_a_refused_exec_names_the_verbs_and_resource_without_the_headers():
     from kubernetes.client.rest import ApiException
 
     from podshare.errors import AccessDenied
-    from podshare.kube import api_call
+    from podshare.kube_calls import api_call
 
     def refused():
         raise ApiException(status=0, reason="Handshake status 403 Forbidden -+-+- {'audit-id': 'x'} -+-+- "
@@ -294,7 +294,7 @@ def test_a_refusal_by_an_admission_policy_is_not_blamed_on_rbac():
     from kubernetes.client.rest import ApiException
 
     from podshare.errors import AccessDenied
-    from podshare.kube import api_call
+    from podshare.kube_calls import api_call
     said = ("pods is forbidden: ValidatingAdmissionPolicy 'podshare-confinement' with binding "
             "'podshare-confinement' denied request: podshare's identity may not create pods in namespace default")
     exc = ApiException(status=403, reason="Forbidden")
@@ -366,7 +366,7 @@ def test_report_opens_with_what_needs_attention_and_folds_long_evidence():
 def test_ctrl_c_inside_the_clients_websocket_call_stops_the_run_instead_of_failing_a_claim():
     from kubernetes.client.rest import ApiException
 
-    from podshare.kube import api_call
+    from podshare.kube_calls import api_call
 
     def connect():  # what kubernetes.stream's websocket_call does with any exception
         try:
@@ -720,7 +720,7 @@ LAYERS = [
      "run_end", "junit", "settings", "options_doc", "cli", "nightly", "__main__"},
     {"cluster", "factory", "pods", "manifests", "waits", "verbs", "channel", "disruption", "delivery",
      "unpack_probes", "gc", "images", "store", "confinement", "fence"},
-    {"kube", "errors", "retry", "evidence"},
+    {"kube", "kube_calls", "errors", "retry", "evidence"},
     {"report", "findings", "common_causes", "markdown_report", "html_report", "known_divergences", "signatures",
      "metrics", "history"},
     {"records", "__init__"},
