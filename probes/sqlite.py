@@ -4,181 +4,118 @@ the checks after the run, and a restore of the backup.
 
 WAL needs, across processes, the -shm file's MAP_SHARED mapping (the wal-index)
 and POSIX fcntl locks on bytes of that file. Where a shared volume does not
-carry them from one container to the other, two connections each believe they
-are alone: rows are lost, torn or the file corrupt. The answers say what SQLite
-refused (its extended result code, at which step) and what the reader saw, row
-by row; probes/sqlite_locks.py shows the fcntl locks themselves.
+carry the locks from one container to the other, two connections each believe
+they are alone: rows are lost, torn or the file corrupt. The answers say what
+SQLite refused (its extended result code, at which step), what the reader saw
+row by row, and what the sidecar saw of the app's write lock when both wanted
+to write (probes/sqlite_locks.py has the locks in detail).
 
 Every loop is bounded in time and in count: on a starved machine the writer
 ends early (time_boxed) with what it committed, never with a failure."""
 from __future__ import annotations
 
-import functools
-import hashlib
+import json
 import os
 import signal
 import sqlite3
 import time
-from collections import Counter
-from typing import Any, Callable
 
-from .output import failure, ok, signal_ready, step
+from .output import ok, signal_ready, step
+from .sqlite_db import KEPT, answered, checksum, connect, elapsed_ms, payload, read_rows, refused, roll_back, verify
+from .sqlite_locks import write_lock_seen
 
 MIN_BATCHES = 10  # the writer's transactions before its time box may end it
+BESIDE_AT = MIN_BATCHES // 2  # the writer's transaction that waits for the sidecar (before any time box)
 PAUSE = 0.002  # between the writer's transactions, as an app's between requests (pacing, not polling)
 ROUND_PAUSE = 0.02  # between the sidecar's rounds (pacing)
-POLL = 0.01  # the writer's look for the sidecar's backup, mid-run
+POLL = 0.01  # a look for the other container's marker file
 MAX_ROUNDS = 2000  # the sidecar's rounds, whatever its time box
-KEPT = 10  # how many of one kind of finding an answer lists (it counts them all)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS rows(seq INTEGER PRIMARY KEY, batch INTEGER NOT NULL, payload BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS backups(n INTEGER PRIMARY KEY, rows_copied INTEGER NOT NULL, checksum TEXT NOT NULL);
-"""
-
-
-def payload(seq: int) -> bytes:
-    """Row `seq`'s bytes, known to every reader without trusting the database:
-    64 to 512 bytes, so rows straddle pages differently."""
-    block = hashlib.sha256(b"podshare-sqlite:%d" % seq).digest()
-    size = 64 + seq * 37 % 449
-    return (block * (size // len(block) + 1))[:size]
+# Marker files beside the database: the two containers' handshake, once per run.
+# The sidecar watches before the app begins, so it is not itself waiting on the
+# app's lock (in SQLite's busy handler) while the app waits for its answer.
+APP_ABOUT_TO_BEGIN, SIDECAR_WATCHING = ".app-about-to-begin", ".sidecar-watching"
+APP_IN_TRANSACTION, SIDECAR_ANSWERED, APP_ENDED = ".app-in-transaction", ".sidecar-answered", ".app-ended"
 
 
-def checksum(seqs: list[int]) -> str:
-    """The checksum of a set of rows as they should be: the writer's of what it
-    committed, a reader's of the sequence numbers it found (rows read back
-    whole, see verify)."""
-    h = hashlib.sha256()
-    for seq in seqs:
-        h.update(b"%d:" % seq + hashlib.sha256(payload(seq)).digest())
-    return h.hexdigest()
+def _mark(db_path: str, marker: str, content: dict | None = None) -> None:
+    with open(db_path + marker, "w") as f:
+        json.dump(content or {}, f)
 
 
-def verify(rows: list[tuple[int, int, bytes]], batch: int) -> dict[str, Any]:
-    """What a reader found in the rows table (seq, batch, payload): torn rows
-    (bytes other than the row's own), transactions seen in part, and the
-    checksum of the rows read whole."""
-    torn = [seq for seq, _, data in rows if data != payload(seq)]
-    per_batch = Counter(b for _, b, _ in rows)
-    partial = sorted(b for b, n in per_batch.items() if n != batch)
-    whole = [seq for seq, _, data in rows if data == payload(seq)]
-    return {"rows": len(rows), "checksum": checksum(whole), "torn_rows": len(torn), "torn_examples": torn[:KEPT],
-            "partial_transactions": len(partial), "partial_examples": partial[:KEPT]}
-
-
-def refused(exc: sqlite3.Error, taken: str, **fields: Any) -> dict[str, Any]:
-    """A SQLite error in the probes' words: the step, SQLite's extended result
-    code where an errno would go (SQLITE_BUSY, SQLITE_IOERR_SHMLOCK...), its text."""
-    code = getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR"
-    return {"ok": False, "step": taken, "errno": code, "detail": str(exc), **fields}
-
-
-def answered(verb: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
-    """A verb whose OS or SQLite error is its answer, with the step it failed at."""
-    @functools.wraps(verb)
-    def run(args) -> dict[str, Any]:
+def _await(db_path: str, marker: str, until: float) -> dict | None:
+    """The other container's marker file, once it is there (None at `until`)."""
+    for _ in range(int(max(0.0, until - time.monotonic()) / POLL) + 2):
         try:
-            return verb(args)
-        except OSError as exc:
-            return failure(exc, path=args.path)
-        except sqlite3.Error as exc:
-            return refused(exc, getattr(exc, "podshare_step", None) or "query", path=args.path)
-    return run
+            with open(db_path + marker) as f:
+                return json.loads(f.read() or "{}")
+        except (FileNotFoundError, ValueError):  # not there, or not yet written whole
+            pass
+        if time.monotonic() > until:
+            return None
+        time.sleep(POLL)  # bounded by `until` and by count
+    return None
 
 
-def connect(path: str, busy_ms: int, create: bool = False, wal: bool = True) -> tuple[sqlite3.Connection, str]:
-    """A connection as an app makes one: WAL, synchronous NORMAL (WAL's usual
-    pairing), SQLite's busy timeout; autocommit, so transactions are explicit.
-    A database that is not there is ENOENT at the open, not SQLite's words."""
-    with step("open", path=path):
-        if not create:
-            os.stat(path)
-        db = sqlite3.connect(f"file:{path}?mode={'rwc' if create else 'rw'}", uri=True, timeout=busy_ms / 1000,
-                             isolation_level=None)
-        mode = db.execute("PRAGMA journal_mode=WAL" if wal else "PRAGMA journal_mode").fetchone()[0]
-        db.execute("PRAGMA synchronous=NORMAL")
-    if create:
-        with step("schema", path=path):
-            db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
-    return db, mode
+def _announce(path: str, until: float) -> bool:
+    """The app, before the transaction it will hold open: is the sidecar watching?"""
+    _mark(path, APP_ABOUT_TO_BEGIN)
+    return _await(path, SIDECAR_WATCHING, until) is not None
 
 
-def read_rows(db: sqlite3.Connection) -> list[tuple[int, int, bytes]]:
-    """Every row, in one read transaction: a snapshot."""
-    db.execute("BEGIN")
-    try:
-        return db.execute("SELECT seq, batch, payload FROM rows ORDER BY seq").fetchall()
-    finally:
-        db.execute("COMMIT")
-
-
-def _elapsed_ms(since: float) -> float:
-    return round((time.monotonic() - since) * 1000, 1)
+def _watch(path: str, until: float) -> bool:
+    """The sidecar, out of any transaction of its own: has the app begun its?"""
+    _mark(path, SIDECAR_WATCHING)
+    return _await(path, APP_IN_TRANSACTION, until) is not None
 
 
 @answered
 def write(args) -> dict:
     """The app: ROWS rows in transactions of BATCH, each BEGIN IMMEDIATE ...
-    COMMIT under SQLite's busy timeout. Halfway it waits (bounded) for the
-    sidecar to have backed up what it committed so far, so the sidecar's reads,
-    backup and writes are seen to overlap the app's open connection. A statement
-    SQLite refuses is listed (step, code, how long it waited) and its transaction
-    rolled back; the checksum covers the rows whose COMMIT returned."""
+    COMMIT under SQLite's busy timeout. One early transaction stays open
+    (inserted, not committed) until the sidecar has looked at it (see
+    `sidecar`), so both are seen at work together. A statement SQLite refuses is
+    listed (step, code, how long it waited) and its transaction rolled back; the
+    checksum covers the rows whose COMMIT returned."""
     started = time.monotonic()
     db, mode = connect(args.path, args.busy_ms, create=True)
     committed: list[int] = []
     refusals: list[dict] = []
-    time_boxed, mid_run = False, None
-    batches = args.rows // args.batch
-    for b in range(batches):
+    time_boxed, beside, watched_any = False, None, False
+    for b in range(args.rows // args.batch):
         if b >= MIN_BATCHES and time.monotonic() - started > args.seconds / 2:
             time_boxed = True  # a starved machine slows the rounds, not the sharing: stop with what was committed
             break
-        if b == batches // 2:
-            mid_run = _sidecar_backed_up(db, len(committed), until=time.monotonic() + args.seconds / 4)
         seqs = list(range(b * args.batch, (b + 1) * args.batch))
+        watched = b == BESIDE_AT and _announce(args.path, until=time.monotonic() + args.seconds / 4)
+        watched_any = watched_any or watched
         taken, since = "begin", time.monotonic()
         try:
             db.execute("BEGIN IMMEDIATE")
             taken = "insert"
             db.executemany("INSERT INTO rows VALUES (?, ?, ?)", [(s, b, payload(s)) for s in seqs])
+            if watched:
+                _mark(args.path, APP_IN_TRANSACTION, {"transaction": b})
+                answer = _await(args.path, SIDECAR_ANSWERED, until=time.monotonic() + args.seconds / 4)
+                beside = {"transaction": b, "sidecar_answered": answer is not None, **(answer or {})}
             taken = "commit"
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            refusals.append(refused(exc, taken, batch=b, waited_ms=_elapsed_ms(since)))
-            _roll_back(db)
+            refusals.append(refused(exc, taken, batch=b, waited_ms=elapsed_ms(since)))
+            roll_back(db)
             if len(refusals) >= KEPT:
                 break
             continue
+        finally:
+            if watched:
+                _mark(args.path, APP_ENDED, {"transaction": b})
         committed += seqs
         time.sleep(PAUSE)
     db.close()
     return ok(path=args.path, journal_mode=mode, busy_ms=args.busy_ms, rows=len(committed),
               transactions=len(committed) // args.batch, checksum=checksum(committed), refused=refusals,
-              sidecar_mid_run=mid_run, time_boxed=time_boxed, took_ms=_elapsed_ms(started))
-
-
-def _roll_back(db: sqlite3.Connection) -> None:
-    try:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass  # SQLite rolls an unfinished transaction back itself when the connection closes
-
-
-def _sidecar_backed_up(db: sqlite3.Connection, rows: int, until: float) -> dict:
-    """Wait until the sidecar's backups table says it copied at least `rows` rows."""
-    since, copied = time.monotonic(), 0
-    for _ in range(int((until - since) / POLL) + 1):
-        try:
-            copied = db.execute("SELECT coalesce(max(rows_copied), 0) FROM backups").fetchone()[0]
-        except sqlite3.Error as exc:
-            return {"rows": rows, "seen": False, **refused(exc, "read")}
-        if copied >= rows or time.monotonic() > until:
-            break
-        time.sleep(POLL)  # bounded by `until` and by count
-    return {"rows": rows, "backed_up": copied, "seen": copied >= rows, "waited_ms": _elapsed_ms(since)}
+              beside_the_sidecar=beside or {"transaction": BESIDE_AT, "sidecar_watched": watched_any},
+              time_boxed=time_boxed, took_ms=elapsed_ms(started))
 
 
 class _Stop:
@@ -193,37 +130,66 @@ class _Stop:
         self.asked = True
 
 
+def _beside_the_app(db: sqlite3.Connection, path: str, lock: dict, until: float) -> dict:
+    """The sidecar's turn while the app holds a write transaction open. Seeing
+    the app's WAL_WRITE lock (F_GETLK), it says so and goes on: its own write
+    waits in SQLite's busy handler. Seeing none, it does what SQLite would do
+    then: begins its own write transaction (BEGIN IMMEDIATE gets in), and
+    commits only after the app has: two writers at once from one snapshot, which
+    WAL's write lock exists to prevent."""
+    if lock.get("held"):
+        _mark(path, SIDECAR_ANSWERED, {"write_lock_seen": lock})
+        return {"write_lock_seen": lock, "began_beside_the_app": False}
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO backups(rows_copied, checksum) VALUES (-1, 'beside the app')")
+    except sqlite3.Error as exc:
+        _mark(path, SIDECAR_ANSWERED, {"write_lock_seen": lock, **refused(exc, "begin")})
+        raise
+    _mark(path, SIDECAR_ANSWERED, {"write_lock_seen": lock, "began_beside_the_app": True})
+    ended = _await(path, APP_ENDED, until)
+    db.execute("COMMIT")
+    return {"write_lock_seen": lock, "began_beside_the_app": True, "committed_after_the_app": ended is not None}
+
+
 @answered
 def sidecar(args) -> dict:
     """The sidecar: rounds of a snapshot (every row checked against its own
     bytes, each transaction whole, none gone since the round before), a backup
     through SQLite's online backup API into --to, and a row in the backups table
-    (the sidecar writes too). Ready after its first round; after `release`
-    one last round (taken after the app's last commit), then its answer."""
+    (the sidecar writes too); once, the app's open transaction (see
+    `_beside_the_app`). Ready after its first round; after `release` one last
+    round (taken after the app's last commit), then its answer."""
     stop = _Stop()
     started = time.monotonic()
     db, mode = connect(args.path, args.busy_ms, create=True)
     refusals: list[dict] = []
     counts: list[int] = []
-    vanished, inconsistent, last = 0, [], None
+    inconsistent: list[dict] = []
     previous: set[int] = set()
-    torn = partial = 0
-    time_boxed, rounds = False, 0
+    vanished = torn = partial = rounds = 0
+    last = beside = None
+    time_boxed = False
     for n in range(MAX_ROUNDS):
-        rounds = n + 1
-        final = stop.asked
+        rounds, final = n + 1, stop.asked
         if time.monotonic() - started > args.seconds:
             time_boxed = True
             break
-        taken = "read"
+        app_waits = beside is None and os.path.exists(args.path + APP_ABOUT_TO_BEGIN)
+        if app_waits and not _watch(args.path, until=started + args.seconds):
+            app_waits, beside = False, {"app_began": False}
+        taken, lock = "read", write_lock_seen(args.path) if app_waits else None
         try:
-            rows = read_rows(db)
+            rows = read_rows(db)  # with the app's transaction open, if it waits: a snapshot mid-run
             seen = verify(rows, args.batch)
             seqs = {r[0] for r in rows}
             vanished += len(previous - seqs)
             previous = seqs
             torn, partial = torn + seen["torn_rows"], partial + seen["partial_transactions"]
             counts.append(seen["rows"])
+            if app_waits:
+                taken = "write beside the app"
+                beside = _beside_the_app(db, args.path, lock, until=started + args.seconds)
             taken = "backup"
             copy = backup(db, args.to, args.batch)
             if copy["torn_rows"] or copy["partial_transactions"]:
@@ -233,7 +199,9 @@ def sidecar(args) -> dict:
             last = {"snapshot": seen, "backup": copy}
         except sqlite3.Error as exc:
             refusals.append(refused(exc, taken, round=n))
-            _roll_back(db)
+            roll_back(db)
+            if app_waits and beside is None:
+                beside = {"write_lock_seen": lock, "refused": refusals[-1]}
             if len(refusals) >= KEPT:
                 break
         if n == 0:
@@ -242,11 +210,11 @@ def sidecar(args) -> dict:
             break
         time.sleep(ROUND_PAUSE)
     db.close()
-    return ok(path=args.path, journal_mode=mode, busy_ms=args.busy_ms, rounds=rounds,
-              released=stop.asked, time_boxed=time_boxed, refused=refusals, rows_seen=_spread(counts),
+    return ok(path=args.path, journal_mode=mode, busy_ms=args.busy_ms, rounds=rounds, released=stop.asked,
+              time_boxed=time_boxed, refused=refusals, rows_seen=_spread(counts),
               mid_run_snapshots=sum(0 < c < max(counts, default=0) for c in counts), torn_rows=torn,
               partial_transactions=partial, vanished_rows=vanished, inconsistent_backups=inconsistent[:KEPT],
-              last_round=last, took_ms=_elapsed_ms(started))
+              beside_the_app=beside, last_round=last, took_ms=elapsed_ms(started))
 
 
 def _spread(counts: list[int]) -> list[int]:
@@ -290,10 +258,5 @@ def restore(args) -> dict:
         source.backup(target)
         target.close()
     source.close()
-    return {**check(_with_path(args, args.to)), "restored_from": args.path}
-
-
-def _with_path(args, path: str):
-    copy = type(args)(**vars(args))
-    copy.path = path
-    return copy
+    restored = type(args)(**{**vars(args), "path": args.to})
+    return {**check(restored), "restored_from": args.path}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import mmap
 import os
 import sqlite3
@@ -20,7 +21,7 @@ import time
 
 from .holding import Holder
 from .output import failure, ok, step
-from .sqlite import answered, connect, refused
+from .sqlite_db import answered, connect, refused
 
 FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux (x86_64, aarch64)
 SHM_BYTES = {"WAL_WRITE": 120, "WAL_CKPT": 121, "WAL_RECOVER": 122, **{f"WAL_READ{i}": 123 + i for i in range(5)},
@@ -31,7 +32,7 @@ WRITER = ("-shm", "WAL_WRITE", SHM_BYTES["WAL_WRITE"])  # what a second writer's
 WAL_INDEX_HEADER = struct.Struct("=IIIBBHII")  # iVersion, unused, iChange, isInit, bigEndCksum, szPage, mxFrame, nPage
 
 
-def _lock_seen(fd: int, start: int, length: int) -> dict:
+def lock_seen(fd: int, start: int, length: int) -> dict:
     """F_GETLK for an exclusive lock on the range: the conflicting lock the kernel
     knows of (shared or exclusive, its owner's pid as this container sees it: 0
     for a process of another pid namespace), or none."""
@@ -40,6 +41,28 @@ def _lock_seen(fd: int, start: int, length: int) -> dict:
     if kind == fcntl.F_UNLCK:
         return {"held": None}
     return {"held": "exclusive" if kind == fcntl.F_WRLCK else "shared", "pid": pid}
+
+
+def write_lock_seen(path: str) -> dict:
+    """What this container sees on the -shm's WAL_WRITE byte (F_GETLK), as a
+    second writer's SQLite would meet it. Asked from a child process: closing a
+    descriptor of the -shm here would drop the locks this process's own SQLite
+    connection holds on it (POSIX locks belong to the process, not the descriptor)."""
+    readable, writable = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            fd = os.open(path + "-shm", os.O_RDONLY)
+            seen = lock_seen(fd, WRITER[2], 1)
+        except OSError as exc:
+            seen = {"held": None, "shm": errno.errorcode.get(exc.errno, str(exc.errno))}
+        os.write(writable, json.dumps(seen).encode())
+        os._exit(0)  # nothing of the parent's (its SQLite connection) is closed or flushed here
+    os.close(writable)
+    with os.fdopen(readable) as pipe:
+        answer = pipe.read()
+    os.waitpid(child, 0)
+    return json.loads(answer)
 
 
 def _take_and_drop(fd: int, start: int) -> str:
@@ -78,7 +101,7 @@ def locks(args) -> dict:
             return failure(exc, path=path)
         try:
             with step("lock", path=path, call="F_GETLK"):
-                seen = {name: _lock_seen(fd, start, length) for name, (start, length) in ranges.items()}
+                seen = {name: lock_seen(fd, start, length) for name, (start, length) in ranges.items()}
             files[suffix or "db"] = {"exists": True, "locks": seen}
             if suffix == WRITER[0]:
                 with step("lock", path=path, call="F_SETLK"):
