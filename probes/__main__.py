@@ -7,7 +7,7 @@ import signal
 import sys
 from typing import Any, Callable
 
-from . import agent, files, identity, net, patterns, perf, posix, projected, serve, sysv
+from . import agent, files, identity, net, patterns, perf, posix, projected, serve, sqlite, sqlite_locks, sysv
 from .holding import DEFAULT_HOLD_SECONDS, release, same_container_processes, signal_processes
 from .output import emit, ok
 
@@ -85,6 +85,24 @@ def ipc_verbs(prefix: str, mod, key: tuple[str, dict]) -> dict[str, tuple]:
     return table
 
 
+def sqlite_verbs() -> dict[str, tuple]:
+    busy = arg("--busy-ms", type=int, default=5000, help="SQLite's busy timeout")
+    batch = arg("--batch", type=int, default=10, help="rows per transaction")
+    budget = arg("--seconds", type=float, default=20.0, help="time box")
+    return {
+        "sqlite-write": (sqlite.write, "the app: rows in transactions, concurrently with the sidecar",
+                         [PATH, arg("--rows", type=int, default=600), batch, busy, budget]),
+        "sqlite-sidecar": (sqlite.sidecar, "the sidecar: read, check and back up in rounds until released",
+                           [PATH, arg("--to", required=True, help="backup file"), batch, busy, budget]),
+        "sqlite-check": (sqlite.check, "integrity_check and the rows as read", [PATH, batch, busy]),
+        "sqlite-restore": (sqlite.restore, "restore a backup into a new database and check it",
+                           [PATH, arg("--to", required=True, help="new database"), batch, busy]),
+        "sqlite-locks": (sqlite_locks.locks, "fcntl locks seen on the database, -wal and -shm", [PATH]),
+        "hold-sqlite-write": (sqlite_locks.hold_write, "an open write transaction until released", [PATH, busy, HOLD]),
+        "sqlite-try-write": (sqlite_locks.try_write, "a second writer's transaction", [PATH, busy]),
+    }
+
+
 VERBS: dict[str, tuple[Callable | None, str, list]] = {
     # main processes (MAIN_PROCESSES runs them)
     "agent": (None, "the container's main process",
@@ -99,6 +117,8 @@ VERBS: dict[str, tuple[Callable | None, str, list]] = {
     "write-log": (patterns.write_log, "append numbered lines, rotating once",
                   [PATH, arg("--lines", type=int, default=200), arg("--rotate-at", type=int, default=0),
                    arg("--prefix", default="line"), arg("--interval", type=float, default=0.0)]),
+    # the sqlite pattern: one database in WAL mode, an app and its sidecar (probes/sqlite.py)
+    **sqlite_verbs(),
     # the container itself
     "identity": (identity.identity, "hostname, namespace inodes, uid", []),
     "user-namespace": (identity.user_namespace, "uid and gid maps, the user namespace's identity", []),

@@ -14,7 +14,7 @@ import time
 
 from .output import ok, signal_ready
 
-HOLDER_PREFIXES = (b"hold-", b"perf-serve-", b"watch-swap")  # verbs that `release` stops
+HOLDER_PREFIXES = (b"hold-", b"perf-serve-", b"watch-swap", b"sqlite-sidecar")  # verbs that `release` stops
 DEFAULT_HOLD_SECONDS = 60.0
 
 

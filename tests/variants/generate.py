@@ -130,6 +130,13 @@ def loader_volume_not_shared(spec, docs):
     spec["volumes"].append({"name": "main-own", "emptyDir": {}})
 
 
+def sqlite_sidecar_volumes_of_its_own(spec, docs):
+    """The sidecar mounts emptyDirs of its own at the same paths: two databases of one name."""
+    sidecar = next(c for c in spec["containers"] if c["name"] == "sidecar")
+    sidecar["volumeMounts"] = [{**m, "name": f"sidecar-{m['name']}"} for m in sidecar["volumeMounts"]]
+    spec["volumes"] += [{**v, "name": f"sidecar-{v['name']}"} for v in copy.deepcopy(spec["volumes"])]
+
+
 def sidecar_restart_policy_dropped(spec, docs):
     spec["initContainers"][0].pop("restartPolicy")  # what a webhook unaware of the field did
     spec["initContainers"][0].pop("startupProbe")  # else the API refuses the pod (also a failure)
@@ -179,6 +186,12 @@ beta: the update claims (configMap, projected) must fail naming beta, the step
 Broken on purpose: beta mounts subPath same-beta where alpha mounts same, as if
 one subPath were not shared: the shared-subPath claim must fail, beta's open of
 alpha's file ENOENT; the isolation claim passes.""")
+    broken_pattern("sqlite.yaml", sqlite_sidecar_volumes_of_its_own, """
+Broken on purpose: the sidecar mounts emptyDirs of its own at /data/disk and
+/data/memory, as if the volume were not shared: it opens another database of
+the same name. It never reads the app's rows, its backup is not where the app
+looks, and the app's lock is nowhere it can see; only the claim that nothing
+is refused as locked holds (nothing contends).""")
     save("split-volumes.yaml", [variant(split_volumes)], """
 Broken on purpose: beta mounts emptyDirs of its own at the same paths,
 so nothing written in a volume by alpha reaches beta. The volume claims must fail.""")
