@@ -64,7 +64,8 @@ def follow_keys(args) -> dict:
     signal_ready(path=args.path, version=first["version"])
     started = time.monotonic()
     seen, reads, races = [{**first, "first_seen_s": 0.0}], 1, []
-    while not all(args.until in text for text in seen[-1]["keys"].values()):
+    # an empty snapshot has `until` in every key too: only one with keys ends the wait
+    while not (seen[-1]["keys"] and all(args.until in text for text in seen[-1]["keys"].values())):
         if time.monotonic() - started > args.timeout:
             return failure(OSError(errno.ETIMEDOUT, f"no snapshot with {args.until!r} in every key"),
                            path=args.path, step="wait-update", waited_s=round(args.timeout, 1), snapshots=seen,
@@ -79,6 +80,9 @@ def follow_keys(args) -> dict:
             continue
         except OSError as exc:
             return failure(exc, path=args.path, snapshots=seen, reads=reads)
+        if not snap["keys"]:  # the old directory emptied between the readlink and the list: a race, as ENOENT
+            races.append({"at_s": at, "step": "list", "path": os.path.join(args.path, snap["version"])})
+            continue
         if (snap["version"], snap["keys"]) != (seen[-1]["version"], seen[-1]["keys"]):
             seen.append({**snap, "first_seen_s": at})
     return ok(path=args.path, snapshots=seen, reads=reads, races=races,

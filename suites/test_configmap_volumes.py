@@ -136,7 +136,8 @@ def test_update_reaches_both_containers_whole(settings_update, stranger, kind, e
         assert not mixed(snapshots), (
             f"{container} read old and new keys together through one resolution of ..data in {path}: "
             + "; ".join(in_words(s["keys"]) for s in mixed(snapshots)))
-        assert answer["ok"], (
+        seen_new = any(s["keys"] and set(generations(s["keys"]).values()) == {NEW} for s in snapshots)
+        assert answer["ok"] and seen_new, (
             f"{container} never saw the update in the {kind} volume at {path}: {describe(answer)} after "
             f"{answer.get('waited_s')} s of {answer.get('reads')} reads (kubelet syncFrequency "
             f"{settings_update.kubelet.get('syncFrequency', 'unknown')})")
