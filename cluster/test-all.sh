@@ -22,7 +22,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 rc=0
-offline=(tests/test_install.py tests/test_current_stack.py tests/test_probes_on_host.py tests/test_harness_logic.py
+offline=(tests/test_install.py tests/test_current_stack.py tests/test_probes_on_host.py tests/test_sqlite_probes_on_host.py tests/test_harness_logic.py
          tests/test_plugin_cli.py)
 mkdir -p reports
 .venv/bin/python -m pytest "${offline[@]}" -p no:cacheprovider --reports-dir reports/harness-offline "$@" \
