@@ -22,6 +22,12 @@ class KubeError(Exception):
         self.unreachable = unreachable
 
     @property
+    def quota_busy(self) -> bool:
+        """409 on the namespace's ResourceQuota: creates side by side updated it first
+        and this one was not admitted; nothing was made, the same request may go again."""
+        return self.status == 409 and "resourcequotas" in str(self)
+
+    @property
     def retryable(self) -> bool:
         """Worth trying again inside a wait: throttled, a server error, or no answer at all."""
         return self.unreachable or self.status in RETRYABLE_STATUSES

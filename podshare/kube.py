@@ -22,6 +22,11 @@ from .errors import KubeError
 from .kube_calls import COST, _absent_ok, api_call
 from .retry import GaveUp, NotYet, wait_until
 
+# How long a create may keep meeting its namespace's ResourceQuota being updated
+# by the creates beside it (409 Conflict on resourcequotas) before that is its answer.
+QUOTA_BUSY_FOR = 30.0
+
+
 class Kube:
     """A connection to one cluster."""
 
@@ -195,9 +200,17 @@ class Kube:
         kind, name = body["kind"], body["metadata"]["name"]
         create = self._namespaced("create")[kind]
         with_info = getattr(create.__self__, create.__name__ + "_with_http_info")
-        created, _status, headers = api_call(f"create {kind.lower()} {name} in {namespace}", with_info,
-                                             namespace, body, _return_http_data_only=False,
-                                             **({"dry_run": "All"} if dry_run else {}))
+        action = f"create {kind.lower()} {name} in {namespace}"
+
+        def attempt():
+            try:
+                return api_call(action, with_info, namespace, body, _return_http_data_only=False,
+                                **({"dry_run": "All"} if dry_run else {}))
+            except KubeError as exc:
+                if exc.quota_busy:  # nothing was made: as the API says, apply it again
+                    raise NotYet(str(exc)) from None
+                raise
+        created, _status, headers = wait_until(attempt, timeout=QUOTA_BUSY_FOR, what=action)
         if dry_run:
             return created
         COST[f"{kind.lower()}s_created"] += 1

@@ -822,3 +822,14 @@ def test_a_node_with_a_skipped_claim_is_not_said_to_keep_every_promise():
     assert node_summary(checks, ClusterFacts(), None) == [
         "2 nodes checked: a keeps all 2 promises",
         "b skipped 1 (not counted as kept): Claim v6 (the pod's network namespace has no ::1)"]
+
+
+def test_a_create_that_met_its_quota_being_updated_is_made_again():
+    """Pods created side by side in a namespace with a ResourceQuota: the API may
+    answer one 409 Conflict on resourcequotas (CI met it); nothing was made, so the
+    same create goes again, while any other 409 (AlreadyExists) is its answer."""
+    busy = KubeError('create pod p in ns: 409 Operation cannot be fulfilled on resourcequotas "podshare-quota": '
+                     'the object has been modified; please apply your changes to the latest version and try again',
+                     409, "Conflict")
+    assert busy.quota_busy
+    assert not KubeError('create pod p in ns: 409 pods "p" already exists', 409, "AlreadyExists").quota_busy
