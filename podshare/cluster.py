@@ -320,8 +320,8 @@ class Cluster:
         self.kube.create_namespace(name, {**self.labels(), **FENCED, **psa})
         self.namespace = name
         try:
-            # The ClusterRole podshare grants nothing inside any namespace (README:
-            # Security): the run binds the run role to itself here. An identity that
+            # The ClusterRole podshare grants nothing inside any namespace (docs/security.md):
+            # the run binds the run role to itself here. An identity that
             # may already work here (an administrator) binds nothing.
             if not self.kube.can_i("create", "pods", name):
                 self.kube.bind_self(name, run_role, self.labels())

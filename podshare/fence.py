@@ -3,7 +3,7 @@ NetworkPolicy that keeps the run's pods to themselves, the ResourceQuota and
 LimitRange that bound what a run (or a stolen token) can take. The run makes
 them in the namespace it makes, before any pod: in a namespace labelled
 podshare.io/fenced=true the admission policies podshare-fence and podshare-quota
-refuse every pod until they exist (README: Security)."""
+refuse every pod until they exist (docs/security.md)."""
 from __future__ import annotations
 
 from .errors import KubeError

@@ -99,7 +99,7 @@ def _retry_after(exc: ApiException) -> float | None:
 
 
 # What this process asked of the API server, for the run's cost (results.json
-# run.api_cost; README: "Large clusters"): every request, retries included.
+# run.api_cost; docs/nodes.md: "Large clusters"): every request, retries included.
 COST: Counter[str] = Counter()
 
 

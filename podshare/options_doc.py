@@ -1,7 +1,7 @@
-"""The options table of README.md, generated from the one table
+"""The options table of docs/options.md, generated from the one table
 (podshare.settings.OPTIONS), so the documentation cannot drift from the code:
 
-    python -m podshare.options_doc            rewrite README.md's table in place
+    python -m podshare.options_doc            rewrite docs/options.md's table in place
     python -m podshare.options_doc --check    exit 1 if it differs (tests do this)
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from .settings import OPTIONS, Option
 
 BEGIN = "<!-- options: generated from podshare/settings.py by `python -m podshare.options_doc`; do not edit -->"
 END = "<!-- /options -->"
-README = Path(__file__).resolve().parent.parent / "README.md"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "options.md"
 
 
 def _env(o: Option) -> str:
@@ -49,15 +49,15 @@ def rewritten(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = README.read_text()
+    text = DOC.read_text()
     fresh = rewritten(text)
     if "--check" in argv:
         if fresh != text:
-            print("README.md's options table differs from podshare/settings.py: run python -m podshare.options_doc",
+            print("docs/options.md's options table differs from podshare/settings.py: run python -m podshare.options_doc",
                   file=sys.stderr)
             return 1
         return 0
-    README.write_text(fresh)
+    DOC.write_text(fresh)
     return 0
 
 

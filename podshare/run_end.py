@@ -36,8 +36,8 @@ def exit_status(ps: PodshareSession, status: int, leftovers: list[str]) -> int:
 
 
 def api_cost(cost: Counter[str], checks) -> dict[str, float]:
-    """What the run asked of the API server, in all and per node checked (README:
-    "Large clusters" scales it to 500 nodes)."""
+    """What the run asked of the API server, in all and per node checked (docs/nodes.md,
+    "Large clusters", scales it to 500 nodes)."""
     nodes = len({c.node for c in checks if c.node}) or 1
     total = {k: cost[k] for k in ("api_calls", "execs", "pods_created", "configmaps_created", "services_created")}
     return {**total, "nodes": nodes, **{f"{k}_per_node": round(v / nodes, 1) for k, v in total.items()}}

@@ -61,7 +61,7 @@ def pod_problem(pod) -> str | None:
                 hint = f" (is {cs.image} a podshare probe image? it needs python3 and the probes package)"
             elif waiting.reason in PULL_REASONS:
                 hint = (f" (node {pod.spec.node_name or '?'} cannot get the image {cs.image}: build and push the probe "
-                        "image (README: images/probe.Containerfile) and name it with --probe-image, or pull through "
+                        "image (docs/quickstart.md: images/probe.Containerfile) and name it with --probe-image, or pull through "
                         "a mirror with --registry and --image-pull-secret; `podshare images` lists every image a "
                         "run needs)")
             return f"container {cs.name} of pod {pod.metadata.name} is {waiting.reason}: {detail}{hint}".strip()

@@ -82,7 +82,7 @@ def test_public_python_image_that_cannot_be_pulled(admin_kubeconfig):
     assert "container alpha" in line and "podshare.local/no-such-mirror/python@sha256:" in line
     node = socket.gethostname().lower() if os.environ.get("PODSHARE_LOCAL_CLUSTER") else ""
     assert f"node {node}" in line and "cannot get the image podshare.local/no-such-mirror/python" in line, line
-    assert "build and push the probe image (README" in line and "--probe-image" in line and "--registry" in line
+    assert "build and push the probe image (docs/quickstart.md" in line and "--probe-image" in line and "--registry" in line
 
 
 def test_image_without_the_probe_program(admin_kubeconfig):

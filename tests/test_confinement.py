@@ -5,9 +5,9 @@ namespace that is not podshare's is refused with the API's reason, RBAC's or
 the admission policy podshare-confinement's (manifests/rbac.yaml). A third
 identity holds podshare-run cluster-wide as well (what a careless binding, or
 podshare before the confinement, granted): the policy still refuses every
-write and exec; reads are then RBAC's alone (README: Security).
+write and exec; reads are then RBAC's alone (docs/security.md).
 
-The expected answers are the README's table, read from it, so the table is
+The expected answers are docs/security.md's table, read from it, so the table is
 what this test checks."""
 from __future__ import annotations
 
@@ -39,10 +39,14 @@ RBAC, ALLOWED = "refused (RBAC)", "allowed"
 IDENTITIES = ("nightly runner", "ClusterRole user", "careless binding")
 
 
-def readme_table() -> dict[str, dict[str, str]]:
-    """The README's table of what podshare's identity can do: action -> identity -> answer."""
-    text = (PROJECT / "README.md").read_text()
-    section = re.split(r"\n#+ ", text.split("### What podshare's identity can do", 1)[1])[0]
+SECURITY_DOC = PROJECT / "docs" / "security.md"
+TABLE_HEADING = re.compile(r"^#+ What podshare's identity can do\s*$", re.M)
+
+
+def security_table(text: str | None = None) -> dict[str, dict[str, str]]:
+    """docs/security.md's table of what podshare's identity can do: action -> identity -> answer."""
+    text = SECURITY_DOC.read_text() if text is None else text
+    section = re.split(r"\n#+ ", text[TABLE_HEADING.search(text).end():])[0]
     table = re.search(r"(^\|.*\n)+", section, re.M)[0]
     rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table.splitlines()]
     header, body = rows[0], rows[2:]
@@ -107,7 +111,7 @@ def victim(kube):
 
 @pytest.fixture(scope="module")
 def identities(kube, confinement, shipped_roles):
-    """The three identities, bound as their README column says."""
+    """The three identities, bound as their column of docs/security.md's table says."""
     rbac_api = client.RbacAuthorizationV1Api(kube.core.api_client)
     docs = [d for d in yaml.safe_load_all(render(pull_policy="Never", runner_by_tag=True)) if d["kind"] != "CronJob"]
     nightly_ns = next(d for d in docs if d["kind"] == "Namespace")["metadata"]["name"]
@@ -201,7 +205,7 @@ A_YEAR = 365 * 24 * 3600
 
 
 def attempts(victim: str, nightly_ns: str, ns: dict[str, str], priority: str) -> dict[str, tuple]:
-    """The README's actions as requests: (method, path, body, content type); "{own}"
+    """The table's actions as requests: (method, path, body, content type); "{own}"
     in a path is the identity's own namespace (the nightly's for its runner, a run's
     for the others). Writes are dry runs: admission still decides them, and a wrong
     answer harms nothing."""
@@ -280,7 +284,7 @@ def attempts(victim: str, nightly_ns: str, ns: dict[str, str], priority: str) ->
 
 
 def answer_of(method: str, path: str, status: int, message: str) -> str:
-    """The refusing layer, in the README's words: RBAC, or the admission policy by name."""
+    """The refusing layer, in the table's words: RBAC, or the admission policy by name."""
     policy = re.search(r"ValidatingAdmissionPolicy '(podshare-[a-z-]+)'", message)
     if status in (403, 422) and policy:  # 422: a parameter not found (no fence, no quota)
         return f"refused ({policy[1]})"
@@ -291,11 +295,11 @@ def answer_of(method: str, path: str, status: int, message: str) -> str:
     return f"{status}: {message}"
 
 
-def test_the_identity_can_do_exactly_what_the_readme_says(identities, victim, podshare_namespaces, high_priority):
-    """Every action of the README's table as every identity: the API's answer is
+def test_the_identity_can_do_exactly_what_the_security_doc_says(identities, victim, podshare_namespaces, high_priority):
+    """Every action of docs/security.md's table as every identity: the API's answer is
     the table's, and a refusal carries the API's reason (RBAC names verb and
     resource; a policy names itself and why)."""
-    expected = readme_table()
+    expected = security_table()
     by_name, nightly_ns, _ = identities
     tried = attempts(victim, nightly_ns, podshare_namespaces, high_priority)
     assert set(expected) == set(tried), set(expected) ^ set(tried)

@@ -664,12 +664,17 @@ def test_an_older_results_json_reads_into_todays_records_and_joins_the_trend(tmp
 
 
 def test_readme_options_table_is_generated_from_the_one_options_table():
-    """README.md's options table is podshare/settings.py's OPTIONS, rendered: an
-    option added, renamed or re-defaulted without regenerating it fails here."""
+    """docs/options.md's options table is podshare/settings.py's OPTIONS, rendered: an
+    option added, renamed or re-defaulted without regenerating it fails here, and
+    `python -m podshare.options_doc --check` says so too."""
     from podshare import options_doc
-    readme = options_doc.README.read_text()
-    assert options_doc.rewritten(readme) == readme, "run: python -m podshare.options_doc"
-    assert all(f"| `{o.flag}` |" in readme for o in options_doc.OPTIONS)
+    project = Path(__file__).resolve().parent.parent
+    assert options_doc.DOC == project / "docs" / "options.md"
+    doc = options_doc.DOC.read_text()
+    assert options_doc.rewritten(doc) == doc, "run: python -m podshare.options_doc"
+    assert all(f"| `{o.flag}` |" in doc for o in options_doc.OPTIONS)
+    assert options_doc.main(["--check"]) == 0
+    assert options_doc.BEGIN not in (project / "README.md").read_text(), "the table lives in docs/options.md only"
 
 
 def test_option_precedence_is_command_line_then_environment_then_ini_then_default(monkeypatch):

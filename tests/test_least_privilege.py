@@ -52,7 +52,7 @@ def test_with_namespace_the_role_alone_suffices(account, kube, podshare_session,
         kube.delete_namespace(target, timeout=120)
 
 
-# Rules no claim needs, kept for a reason (README "Security" says the same):
+# Rules no claim needs, kept for a reason (docs/security.md says the same):
 # without them a run still passes, with less in its reports. (role, resource, verb)
 OPTIONAL = {
     ("podshare", "namespaces", "list"): "podshare gc finds orphaned run namespaces by label",
