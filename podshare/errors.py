@@ -25,7 +25,7 @@ class KubeError(Exception):
     def quota_busy(self) -> bool:
         """409 on the namespace's ResourceQuota: creates side by side updated it first
         and this one was not admitted; nothing was made, the same request may go again."""
-        return self.status == 409 and "resourcequotas" in str(self)
+        return self.status == 409 and self.reason == "Conflict" and "resourcequotas" in str(self)
 
     @property
     def retryable(self) -> bool:

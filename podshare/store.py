@@ -43,12 +43,16 @@ def _gz(content: bytes) -> str:
     return base64.b64encode(gzip.compress(content, mtime=0)).decode()
 
 
-def _trimmed(results: dict[str, Any], passed_only: bool, step: str) -> bytes:
-    checks = [c if passed_only and c.get("outcome") != PASSED
-              else {**c, "evidence": {}, "diagnostics": [], "evidence_left_out": True}
+def _stored_as(results: dict[str, Any], step: str) -> bytes:
+    """results.json as stored at `step`: what it leaves out of the evidence (passed
+    checks' or all), and run.stored saying so (from "summary compressed" on, where
+    only summary.md is compressed and nothing of the results is left out)."""
+    keep = {"summary compressed": lambda c: True,
+            "evidence of passed checks left out": lambda c: c.get("outcome") != PASSED}.get(step, lambda c: False)
+    checks = [c if keep(c) else {**c, "evidence": {}, "diagnostics": [], "evidence_left_out": True}
               for c in results.get("checks", [])]
-    run = {**results.get("run", {}), "stored": f"{step}, to fit one ConfigMap (1 MiB); the run's own "
-                                              "reports directory has every transcript"}
+    left_out = "" if step == "summary compressed" else "; the run's own reports directory has every transcript"
+    run = {**results.get("run", {}), "stored": f"{step}, to fit one ConfigMap (1 MiB){left_out}"}
     return json.dumps({**results, "run": run, "checks": checks}).encode()
 
 
@@ -58,8 +62,8 @@ def pack(reports: Path) -> tuple[dict[str, str], dict[str, str], str]:
     present = {name: (reports / name).read_bytes() for name in (*PACKED, *PLAIN) if (reports / name).exists()}
     for step in STEPS:
         files = dict(present)
-        if step.startswith(("evidence", "all")) and "results.json" in files:
-            files["results.json"] = _trimmed(json.loads(files["results.json"]), step.startswith("evidence"), step)
+        if step != "everything" and "results.json" in files:
+            files["results.json"] = _stored_as(json.loads(files["results.json"]), step)
         plain = PLAIN if step == "everything" else ()
         binary = {f"{n}.gz": _gz(c) for n, c in files.items() if n not in plain}
         data = {n: c.decode() for n, c in files.items() if n in plain}

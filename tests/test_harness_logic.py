@@ -838,3 +838,9 @@ def test_a_create_that_met_its_quota_being_updated_is_made_again():
                      409, "Conflict")
     assert busy.quota_busy
     assert not KubeError('create pod p in ns: 409 pods "p" already exists', 409, "AlreadyExists").quota_busy
+
+
+def test_an_object_that_already_exists_is_not_a_busy_quota():
+    """Only the quota's own conflict is made again; AlreadyExists on a ResourceQuota is an answer."""
+    assert not KubeError('create resourcequota podshare-quota in ns: 409 resourcequotas "podshare-quota" already '
+                         'exists', 409, "AlreadyExists").quota_busy
