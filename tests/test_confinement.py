@@ -30,7 +30,6 @@ from podshare.fence import FENCED
 from podshare.kube import Kube
 from podshare.manifests import MANIFESTS, load_manifests
 from podshare.nightly import render
-from podshare.manifests import MANIFESTS, load_manifests
 from podshare.retry import NotYet, wait_until
 
 from .conftest import PROJECT, RESTRICTED, rbac, run_suites, run_suites_as
