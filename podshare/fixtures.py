@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from .disruption import Disrupted, Disruption
-from .errors import PodNotReady
+from .errors import HARNESS_ERRORS, PodNotReady
 from .evidence import Evidence
 from .factory import PodFactory
 from .pods import Pod, ProbeSet
@@ -174,7 +174,13 @@ def probes_here(request: pytest.FixtureRequest, probe_pods: tuple[ProbeSet, Pod]
         return probe_pods
     here = pod_factory.volume_probes(kind) if kind.startswith("pvc:") else probe_pods
     if not here[0].start_failure:
-        seen = here[0].container("alpha").run("filesystem", path=volume_path(kind))
+        try:
+            seen = here[0].container("alpha").run("filesystem", path=volume_path(kind))
+        except HARNESS_ERRORS as exc:
+            # evidence only: the claim's body meets what took the pod (a deletion is
+            # recovered from there, on a fresh pod), a failed setup would not be
+            evidence["shared_volume"] = {"kind": kind, "ok": False, "error": str(exc).strip().split("\n")[0]}
+            return here
         evidence["shared_volume"] = {"kind": kind, **{k: seen.get(k) for k in ("ok", "fstype", "options", "device")}}
     return here
 
