@@ -42,7 +42,8 @@ if [ -n "$current_node" ]; then  # the three-node cluster (PODSHARE_NODES=3, mak
   export PODSHARE_MATRIX_CURRENT_RESULTS="$PWD/reports/matrix-current/results.json"
 fi
 # the built image's run is one node and class: it leaves room for the user-namespace run beside it
-.venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/built-probe \
+# pinned: a pod the scheduler places could land where a claim's feature is missing (image volumes on containerd 1.6)
+.venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/built-probe --node "${current_node:-$first_node}" \
   --probe-image "$PROBE_IMAGE" "$@" >reports/built-probe.log 2>&1 &
 built_probe=$!
 .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/userns --user-namespaces on \

@@ -14,6 +14,7 @@ from .errors import AccessDenied, KubeError
 from .evidence import EvidenceSlot
 from .fence import FENCED
 from .kube import Kube
+from .node_features import lacks
 from .pods import Pod
 from .records import ClusterFacts, NodeFacts
 from .retry import GaveUp, NotYet, wait_until
@@ -232,6 +233,15 @@ class Cluster:
                 raise KubeError(f"RuntimeClass {name!r} does not exist (--runtime-class)", 404) from None
             raise
         self.facts.runtime_classes[name] = handler
+
+    def node_lacks(self, feature: str, node: str) -> str | None:
+        """Why a node cannot have a feature some claims need (podshare.node_features),
+        from its facts; None when it has it or they cannot be read (the pods tell)."""
+        try:
+            facts = self.facts.nodes.get(node) or node_facts(self.kube.node(node))
+        except KubeError:
+            return None
+        return lacks(feature, node, facts)
 
     def runtime_class_excludes(self, name: str, node: str) -> str | None:
         """Why a RuntimeClass's scheduling.nodeSelector (what a managed sandboxed

@@ -118,3 +118,22 @@ def not_applicable(items: list[pytest.Item], default_node: str | None, excludes)
         if place[0] and place[1] and place not in found:
             found[place] = excludes(place[1], place[0])
     return [NotApplicable(node, runtime_class, why) for (node, runtime_class), why in found.items() if why]
+
+
+def needed_features(item: pytest.Item) -> list[str]:
+    """What the claim needs of its node (its `needs` markers), podshare.node_features."""
+    return [m.args[0] for m in item.iter_markers("needs")]
+
+
+def lacking(items: list[pytest.Item], default_node: str | None, lacks) -> list[NotApplicable]:
+    """The nodes, among the places the items would run, that lack a feature some of
+    them need (`lacks(feature, node)` says why, or None); one entry per node and
+    feature. A run whose node is the scheduler's choice is not decided here."""
+    found: dict[tuple[str, str], str | None] = {}
+    for item in items:
+        node = of_item(item).node or default_node
+        for feature in needed_features(item) if node else ():
+            if (node, feature) not in found:
+                found[(node, feature)] = lacks(feature, node)
+    return [NotApplicable(node, "", why, feature) for (node, feature), why in found.items() if why]
+

@@ -56,7 +56,7 @@ def claim_matrix(checks: list[Check], not_applicable: list[NotApplicable] = ()) 
         rows.setdefault(c.claim_id or c.id, {})[c.dimensions.column(axes)] = c
     # where a class may not run: its column once for each setting of the other dimensions the run had
     places = [*(c.dimensions for c in checks), *(replace(c.dimensions, node=na.node, runtime_class=na.runtime_class)
-                                                 for na in not_applicable for c in checks)]
+                                                 for na in not_applicable if not na.feature for c in checks)]
     where = {d.column(axes): d for d in places}
     title = "Claim x " + " x ".join(AXIS[name].title for name in axes)
     return Matrix(title, sorted(where) if not_applicable else list(where), rows, where)

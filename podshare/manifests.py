@@ -87,6 +87,10 @@ def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str |
     for c in spec.get("initContainers", []) + spec.get("containers", []):
         c["image"] = images.get(c.get("image"), c.get("image"))
         c["imagePullPolicy"] = settings.image_pull_policy
+    for volume in spec.get("volumes", []):  # image volumes (KEP-4639) of the same images, pulled alike
+        if "image" in volume and volume["image"].get("reference") in images:
+            volume["image"] = {"reference": images[volume["image"]["reference"]],
+                               "pullPolicy": settings.image_pull_policy}
     if probe_bundle:
         deliver(spec, settings.probe_image, probe_bundle)
     if settings.image_pull_secret:

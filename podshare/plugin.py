@@ -40,6 +40,7 @@ MARKERS = {
 OTHER_MARKERS = {
     "manifest": "manifest(path): the pattern manifest a module's claims use; its pods start with the probe pod",
     "user_namespaced": "a claim about pods with hostUsers: false, collected only for them (--user-namespaces on, both)",
+    "needs": "needs(feature): what the claim needs of its node (podshare.node_features); not applicable where it lacks it",
 }
 RUN_ID = pytest.StashKey[str]()
 REGISTERED = pytest.StashKey[list]()  # (name, object) this plugin registered, to unregister
@@ -154,13 +155,17 @@ class PodshareHooks:
         scheduling.nodeSelector admits only some nodes (as a managed sandboxed pool's
         class does) runs only there, the reports naming the rest not applicable."""
         dimensions.deselect(config, items, dimensions.user_namespaced_elsewhere)
-        if not self.ps.settings.runtime_class or not (self.ps.nodes_dimension or self.ps.settings.node):
+        if not (self.ps.nodes_dimension or self.ps.settings.node):
             return
-        excluded = dimensions.not_applicable(items, self.ps.settings.node, self.ps.cluster.runtime_class_excludes)
+        node_of = lambda i: dimensions.of_item(i).node or self.ps.settings.node  # noqa: E731
+        missing = dimensions.lacking(items, self.ps.settings.node, self.ps.cluster.node_lacks)
+        gaps = {(na.node, na.feature) for na in missing}
+        dimensions.deselect(config, items, lambda i: any((node_of(i), f) in gaps for f in dimensions.needed_features(i)))
+        excluded = dimensions.not_applicable(items, self.ps.settings.node, self.ps.cluster.runtime_class_excludes) \
+            if self.ps.settings.runtime_class else []
         places = {(na.node, na.runtime_class) for na in excluded}
-        dimensions.deselect(config, items, lambda i: (dimensions.of_item(i).node or self.ps.settings.node,
-                                                      dimensions.of_item(i).runtime_class) in places)
-        self.ps.cluster.facts.not_applicable = excluded
+        dimensions.deselect(config, items, lambda i: (node_of(i), dimensions.of_item(i).runtime_class) in places)
+        self.ps.cluster.facts.not_applicable = excluded + missing
 
     def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]) -> list[str]:
         if config.option.collectonly or not any("kube" in getattr(i, "fixturenames", ()) for i in items):

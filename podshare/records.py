@@ -232,10 +232,12 @@ def nodes_of(cluster: "dict[str, Any] | ClusterFacts") -> dict[str, NodeFacts]:
 
 @dataclass(frozen=True)
 class NotApplicable:
-    """A node where a RuntimeClass may not run (its scheduling.nodeSelector), and why."""
+    """A node where a RuntimeClass may not run (its scheduling.nodeSelector), or
+    where a feature some claims need is missing (`feature`: those claims only), and why."""
     node: str
     runtime_class: str
     why: str
+    feature: str | None = None
 
 
 def runtime_classes_line(classes: dict[str, str]) -> str:
@@ -292,7 +294,7 @@ class ClusterFacts:
             elif f.name == "nodes":
                 value = {name: facts.to_json() for name, facts in value.items()}
             elif f.name == "not_applicable":
-                value = [asdict(na) for na in value]
+                value = [{k: v for k, v in asdict(na).items() if v is not None} for na in value]  # feature: only its own
             out[f.name] = value
         return out
 

@@ -10,6 +10,8 @@ from typing import Any
 from .disruption import Disrupted, diagnose
 from .errors import KubeError, PodNotReady, SandboxRefused
 from .kube import Kube
+from .node_features import lacks, needed_by
+from .records import NodeFacts
 from .retry import GaveUp, NotYet, wait_until
 
 # How long a verb that holds something (a lock, a mapping) has to say it holds it.
@@ -66,6 +68,20 @@ def pod_problem(pod) -> str | None:
                         "run needs)")
             return f"container {cs.name} of pod {pod.metadata.name} is {waiting.reason}: {detail}{hint}".strip()
     return None
+
+
+def node_lacks(kube: Kube, pod) -> str | None:
+    """Why the pod's node cannot have what the pod's spec needs (podshare.node_features),
+    or None; for a pod that cannot start, on a node no claim's collection decided."""
+    needed = needed_by(pod.spec)
+    if not needed or not pod.spec.node_name:
+        return None
+    try:
+        info = kube.node(pod.spec.node_name).status.node_info
+    except KubeError:
+        return None
+    facts = NodeFacts(container_runtime=info.container_runtime_version or "")
+    return next((why for f in needed if (why := lacks(f, pod.spec.node_name, facts))), None)
 
 
 def outside_the_promise(pod) -> bool:
@@ -163,6 +179,9 @@ def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, conditio
                 raise NotYet(f"{problem}; {claims}")
             raise PodNotReady(f"{problem}; {claims}", outside=True)
         if problem:
+            missing = node_lacks(kube, pod)
+            if missing:  # what the node cannot have, not a promise it broke
+                raise PodNotReady(f"not applicable: {missing} (the kubelet: {problem})", outside=True)
             raise PodNotReady(problem, outside=outside_the_promise(pod))
         refused = sandbox_refused(kube, pod)
         if refused:

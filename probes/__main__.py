@@ -146,6 +146,7 @@ VERBS: dict[str, tuple[Callable | None, str, list]] = {
     "rename": (files.rename, "rename a file", [PATH, arg("--to", required=True)]),
     "delete": (files.delete, "unlink a file", [PATH]),
     "list": (files.listdir, "list a directory", [PATH]),
+    "tree-digest": (files.tree_digest, "one digest of a directory tree: paths, modes, sizes, contents", [PATH]),
     "owner": (files.owner, "owner uid, gid and mode of a path", [PATH]),
     "hold-lock": (files.hold_lock, "an exclusive lock", [PATH, LOCK_KIND, HOLD]),
     "try-lock": (files.try_lock, "an exclusive lock", [PATH, LOCK_KIND]),

@@ -259,3 +259,53 @@ def fill(args) -> dict:
         except OSError:
             pass
     return ok(path=args.path, written=written)
+
+
+def tree_digest(args) -> dict:
+    """One digest of a directory tree as this container sees it: every entry's
+    relative path, type, permission bits and size, a regular file's content and a
+    symlink's target, in sorted order. Two containers that see one tree get one
+    digest; a directory this user may not read is named (and counted in), not
+    skipped silently."""
+    import hashlib
+    whole = hashlib.sha256()
+    files = size = 0
+    unreadable: list[str] = []
+
+    def walk(directory: str, rel: str) -> None:
+        nonlocal files, size
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError as exc:
+            unreadable.append(rel or ".")
+            whole.update(f"{rel}\0unreadable:{errno.errorcode.get(exc.errno, exc.errno)}\n".encode())
+            return
+        for name in names:
+            path, child = os.path.join(directory, name), f"{rel}/{name}" if rel else name
+            st = os.lstat(path)
+            head = f"{child}\0{st.st_mode:o}\0{st.st_size}"
+            if os.path.islink(path):
+                whole.update(f"{head}\0->{os.readlink(path)}\n".encode())
+            elif os.path.isdir(path):
+                whole.update(f"{head}\0dir\n".encode())
+                walk(path, child)
+            elif os.path.isfile(path):
+                try:
+                    with open(path, "rb") as f:
+                        content = hashlib.file_digest(f, "sha256").hexdigest()
+                except OSError as exc:
+                    unreadable.append(child)
+                    content = f"unreadable:{errno.errorcode.get(exc.errno, exc.errno)}"
+                whole.update(f"{head}\0{content}\n".encode())
+                files, size = files + 1, size + st.st_size
+            else:  # a device, a fifo, a socket: its kind and mode say it
+                whole.update(f"{head}\0other\n".encode())
+
+    try:
+        with step("walk", path=args.path):
+            os.stat(args.path)
+            walk(args.path, "")
+    except OSError as exc:
+        return failure(exc, path=args.path)
+    return ok(path=args.path, digest=whole.hexdigest(), files=files, bytes=size,
+              unreadable=unreadable[:20], unreadable_count=len(unreadable))

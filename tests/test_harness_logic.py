@@ -725,7 +725,7 @@ LAYERS = [
      "run_end", "junit", "settings", "options_doc", "cli", "nightly", "__main__"},
     {"cluster", "factory", "pods", "manifests", "waits", "verbs", "channel", "disruption", "delivery",
      "unpack_probes", "gc", "images", "store", "confinement", "fence"},
-    {"kube", "kube_calls", "errors", "retry", "evidence"},
+    {"kube", "kube_calls", "errors", "retry", "evidence", "node_features"},
     {"report", "findings", "common_causes", "markdown_report", "html_report", "known_divergences", "signatures",
      "metrics", "history"},
     {"records", "__init__"},
@@ -844,3 +844,26 @@ def test_an_object_that_already_exists_is_not_a_busy_quota():
     """Only the quota's own conflict is made again; AlreadyExists on a ResourceQuota is an answer."""
     assert not KubeError('create resourcequota podshare-quota in ns: 409 resourcequotas "podshare-quota" already '
                          'exists', 409, "AlreadyExists").quota_busy
+
+
+def test_a_node_lacks_image_volumes_by_its_runtime_and_version_only():
+    """containerd before 2.1 and cri-dockerd cannot mount image volumes: one line
+    naming the runtime; CRI-O, containerd 2.1 on, and a version that does not
+    parse are left to their pods."""
+    from types import SimpleNamespace
+
+    from podshare.node_features import lacks, needed_by
+    from podshare.records import NodeFacts
+
+    def on(runtime: str) -> str | None:
+        return lacks("image volumes", "n1", NodeFacts(container_runtime=runtime))
+
+    assert on("containerd://1.6.20") == ("node n1's containerd 1.6.20 cannot mount image volumes "
+                                         "(containerd 2.1 added them: containerd/containerd#10579)")
+    assert on("containerd://2.0.5") and on("docker://28.1.1")
+    assert on("containerd://2.1.0") is None and on("containerd://v2.4.2") is None
+    assert on("cri-o://1.33.2") is None and on("containerd://devel") is None and on("") is None
+    image = SimpleNamespace(volumes=[SimpleNamespace(image=None), SimpleNamespace(image=object())])
+    assert needed_by(image) == ["image volumes"]
+    assert needed_by(SimpleNamespace(volumes=[SimpleNamespace(image=None)])) == []
+    assert needed_by(SimpleNamespace(volumes=None)) == []

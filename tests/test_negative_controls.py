@@ -534,3 +534,48 @@ def test_a_listed_claim_failing_another_way_is_a_failure_not_its_known_divergenc
     for c in checks:
         assert c["message"].startswith("listed as a known divergence for evidence beta_while_held.ok: true, but saw "
                                        "open: EROFS: beta could not open alpha's lock file: EROFS"), c["message"]
+
+
+def _node_of_pool(kube, pool: str) -> str:
+    nodes = [n.metadata.name for n in kube.nodes(f"podshare.io/pool={pool}")]
+    if not nodes:
+        pytest.fail(f"the local cluster has no {pool} pool (PODSHARE_NODES=3 brings one up)")
+    return nodes[0]
+
+
+@pytest.mark.usefixtures("kube")
+def test_an_image_volume_that_is_not_one_tree_fails_at_each_claim(tmp_path, kube):
+    """The broken image-volume pattern (--patterns-dir): beta mounts an emptyDir
+    where alpha mounts the image, on the containerd 2 node that can mount image
+    volumes. The one-tree claim fails naming both trees' sizes, beta's
+    read-only claim says beta wrote, the subPath claim names beta's empty tree;
+    alpha's read-only claim passes. On the containerd 1.6 node the same claims
+    are one not-applicable line, and the run beside them is unchanged."""
+    current = _node_of_pool(kube, "current")
+    checks = run_variant(tmp_path, None, "volume", "--patterns-dir", str(VARIANTS / "broken-patterns"),
+                         "-k", "image_volumes", "--node", current)
+    got = failing(checks)
+    assert set(got) == {"test_image_volume_is_one_tree_in_both_containers", "test_image_volume_is_read_only[beta]",
+                        "test_image_volume_subpath_is_the_image_directory"}, [c["id"] for c in checks]
+    assert len(checks) == 4, [c["id"] for c in checks]
+    assert re.fullmatch(r"alpha and beta see two different trees at /image: \d+ files \(\d+ bytes\) against 0 "
+                        r"\(0 bytes\)", got["test_image_volume_is_one_tree_in_both_containers"]["message"])
+    assert got["test_image_volume_is_read_only[beta]"]["message"] == (
+        "beta wrote into the image volume at /image: it is not read-only")
+    assert got["test_image_volume_subpath_is_the_image_directory"]["message"].startswith(
+        "beta's subPath mount /image-etc is not the image's etc/: 0 files against ")
+
+    first = socket.gethostname().lower()  # the first node: containerd 1.6
+    lacking = tmp_path / "lacking"
+    lacking.mkdir()
+    results = conftest.run_suites("-m", "volume", "-k", "image_volumes or subpaths", "--node", first,
+                                  "--reports-dir", str(lacking))
+    assert results.returncode == 0, results.stdout[-3000:]
+    ran = json.loads((lacking / "results.json").read_text())
+    assert {c["id"].split("::")[0] for c in ran["checks"]} == {"suites/test_subpaths.py"}, ran["checks"]
+    assert ran["cluster"]["not_applicable"] == [{
+        "node": first, "runtime_class": "", "feature": "image volumes",
+        "why": f"node {first}'s containerd 1.6.20 cannot mount image volumes (containerd 2.1 added them: "
+               "containerd/containerd#10579)"}], ran["cluster"]
+    summary = (lacking / "summary.md").read_text()
+    assert f"- not applicable: node {first}'s containerd 1.6.20 cannot mount image volumes" in summary, summary
