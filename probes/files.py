@@ -263,10 +263,10 @@ def fill(args) -> dict:
 
 def tree_digest(args) -> dict:
     """One digest of a directory tree as this container sees it: every entry's
-    relative path, type, permission bits and size, a regular file's content and a
-    symlink's target, in sorted order. Two containers that see one tree get one
-    digest; a directory this user may not read is named (and counted in), not
-    skipped silently."""
+    relative path, type, permission bits and size, a symlink's target and, with
+    --content, a regular file's content, in sorted order. Two containers that see
+    one tree get one digest; a directory this user may not read is named (and
+    counted in), not skipped silently."""
     import hashlib
     whole = hashlib.sha256()
     files = size = 0
@@ -289,6 +289,9 @@ def tree_digest(args) -> dict:
             elif os.path.isdir(path):
                 whole.update(f"{head}\0dir\n".encode())
                 walk(path, child)
+            elif os.path.isfile(path) and not args.content:
+                whole.update(f"{head}\0file\n".encode())
+                files, size = files + 1, size + st.st_size
             elif os.path.isfile(path):
                 try:
                     with open(path, "rb") as f:
