@@ -29,10 +29,11 @@ def parametrize(metafunc: pytest.Metafunc, settings: Settings, nodes: list[str] 
     values = {"node": nodes or [], "runtime_class": list(settings.runtime_class),
               "user_namespaces": list(USER_NAMESPACE_MODES[settings.user_namespaces]),
               "volume": volume_kinds(settings)}
+    per_module = metafunc.definition.get_closest_marker("volume_per_module") is not None
     for axis in AXES:
         if values[axis.name] and axis.name in metafunc.fixturenames:
-            metafunc.parametrize(axis.name, values[axis.name], indirect=True,
-                                 scope="session" if axis.splits else "function",
+            scope = "session" if axis.splits else "module" if axis.name == "volume" and per_module else "function"
+            metafunc.parametrize(axis.name, values[axis.name], indirect=True, scope=scope,
                                  ids=[axis.id(v) for v in values[axis.name]])
 
 

@@ -17,6 +17,8 @@ from .manifests import load_manifest, load_manifests, pin_to_node, render, with_
 from .pods import Pod, ProbeSet, start_pods, start_pods_for_claims
 from .records import Dimensions, volume_id
 
+VOLUME_KINDS = "podshare.io/volume-kinds"  # a pattern pod's annotation: "run" for the run's PVCs too
+
 
 class PodFactory:
     """Creates pods and their companions (ConfigMaps, Services) from manifests/
@@ -200,7 +202,7 @@ class PodFactory:
         for doc in docs:
             kind, name = doc["kind"], doc["metadata"]["name"]
             if kind == "Pod":
-                made[f"Pod/{name}"] = pod = self.pod(doc, name, renamed=renamed)
+                made[f"Pod/{name}"] = pod = self.pod(self._with_run_volumes(doc), name, renamed=renamed)
                 try:
                     pod.create()
                 except AccessDenied:
@@ -214,6 +216,16 @@ class PodFactory:
             self.others.append((kind, renamed[name]))
         self.applied[manifest] = made
         return made
+
+    def _with_run_volumes(self, doc: dict) -> dict:
+        """A pattern pod asking for the run's volume kinds (annotation
+        podshare.io/volume-kinds: run) gets a PVC of each --storage-class, as a
+        generic ephemeral volume mounted where the volume claims look for it."""
+        if (doc["metadata"].get("annotations") or {}).get(VOLUME_KINDS) != "run":
+            return doc
+        for storage_class in self.settings.storage_class:
+            doc = with_volume_claim(doc, f"pvc:{storage_class}", self.cluster.run_id)
+        return doc
 
     def update_configmap(self, manifest: str, name: str, data: dict[str, str]) -> Any:
         """Replace data of a ConfigMap that `manifest` made (by its template name);

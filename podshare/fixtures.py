@@ -157,7 +157,11 @@ def volume(request: pytest.FixtureRequest, podshare_session: PodshareSession) ->
     """Where a volume claim's containers share their volume: the disk or Memory
     emptyDir, or a PVC of a StorageClass (--storage-class), by the claim's volume
     kind (parametrized by the plugin)."""
-    kind = request.param
+    return shared_volume(request.param, podshare_session)
+
+
+def shared_volume(kind: str, podshare_session: PodshareSession) -> str:
+    """Where the containers mount a volume kind; a StorageClass's facts learnt once."""
     if kind.startswith("pvc:"):
         podshare_session.cluster.learn_storage_class(kind.removeprefix("pvc:"))
     return volume_path(kind)

@@ -13,20 +13,27 @@ import pytest
 from podshare.channel import ProbeKilled  # a verb killed by a signal is the answer of a broken runtime
 from podshare.errors import KubeError
 from podshare.evidence import could_not, describe, failed_with, stranger_sees
+from podshare.fixtures import shared_volume
 
-pytestmark = [pytest.mark.pattern, pytest.mark.manifest("patterns/sqlite.yaml")]
+pytestmark = [pytest.mark.pattern, pytest.mark.manifest("patterns/sqlite.yaml"), pytest.mark.volume_per_module]
 
-VOLUMES = ["disk", "memory"]
 ROWS, BATCH = 600, 10  # 60 transactions: a few seconds' work, however slow the machine (the writer is time-boxed)
 BUSY_MS = 5000  # SQLite's busy timeout, as apps set it
 WORKLOAD = {"batch": BATCH, "busy_ms": BUSY_MS}
 
 
-@pytest.fixture(scope="module", params=VOLUMES)
-def medium(request) -> str:
-    """Where the database lives: the pattern pod's disk or Memory emptyDir (its pod
-    has no PVC yet, so the volume dimension's PVC kinds do not reach it)."""
-    return f"/data/{request.param}"
+@pytest.fixture(scope="module")
+def volume(request, podshare_session) -> str:
+    """The volume dimension, once per kind for the whole module (the workload runs
+    once per kind): the pattern pod's disk or Memory emptyDir, or its PVC of a
+    --storage-class."""
+    return shared_volume(request.param, podshare_session)
+
+
+@pytest.fixture(scope="module")
+def medium(volume) -> str:
+    """Where the database lives."""
+    return volume
 
 
 @pytest.fixture(scope="module")
