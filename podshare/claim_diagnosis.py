@@ -103,10 +103,11 @@ def after_a_failure(ps: PodshareSession, item: pytest.Item, call: pytest.CallInf
         item.stash[DISRUPTED] = (found, seen)
 
 
-def keep_diagnostics(ps: PodshareSession, item: pytest.Item, report: pytest.TestReport) -> None:
+def keep_diagnostics(ps: PodshareSession, item: pytest.Item, report: pytest.TestReport,
+                     on_terminal: bool = True) -> None:
     """The state of the pods a failed claim touched (every pod of the run when a
-    fixture failed before any exec), once per claim; on the terminal only where the
-    run is not ending in one line anyway."""
+    fixture failed before any exec), once per claim; on the terminal only where
+    asked and the run is not ending in one line anyway."""
     ev = item.stash.get(EVIDENCE, None)
     pods = (ev.pods if ev is not None and ev.pods else None) or ps.cluster.pods
     if not pods:
@@ -118,5 +119,5 @@ def keep_diagnostics(ps: PodshareSession, item: pytest.Item, report: pytest.Test
         except Exception as exc:  # diagnostics must never hide the failure itself
             dumps.append({"pod": pod.name, "error": str(exc)})
     item.stash[DIAGNOSTICS] = dumps
-    if not ps.fatal:  # a run that could not start says one line; the dumps are in the reports
+    if on_terminal and not ps.fatal:  # a run that could not start says one line; the dumps are in the reports
         report.sections.append(("podshare diagnostics", json.dumps(dumps, indent=2, default=str)))

@@ -16,7 +16,7 @@ from .evidence import Evidence
 from .recovery import RERUN, rerun_message
 from .records import (COULD_NOT_CHECK, ERROR, FAILED, INTERRUPTED, KNOWN_DIVERGENCE, PASSED, SKIPPED, Check,
                       nodes_of)
-from .session import DIAGNOSTICS, DISRUPTED, EVIDENCE, KNOWN, RUNTIME_CLASS, PodshareSession
+from .session import DIAGNOSTICS, DISRUPTED, EVIDENCE, KNOWN, MESSAGE, RUNTIME_CLASS, PodshareSession
 
 # A harness error's message is a sentence already; its class (as pytest prefixes it) is not for the reader.
 _HARNESS_CLASS = re.compile(r"^(?:[\w.]+\.)?(?:KubeError|AccessDenied|PodNotReady|Disrupted|GaveUp|ProbeKilled): ")
@@ -110,6 +110,8 @@ def _outcome(ps: PodshareSession, reports: list[pytest.TestReport]) -> tuple[str
 def check_of(ps: PodshareSession, item: pytest.Item, reports: list[pytest.TestReport], markers) -> Check:
     """One check per claim, from its reports and what the run kept of it."""
     outcome, message = _outcome(ps, reports)
+    if outcome in (FAILED, ERROR) and MESSAGE in item.stash:  # its traceback gave way to a block on the terminal
+        message = item.stash[MESSAGE]
     ev: Evidence | None = item.stash.get(EVIDENCE, None)
     if KNOWN in item.stash:
         outcome, message = item.stash[KNOWN]

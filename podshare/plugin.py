@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from . import __version__, claim_diagnosis, dimensions, junit, new_run_id, outcomes
+from . import __version__, claim_diagnosis, dimensions, failure_block, junit, new_run_id, outcomes
 from .cluster import Cluster
 from .controller import Controller, is_controller, wanted_workers, worker_output
 from .disruption import Disrupted
@@ -23,7 +23,8 @@ from .errors import AccessDenied, KubeError
 from .manifests import probe_manifest_problem
 from .recovery import Recovery
 from .run_end import Terminal, finish
-from .session import DIAGNOSTICS, DISRUPTED, EVIDENCE, LISTED, REPORTS, RUNTIME_CLASS, SESSION, PodshareSession
+from .session import (DIAGNOSTICS, DISRUPTED, EVIDENCE, KNOWN, LISTED, MESSAGE, REPORTS, RUNTIME_CLASS, SESSION,
+                      PodshareSession)
 from .settings import USER_NAMESPACE_MODES, Settings, add_options
 
 MARKERS = {
@@ -227,8 +228,15 @@ class PodshareHooks:
         if isinstance(raised, AccessDenied):
             ps.stop = str(raised)  # no later test gets further
         # A claim ended at once by a known disruption adds nothing to the first one's diagnostics.
+        short = failure_block.applies(item)
         if report.failed and DIAGNOSTICS not in item.stash and not known_before and not repeated:
-            claim_diagnosis.keep_diagnostics(ps, item, report)
+            claim_diagnosis.keep_diagnostics(ps, item, report, on_terminal=not short)
+        if short and report.failed and report.when in ("setup", "call"):
+            message = item.stash[KNOWN][1] if KNOWN in item.stash else outcomes.short_message(report)
+            item.stash[MESSAGE] = message
+            said = outcomes.could_not_check_message(*item.stash[DISRUPTED]) if DISRUPTED in item.stash else message
+            report.longrepr = failure_block.block(outcomes.claim_of(item), dimensions.check_id(item), said,
+                                                  item.stash.get(EVIDENCE, None), ps.settings.reports_dir)
         ev = item.stash.get(EVIDENCE, None)
         if report.when == "teardown" and ev is not None:
             item.user_properties.append(("evidence", outcomes.as_json_text(ev.as_json())))

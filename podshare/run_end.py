@@ -76,6 +76,7 @@ def finish(ps: PodshareSession, session: pytest.Session, controller: Controller 
         report.history = History.load(ps.settings.history_dir)
         ending.changes = report.history.changes()
     ending.paths = report.write(Path(ps.settings.reports_dir))
+    ending.causes = [f"{cause.headline}: {cause.why}" for cause in report.findings().attention.causes]
     return ending
 
 
@@ -86,6 +87,7 @@ class Ending:
         self.paths: list[Path] = []
         self.pushed: str | None = None
         self.changes: dict[str, str] = {}  # claim @ class -> verdict, with --history-dir
+        self.causes: list[str] = []  # several failures of one errno for one container, once each
 
 
 def _push_metrics(report: RunReport, url: str, facts: ClusterFacts) -> str:
@@ -126,6 +128,8 @@ class Terminal:
             write(f"NOT CLEANED UP: {', '.join(ps.cluster.leftovers)}", red=True)
         if self.ending.pushed:
             write(f"metrics {self.ending.pushed}", red=self.ending.pushed.startswith("NOT"))
+        for cause in self.ending.causes:
+            write(cause, red=True)
         for key, verdict in self.ending.changes.items():
             write(f"{verdict}: {key}", red=verdict == NEWLY_FAILING, green=verdict == RECOVERED)
         for warning in ps.cluster.warnings:

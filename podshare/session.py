@@ -25,6 +25,7 @@ SESSION = pytest.StashKey["PodshareSession"]()
 EVIDENCE = pytest.StashKey[Evidence]()  # a claim's evidence, made by the autouse fixture
 DIAGNOSTICS = pytest.StashKey[list]()  # a failed claim's pods' state, once
 KNOWN = pytest.StashKey[tuple]()  # (outcome, message) where --known-divergences decided it
+MESSAGE = pytest.StashKey[str]()  # a failed claim's message, kept where its terminal block replaced the traceback
 REPORTS = pytest.StashKey[list]()  # a claim's setup, call and teardown reports
 # (the disruption, what the claim itself saw or None when it ended before using the pod)
 DISRUPTED = pytest.StashKey[tuple]()

@@ -722,6 +722,7 @@ def test_leftovers_outrank_could_not_check_in_the_exit_code():
 # docs/architecture.md's layers, top first: a module imports only its own layer or those below.
 LAYERS = [
     {"plugin", "fixtures", "session", "dimensions", "claim_diagnosis", "outcomes", "recovery", "controller",
+     "failure_block",
      "run_end", "junit", "settings", "options_doc", "cli", "nightly", "__main__"},
     {"cluster", "factory", "pods", "manifests", "waits", "verbs", "channel", "disruption", "delivery",
      "unpack_probes", "gc", "images", "store", "confinement", "fence"},
@@ -867,3 +868,18 @@ def test_a_node_lacks_image_volumes_by_its_runtime_and_version_only():
     assert needed_by(image) == ["image volumes"]
     assert needed_by(SimpleNamespace(volumes=[SimpleNamespace(image=None)])) == []
     assert needed_by(SimpleNamespace(volumes=None)) == []
+
+
+def test_a_failed_claim_is_three_lines_on_the_terminal():
+    """What broke first (pytest's short summary shows it), the claim's sentence, and
+    where its evidence is, with the way back to the traceback."""
+    from podshare.evidence import Evidence
+    from podshare.failure_block import block
+    ev = Evidence()
+    ev.transcript += [{}, {}]
+    ev.pods += [object()]
+    assert block("A file is shared.", "suites/t.py::t[disk]", "beta could not open\n  alpha's file: ENOENT", ev,
+                 "reports").splitlines() == [
+        "beta could not open alpha's file: ENOENT", "claim: A file is shared.",
+        "evidence: 2 probe answers, the state of 1 pod in reports/results.json (suites/t.py::t[disk]); "
+        "--tb=short shows the traceback"]

@@ -45,14 +45,30 @@ def run_variant(tmp_path: Path, manifest: str | None, marker: str, *extra: str) 
     given = ["--pod-manifest", str(VARIANTS / manifest)] if manifest else []
     if os.environ.get("PODSHARE_LOCAL_CLUSTER"):  # the node these tests prepare (host paths, ports): the first
         given += ["--node", socket.gethostname().lower()]
-    conftest.run_suites("-m", marker, *given, "--reports-dir", str(reports), "--run-id", run_id, *extra)
+    run = conftest.run_suites("-m", marker, *given, "--reports-dir", str(reports), "--run-id", run_id, *extra)
     results = json.loads((reports / "results.json").read_text())
     assert results["run"]["fatal"] is None and not results["run"]["interrupted"], results["run"]
     for check in results["checks"]:
         if check["outcome"] != "passed":
             assert names_a_promise(check["message"]), f"{check['id']}: {check['message']!r}"
+    terminal_is_for_a_person(run.stdout, [c for c in results["checks"] if c["outcome"] == "failed"],
+                             sum(c["outcome"] != "passed" for c in results["checks"]))
     assert_nothing_left(run_id)
     return results["checks"]
+
+
+def terminal_is_for_a_person(output: str, failed: list[dict], not_passed: int) -> None:
+    """Each failed claim is a block of three lines on the terminal (what broke, the
+    claim, where the evidence is), not a traceback with the pods' state: that is
+    in the reports."""
+    assert "podshare diagnostics" not in output and "Traceback" not in output, output[-3000:]
+    lines = output.splitlines()
+    for check in failed:
+        block = [" ".join(check["message"].split()), f"claim: {check['claim']}"]
+        assert any(lines[at:at + 2] == block and lines[at + 2].startswith("evidence: ")
+                   and f"({check['id']})" in lines[at + 2] for at in range(len(lines) - 2)), (check["id"], block)
+    # a block and its line in pytest's short summary each, beside the run's own few lines
+    assert len(lines) <= 40 + 6 * not_passed, f"{len(lines)} lines for {not_passed} claims that did not pass"
 
 
 # Kubernetes' own waiting reasons read like class names but are the API's words for a state.
