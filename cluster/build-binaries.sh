@@ -35,18 +35,24 @@ complete=1
 for c in "${components[@]}"; do [ -x "$out/$c" ] || complete=0; done
 if [ "$complete" = 1 ] || [ "$where" = 1 ]; then echo "$out"; [ "$complete" = 1 ] || exit 3; exit 0; fi
 
-echo "building Kubernetes $k8s_version components into $out (cold: see cluster/README.md for the time)" >&2
 tmp="$out.tmp.$$"
 mkdir -p "$tmp"
+log="$out.log"  # the build's own output, kept beside its output; its tail is shown if it fails
+echo "building Kubernetes $k8s_version (cold: about 5 min for 1.35, 7-13 min for 1.37 on 2 cores; warm: at once)" \
+  "into $out, log $log" >&2
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
-(cd "$mod" && CGO_ENABLED=0 "$go" build -trimpath -ldflags "$ldflags" -o "$tmp/" \
+if ! (cd "$mod" && CGO_ENABLED=0 "$go" build -trimpath -ldflags "$ldflags" -o "$tmp/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler \
   k8s.io/kubernetes/cmd/kubelet \
   k8s.io/kubernetes/cmd/kube-proxy \
-  ./cmd/etcd)
+  ./cmd/etcd) >"$log" 2>&1; then
+  tail -n 20 "$log" >&2
+  echo "building Kubernetes $k8s_version failed after $(( $(date +%s) - start ))s; the whole log: $log" >&2
+  exit 1
+fi
 rm -rf "$out" && mv "$tmp" "$out"
-echo "built in $(( $(date +%s) - start ))s" >&2
+echo "Kubernetes $k8s_version built in $(( ($(date +%s) - start) / 60 ))m$(( ($(date +%s) - start) % 60 ))s" >&2
 echo "$out"

@@ -22,31 +22,45 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 rc=0
+began=$(date +%s)
+# step NAME COMMAND...: a line as each step starts and ends, with the time it took (CI's log shows where time goes)
+step() {
+  local name=$1 start
+  shift
+  start=$(date +%s)
+  echo "==> step $name: started $(( start - began ))s in"
+  "$@"
+  local code=$?
+  echo "==> step $name: ended after $(( $(date +%s) - start ))s, exit $code"
+  return $code
+}
 offline=(tests/test_install.py tests/test_current_stack.py tests/test_probes_on_host.py tests/test_sqlite_probes_on_host.py tests/test_harness_logic.py
          tests/test_plugin_cli.py)
 mkdir -p reports
-.venv/bin/python -m pytest "${offline[@]}" -p no:cacheprovider --reports-dir reports/harness-offline "$@" \
-  > reports/harness-offline.log 2>&1 &
+step harness-offline .venv/bin/python -m pytest "${offline[@]}" -p no:cacheprovider \
+  --reports-dir reports/harness-offline "$@" > reports/harness-offline.log 2>&1 &
 offline_pid=$!
 known=cluster/gvisor-known-divergences.yaml
 first_node=$(hostname | tr '[:upper:]' '[:lower:]')
-.venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/nodes \
+step nodes .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/nodes \
   --all-nodes --tolerate sandbox.gke.io/runtime --storage-class local-path --known-divergences "$known" "$@" || rc=1
-.venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix --node "$first_node" \
+step matrix .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix --node "$first_node" \
   --runtime-class runc --runtime-class crun --runtime-class gvisor --known-divergences "$known" "$@" || rc=1
 current_node=$(.venv/bin/python -c 'from podshare.kube import Kube
 print(" ".join(n.metadata.name for n in Kube().nodes("podshare.io/pool=current")[:1]))') || rc=1
 if [ -n "$current_node" ]; then  # the three-node cluster (PODSHARE_NODES=3, make test's default)
-  .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix-current --node "$current_node" \
+  step matrix-current .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix-current \
+    --node "$current_node" \
     --runtime-class runc --runtime-class crun --runtime-class gvisor --known-divergences "$known" "$@" || rc=1
   export PODSHARE_MATRIX_CURRENT_RESULTS="$PWD/reports/matrix-current/results.json"
 fi
 # the built image's run is one node and class: it leaves room for the user-namespace run beside it
 # pinned: a pod the scheduler places could land where a claim's feature is missing (image volumes on containerd 1.6)
-.venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/built-probe --node "${current_node:-$first_node}" \
+step built-probe .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/built-probe \
+  --node "${current_node:-$first_node}" \
   --probe-image "$PROBE_IMAGE" "$@" >reports/built-probe.log 2>&1 &
 built_probe=$!
-.venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/userns --user-namespaces on \
+step userns .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/userns --user-namespaces on \
   --node-selector 'podshare.io/pool in (default,current)' --runtime-class runc --runtime-class crun \
   --runtime-class gvisor --known-divergences "$known" --workers 2 "$@"
 userns_rc=$?
@@ -56,7 +70,7 @@ cat reports/built-probe.log
 export PODSHARE_NODES_RESULTS="$PWD/reports/nodes/results.json"
 export PODSHARE_MATRIX_RESULTS="$PWD/reports/matrix/results.json"
 export PODSHARE_USERNS_RESULTS="$PWD/reports/userns/results.json"
-.venv/bin/python -m pytest tests "${offline[@]/#/--ignore=}" -p no:cacheprovider --reports-dir reports/harness "$@" \
+step harness .venv/bin/python -m pytest tests "${offline[@]/#/--ignore=}" -p no:cacheprovider --reports-dir reports/harness "$@" \
   || rc=1
 wait "$offline_pid" || rc=1
 echo "---- the harness tests that need no cluster (reports/harness-offline.log)"
