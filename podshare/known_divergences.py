@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from . import signatures
 
@@ -25,9 +25,18 @@ class KnownDivergences:
     entries: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: str | None) -> "KnownDivergences":
-        if not path:
-            return cls()
+    def load(cls, paths: str | Sequence[str] | None) -> "KnownDivergences":
+        """One file, or several (a runtime's and a StorageClass's): their entries in
+        the order given, as `entry` tries them."""
+        if isinstance(paths, str):
+            paths = [paths] if paths else []
+        entries = []
+        for path in paths or ():
+            entries += cls._load_one(path)
+        return cls(entries)
+
+    @staticmethod
+    def _load_one(path: str) -> list[dict[str, Any]]:
         import yaml
         entries = yaml.safe_load(Path(path).read_text()) or []
         if not isinstance(entries, list) or not all(
@@ -37,7 +46,7 @@ class KnownDivergences:
             raise ValueError(f"{path}: expected a list of {{claim, reason, seen (what the failure looks like: "
                              "'STEP: ERRNO', 'evidence FIELD: VALUE' or 'message: WORDS', or a list of them), and "
                              "runtime_class, node_selector, user_namespaces and/or storage_class (or where: a list of them)}}")
-        return cls(entries)
+        return entries
 
     def match(self, claim_id: str, runtime_class: str | None, node_labels: dict[str, str] | None = None,
               user_namespaces: bool | None = None, volume: str | None = None) -> str | None:

@@ -258,6 +258,24 @@ def test_a_known_divergence_of_a_storage_class_holds_only_on_its_pvcs(tmp_path):
     assert known.match(inotify, "runc", volume="pvc:nfs") is None and known.match(inotify, "gvisor", volume="pvc:x") is None
 
 
+def test_known_divergences_files_are_tried_in_the_order_given():
+    """A runtime's file and a StorageClass's, as CI gives both (--known-divergences
+    twice): on the sandboxed pool gVisor's entry decides the unix socket claim on
+    shared-sshfs too (its gofer makes the socket: connect is ENOENT), on runc
+    nodes the class's (bind is EPERM); nothing is lost or doubled."""
+    from podshare.known_divergences import KnownDivergences
+    cluster = Path(__file__).resolve().parent.parent / "cluster"
+    gvisor, sshfs = cluster / "gvisor-known-divergences.yaml", cluster / "shared-fs-known-divergences.yaml"
+    both = KnownDivergences.load([str(gvisor), str(sshfs)])
+    assert len(both.entries) == len(KnownDivergences.load(str(gvisor)).entries) + len(KnownDivergences.load(str(sshfs)).entries)
+    sock = "suites/test_volumes.py::test_unix_socket_file_in_the_volume_connects[pvc-shared-sshfs]"
+    sandboxed = {"podshare.io/pool": "sandboxed"}
+    assert both.entry(sock, None, sandboxed, volume="pvc:shared-sshfs")["seen"] == "evidence beta.errno: ENOENT"
+    assert both.entry(sock, None, {"podshare.io/pool": "current"}, volume="pvc:shared-sshfs")["seen"] == \
+        "message: could not bind its object: EPERM"
+    assert KnownDivergences.load("").entries == [] and KnownDivergences.load(()).entries == []
+
+
 def test_the_matrix_has_a_row_per_claim_and_a_column_per_class():
     from podshare.findings import claim_matrix
     from podshare.html_report import render_html
