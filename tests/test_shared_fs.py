@@ -91,6 +91,27 @@ def test_a_client_that_cannot_mount_stops_what_was_started(state):
     assert not (state / "shared-export").exists()
 
 
+@needs_fuse
+def test_a_busy_client_is_unmounted_too(state):
+    """`down` with pods still on a volume: a file held open through a client and a
+    bind mount of it (as a kubelet makes for a pod) are no reason to leave it: the
+    unmount is lazy and the client stopped while the file is still open."""
+    assert shared_fs(state, "start", "--nodes", *NODES).returncode == 0
+    client, bound = state / "nodes" / NODES[0] / "shared", state / "kubelet-pod-volume"
+    bound.mkdir()
+    subprocess.run(["mount", "--bind", client, bound], check=True)
+    holder = subprocess.Popen(["sleep", "300"], stdout=open(client / "held", "w"))
+    try:
+        assert len(sshfs_mounts_of(state)) == 3
+        stopped = shared_fs(state, "stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert sshfs_mounts_of(state) == [] and processes_of(state) == []
+        assert not (state / "shared-export").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 @pytest.mark.skipif(not os.environ.get("PODSHARE_LOCAL_CLUSTER"), reason="the bundled cluster's shared file system")
 def test_the_bundled_cluster_gives_every_node_its_client_and_the_class():
     from podshare.kube import Kube
