@@ -13,7 +13,8 @@ if [ "${1:-all}" != python ]; then
   pkgs+=(containerd runc containernetworking-plugins iptables conntrack
          mmdebstrap iproute2 openssl gcc libc6-dev ca-certificates curl unzip crun runsc
          buildah prometheus-pushgateway  # buildah builds images/*.Containerfile; the metrics push is tested against a real Pushgateway
-         libseccomp-dev pkgconf)  # runc's seccomp (cgo, pkg-config) for the current stack (build-runtime.sh)
+         libseccomp-dev pkgconf
+         sshfs fuse3 socat openssh-sftp-server)  # the shared file system: an SFTP export and an sshfs client per node (shared_fs.py)  # runc's seccomp (cgo, pkg-config) for the current stack (build-runtime.sh)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

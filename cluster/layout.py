@@ -2,6 +2,7 @@
 one place that the PKI, the configurations, `up`, a restart and teardown read."""
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -10,6 +11,8 @@ PROJECT = HERE.parent  # where `python -m cluster.<module>` runs
 NODE = socket.gethostname().lower()
 
 ETCD_PORT, ETCD_PEER_PORT, API_PORT = 23790, 23800, 6443
+# the shared file system's SFTP listener, on 127.0.0.1 only (shared_fs.py; another for a second instance)
+SHARED_FS_PORT = int(os.environ.get("PODSHARE_SHARED_FS_PORT", "22022"))
 # Pod CIDRs: a /24 per node, allocated by the controller-manager from this.
 CLUSTER_CIDR, SERVICE_CIDR, SERVICE_API_IP = "10.244.0.0/16", "10.96.0.0/24", "10.96.0.1"
 BRIDGE = "podshare0"

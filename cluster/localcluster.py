@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import addons, workers
+from . import addons, shared_fs, workers
 from .components import component_argv, kubernetes_bindirs
 from .configs import write_configs
 from .images import read_env
@@ -196,10 +196,16 @@ def up(args) -> int:
                 "metadata": {"name": name}, "handler": handler})
             if code not in (200, 201):
                 raise ClusterError(f"creating RuntimeClass {name}: HTTP {code}")
+        # the shared file system (an SFTP export, an sshfs client per node) before the
+        # provisioner, whose config names each node's client for the class shared-sshfs
+        every_node = [NODE, *(w.name for w in nodes)]
+        shared_fs.start_all(every_node)
         # the default StorageClass: rancher's local-path provisioner, its volumes under the state
         (STATE / "local-path").mkdir(exist_ok=True)
-        addons.apply(HERE / "local-path.yaml", {"LOCAL_PATH_IMAGE": images["LOCAL_PATH_IMAGE"],
-                                                "LOCAL_PATH_DIR": str(STATE / "local-path")}, https_get)
+        addons.apply(HERE / "local-path.yaml", {
+            "LOCAL_PATH_IMAGE": images["LOCAL_PATH_IMAGE"],
+            "LOCAL_PATH_CONFIG": shared_fs.provisioner_config(str(STATE / "local-path"), every_node)}, https_get)
+        addons.apply(HERE / "shared-sshfs.yaml", {}, https_get)
     except (ClusterError, addons.AddonError, subprocess.CalledProcessError, OSError) as exc:
         print(f"podshare cluster: up failed: {exc}", file=sys.stderr)
         if not args.keep_on_failure:

@@ -1,5 +1,5 @@
 """Known divergences as configuration: what an operator accepts that a
-RuntimeClass, a node pool or a user-namespace setting breaks (--known-divergences,
+RuntimeClass, a node pool, a user-namespace setting or a StorageClass breaks (--known-divergences,
 a YAML list), both ways: a listed claim that fails where it is listed, the way
 its entry says it does (`seen`, podshare.signatures), is a known divergence,
 not a failure; one that fails otherwise is a failure; one that holds there
@@ -9,24 +9,34 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from . import signatures
 
 
 @dataclass
 class KnownDivergences:
-    """What an operator accepts that a RuntimeClass or a node pool breaks: claim id
-    (a pattern where * matches anything) x where -> reason. Loaded from a YAML list
-    of {claim, reason} with the place: runtime_class, node_selector (a label
-    selector), both (both must hold), or `where:` a list of such places (any of them),
+    """What an operator accepts that a RuntimeClass, a node pool or a StorageClass
+    breaks: claim id (a pattern where * matches anything) x where -> reason. Loaded
+    from a YAML list of {claim, reason} with the place: runtime_class, node_selector
+    (a label selector), storage_class (a volume claim on a PVC of that class), any of
+    them together (all must hold), or `where:` a list of such places (any of them),
     as one runtime is met both as a class and as a pool's default."""
     entries: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: str | None) -> "KnownDivergences":
-        if not path:
-            return cls()
+    def load(cls, paths: str | Sequence[str] | None) -> "KnownDivergences":
+        """One file, or several (a runtime's and a StorageClass's): their entries in
+        the order given, as `entry` tries them."""
+        if isinstance(paths, str):
+            paths = [paths] if paths else []
+        entries = []
+        for path in paths or ():
+            entries += cls._load_one(path)
+        return cls(entries)
+
+    @staticmethod
+    def _load_one(path: str) -> list[dict[str, Any]]:
         import yaml
         entries = yaml.safe_load(Path(path).read_text()) or []
         if not isinstance(entries, list) or not all(
@@ -35,23 +45,25 @@ class KnownDivergences:
                 for e in entries):
             raise ValueError(f"{path}: expected a list of {{claim, reason, seen (what the failure looks like: "
                              "'STEP: ERRNO', 'evidence FIELD: VALUE' or 'message: WORDS', or a list of them), and "
-                             "runtime_class, node_selector and/or user_namespaces (or where: a list of them)}}")
-        return cls(entries)
+                             "runtime_class, node_selector, user_namespaces and/or storage_class (or where: a list of them)}}")
+        return entries
 
     def match(self, claim_id: str, runtime_class: str | None, node_labels: dict[str, str] | None = None,
-              user_namespaces: bool | None = None) -> str | None:
+              user_namespaces: bool | None = None, volume: str | None = None) -> str | None:
         """The reason a claim is listed where it ran, or None (see `entry`)."""
-        found = self.entry(claim_id, runtime_class, node_labels, user_namespaces)
+        found = self.entry(claim_id, runtime_class, node_labels, user_namespaces, volume)
         return found["reason"] if found else None
 
     def entry(self, claim_id: str, runtime_class: str | None, node_labels: dict[str, str] | None = None,
-              user_namespaces: bool | None = None) -> dict[str, Any] | None:
+              user_namespaces: bool | None = None, volume: str | None = None) -> dict[str, Any] | None:
         """The entry that lists a claim where it ran; in `claim`, only * is a
         wildcard (ids have literal brackets: test_x[disk]); node_selector is
         k=v[,k=v...] (or k: the label is set), matched against the node's labels;
         runtime_class `default` is a pod that names none (the node's own runtime);
         user_namespaces true or false holds only for pods with (or without) user
-        namespaces of their own (--user-namespaces), absent for either."""
+        namespaces of their own (--user-namespaces), absent for either;
+        storage_class holds only for a claim whose volume dimension is a PVC of
+        that class (`volume` pvc:<class>; `default` is --storage-class default)."""
         for e in self.entries:
             if not re.fullmatch(re.escape(e["claim"]).replace(r"\*", ".*"), claim_id):
                 continue
@@ -62,6 +74,8 @@ class KnownDivergences:
                     continue
                 if "user_namespaces" in place and place["user_namespaces"] is not bool(user_namespaces):
                     continue
+                if "storage_class" in place and volume != f"pvc:{place['storage_class']}":
+                    continue
                 return e
         return None
 
@@ -69,7 +83,7 @@ class KnownDivergences:
         return bool(self.entries)
 
 
-PLACE_KEYS = frozenset({"runtime_class", "node_selector", "user_namespaces"})
+PLACE_KEYS = frozenset({"runtime_class", "node_selector", "user_namespaces", "storage_class"})
 
 
 def _places(entry: dict[str, Any]) -> list[dict[str, str]]:

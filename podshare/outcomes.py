@@ -65,11 +65,13 @@ def apply_known_divergence(ps: PodshareSession, item: pytest.Item, report: pytes
     where = dimensions.of_item(item)
     known_node = nodes_of(ps.cluster.facts).get(where.node) if where.node else None
     listed = ps.known_divergences.entry(dimensions.claim_id(item), runtime_class,
-                                        known_node.all_labels if known_node else None, where.user_namespaces)
+                                        known_node.all_labels if known_node else None, where.user_namespaces,
+                                        where.volume)
     if listed is None:
         return
     place = " on ".join(w for w in ("", runtime_class, f"node {where.node}" if where.node else None) if w is not None)
     place += " in a user namespace" if where.user_namespaces else ""
+    place += f" on {where.volume}" if where.volume and where.volume.startswith("pvc:") else ""
     if report.failed:
         message = short_message(report)
         ev: Evidence = item.stash.get(EVIDENCE, None) or Evidence()

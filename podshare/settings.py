@@ -108,9 +108,11 @@ OPTIONS = (
            "gone with its pod), beside the emptyDirs (repeatable; env and ini: comma-separated; default: the "
            "cluster's default class)", type=list, shown_default="emptyDir and emptyDir:Memory only"),
     Option("--known-divergences", "PODSHARE_KNOWN_DIVERGENCES", None,
-           "a YAML list of {claim, reason, runtime_class and/or node_selector (or where: a list of them)}: those "
+           "a YAML list of {claim, reason, seen, runtime_class, node_selector, user_namespaces and/or "
+           "storage_class (or where: a list of them)}: those "
            "claims are reported as known divergences "
-           "where they fail, and fail the run where they now pass"),
+           "where they fail, and fail the run where they now pass (repeatable: the files' entries in order, "
+           "the first whose claim and place match decides; env and ini: comma-separated)", type=list),
     Option("--pod-security", "PODSHARE_POD_SECURITY", "restricted",
            "Pod Security level of the generated namespace (a variant with hostIPC or hostPath needs privileged)",
            ("restricted", "baseline", "privileged")),
@@ -163,7 +165,7 @@ class Settings:
     runtime_class: tuple[str, ...]
     user_namespaces: str
     storage_class: tuple[str, ...]
-    known_divergences: str | None
+    known_divergences: tuple[str, ...]
     pod_security: str
     run_role: str
     unconfined: bool

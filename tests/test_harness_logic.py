@@ -234,6 +234,48 @@ def test_known_divergences_match_claim_and_class(tmp_path):
         KnownDivergences.load(str(listed))
 
 
+def test_a_known_divergence_of_a_storage_class_holds_only_on_its_pvcs(tmp_path):
+    """`storage_class:` places a divergence on the claims whose volume dimension is
+    a PVC of that class (as cluster/shared-fs-known-divergences.yaml lists sshfs's):
+    not on the emptyDirs beside it, not on another class, and with another place
+    key both must hold."""
+    from podshare.known_divergences import KnownDivergences
+    listed = tmp_path / "known.yaml"
+    listed.write_text("- {claim: 'suites/test_volumes.py::test_unix_socket_file_in_the_volume_connects[*]', "
+                      "storage_class: shared-sshfs, reason: sshfs makes no socket files, "
+                      "seen: 'message: could not bind its object: EPERM'}\n"
+                      "- {claim: 'suites/test_volumes.py::test_inotify_in_beta_sees_alpha_write[*]', reason: r, "
+                      "seen: 'evidence beta.errno: ETIMEDOUT', where: [{storage_class: nfs, runtime_class: gvisor}]}\n")
+    known = KnownDivergences.load(str(listed))
+    sock = "suites/test_volumes.py::test_unix_socket_file_in_the_volume_connects[pvc-shared-sshfs]"
+    assert known.match(sock, None, volume="pvc:shared-sshfs") == "sshfs makes no socket files"
+    assert known.match(sock, "gvisor", {"podshare.io/pool": "current"}, volume="pvc:shared-sshfs")
+    assert known.match(sock.replace("pvc-shared-sshfs", "disk"), None, volume="emptyDir") is None
+    assert known.match(sock, None, volume="pvc:local-path") is None
+    assert known.match(sock, None) is None  # a run whose claims have no volume dimension
+    inotify = "suites/test_volumes.py::test_inotify_in_beta_sees_alpha_write[pvc-nfs]"
+    assert known.match(inotify, "gvisor", volume="pvc:nfs") == "r"
+    assert known.match(inotify, "runc", volume="pvc:nfs") is None and known.match(inotify, "gvisor", volume="pvc:x") is None
+
+
+def test_known_divergences_files_are_tried_in_the_order_given():
+    """A runtime's file and a StorageClass's, as CI gives both (--known-divergences
+    twice): on the sandboxed pool gVisor's entry decides the unix socket claim on
+    shared-sshfs too (its gofer makes the socket: connect is ENOENT), on runc
+    nodes the class's (bind is EPERM); nothing is lost or doubled."""
+    from podshare.known_divergences import KnownDivergences
+    cluster = Path(__file__).resolve().parent.parent / "cluster"
+    gvisor, sshfs = cluster / "gvisor-known-divergences.yaml", cluster / "shared-fs-known-divergences.yaml"
+    both = KnownDivergences.load([str(gvisor), str(sshfs)])
+    assert len(both.entries) == len(KnownDivergences.load(str(gvisor)).entries) + len(KnownDivergences.load(str(sshfs)).entries)
+    sock = "suites/test_volumes.py::test_unix_socket_file_in_the_volume_connects[pvc-shared-sshfs]"
+    sandboxed = {"podshare.io/pool": "sandboxed"}
+    assert both.entry(sock, None, sandboxed, volume="pvc:shared-sshfs")["seen"] == "evidence beta.errno: ENOENT"
+    assert both.entry(sock, None, {"podshare.io/pool": "current"}, volume="pvc:shared-sshfs")["seen"] == \
+        "message: could not bind its object: EPERM"
+    assert KnownDivergences.load("").entries == [] and KnownDivergences.load(()).entries == []
+
+
 def test_the_matrix_has_a_row_per_claim_and_a_column_per_class():
     from podshare.findings import claim_matrix
     from podshare.html_report import render_html
