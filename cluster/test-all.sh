@@ -10,6 +10,7 @@
 #     (containerd 2.4, runc 1.5, kubelet 1.37);
 #  3. built-probe: the claims once more with the probe image built from
 #     images/probe.Containerfile; side by side with
+#     and beside those, shared-fs: every volume claim on the shared-sshfs class (cluster/shared_fs.py);
 #  4. userns: every claim with user namespaces (hostUsers: false) on the current
 #     pool with its three RuntimeClasses, and on the default pool, whose
 #     containerd 1.6 refuses them: could-not-check, one line per node and class
@@ -60,6 +61,11 @@ step built-probe .venv/bin/python -m pytest suites -p no:cacheprovider --reports
   --node "${current_node:-$first_node}" \
   --probe-image "$PROBE_IMAGE" "$@" >reports/built-probe.log 2>&1 &
 built_probe=$!
+# the shared file system's StorageClass (separate sshfs clients of one SFTP export), on the first node, beside them
+step shared-fs .venv/bin/python -m pytest suites -p no:cacheprovider -m volume --node "$first_node" \
+  --storage-class shared-sshfs --known-divergences cluster/shared-fs-known-divergences.yaml \
+  --reports-dir reports/shared-fs "$@" >reports/shared-fs.log 2>&1 &
+shared_fs=$!
 step userns .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/userns --user-namespaces on \
   --node-selector 'podshare.io/pool in (default,current)' --runtime-class runc --runtime-class crun \
   --runtime-class gvisor --known-divergences "$known" --workers 2 "$@"
@@ -67,6 +73,9 @@ userns_rc=$?
 [ "$userns_rc" -eq 0 ] || [ "$userns_rc" -eq 2 ] || rc=1  # 2: the nodes and classes that refuse them
 wait "$built_probe" || rc=1
 cat reports/built-probe.log
+wait "$shared_fs" || rc=1
+cat reports/shared-fs.log
+export PODSHARE_SHARED_FS_RESULTS="$PWD/reports/shared-fs/results.json"
 export PODSHARE_NODES_RESULTS="$PWD/reports/nodes/results.json"
 export PODSHARE_MATRIX_RESULTS="$PWD/reports/matrix/results.json"
 export PODSHARE_USERNS_RESULTS="$PWD/reports/userns/results.json"
