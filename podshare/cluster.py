@@ -106,6 +106,7 @@ class Cluster:
         self.namespace: str | None = None
         self.pods: list[Pod] = []  # every pod this run created, for diagnostics
         self.leftovers: list[str] = []
+        self._lacking: dict[str, list[str]] = {}  # feature -> nodes without it (nodes_lacking)
         self.confinement: str | None = None  # whether the admission policy confines this run (run.confinement)
         self.warnings_seen: list[str] = []  # what the run could not check of itself, for the report
         # The running test's evidence: the pod layer records each verb into it.
@@ -233,6 +234,17 @@ class Cluster:
                 raise KubeError(f"RuntimeClass {name!r} does not exist (--runtime-class)", 404) from None
             raise
         self.facts.runtime_classes[name] = handler
+
+    def nodes_lacking(self, feature: str) -> list[str]:
+        """Every node whose facts show it cannot have `feature` (a pod the scheduler
+        places is kept off them); none where nodes cannot be listed (the pods tell)."""
+        if feature not in self._lacking:
+            try:
+                self._lacking[feature] = [n.metadata.name for n in self.kube.nodes()
+                                          if lacks(feature, n.metadata.name, node_facts(n))]
+            except KubeError:
+                self._lacking[feature] = []
+        return self._lacking[feature]
 
     def node_lacks(self, feature: str, node: str) -> str | None:
         """Why a node cannot have a feature some claims need (podshare.node_features),

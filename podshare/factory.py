@@ -7,13 +7,15 @@ starting. Pods of each RuntimeClass live side by side in the run's namespace.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 from . import delivery
 from .cluster import Cluster
 from .errors import HARNESS_ERRORS, AccessDenied, KubeError
-from .manifests import load_manifest, load_manifests, pin_to_node, render, with_volume_claim
+from .manifests import keep_off_nodes, load_manifest, load_manifests, pin_to_node, render, with_volume_claim
+from .node_features import needed_by_manifest
 from .pods import Pod, ProbeSet, start_pods, start_pods_for_claims
 from .records import Dimensions, volume_id
 
@@ -202,7 +204,8 @@ class PodFactory:
         for doc in docs:
             kind, name = doc["kind"], doc["metadata"]["name"]
             if kind == "Pod":
-                made[f"Pod/{name}"] = pod = self.pod(self._with_run_volumes(doc), name, renamed=renamed)
+                made[f"Pod/{name}"] = pod = self.pod(self._where_it_can_run(self._with_run_volumes(doc)), name,
+                                                     renamed=renamed)
                 try:
                     pod.create()
                 except AccessDenied:
@@ -216,6 +219,19 @@ class PodFactory:
             self.others.append((kind, renamed[name]))
         self.applied[manifest] = made
         return made
+
+    def _where_it_can_run(self, doc: dict) -> dict:
+        """A pattern pod the scheduler places (no node of the run's) that needs a
+        feature some nodes lack (an image volume on containerd 1.6) is kept off
+        those nodes: its claims run where they can."""
+        if self.node:
+            return doc
+        lacking = sorted({n for f in needed_by_manifest(doc["spec"]) for n in self.cluster.nodes_lacking(f)})
+        if not lacking:
+            return doc
+        doc = copy.deepcopy(doc)
+        keep_off_nodes(doc["spec"], lacking)
+        return doc
 
     def _with_run_volumes(self, doc: dict) -> dict:
         """A pattern pod asking for the run's volume kinds (annotation

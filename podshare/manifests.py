@@ -53,6 +53,14 @@ def pin_to_node(spec: dict, node: str) -> None:
             {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}
 
 
+def keep_off_nodes(spec: dict, nodes: list[str]) -> None:
+    """Keep a pod the scheduler places off these nodes (by name, through the scheduler)."""
+    spec.setdefault("affinity", {})["nodeAffinity"] = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            # one requirement per node (ANDed): a field selector's NotIn takes one value
+            {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": [n]} for n in sorted(nodes)]}]}}
+
+
 def render(manifest: dict, *, name: str, settings: Any, run_id: str, node: str | None = None,
            renamed: dict[str, str] | None = None, runtime_class: str | None = None,
            probe_bundle: str | None = None, user_namespaces: bool = False) -> dict:

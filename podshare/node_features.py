@@ -49,3 +49,8 @@ def needed_by(spec: Any) -> list[str]:
     volumes), for a pod that could not start where no claim's node was decided."""
     return ["image volumes"] if any(v.image for v in spec.volumes or []) else []
 
+
+def needed_by_manifest(spec: dict) -> list[str]:
+    """needed_by, for a pod spec as a manifest writes it."""
+    return ["image volumes"] if any("image" in v for v in spec.get("volumes") or []) else []
+

@@ -925,3 +925,16 @@ def test_a_failed_claim_is_three_lines_on_the_terminal():
         "beta could not open alpha's file: ENOENT", "claim: A file is shared.",
         "evidence: 2 probe answers, the state of 1 pod in reports/results.json (suites/t.py::t[disk]); "
         "--tb=short shows the traceback"]
+
+
+def test_a_pod_needing_image_volumes_is_kept_off_the_nodes_without_them():
+    """Through the scheduler, one field requirement per node (a field selector's
+    NotIn takes one value)."""
+    from podshare.manifests import keep_off_nodes
+    from podshare.node_features import needed_by_manifest
+    spec = {"volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "image", "image": {"reference": "x"}}]}
+    assert needed_by_manifest(spec) == ["image volumes"] and needed_by_manifest({"volumes": []}) == []
+    keep_off_nodes(spec, ["vm-sandboxed", "vm"])
+    assert spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == [
+        {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["vm"]},
+                         {"key": "metadata.name", "operator": "NotIn", "values": ["vm-sandboxed"]}]}]
