@@ -152,6 +152,7 @@ class PodshareHooks:
                 raise pytest.UsageError(f"podshare: no node matches --node-selector {self.ps.settings.node_selector}")
         dimensions.parametrize(metafunc, self.ps.settings, nodes)
 
+    @pytest.hookimpl(trylast=True)  # after -m and -k: what is not applicable is said of the claims selected
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         """Claims about user-namespaced pods only for such pods; a RuntimeClass whose
         scheduling.nodeSelector admits only some nodes (as a managed sandboxed pool's
