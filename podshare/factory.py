@@ -15,7 +15,7 @@ from . import delivery
 from .cluster import Cluster
 from .errors import HARNESS_ERRORS, AccessDenied, KubeError
 from .manifests import keep_off_nodes, load_manifest, load_manifests, pin_to_node, render, with_volume_claim
-from .node_features import needed_by_manifest
+from .node_features import needed_by
 from .pods import Pod, ProbeSet, start_pods, start_pods_for_claims
 from .records import Dimensions, volume_id
 
@@ -226,7 +226,7 @@ class PodFactory:
         those nodes: its claims run where they can."""
         if self.node:
             return doc
-        lacking = sorted({n for f in needed_by_manifest(doc["spec"]) for n in self.cluster.nodes_lacking(f)})
+        lacking = sorted({n for f in needed_by(doc["spec"].get("volumes") or []) for n in self.cluster.nodes_lacking(f)})
         if not lacking:
             return doc
         doc = copy.deepcopy(doc)

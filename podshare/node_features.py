@@ -9,7 +9,7 @@ unparsed version) leave the claim to run: its pods tell.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Callable
 
 from .records import NodeFacts
 
@@ -44,13 +44,7 @@ def lacks(feature: str, node: str, facts: NodeFacts) -> str | None:
     return FEATURES[feature](node, facts)
 
 
-def needed_by(spec: Any) -> list[str]:
-    """The features a pod's own spec needs of its node (an image volume: image
-    volumes), for a pod that could not start where no claim's node was decided."""
-    return ["image volumes"] if any(v.image for v in spec.volumes or []) else []
-
-
-def needed_by_manifest(spec: dict) -> list[str]:
-    """needed_by, for a pod spec as a manifest writes it."""
-    return ["image volumes"] if any("image" in v for v in spec.get("volumes") or []) else []
-
+def needed_by(volumes: list[dict]) -> list[str]:
+    """The features a pod's volumes need of its node (an image volume: image volumes),
+    as a manifest writes them or as the API client's to_dict() gives them (None unset)."""
+    return ["image volumes"] if any(v.get("image") for v in volumes) else []

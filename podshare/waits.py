@@ -73,7 +73,7 @@ def pod_problem(pod) -> str | None:
 def node_lacks(kube: Kube, pod) -> str | None:
     """Why the pod's node cannot have what the pod's spec needs (podshare.node_features),
     or None; for a pod that cannot start, on a node no claim's collection decided."""
-    needed = needed_by(pod.spec)
+    needed = needed_by([v.to_dict() for v in pod.spec.volumes or []])
     if not needed or not pod.spec.node_name:
         return None
     try:

@@ -893,8 +893,6 @@ def test_a_node_lacks_image_volumes_by_its_runtime_and_version_only():
     """containerd before 2.1 and cri-dockerd cannot mount image volumes: one line
     naming the runtime; CRI-O, containerd 2.1 on, and a version that does not
     parse are left to their pods."""
-    from types import SimpleNamespace
-
     from podshare.node_features import lacks, needed_by
     from podshare.records import NodeFacts
 
@@ -906,10 +904,8 @@ def test_a_node_lacks_image_volumes_by_its_runtime_and_version_only():
     assert on("containerd://2.0.5") and on("docker://28.1.1")
     assert on("containerd://2.1.0") is None and on("containerd://v2.4.2") is None
     assert on("cri-o://1.33.2") is None and on("containerd://devel") is None and on("") is None
-    image = SimpleNamespace(volumes=[SimpleNamespace(image=None), SimpleNamespace(image=object())])
-    assert needed_by(image) == ["image volumes"]
-    assert needed_by(SimpleNamespace(volumes=[SimpleNamespace(image=None)])) == []
-    assert needed_by(SimpleNamespace(volumes=None)) == []
+    assert needed_by([{"name": "a", "image": None}, {"name": "b", "image": {"reference": "x"}}]) == ["image volumes"]
+    assert needed_by([{"name": "a", "image": None, "empty_dir": {}}]) == [] and needed_by([]) == []
 
 
 def test_a_failed_claim_is_three_lines_on_the_terminal():
@@ -931,9 +927,9 @@ def test_a_pod_needing_image_volumes_is_kept_off_the_nodes_without_them():
     """Through the scheduler, one field requirement per node (a field selector's
     NotIn takes one value)."""
     from podshare.manifests import keep_off_nodes
-    from podshare.node_features import needed_by_manifest
+    from podshare.node_features import needed_by
     spec = {"volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "image", "image": {"reference": "x"}}]}
-    assert needed_by_manifest(spec) == ["image volumes"] and needed_by_manifest({"volumes": []}) == []
+    assert needed_by(spec["volumes"]) == ["image volumes"]
     keep_off_nodes(spec, ["vm-sandboxed", "vm"])
     assert spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == [
         {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["vm"]},
