@@ -14,6 +14,7 @@ from .errors import AccessDenied, KubeError
 from .evidence import EvidenceSlot
 from .fence import FENCED
 from .kube import Kube
+from .node_facts import node_facts, node_unfit, one_per_configuration
 from .node_features import lacks
 from .pods import Pod
 from .records import ClusterFacts, NodeFacts
@@ -21,65 +22,6 @@ from .retry import GaveUp, NotYet, wait_until
 
 
 DISRUPTED_WAIT = 5.0  # seconds to wait for the namespace to go when a node or the API is disrupted
-
-
-# Where clusters name a node's pool (ours, then the clouds').
-POOL_LABELS = ("podshare.io/pool", "cloud.google.com/gke-nodepool", "eks.amazonaws.com/nodegroup",
-               "kubernetes.azure.com/agentpool", "node.kubernetes.io/pool")
-
-
-def node_facts(node: Any) -> NodeFacts:
-    """What the reports say about a node (podshare.records.NodeFacts), from the API's node."""
-    info, labels = node.status.node_info, node.metadata.labels or {}
-    ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
-    return NodeFacts(
-        pool=next((labels[k] for k in POOL_LABELS if k in labels), None),
-        labels={k: v for k, v in labels.items() if k in POOL_LABELS or "sandbox" in k or k.startswith("podshare.io/")},
-        all_labels=dict(labels), kubelet=info.kubelet_version, container_runtime=info.container_runtime_version,
-        os_image=info.os_image, kernel=info.kernel_version, architecture=info.architecture,
-        runtime_handlers=[h.name or "(default)" for h in (node.status.runtime_handlers or [])],
-        taints=[f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in node.spec.taints or []],
-        unschedulable=bool(node.spec.unschedulable), ready=ready.status if ready else "Unknown")
-
-
-def configuration(facts: NodeFacts) -> tuple:
-    """What makes nodes alike for --one-per-pool: nodes with the same pool labels,
-    taints, kubelet, runtime, kernel, OS image and architecture keep or break the
-    same promises, so one of them stands for all."""
-    return (tuple(sorted(facts.labels.items())), tuple(sorted(facts.taints)), facts.kubelet,
-            facts.container_runtime, facts.kernel, facts.os_image, facts.architecture)
-
-
-def one_per_configuration(facts: dict[str, NodeFacts]) -> dict[str, list[str]]:
-    """Each distinct configuration's representative -> the other nodes it stands
-    for: the first by name that takes pods (Ready, not cordoned), else the first."""
-    groups: dict[tuple, list[str]] = {}
-    for name in sorted(facts):
-        groups.setdefault(configuration(facts[name]), []).append(name)
-    chosen = {}
-    for names in groups.values():
-        fit = [n for n in names if facts[n].ready == "True" and not facts[n].unschedulable]
-        pick = (fit or names)[0]
-        chosen[pick] = [n for n in names if n != pick]
-    return dict(sorted(chosen.items()))
-
-
-def node_unfit(node: Any, tolerated: tuple[str, ...]) -> str | None:
-    """Why this run's pods cannot be checked on a node, in one sentence, or None."""
-    name = node.metadata.name
-    if node.spec.unschedulable:
-        return f"node {name} is cordoned (spec.unschedulable): no new pod may start there"
-    ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
-    if ready is None or ready.status != "True":
-        since = f" since {ready.last_transition_time:%Y-%m-%d %H:%M:%S} UTC" if ready and ready.last_transition_time else ""
-        why = f" ({ready.reason}: {ready.message})" if ready and ready.reason else ""
-        return f"node {name} is NotReady{since}{why}"
-    for t in node.spec.taints or []:
-        if t.effect in ("NoSchedule", "NoExecute") and "*" not in tolerated and t.key not in tolerated:
-            taint = f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}"
-            return (f"node {name} has the taint {taint}, which the pods do not tolerate "
-                    f"(--tolerate {t.key} checks it too)")
-    return None
 
 
 # The kubelet settings that bound a ConfigMap update's way into a volume, and
@@ -107,6 +49,7 @@ class Cluster:
         self.pods: list[Pod] = []  # every pod this run created, for diagnostics
         self.leftovers: list[str] = []
         self._lacking: dict[str, list[str]] = {}  # feature -> nodes without it (nodes_lacking)
+        self._read_nodes: dict[str, NodeFacts | None] = {}  # node -> facts read for one claim (facts_of)
         self.confinement: str | None = None  # whether the admission policy confines this run (run.confinement)
         self.warnings_seen: list[str] = []  # what the run could not check of itself, for the report
         # The running test's evidence: the pod layer records each verb into it.
@@ -246,14 +189,21 @@ class Cluster:
                 self._lacking[feature] = []
         return self._lacking[feature]
 
+    def facts_of(self, node: str) -> NodeFacts | None:
+        """A node's facts: those the run gathered, else read once; None where the
+        identity may not read nodes."""
+        if node not in self.facts.nodes and node not in self._read_nodes:
+            try:
+                self._read_nodes[node] = node_facts(self.kube.node(node))
+            except KubeError:
+                self._read_nodes[node] = None
+        return self.facts.nodes.get(node) or self._read_nodes.get(node)
+
     def node_lacks(self, feature: str, node: str) -> str | None:
         """Why a node cannot have a feature some claims need (podshare.node_features),
         from its facts; None when it has it or they cannot be read (the pods tell)."""
-        try:
-            facts = self.facts.nodes.get(node) or node_facts(self.kube.node(node))
-        except KubeError:
-            return None
-        return lacks(feature, node, facts)
+        facts = self.facts_of(node)
+        return lacks(feature, node, facts) if facts else None
 
     def runtime_class_excludes(self, name: str, node: str) -> str | None:
         """Why a RuntimeClass's scheduling.nodeSelector (what a managed sandboxed
@@ -264,10 +214,12 @@ class Cluster:
             selector = (scheduling.node_selector if scheduling else None) or {}
             if not selector:
                 return None
-            known = self.facts.nodes.get(node)
-            labels = known.all_labels if known else (self.kube.node(node).metadata.labels or {})
         except KubeError:
             return None
+        known = self.facts_of(node)
+        if known is None:
+            return None
+        labels = known.all_labels
         missing = {k: v for k, v in selector.items() if labels.get(k) != v}
         if not missing:
             return None

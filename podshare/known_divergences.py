@@ -3,7 +3,9 @@ RuntimeClass, a node pool, a user-namespace setting or a StorageClass breaks (--
 a YAML list), both ways: a listed claim that fails where it is listed, the way
 its entry says it does (`seen`, podshare.signatures), is a known divergence,
 not a failure; one that fails otherwise is a failure; one that holds there
-fails the run (the list is out of date)."""
+fails the run (the list is out of date), unless its entry says `intermittent:
+true`: a race the runtime loses only sometimes, where holding is a pass that
+names the entry."""
 from __future__ import annotations
 
 import re
@@ -40,12 +42,14 @@ class KnownDivergences:
         import yaml
         entries = yaml.safe_load(Path(path).read_text()) or []
         if not isinstance(entries, list) or not all(
-                isinstance(e, dict) and {"claim", "reason", "seen"} <= set(e) and signatures.valid(e["seen"]) and all(
+                isinstance(e, dict) and {"claim", "reason", "seen"} <= set(e) and signatures.valid(e["seen"])
+                and isinstance(e.get("intermittent", False), bool) and all(
                     isinstance(p, dict) and p and set(p) <= PLACE_KEYS for p in _places(e))
                 for e in entries):
             raise ValueError(f"{path}: expected a list of {{claim, reason, seen (what the failure looks like: "
                              "'STEP: ERRNO', 'evidence FIELD: VALUE' or 'message: WORDS', or a list of them), and "
-                             "runtime_class, node_selector, user_namespaces and/or storage_class (or where: a list of them)}}")
+                             "runtime_class, node_selector, user_namespaces and/or storage_class (or where: a list of them), and "
+                             "intermittent: true where the divergence comes and goes}}")
         return entries
 
     def match(self, claim_id: str, runtime_class: str | None, node_labels: dict[str, str] | None = None,

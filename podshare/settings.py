@@ -111,7 +111,8 @@ OPTIONS = (
            "a YAML list of {claim, reason, seen, runtime_class, node_selector, user_namespaces and/or "
            "storage_class (or where: a list of them)}: those "
            "claims are reported as known divergences "
-           "where they fail, and fail the run where they now pass (repeatable: the files' entries in order, "
+           "where they fail, and fail the run where they now pass, unless the entry says intermittent: true "
+           "(a race the runtime loses only sometimes) (repeatable: the files' entries in order, "
            "the first whose claim and place match decides; env and ini: comma-separated)", type=list),
     Option("--pod-security", "PODSHARE_POD_SECURITY", "restricted",
            "Pod Security level of the generated namespace (a variant with hostIPC or hostPath needs privileged)",

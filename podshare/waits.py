@@ -11,7 +11,7 @@ from .disruption import Disrupted, diagnose
 from .errors import KubeError, PodNotReady, SandboxRefused
 from .kube import Kube
 from .node_features import lacks, needed_by
-from .records import NodeFacts
+from .node_facts import node_facts
 from .retry import GaveUp, NotYet, wait_until
 
 # How long a verb that holds something (a lock, a mapping) has to say it holds it.
@@ -77,10 +77,9 @@ def node_lacks(kube: Kube, pod) -> str | None:
     if not needed or not pod.spec.node_name:
         return None
     try:
-        info = kube.node(pod.spec.node_name).status.node_info
+        facts = node_facts(kube.node(pod.spec.node_name))
     except KubeError:
         return None
-    facts = NodeFacts(container_runtime=info.container_runtime_version or "")
     return next((why for f in needed if (why := lacks(f, pod.spec.node_name, facts))), None)
 
 

@@ -768,7 +768,7 @@ LAYERS = [
      "run_end", "junit", "settings", "options_doc", "cli", "nightly", "__main__"},
     {"cluster", "factory", "pods", "manifests", "waits", "verbs", "channel", "disruption", "delivery",
      "unpack_probes", "gc", "images", "store", "confinement", "fence"},
-    {"kube", "kube_calls", "errors", "retry", "evidence", "node_features"},
+    {"kube", "kube_calls", "errors", "retry", "evidence", "node_features", "node_facts"},
     {"report", "findings", "common_causes", "markdown_report", "html_report", "known_divergences", "signatures",
      "metrics", "history"},
     {"records", "__init__"},

@@ -166,14 +166,18 @@ CLAIMS_WITH_PODS_OF_THEIR_OWN = {
 @pytest.mark.usefixtures("kube")
 def test_split_pods_fail_every_sharing_claim(tmp_path):
     """alpha and beta in two pods: only the per-container and per-pod claims pass."""
-    outcomes = run_suites(tmp_path, "split-pods.yaml", PROBE_POD_ONLY % "not pattern")
-    passed = {claim.split("::")[1] for claim, outcome in outcomes.items() if outcome == "passed"}
+    checks = run_variant(tmp_path, "split-pods.yaml", PROBE_POD_ONLY % "not pattern")
+    passed = {c["id"].split("::")[1] for c in checks if c["outcome"] == "passed"}
     passed -= CLAIMS_WITH_PODS_OF_THEIR_OWN
-    assert passed == {"test_mount_and_pid_namespaces_are_per_container",
-                      "test_volume_and_ipc_objects_survive_a_container_restart",
-                      "test_recreated_pod_starts_without_the_old_volume_and_ipc_objects",
-                      "test_memory_volume_is_tmpfs_and_honours_its_size_limit"}
-    assert all(outcome in ("passed", "failed") for outcome in outcomes.values()), outcomes
+    expected = {"test_mount_and_pid_namespaces_are_per_container",
+                "test_volume_and_ipc_objects_survive_a_container_restart",
+                "test_recreated_pod_starts_without_the_old_volume_and_ipc_objects",
+                "test_memory_volume_is_tmpfs_and_honours_its_size_limit"}
+    said = {c["id"]: (c["outcome"], c["message"]) for c in checks
+            if (c["id"].split("::")[1] in expected) != (c["outcome"] == "passed")
+            or c["outcome"] not in ("passed", "failed")}
+    assert passed == expected, said
+    assert all(c["outcome"] in ("passed", "failed") for c in checks), said
 
 
 # Variants that need host access: a privileged namespace, and the local cluster
@@ -554,6 +558,31 @@ def test_a_listed_claim_failing_another_way_is_a_failure_not_its_known_divergenc
     for c in checks:
         assert c["message"].startswith("listed as a known divergence for evidence beta_while_held.ok: true, but saw "
                                        "open: EROFS: beta could not open alpha's lock file: EROFS"), c["message"]
+
+
+@pytest.mark.usefixtures("kube")
+def test_a_listed_claim_that_holds_fails_the_run_unless_its_entry_is_intermittent(tmp_path):
+    """Both ways strict: the hostname claim, listed as a divergence on the default
+    runtime, holds there, and that fails the run (the list is out of date). The
+    namespace claim, listed the same way but `intermittent: true` (a race the
+    runtime loses only sometimes), holds too: a pass that names its entry."""
+    known = tmp_path / "known.yaml"
+    known.write_text('- claim: "suites/test_identity.py::test_hostname_is_the_pod_name_in_every_container*"\n'
+                     "  runtime_class: default\n  reason: the hostname is the node's\n"
+                     '  seen: "evidence alpha_hostname: vm"\n'
+                     '- claim: "suites/test_identity.py::test_net_ipc_and_uts_namespaces_are_shared_within_the_pod_only*"\n'
+                     "  runtime_class: default\n  reason: a race in the namespaces\n  intermittent: true\n"
+                     '  seen: "evidence alpha.ipc: none"\n')
+    checks = {c["id"].split("::")[1].split("[")[0]: c
+              for c in run_variant(tmp_path, None, "identity", "-k", "hostname or namespaces_are_shared",
+                                   "--known-divergences", str(known))}
+    strict, intermittent = (checks["test_hostname_is_the_pod_name_in_every_container"],
+                            checks["test_net_ipc_and_uts_namespaces_are_shared_within_the_pod_only"])
+    assert strict["outcome"] == "failed" and "the claim now holds: update the known-divergences file" in strict[
+        "message"], strict
+    assert intermittent["outcome"] == "passed" and intermittent["message"].startswith(
+        "held this time; listed as a known divergence") and "a race in the namespaces" in intermittent[
+        "message"], intermittent
 
 
 def _node_of_pool(kube, pool: str) -> str:

@@ -13,7 +13,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from podshare.cluster import node_unfit
+from podshare.node_facts import node_unfit
 from podshare.records import RunInfo
 from podshare.records import Check
 from podshare.findings import claim_matrix
@@ -261,7 +261,7 @@ def test_one_node_stands_for_each_configuration():
     """--one-per-pool: nodes alike in pool labels, taints, versions, kernel, OS and
     architecture are one configuration, checked on one node that takes pods; a node
     differing in any one of them is a configuration of its own."""
-    from podshare.cluster import one_per_configuration
+    from podshare.node_facts import one_per_configuration
     from podshare.records import NodeFacts
     facts = {"a-1": _facts("a", unschedulable=True), "a-2": _facts("a"), "a-3": _facts("a"),
              "a-new-kernel": _facts("a", kernel="6.19"), "b-1": _facts("b"),
@@ -289,7 +289,7 @@ def test_the_local_nodes_are_three_configurations_and_a_twin_would_be_one(kube):
     configurations, so --one-per-pool checks every node; a node just like the first
     (a copy of its status under another name) would be represented by it."""
     from dataclasses import replace
-    from podshare.cluster import node_facts, one_per_configuration
+    from podshare.node_facts import node_facts, one_per_configuration
     facts = {n.metadata.name: node_facts(n) for n in kube.nodes()}
     assert sorted(one_per_configuration(facts)) == sorted(facts) and len(facts) == 3
     first = min(facts, key=lambda n: (facts[n].pool != "default", n))
