@@ -4,6 +4,7 @@ pod and leftover of the run. The plugin talks to this, never to the kube layer.
 """
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -15,7 +16,7 @@ from .evidence import EvidenceSlot
 from .fence import FENCED
 from .kube import Kube
 from .pods import Pod
-from .records import ClusterFacts, NodeFacts
+from .records import RUNTIMES_ANNOTATION, ClusterFacts, NodeFacts
 from .retry import GaveUp, NotYet, wait_until
 
 
@@ -25,6 +26,17 @@ DISRUPTED_WAIT = 5.0  # seconds to wait for the namespace to go when a node or t
 # Where clusters name a node's pool (ours, then the clouds').
 POOL_LABELS = ("podshare.io/pool", "cloud.google.com/gke-nodepool", "eks.amazonaws.com/nodegroup",
                "kubernetes.azure.com/agentpool", "node.kubernetes.io/pool")
+
+
+def node_runtimes(node: Any) -> dict[str, Any] | None:
+    """The node's runtimes as the bundled cluster annotates them (records.RUNTIMES_ANNOTATION);
+    None where the node does not say, or says it in a form this podshare cannot read."""
+    said = (node.metadata.annotations or {}).get(RUNTIMES_ANNOTATION)
+    try:
+        found = json.loads(said) if said else None
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def node_facts(node: Any) -> NodeFacts:
@@ -38,7 +50,8 @@ def node_facts(node: Any) -> NodeFacts:
         os_image=info.os_image, kernel=info.kernel_version, architecture=info.architecture,
         runtime_handlers=[h.name or "(default)" for h in (node.status.runtime_handlers or [])],
         taints=[f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in node.spec.taints or []],
-        unschedulable=bool(node.spec.unschedulable), ready=ready.status if ready else "Unknown")
+        unschedulable=bool(node.spec.unschedulable), ready=ready.status if ready else "Unknown",
+        runtimes=node_runtimes(node))
 
 
 def configuration(facts: NodeFacts) -> tuple:
@@ -186,7 +199,9 @@ class Cluster:
             return
         self.facts.node = node
         try:
-            info = self.kube.node(node).status.node_info
+            found = self.kube.node(node)
+            info = found.status.node_info
+            self.facts.runtimes = node_runtimes(found)
             self.facts.os_image, self.facts.kernel = info.os_image, info.kernel_version
             self.facts.container_runtime, self.facts.kubelet = info.container_runtime_version, info.kubelet_version
         except KubeError as exc:

@@ -844,3 +844,48 @@ def test_an_object_that_already_exists_is_not_a_busy_quota():
     """Only the quota's own conflict is made again; AlreadyExists on a ResourceQuota is an answer."""
     assert not KubeError('create resourcequota podshare-quota in ns: 409 resourcequotas "podshare-quota" already '
                          'exists', 409, "AlreadyExists").quota_busy
+
+
+RUNTIMES = {"default": "gvisor-hinted", "handlers": {
+    "runc": {"shim": "io.containerd.runc.v2", "version": "runc version 1.5.3"},
+    "gvisor-hinted": {"shim": "io.containerd.runsc.v1", "version": "runsc version v0.0.0-20260905035102-160fafc42237",
+                      "shim_version": "v0.0.0-20260905035102-160fafc42237+podshare.3patches", "platform": "systrap",
+                      "hints": "GKE Sandbox emptyDir mount annotations"}}}
+
+
+def _node(annotations: dict | None) -> client.V1Node:
+    return client.V1Node(
+        metadata=client.V1ObjectMeta(name="n1", labels={"podshare.io/pool": "sandboxed"}, annotations=annotations),
+        spec=client.V1NodeSpec(),
+        status=client.V1NodeStatus(node_info=client.V1NodeSystemInfo(
+            architecture="amd64", boot_id="b", container_runtime_version="containerd://2.4.2", kernel_version="6.18",
+            kube_proxy_version="", kubelet_version="v1.37.2", machine_id="m", operating_system="linux",
+            os_image="Debian", system_uuid="u")))
+
+
+def test_a_nodes_runtimes_come_from_its_annotation_and_both_headers_name_them():
+    """The bundled cluster annotates each node with its runtimes' own words
+    (cluster/runtime_versions.py); a node without the annotation (any real
+    cluster's) has none, and the reports then say nothing of them."""
+    from podshare.cluster import node_facts
+    from podshare.html_report import render_html
+    from podshare.markdown_report import render_markdown
+    said = node_facts(_node({records.RUNTIMES_ANNOTATION: json.dumps(RUNTIMES)}))
+    assert said.runtimes == RUNTIMES
+    assert node_facts(_node(None)).runtimes is None
+    assert node_facts(_node({records.RUNTIMES_ANNOTATION: "not json"})).runtimes is None
+    assert records.NodeFacts.from_json(said.to_json()).runtimes == RUNTIMES  # results.json keeps them
+    line = ("runtimes of n1 (default gvisor-hinted): gvisor-hinted: runsc version v0.0.0-20260905035102-160fafc42237 "
+            "(io.containerd.runsc.v1, shim_version v0.0.0-20260905035102-160fafc42237+podshare.3patches, "
+            "platform systrap, hints GKE Sandbox emptyDir mount annotations); "
+            "runc: runc version 1.5.3 (io.containerd.runc.v2)")
+    checks = [Check(id="s.py::t", claim="T", outcome="passed", duration_s=0.1, node=n) for n in ("n1", "n2")]
+    many = RunReport(run=RunInfo(id="r"), cluster={"nodes": {"n1": said.to_json(), "n2": {"pool": "default"}}},
+                     checks=checks).findings()
+    assert many.runtimes == [line]
+    assert f"- {line}" in render_markdown(many)
+    assert f'<p class="meta">{line}</p>' in render_html(many)
+    one = RunReport(run=RunInfo(id="r"), cluster={"node": "n1", "runtimes": RUNTIMES}, checks=checks[:1]).findings()
+    assert one.runtimes == [line]
+    unsaid = RunReport(run=RunInfo(id="r"), cluster={"node": "n1"}, checks=checks[:1]).findings()
+    assert unsaid.runtimes == [] and "runtimes of" not in render_markdown(unsaid) + render_html(unsaid)
