@@ -212,3 +212,23 @@ def test_gvisor_hinted_gives_a_pods_containers_one_mount_per_emptydir(check):
         assert shared[handler]["ok"] and shared[handler]["beta_read_alphas_files"], shared[handler]
     assert shared["gvisor-hinted"]["fstypes"]["/memory"] == "tmpfs", shared["gvisor-hinted"]
     assert shared["gvisor"]["annotations"] == {}
+
+
+def test_the_gvisor_hints_policy_does_what_gke_does_in_kubernetes_1_37s_own_admission_code():
+    """cluster/gvisor-hints.yaml through the 1.37.2 API server's compilePolicy,
+    match condition and JSON Patch mutator (gvisor-hints-check/check.sh), without
+    an API server: each emptyDir of a gvisor-hinted pod gets GKE's three hints,
+    a user's own annotation wins, other classes and pods without one get nothing."""
+    built("build-binaries.sh", "k8s-1.37")  # its module's dependencies are downloaded
+    out = subprocess.run([CLUSTER / "gvisor-hints-check" / "check.sh"], capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout)
+    hints = {f"dev.gvisor.spec.mount.{v}.{f}": value for v, kind in (("disk", "bind"), ("memory", "tmpfs"))
+             for f, value in (("share", "pod"), ("type", kind), ("options", "rw,rprivate"))}
+    assert got["hinted"] == {"matched": True, "annotations": hints}  # the configMap volume gets none
+    assert got["hinted-user-wins"]["annotations"] == {**hints, "dev.gvisor.spec.mount.disk.type": "tmpfs", "team": "x"}
+    assert got["hinted-all-set"]["annotations"] == {"dev.gvisor.spec.mount.memory.share": "container",
+                                                    "dev.gvisor.spec.mount.memory.type": "bind",
+                                                    "dev.gvisor.spec.mount.memory.options": "ro"}
+    assert got["hinted-no-volumes"] == {"matched": True, "annotations": None}
+    assert got["plain"] == got["no-runtime-class"] == {"matched": False, "annotations": None}
