@@ -1,6 +1,7 @@
 """What the local cluster runs on top of Kubernetes, applied by `up` from a
-manifest with its placeholders filled: today the local-path provisioner, the
-default StorageClass (cluster/local-path.yaml)."""
+manifest with its placeholders filled: the local-path provisioner, the
+default StorageClass (cluster/local-path.yaml), and GKE Sandbox's emptyDir
+hints for RuntimeClass gvisor-hinted (cluster/gvisor-hints.yaml)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +16,8 @@ PATHS = {
     "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", False),
     "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", False),
     "Deployment": ("/apis/apps/v1", True), "StorageClass": ("/apis/storage.k8s.io/v1", False),
+    "MutatingAdmissionPolicy": ("/apis/admissionregistration.k8s.io/v1", False),
+    "MutatingAdmissionPolicyBinding": ("/apis/admissionregistration.k8s.io/v1", False),
 }
 
 
@@ -32,7 +35,8 @@ def apply(manifest: Path, filled: dict[str, str], post: Callable[[str, dict], tu
     for doc in filter(None, yaml.safe_load_all(text)):
         kind, meta = doc["kind"], doc["metadata"]
         prefix, namespaced = PATHS[kind]
-        plural = kind.lower() + ("es" if kind.endswith("s") else "s")
+        plural = (kind.lower()[:-1] + "ies" if kind.endswith("y") else
+                  kind.lower() + ("es" if kind.endswith("s") else "s"))
         path = f"{prefix}/namespaces/{meta['namespace']}/{plural}" if namespaced else f"{prefix}/{plural}"
         code, answer = post(path, doc)
         if code not in (200, 201):

@@ -12,7 +12,13 @@ from .layout import API_PORT, BRIDGE, CLUSTER_CIDR, CNI_BIN, HERE, NODE
 from .pki import kubeconfig
 from .processes import STATE
 
-WRAPPERS = HERE / "runtimes"  # crun's and runsc's wrappers (cluster/runtimes)
+WRAPPERS = HERE / "runtimes"  # crun's wrapper (cluster/runtimes)
+# gVisor's two handlers: the same shim and runsc; pods of the hinted one carry the
+# emptyDir mount annotations GKE Sandbox's admission controller adds (cluster/gvisor-hints.yaml).
+GVISOR_HANDLERS = ("gvisor", "gvisor-hinted")
+# runsc's platform: systrap, its default. No KVM works on these VMs (/dev/kvm hung
+# a bundle); ptrace only where neither would.
+GVISOR_PLATFORM = "systrap"
 
 
 def write_cni_template(home: Path) -> None:
@@ -64,15 +70,9 @@ def containerd_config(home: Path, pause_image: str, default_runtime: str, runtim
         BinaryName = "/usr/bin/crun"
         Root = "/run/containerd/crun{runtime_roots}"
         SystemdCgroup = false
-    # gVisor: Debian's runsc behind our wrapper (cluster/runtimes/runsc-podshare);
-    # every container of a pod under one root, so runsc finds the pod's sandbox.
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.gvisor]
-      runtime_type = "io.containerd.runc.v2"
-      pod_annotations = ["dev.gvisor.*"]
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.gvisor.options]
-        BinaryName = "{WRAPPERS / 'runsc-podshare'}"
-        Root = "/run/containerd/runsc{runtime_roots}"
-        SystemdCgroup = false
+    # No gVisor: its shim speaks a bootstrap protocol containerd 1.6 does not
+    # (it dials the JSON of its bootstrap parameters as a socket path); gVisor
+    # runs on the containerd 2 pools.
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN}"
     conf_dir = "{cni / 'net.d'}"
@@ -80,39 +80,75 @@ def containerd_config(home: Path, pause_image: str, default_runtime: str, runtim
 """
 
 
-def containerd2_runtimes(bindir: Path, roots: Path) -> dict[str, dict]:
-    """The RuntimeClass handlers, each under containerd's runc v2 shim with a
-    state root of its own (under `roots`, so no two containerds share one):
-    runc from the current stack's build, Debian's crun behind a wrapper that lets
-    it take containerd 2's spec version (runtimes/crun-podshare), and gVisor's
-    runsc behind the podshare wrapper (every container of a pod under one root,
-    so runsc finds the pod's sandbox)."""
-    return {
+def containerd2_runtimes(bindir: Path, roots: Path, gvisor: Path | None = None) -> dict[str, dict]:
+    """The RuntimeClass handlers, each with a state root of its own (under
+    `roots`, so no two containerds share one): runc from the current stack's
+    build and Debian's crun behind a wrapper that lets it take containerd 2's
+    spec version (runtimes/crun-podshare), both under containerd's runc v2 shim;
+    and with `gvisor` (build-gvisor.sh's directory) gVisor under its own shim,
+    containerd-shim-runsc-v1, configured by a runsc.toml per handler
+    (runsc_toml)."""
+    found = {
         "runc": {"binary": str(bindir / "runc"), "root": str(roots / "runc")},
         "crun": {"binary": str(WRAPPERS / "crun-podshare"), "root": str(roots / "crun")},
-        "gvisor": {"binary": str(WRAPPERS / "runsc-podshare"), "root": str(roots / "runsc"),
-                   "pod_annotations": ["dev.gvisor.*"]},
     }
+    for handler in GVISOR_HANDLERS if gvisor else ():
+        found[handler] = {"shim": "io.containerd.runsc.v1", "shim_path": str(gvisor / "containerd-shim-runsc-v1"),
+                          "binary": str(gvisor / "runsc"), "root": str(roots / handler),
+                          "config": str(roots / f"{handler}.toml"), "pod_annotations": ["dev.gvisor.*"]}
+    return found
 
 
-def containerd2_config(directory: Path, bindir: Path, pause_image: str, default_runtime: str = "runc",
-                       conf_template: Path | None = None) -> str:
-    """containerd 2's config, version 3: the CRI plugin is split into
-    io.containerd.cri.v1.images (snapshotter, the pinned pause image) and
-    io.containerd.cri.v1.runtime (runtimes, CNI, restrict_oom_score_adj);
-    io.containerd.grpc.v1.cri keeps only the streaming server. A node of the
-    cluster names its default runtime and its CNI template (write_cni_template)."""
-    runtime_tables = []
-    for handler, r in containerd2_runtimes(bindir, directory / "runtimes").items():
-        annotations = f"\n      pod_annotations = {json.dumps(r['pod_annotations'])}" if "pod_annotations" in r else ""
-        runtime_tables.append(f"""\
-    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{handler}]
+def runsc_toml(runtime: dict, kubelet_pods_dir: Path | None) -> str:
+    """A gVisor handler's runsc.toml, read by its shim (containerd's ConfigPath):
+    runsc by its path (the shim would look for `runsc` on PATH), a state root of
+    the node's own (the shim's default, /run/containerd/runsc, every containerd
+    here would share), where this node's kubelet keeps pods (the shim finds hinted
+    emptyDirs there: cluster/gvisor/patches/03), and runsc's flags. Nothing else
+    differs from gVisor's documented containerd setup."""
+    pods = f"kubelet_pods_dir = '{kubelet_pods_dir}'\n" if kubelet_pods_dir else ""
+    return (f"binary_name = '{runtime['binary']}'\nroot = '{runtime['root']}'\n{pods}"
+            f"[runsc_config]\n  platform = '{GVISOR_PLATFORM}'\n")
+
+
+def write_runsc_tomls(runtimes: dict[str, dict], kubelet_pods_dir: Path | None) -> None:
+    for r in runtimes.values():
+        if "config" in r:
+            Path(r["config"]).parent.mkdir(parents=True, exist_ok=True)
+            Path(r["config"]).write_text(runsc_toml(r, kubelet_pods_dir))
+
+
+def runtime_table(handler: str, r: dict) -> str:
+    """One handler in containerd 2's config: under the runc v2 shim with runc's
+    options, or under gVisor's shim (by its path, runtime_path) with its
+    runsc.toml (TypeUrl and ConfigPath, as gVisor's containerd docs set them)."""
+    head = f"    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{handler}]"
+    annotations = f"\n      pod_annotations = {json.dumps(r['pod_annotations'])}" if "pod_annotations" in r else ""
+    if "shim" in r:
+        return f"""{head}
+      runtime_type = '{r['shim']}'
+      runtime_path = '{r['shim_path']}'{annotations}
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{handler}.options]
+        TypeUrl = 'io.containerd.runsc.v1.options'
+        ConfigPath = '{r['config']}'"""
+    return f"""{head}
       runtime_type = 'io.containerd.runc.v2'{annotations}
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{handler}.options]
         BinaryName = '{r['binary']}'
         Root = '{r['root']}'
-        SystemdCgroup = false""")
-    joined = "\n".join(runtime_tables)
+        SystemdCgroup = false"""
+
+
+def containerd2_config(directory: Path, bindir: Path, pause_image: str, default_runtime: str = "runc",
+                       conf_template: Path | None = None, gvisor: Path | None = None) -> str:
+    """containerd 2's config, version 3: the CRI plugin is split into
+    io.containerd.cri.v1.images (snapshotter, the pinned pause image) and
+    io.containerd.cri.v1.runtime (runtimes, CNI, restrict_oom_score_adj);
+    io.containerd.grpc.v1.cri keeps only the streaming server. A node of the
+    cluster names its default runtime and its CNI template (write_cni_template).
+    With `gvisor`, gVisor's handlers too (their runsc.toml: write_runsc_tomls)."""
+    runtimes = containerd2_runtimes(bindir, directory / "runtimes", gvisor)
+    joined = "\n".join(runtime_table(handler, r) for handler, r in runtimes.items())
     template = f"\n      conf_template = '{conf_template}'" if conf_template else ""
     return containerd_top(3, directory, directory, ("btrfs", "zfs", "devmapper", "erofs")) + f"""\
 [plugins]
@@ -184,9 +220,14 @@ def write_configs(ip: str, images: dict[str, str], all_workers: list[workers.Wor
     for w in all_workers:
         (w.dir / "cni").mkdir(parents=True)
         write_cni_template(w.dir)
-        toml = (containerd2_config(w.dir, workers.runtime_bindir(), images["PAUSE_IMAGE"], w.pool.default_runtime,
-                                   conf_template=w.dir / "cni" / "template.json") if w.pool.stack == "current" else
-                containerd_config(w.dir, images["PAUSE_IMAGE"], w.pool.default_runtime, f"-{w.name}"))
+        if w.pool.stack == "current":
+            gvisor = workers.gvisor_bindir()
+            toml = containerd2_config(w.dir, workers.runtime_bindir(), images["PAUSE_IMAGE"], w.pool.default_runtime,
+                                      conf_template=w.dir / "cni" / "template.json", gvisor=gvisor)
+            write_runsc_tomls(containerd2_runtimes(workers.runtime_bindir(), w.dir / "runtimes", gvisor),
+                              w.kubelet_root / "pods")
+        else:
+            toml = containerd_config(w.dir, images["PAUSE_IMAGE"], w.pool.default_runtime, f"-{w.name}")
         workers.write_configs(w, toml, kubelet, kube_proxy)
         server = f"https://{workers.HOST_IP}:{API_PORT}"
         kubeconfig(f"kubelet-{w.name}", w.dir / "kubelet.kubeconfig", server)

@@ -1,7 +1,8 @@
 """containerd 2 for the current stack: its config (version 3, configs.py's) with
-the cluster's three runtimes, and a standalone check that runs one container under
-each of them with `ctr`, in directories, a socket and a namespace of its own,
-apart from any running cluster.
+the cluster's runtimes (runc, crun, and gVisor under its own shim as `gvisor` and
+`gvisor-hinted`), and a standalone check that runs one container under each of
+them with `ctr`, in directories, a socket and a namespace of its own, apart from
+any running cluster.
 
 From the project root:
 
@@ -9,15 +10,18 @@ From the project root:
                                         print the config for a containerd rooted in DIR
     python -m cluster.containerd2 check [--keep]
                                         start a private containerd 2 (from
-                                        build-runtime.sh), import the probe image,
-                                        run a container under runc, crun and gVisor
-                                        with ctr (and under runc and crun in a user
-                                        namespace, a gVisor pod, Debian's crun without
-                                        its wrapper), then through the CRI with crictl
-                                        (each handler's features, a pod per handler,
-                                        runc with hostUsers: false); print what each
-                                        saw as JSON, remove everything; exit 0 when
-                                        every configured runtime ran
+                                        build-runtime.sh, gVisor from build-gvisor.sh),
+                                        import the probe image, run a container under
+                                        runc, crun and gVisor with ctr (and under runc
+                                        and crun in a user namespace, Debian's crun
+                                        without its wrapper), then through the CRI with
+                                        crictl (each handler's features, a pod per
+                                        handler, runc with hostUsers: false, and a pod
+                                        of two containers sharing emptyDir-like volumes
+                                        under gvisor and, with GKE's hints, under
+                                        gvisor-hinted); print what each saw as JSON,
+                                        remove everything; exit 0 when every
+                                        configured runtime ran
 
 Root is required. The check needs the probe image archive (`python -m cluster.images build`).
 """
@@ -34,9 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from .configs import containerd2_config, containerd2_runtimes
+from .configs import GVISOR_HANDLERS, containerd2_config, containerd2_runtimes, write_runsc_tomls
 from .images import read_env
 from .layout import HERE, PROJECT
+from .runtime_versions import current_runtimes, of_handlers
 
 CHECK_NAMESPACE = "podshare-check"  # a ctr namespace no cluster uses
 CHECK_POD_SUBNET = "203.0.113.0/24"  # documentation range, used by no cluster here; never routed
@@ -50,8 +55,9 @@ class Private:
     """A containerd 2 of its own in a temporary directory; `close` stops it and
     removes what it left (tasks, mounts, cgroups, the directory)."""
 
-    def __init__(self, bindir: Path, pause_image: str):
-        self.bindir = bindir
+    def __init__(self, bindir: Path, pause_image: str, gvisor: Path):
+        self.bindir, self.gvisor = bindir, gvisor
+        self.killed: list[str] = []  # what close() had to kill
         self.dir = Path(tempfile.mkdtemp(prefix="podshare-containerd2-"))
         # In a user namespace the container's root (uid 100000 on the host) must
         # search every directory above its rootfs, or runc fails with "error
@@ -68,7 +74,11 @@ class Private:
                 {"type": "bridge", "bridge": self.bridge, "isGateway": False, "ipMasq": False,
                  "ipam": {"type": "host-local", "ranges": [[{"subnet": CHECK_POD_SUBNET}]],
                           "dataDir": str(self.dir / "cni" / "ipam")}}]}))
-        (self.dir / "containerd.toml").write_text(containerd2_config(self.dir, bindir, pause_image))
+        (self.dir / "containerd.toml").write_text(containerd2_config(self.dir, bindir, pause_image, gvisor=gvisor))
+        # The hinted emptyDirs are found under a kubelet's pods directory: this
+        # instance's stands in for one (check_shared_volumes makes the volumes).
+        self.kubelet_pods = self.dir / "kubelet" / "pods"
+        write_runsc_tomls(self.runtimes(), self.kubelet_pods)
         self.socket = self.dir / "containerd.sock"
         # containerd finds containerd-shim-runc-v2 on its PATH: put the build first.
         env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
@@ -80,6 +90,9 @@ class Private:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"containerd did not come up:\n{self.log_tail()}")
             time.sleep(0.2)
+
+    def runtimes(self) -> dict[str, dict]:
+        return containerd2_runtimes(self.bindir, self.dir / "runtimes", self.gvisor)
 
     def ctr(self, *args, ns: str = CHECK_NAMESPACE, timeout: float = 120) -> subprocess.CompletedProcess:
         return run(self.bindir / "ctr", "--address", self.socket, "-n", ns, *args, timeout=timeout)
@@ -102,6 +115,20 @@ class Private:
             for container in self.ctr("containers", "ls", "-q", ns=ns).stdout.split():
                 self.ctr("containers", "delete", container, ns=ns)
         self.proc.send_signal(signal.SIGTERM)
+        # A shim whose task never came up (and its runsc sandbox and gofer) outlives
+        # containerd: found by this instance's directory in its command line.
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if Path(argv[0].decode(errors="replace")).name.startswith(("containerd-shim", "runsc")) and \
+                    any(str(self.dir).encode() in a for a in argv):
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                    self.killed.append(argv[0].decode(errors="replace"))
+                except ProcessLookupError:
+                    pass
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
@@ -147,7 +174,7 @@ REPORT = ("uname -r > /out/uname; cat /proc/self/uid_map > /out/uid_map; cat /pr
           " echo done > /out/done; exec sleep 600")
 LIST = {"runc": ["{binary}", "--root", "{root}/" + CHECK_NAMESPACE, "list"],
         "crun": ["/usr/bin/crun", "--root", "{root}/" + CHECK_NAMESPACE, "list"],
-        "gvisor": ["/usr/bin/runsc", "--root", "{root}/" + CHECK_NAMESPACE, "list"]}
+        "gvisor": ["{binary}", "--root", "{root}/" + CHECK_NAMESPACE, "list"]}
 
 
 USERNS_MAP = "0:100000:65536"  # what a kubelet gives a pod: 65536 ids at a multiple of 65536
@@ -155,12 +182,13 @@ USERNS_MAP = "0:100000:65536"  # what a kubelet gives a pod: 65536 ids at a mult
 
 def check_runtime(ctrd: Private, handler: str, image: str, userns: bool = False, binary: str | None = None) -> dict:
     """Start a detached task under `handler` (ctr passes BinaryName and Root to
-    the runc v2 shim as the CRI would), read what it wrote, list it with the
-    runtime's own `list` (the evidence of which runtime runs it), then stop it.
+    the runc v2 shim as the CRI would; for gVisor, its shim by path and the
+    handler's runsc.toml), read what it wrote, list it with the runtime's own
+    `list` (the evidence of which runtime runs it), then stop it.
     With `userns`, in a user namespace of its own (ctr chowns a copy of the
     image's snapshot; a kubelet's pod gets idmapped mounts instead). `binary`
     replaces the handler's BinaryName (to show what the wrapper is for)."""
-    r = dict(containerd2_runtimes(ctrd.bindir, ctrd.dir / "runtimes")[handler])
+    r = dict(ctrd.runtimes()[handler])
     name = f"{handler}-userns" if userns else handler
     if binary:
         r["binary"], name = binary, f"{name}-as-{Path(binary).name}"
@@ -169,16 +197,23 @@ def check_runtime(ctrd: Private, handler: str, image: str, userns: bool = False,
     out.chmod(0o777)  # the probe image runs as 65532
     cid = f"check-{name}"
     extra = ["--uidmap", USERNS_MAP, "--gidmap", USERNS_MAP] if userns else []
-    if handler == "gvisor":
-        # As the CRI marks a pod's sandbox: the wrapper then gives it /dev/null
-        # as stdio and sets its network up (ctr makes a new network namespace).
-        extra += ["--annotation", "io.kubernetes.cri.container-type=sandbox",
-                 "--annotation", f"io.kubernetes.cri.sandbox-id={cid}"]
+    runtime = ["--runtime", "io.containerd.runc.v2", "--runc-binary", r["binary"], "--runc-root", r["root"]]
+    if "shim" in r:
+        # gVisor's shim by path with the handler's runsc.toml. Marked as the CRI marks
+        # a pod's sandbox: unmarked, the shim gives runsc no stdio of its own for the
+        # container it creates, runsc's sandbox keeps the pipe the shim reads its
+        # create's output from, and `ctr run` never returns (the shim waits in
+        # runsccmd.cmdOutput for that pipe to close).
+        runtime = ["--runtime", r["shim_path"], "--runtime-config-path", r["config"],
+                   "--annotation", "io.kubernetes.cri.container-type=sandbox",
+                   "--annotation", f"io.kubernetes.cri.sandbox-id={cid}"]
     started = time.monotonic()
-    ran = ctrd.ctr("run", "-d", "--runtime", "io.containerd.runc.v2", "--runc-binary", r["binary"],
-                   "--runc-root", r["root"], *extra,
-                   "--mount", f"type=bind,src={out},dst=/out,options=rbind:rw",
-                   image, cid, "sh", "-c", REPORT, timeout=120)
+    try:
+        ran = ctrd.ctr("run", "-d", *runtime, *extra,
+                       "--mount", f"type=bind,src={out},dst=/out,options=rbind:rw",
+                       image, cid, "sh", "-c", REPORT, timeout=90)
+    except subprocess.TimeoutExpired:  # what hangs is evidence too; close() ends what it left
+        ran = subprocess.CompletedProcess([], -1, "", "ctr run: no answer in 90 s")
     result = {"runtime": name, "binary": r["binary"], "ctr_run_exit": ran.returncode,
               "ctr_run_stderr": ran.stderr.strip()[-1500:]}
     deadline = time.monotonic() + 60
@@ -190,7 +225,7 @@ def check_runtime(ctrd: Private, handler: str, image: str, userns: bool = False,
         result[report] = f.read_text().strip() if f.exists() else None
     # Who owns, on the host, the file the container's user wrote.
     result["host_uid_of_written_file"] = (out / "done").stat().st_uid if (out / "done").exists() else None
-    listed = run(*[a.format(**r) for a in LIST[handler]])
+    listed = run(*[a.format(**r) for a in LIST["gvisor" if "shim" in r else handler]])
     result["listed_by_runtime"] = cid in listed.stdout
     result["runtime_list"] = (listed.stdout + listed.stderr).strip()[-800:]
     result["task"] = ctrd.ctr("tasks", "ls").stdout.strip()
@@ -203,30 +238,6 @@ def check_runtime(ctrd: Private, handler: str, image: str, userns: bool = False,
     result["task_delete_stderr"] = deleted.stderr.strip()[-500:]
     ctrd.ctr("containers", "delete", cid)
     result["ok"] = bool(ran.returncode == 0 and result["uname"] and result["listed_by_runtime"])
-    return result
-
-
-def check_gvisor_pod(ctrd: Private, image: str) -> dict:
-    """A pod as the CRI makes one under gVisor: a sandbox, then an app container
-    that joins it (the wrapper's holder path). The shim must pass the app's
-    stdout through and report its exit status."""
-    r = containerd2_runtimes(ctrd.bindir, ctrd.dir / "runtimes")["gvisor"]
-    base = ["run", "--runtime", "io.containerd.runc.v2", "--runc-binary", r["binary"], "--runc-root", r["root"],
-            "--annotation", "io.kubernetes.cri.sandbox-id=check-pod"]
-    sandbox = ctrd.ctr(*base, "-d", "--annotation", "io.kubernetes.cri.container-type=sandbox",
-                       image, "check-pod", "sleep", "600")
-    app = ctrd.ctr(*base, "--annotation", "io.kubernetes.cri.container-type=container",
-                   image, "check-pod-app", "sh", "-c", "echo app-says-hello; uname -r; exit 7")
-    result = {"sandbox_exit": sandbox.returncode, "app_exit": app.returncode, "app_stdout": app.stdout.strip(),
-              "app_stderr": app.stderr.strip()[-800:]}
-    for cid in ("check-pod-app", "check-pod"):
-        ctrd.ctr("tasks", "kill", "-s", "SIGKILL", cid)
-        waited = time.monotonic() + 20
-        while "RUNNING" in ctrd.ctr("tasks", "ls").stdout and time.monotonic() < waited:
-            time.sleep(0.2)
-        ctrd.ctr("tasks", "delete", cid)
-        ctrd.ctr("containers", "delete", cid)
-    result["ok"] = sandbox.returncode == 0 and app.returncode == 7 and "app-says-hello" in app.stdout
     return result
 
 
@@ -281,6 +292,88 @@ def run_cri_pod(ctrd: Private, handler: str, image: str, userns: bool) -> dict:
     return result
 
 
+# GKE Sandbox's emptyDir hints, as cluster/gvisor-hints.yaml adds them to a pod
+# of RuntimeClass gvisor-hinted: one pod-wide mount per volume inside the sandbox.
+SHARED_VOLUMES = {"disk": "bind", "memory": "tmpfs"}  # volume -> the hint's type (a disk or Memory emptyDir)
+HINTS = {f"dev.gvisor.spec.mount.{volume}.{field}": value for volume, kind in SHARED_VOLUMES.items()
+         for field, value in (("share", "pod"), ("type", kind), ("options", "rw,rprivate"))}
+# alpha writes into both volumes and stays; beta waits for alpha's files and reads them.
+WRITER = ("for v in /disk /memory; do echo from-alpha > $v/a; done; stat -f -c '%n %T %b %S' /disk /memory;"
+          " cat /proc/mounts | grep -E ' /(disk|memory) '; exec sleep 600")
+READER = ("for i in $(seq 100); do [ -f /disk/a ] && [ -f /memory/a ] && break; sleep 0.2; done;"
+          " cat /disk/a /memory/a; stat -f -c '%n %T %b %S' /disk /memory;"
+          " cat /proc/mounts | grep -E ' /(disk|memory) '")
+
+
+def check_shared_volumes(ctrd: Private, handler: str, image: str) -> dict:
+    """A pod of two containers sharing two volumes laid out as a kubelet lays
+    out emptyDirs (<pods dir>/<uid>/volumes/kubernetes.io~empty-dir/<name>, the
+    Memory one a tmpfs of 16 MiB on the host, the disk one a directory), through
+    the CRI; under gvisor-hinted the pod carries GKE's hints. What each container
+    sees (the other's file, the file system type and size inside the sandbox)
+    and what is left on the host (is the disk volume's data on disk?)."""
+    name = f"shared-{handler}"
+    uid = f"{name}-uid"
+    work = ctrd.dir / "cri" / name
+    # The shim takes the pod's uid from the log directory's name, as the kubelet makes it.
+    logs = work / f"{CHECK_NAMESPACE}_{name}_{uid}"
+    logs.mkdir(parents=True)
+    sources = {v: ctrd.kubelet_pods / uid / "volumes" / "kubernetes.io~empty-dir" / v for v in SHARED_VOLUMES}
+    for path in sources.values():
+        path.mkdir(parents=True)
+        path.chmod(0o777)  # the probe image runs as 65532
+    run("mount", "-t", "tmpfs", "-o", "size=16m,mode=0777", "tmpfs", sources["memory"])
+    hinted = handler.endswith("-hinted")
+    pod = {"metadata": {"name": name, "namespace": CHECK_NAMESPACE, "uid": uid}, "log_directory": str(logs),
+           "annotations": HINTS if hinted else {},
+           "linux": {"cgroup_parent": f"/{CHECK_NAMESPACE}/{name}"}}
+    mounts = [{"container_path": f"/{v}", "host_path": str(path)} for v, path in sources.items()]
+    result: dict = {"pod": name, "handler": handler, "annotations": pod["annotations"]}
+    (work / "pod.json").write_text(json.dumps(pod))
+    started = ctrd.crictl("runp", "--runtime", handler, work / "pod.json")
+    result["runp_exit"], result["runp_stderr"] = started.returncode, started.stderr.strip()[-800:]
+    ids = {}
+    if started.returncode == 0:
+        pod_id = started.stdout.strip()
+        for container, script in (("alpha", WRITER), ("beta", READER)):
+            config = work / f"{container}.json"
+            config.write_text(json.dumps({"metadata": {"name": container}, "image": {"image": image},
+                                          "log_path": f"{container}.log", "command": ["sh", "-c", script],
+                                          "mounts": mounts}))
+            created = ctrd.crictl("create", pod_id, config, work / "pod.json")
+            result[f"{container}_create_stderr"] = created.stderr.strip()[-800:]
+            if created.returncode:
+                break
+            ids[container] = created.stdout.strip()
+            begun = ctrd.crictl("start", ids[container])
+            result[f"{container}_start_stderr"] = begun.stderr.strip()[-800:]
+        deadline = time.monotonic() + 60
+        while "beta" in ids and time.monotonic() < deadline:
+            inspected = ctrd.crictl("inspect", "-o", "json", ids["beta"])
+            state = json.loads(inspected.stdout)["status"] if inspected.returncode == 0 else {}
+            result["beta_state"], result["beta_exit"] = state.get("state"), state.get("exitCode")
+            if state.get("state") == "CONTAINER_EXITED":
+                break
+            time.sleep(0.3)
+        for container, cid in ids.items():
+            result[f"{container}_logs"] = ctrd.crictl("logs", cid).stdout.strip().splitlines()
+        # What the host holds of each volume while the pod still runs.
+        result["host"] = {v: sorted(p.name for p in path.iterdir()) for v, path in sources.items()}
+        ctrd.crictl("stopp", pod_id)
+        result["rmp_exit"] = ctrd.crictl("rmp", pod_id).returncode
+    run("umount", sources["memory"])
+    beta = result.get("beta_logs", [])
+    result["beta_read_alphas_files"] = beta[:2] == ["from-alpha", "from-alpha"]
+    result["fstypes"] = {line.split()[0]: line.split()[1] for line in beta[2:4] if len(line.split()) == 4}
+    result["sizes"] = {line.split()[0]: int(line.split()[2]) * int(line.split()[3])
+                       for line in beta[2:4] if len(line.split()) == 4}
+    result["ok"] = bool(result["beta_read_alphas_files"] and result.get("beta_exit") == 0
+                        and result.get("rmp_exit") == 0
+                        # the hints' promise: one tmpfs inside the sandbox for the Memory volume
+                        and (not hinted or result["fstypes"].get("/memory") == "tmpfs"))
+    return result
+
+
 def check_cri(ctrd: Private, images: dict[str, str]) -> dict:
     """The config's runtimes as the kubelet meets them: each handler's features
     (what the kubelet asks before it admits a hostUsers: false pod) and a pod on
@@ -290,6 +383,7 @@ def check_cri(ctrd: Private, images: dict[str, str]) -> dict:
     report: dict = {"handlers": {h.get("name", ""): h.get("features", {}) for h in told.get("runtimeHandlers", [])},
                     "conditions": {c["type"]: c["status"] for c in told.get("status", {}).get("conditions", [])}}
     report["pods"] = [run_cri_pod(ctrd, h, images["PROBE_IMAGE"], userns=False) for h in ("runc", "crun", "gvisor")]
+    report["shared_volumes"] = [check_shared_volumes(ctrd, h, images["PROBE_IMAGE"]) for h in GVISOR_HANDLERS]
     report["pods"].append(run_cri_pod(ctrd, "runc", images["PROBE_IMAGE"], userns=True))
     # A kubelet never sends crun such a pod (its handler reports no user
     # namespaces); asked directly, this is what Debian's crun 1.8.1 does.
@@ -299,14 +393,18 @@ def check_cri(ctrd: Private, images: dict[str, str]) -> dict:
 
 def check(args) -> int:
     bindir = Path(run(HERE / "build-runtime.sh", timeout=3600).stdout.strip())
+    gvisor = Path(run(HERE / "build-gvisor.sh", timeout=3600).stdout.strip())
     images = read_env()
     archive = archives()
-    ctrd = Private(bindir, images["PAUSE_IMAGE"])
+    ctrd = Private(bindir, images["PAUSE_IMAGE"], gvisor)
     report: dict = {"dir": str(ctrd.dir), "versions": {}}
     try:
         for b, flag in (("containerd", "--version"), ("runc", "--version"), ("ctr", "--version")):
             report["versions"][b] = run(bindir / b, flag).stdout.strip()
         report["versions"]["crun"] = run("/usr/bin/crun", "--version").stdout.splitlines()[0]
+        report["versions"]["runsc"] = run(gvisor / "runsc", "--version").stdout.strip()
+        report["versions"]["containerd-shim-runsc-v1"] = run(gvisor / "containerd-shim-runsc-v1", "-v").stdout.strip()
+        report["runtimes_annotation"] = of_handlers(current_runtimes(bindir, ctrd.dir / "runtimes", gvisor), "runc")
         plugins = ctrd.ctr("plugins", "ls").stdout.splitlines()
         report["cri_plugins"] = [p.split() for p in plugins if ".cri." in p]
         imported = ctrd.ctr("images", "import", "--platform", "linux/amd64", archive["probe"], timeout=300)
@@ -321,7 +419,6 @@ def check(args) -> int:
         report["runtimes"] = [check_runtime(ctrd, h, images["PROBE_IMAGE"]) for h in ("runc", "crun", "gvisor")]
         report["runtimes"].append(check_runtime(ctrd, "runc", images["PROBE_IMAGE"], userns=True))
         report["runtimes"].append(check_runtime(ctrd, "crun", images["PROBE_IMAGE"], userns=True))
-        report["gvisor_pod"] = check_gvisor_pod(ctrd, images["PROBE_IMAGE"])
         report["cri"] = check_cri(ctrd, images)
         # Debian's crun as the BinaryName itself: what crun-podshare is for.
         report["crun_without_wrapper"] = check_runtime(ctrd, "crun", images["PROBE_IMAGE"], binary="/usr/bin/crun")
@@ -329,10 +426,11 @@ def check(args) -> int:
                                            if "level=error" in line][-15:]
     finally:
         report["left_behind"] = ctrd.close(keep=args.keep)
+        report["killed_at_close"] = ctrd.killed
     print(json.dumps(report, indent=1))
     ran = report.get("runtimes", [])
-    cri_ran = report.get("cri", {}).get("pods", [])
-    return 0 if ran and all(r["ok"] for r in [*ran, *cri_ran, report["gvisor_pod"]]) else 1
+    cri = report.get("cri", {})
+    return 0 if ran and all(r["ok"] for r in [*ran, *cri.get("pods", []), *cri.get("shared_volumes", [])]) else 1
 
 
 def main() -> int:
@@ -346,7 +444,8 @@ def main() -> int:
     args = p.parse_args()
     if args.cmd == "config":
         bindir = args.bindir or Path(run(HERE / "build-runtime.sh", timeout=3600).stdout.strip())
-        print(containerd2_config(args.dir, bindir, read_env()["PAUSE_IMAGE"]), end="")
+        gvisor = Path(run(HERE / "build-gvisor.sh", "--where", timeout=3600).stdout.strip())
+        print(containerd2_config(args.dir, bindir, read_env()["PAUSE_IMAGE"], gvisor=gvisor), end="")
         return 0
     return check(args)
 

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Installs what podshare needs from Debian's packages (crun and runsc for the
-# cluster's extra RuntimeClasses among them). Idempotent and quick
+# Installs what podshare needs from Debian's packages (crun for the cluster's
+# extra RuntimeClass among them). Idempotent and quick
 # when everything is already there.
 #   install-deps.sh          everything the local cluster needs (and python)
 #   install-deps.sh python   only what the project virtualenv needs
 # Kubernetes itself is built from its Go module (build-binaries.sh, with the Go
 # toolchain from go-toolchain.sh); etcd too (see k8s/cmd/etcd/main.go for why);
-# so are the current stack's containerd 2 and runc (build-runtime.sh).
+# so are the current stack's containerd 2 and runc (build-runtime.sh) and
+# gVisor, runsc and its shim (build-gvisor.sh): Debian's runsc (2022) is not used.
 set -euo pipefail
 pkgs=(python3 python3-venv)
 if [ "${1:-all}" != python ]; then
   pkgs+=(containerd runc containernetworking-plugins iptables conntrack
-         mmdebstrap iproute2 openssl gcc libc6-dev ca-certificates curl unzip crun runsc
+         mmdebstrap iproute2 openssl gcc libc6-dev ca-certificates curl unzip crun
          buildah prometheus-pushgateway  # buildah builds images/*.Containerfile; the metrics push is tested against a real Pushgateway
          libseccomp-dev pkgconf
          sshfs fuse3 socat openssh-sftp-server)  # the shared file system: an SFTP export and an sshfs client per node (shared_fs.py)  # runc's seccomp (cgo, pkg-config) for the current stack (build-runtime.sh)

@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import addons, shared_fs, workers
+from . import addons, runtime_versions, shared_fs, workers
 from .components import component_argv, kubernetes_bindirs
 from .configs import write_configs
 from .images import read_env
@@ -45,8 +45,6 @@ LOCK = STATE.parent / "cluster.lock"
 SYSCTLS = {"net/bridge/bridge-nf-call-iptables": "1", "net/ipv4/conf/all/route_localnet": "1",
            # the host routes between the nodes' pods (the CNI bridge would turn it on anyway)
            "net/ipv4/ip_forward": "1"}
-# RuntimeClass name -> containerd runtime (handler); runc is also the default.
-RUNTIME_CLASSES = {"runc": "runc", "crun": "crun", "gvisor": "gvisor"}
 
 
 # ---------------------------------------------------------------- helpers
@@ -61,13 +59,14 @@ def node_ip() -> str:
 
 # ---------------------------------------------------------------- up
 
-def https_get(path: str, body: dict | None = None) -> tuple[int, dict]:
-    """GET `path` from the API server as admin (POST `body` when given)."""
+def https_get(path: str, body: dict | None = None, method: str | None = None,
+              content_type: str = "application/json") -> tuple[int, dict]:
+    """GET `path` from the API server as admin (POST `body` when given, or `method`)."""
     ctx = ssl.create_default_context(cafile=str(STATE / "pki" / "ca.crt"))
     ctx.load_cert_chain(STATE / "pki" / "admin.crt", STATE / "pki" / "admin.key")
     request = urllib.request.Request(f"https://127.0.0.1:{API_PORT}{path}",
-                                     data=json.dumps(body).encode() if body else None,
-                                     headers={"Content-Type": "application/json"} if body else {})
+                                     data=json.dumps(body).encode() if body else None, method=method,
+                                     headers={"Content-Type": content_type} if body else {})
     try:
         with urllib.request.urlopen(request, context=ctx, timeout=5) as r:
             body = r.read()
@@ -86,6 +85,14 @@ def node_ready(since: str = "", name: str = NODE) -> bool:
     status, node = https_get(f"/api/v1/nodes/{name}")
     return status == 200 and any(c["type"] == "Ready" and c["status"] == "True" and c["lastHeartbeatTime"] >= since
                                  for c in node.get("status", {}).get("conditions", []))
+
+
+def annotate(node: str, annotations: dict[str, str]) -> None:
+    """Merge `annotations` into a node's metadata."""
+    code, _ = https_get(f"/api/v1/nodes/{node}", {"metadata": {"annotations": annotations}}, method="PATCH",
+                        content_type="application/merge-patch+json")
+    if code != 200:
+        raise ClusterError(f"annotating node {node}: HTTP {code}")
 
 
 def wait_for_pod_cidr(name: str, watch: tuple[str, ...]) -> str:
@@ -138,11 +145,14 @@ def up(args) -> int:
     sh(sys.executable, "-m", "cluster.images", "build", capture=True, cwd=PROJECT)
     ip, images = node_ip(), read_env()
     # the current stack's containerd and runc, for a pool on it (cached after the first build)
-    runtime_bindir = (sh(HERE / "build-runtime.sh", capture=True).stdout.strip()
-                      if any(w.pool.stack == "current" for w in nodes) else "")
+    current = any(w.pool.stack == "current" for w in nodes)
+    runtime_bindir = sh(HERE / "build-runtime.sh", capture=True).stdout.strip() if current else ""
+    # gVisor (runsc and its shim), for the pools on the current stack
+    gvisor_bindir = sh(HERE / "build-gvisor.sh", capture=True).stdout.strip() if current else ""
     t_built = time.monotonic()
     STATE.mkdir(parents=True)
     (STATE / "runtime-bindir").write_text(runtime_bindir)
+    (STATE / "gvisor-bindir").write_text(gvisor_bindir)
     workers.record(nodes)  # before anything of theirs exists: `down` finds them even after a crash
     shutil.rmtree(LOGS, ignore_errors=True)
     make_pki(ip, nodes)
@@ -190,16 +200,20 @@ def up(args) -> int:
         wait_for("the default ServiceAccount",
                  lambda: https_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200, 60, every)
         wait_for("kube-proxy healthz", lambda: http_ok("http://127.0.0.1:10256/healthz"), 60, every)
-        for name, handler in RUNTIME_CLASSES.items():
-            code, _ = https_get("/apis/node.k8s.io/v1/runtimeclasses", {
-                "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-                "metadata": {"name": name}, "handler": handler})
+        for name in workers.RUNTIME_CLASSES:
+            code, _ = https_get("/apis/node.k8s.io/v1/runtimeclasses", workers.runtime_class(name))
             if code not in (200, 201):
                 raise ClusterError(f"creating RuntimeClass {name}: HTTP {code}")
         # the shared file system (an SFTP export, an sshfs client per node) before the
         # provisioner, whose config names each node's client for the class shared-sshfs
         every_node = [NODE, *(w.name for w in nodes)]
         shared_fs.start_all(every_node)
+        # each node's runtimes in their own words, for the reports' headers
+        for w in nodes:
+            annotate(w.name, runtime_versions.annotation(runtime_versions.of_worker(w)))
+        annotate(NODE, runtime_versions.annotation(runtime_versions.of_first_node()))
+        # GKE Sandbox's emptyDir mount hints, for pods of RuntimeClass gvisor-hinted
+        addons.apply(HERE / "gvisor-hints.yaml", {}, https_get)
         # the default StorageClass: rancher's local-path provisioner, its volumes under the state
         (STATE / "local-path").mkdir(exist_ok=True)
         addons.apply(HERE / "local-path.yaml", {

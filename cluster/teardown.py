@@ -49,15 +49,12 @@ def _our_shims() -> list[int]:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"containerd-shim-runc-v2") and \
+        if argv and argv[0].endswith((b"containerd-shim-runc-v2", b"containerd-shim-runsc-v1")) and \
                 any(str(STATE).encode() in a for a in argv):
             pids.append(int(entry))
-        # gVisor's sandboxes, gofers and our wrapper's holders live outside the
-        # kubepods cgroups (--ignore-cgroups): found by runsc's root (a node's own,
-        # under /run/containerd or under the state directory) or the wrapper.
-        elif any(b"/run/containerd/runsc" in a for a in argv) or \
-                any(a.endswith(b"runtimes/runsc-podshare") for a in argv[:2]) or \
-                (b"runsc" in argv[0] and any(str(STATE).encode() in a for a in argv)):
+        # gVisor's sandboxes and gofers, which may outlive their shim: found by
+        # runsc's root (a node's own, under the state directory).
+        elif b"runsc" in argv[0] and any(str(STATE).encode() in a for a in argv):
             pids.append(int(entry))
     return pids
 

@@ -47,17 +47,45 @@ class Pool:
 
 
 # The pools a `--nodes N` cluster gets, in this order, after the first node (pool "default").
+# gVisor's shim needs containerd 2 (containerd 1.6 cannot speak its bootstrap protocol),
+# so both gVisor pools are on the current stack; the first node keeps runc and crun.
 POOLS = (
     # As a managed sandboxed pool (GKE Sandbox): gVisor is the node's default runtime,
-    # so a pod without runtimeClassName runs sandboxed there; tainted, so only pods
-    # that tolerate it land there.
-    Pool("sandboxed", default_runtime="gvisor", labels={"sandbox.gke.io/runtime": "gvisor"},
+    # as the handler whose pods get GKE's emptyDir mount hints (gvisor-hints.yaml: for
+    # pods of RuntimeClass gvisor-hinted); tainted and labelled as GKE's, so only
+    # pods that tolerate it land there, and RuntimeClass gvisor-hinted selects it.
+    Pool("sandboxed", default_runtime="gvisor-hinted", labels={"sandbox.gke.io/runtime": "gvisor"},
          taints=("sandbox.gke.io/runtime=gvisor:NoSchedule",),
-         why="a sandboxed pool: gVisor is the default runtime"),
-    # A pool mid-upgrade: the current container runtime (containerd 2, runc 1.5).
-    Pool("current", why="a pool on Kubernetes 1.37, containerd 2.4 and runc 1.5, built from their Go modules",
+         why="a sandboxed pool as GKE Sandbox's: gVisor with its shim and the emptyDir hints",
+         stack="current", kubernetes="k8s-1.37"),
+    # A pool mid-upgrade: the current container runtime (containerd 2, runc 1.5), and
+    # gVisor as a containerd install gives it (RuntimeClass gvisor selects the label).
+    Pool("current", labels={"podshare.io/gvisor": "plain"},
+         why="a pool on Kubernetes 1.37, containerd 2.4 and runc 1.5, built from their Go modules, "
+             "with gVisor plain",
          stack="current", kubernetes="k8s-1.37"),
 )
+
+# RuntimeClass name -> (handler, scheduling): where each may run. gVisor's classes
+# select the pools that have its shim, so podshare names the other nodes "not
+# applicable" (podshare/cluster.py: runtime_class_excludes); the hinted one is
+# GKE Sandbox's class (its pool's label, and a toleration of its taint).
+RUNTIME_CLASSES: dict[str, tuple[str, dict]] = {
+    "runc": ("runc", {}),
+    "crun": ("crun", {}),
+    "gvisor": ("gvisor", {"nodeSelector": {"podshare.io/gvisor": "plain"}}),
+    "gvisor-hinted": ("gvisor-hinted", {
+        "nodeSelector": {"sandbox.gke.io/runtime": "gvisor"},
+        "tolerations": [{"key": "sandbox.gke.io/runtime", "operator": "Equal", "value": "gvisor",
+                         "effect": "NoSchedule"}]}),
+}
+
+
+def runtime_class(name: str) -> dict:
+    """The RuntimeClass object `up` creates for `name`."""
+    handler, scheduling = RUNTIME_CLASSES[name]
+    return {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": name},
+            "handler": handler, **({"scheduling": scheduling} if scheduling else {})}
 
 
 @dataclass(frozen=True)
@@ -102,6 +130,11 @@ class Worker:
     @property
     def socket(self) -> Path:
         return self.dir / "containerd.sock"
+
+    @property
+    def kubelet_root(self) -> Path:
+        """The kubelet's --root-dir (its pods under pods/: gVisor's shim looks there)."""
+        return self.dir / "kubelet"
 
 
 def workers(count: int, cluster: str) -> list[Worker]:
@@ -230,6 +263,13 @@ def runtime_bindir() -> Path:
     return Path(saved.read_text().strip())
 
 
+def gvisor_bindir() -> Path | None:
+    """Where build-gvisor.sh put runsc and its shim (up builds it for a pool on the
+    current stack), or None for a cluster brought up before gVisor was built."""
+    saved = STATE / "gvisor-bindir"
+    return Path(saved.read_text().strip()) if saved.exists() and saved.read_text().strip() else None
+
+
 def start_containerd(w: Worker) -> None:
     start(w.component("containerd"), containerd_argv(w), env=containerd_env(w))
 
@@ -241,7 +281,7 @@ def start_node_agents(w: Worker, bindirs: dict[str, Path]) -> None:
 
 def kubelet_argv(w: Worker, bindirs: dict[str, Path]) -> list:
     return in_netns(w, bindirs[w.pool.kubernetes] / "kubelet", "--config", w.dir / "kubelet.yaml",
-                    "--kubeconfig", w.dir / "kubelet.kubeconfig", "--root-dir", w.dir / "kubelet",
+                    "--kubeconfig", w.dir / "kubelet.kubeconfig", "--root-dir", w.kubelet_root,
                     "--node-ip", w.ip, "--hostname-override", w.name, "--node-labels", labels(w),
                     "--v", "1", "--cert-dir", w.dir / "kubelet-certs")
 

@@ -4,6 +4,7 @@ pod and leftover of the run. The plugin talks to this, never to the kube layer.
 """
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -131,7 +132,9 @@ class Cluster:
             return
         self.facts.node = node
         try:
-            info = self.kube.node(node).status.node_info
+            found = self.kube.node(node)
+            info = found.status.node_info
+            self.facts.runtimes = node_runtimes(found)
             self.facts.os_image, self.facts.kernel = info.os_image, info.kernel_version
             self.facts.container_runtime, self.facts.kubelet = info.container_runtime_version, info.kubelet_version
         except KubeError as exc:

@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 from .common_causes import CommonCause, Flagged, common_causes
 from .history import History, claim_key
 from .records import (AXIS, BROKEN, SKIPPED, COULD_NOT_CHECK, ERROR, FAILED, FLAKY, INTERRUPTED, NEWLY_FAILING, OUTCOMES,
-                      PASSED, Check, ClusterFacts, Dimensions, NodeFacts, NotApplicable, RunInfo, nodes_of, varied)
+                      PASSED, Check, ClusterFacts, Dimensions, NodeFacts, NotApplicable, RunInfo, nodes_of, runtimes_line,
+                      varied)
 
 NEEDS_ATTENTION = (FAILED, ERROR, INTERRUPTED)  # did not hold, and no one accepted it (known divergences are)
 
@@ -23,6 +24,14 @@ def counts(checks: list[Check]) -> dict[str, int]:
     """Checks by outcome, every outcome named, and the total: results.json's summary."""
     tally = Counter(c.outcome for c in checks)
     return {o: tally.get(o, 0) for o in OUTCOMES} | {"total": len(checks)}
+
+
+def runtimes_lines(cluster: ClusterFacts) -> list[str]:
+    """Each node's runtimes in their own words, where its node says them (the
+    bundled cluster's annotation); nothing for a node that does not."""
+    if cluster.runtimes and cluster.node and cluster.node not in cluster.nodes:
+        return [runtimes_line(cluster.node, cluster.runtimes)]
+    return [runtimes_line(n, f.runtimes) for n, f in sorted(cluster.nodes.items()) if f.runtimes]
 
 
 def cluster_line(cluster: ClusterFacts) -> str:
@@ -209,6 +218,7 @@ class Findings:
     summary: dict[str, int]
     problems: list[str]
     cluster_line: str
+    runtimes: list[str]  # each node's runtime versions, where the nodes say them
     node_summary: list[str]
     nodes: dict[str, NodeFacts]  # the nodes table, where the node was a dimension of the run
     attention: Attention
@@ -222,7 +232,7 @@ class Findings:
     def of(cls, run: RunInfo, cluster: ClusterFacts, checks: list[Check], history: History | None) -> "Findings":
         return cls(
             run=run, cluster=cluster, checks=checks, history=history, summary=counts(checks),
-            problems=run_problems(run), cluster_line=cluster_line(cluster),
+            problems=run_problems(run), cluster_line=cluster_line(cluster), runtimes=runtimes_lines(cluster),
             node_summary=node_summary(checks, cluster, history),
             nodes=nodes_of(cluster) if any(c.per_node for c in checks) else {},
             attention=needs_attention(checks, cluster, history), not_checked=not_checked(checks),

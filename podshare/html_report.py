@@ -57,13 +57,14 @@ def render_html(f: Findings) -> str:
             f"{tally[o]} {o}" for o in OUTCOMES if tally[o]) + "</span></h2>")
         rows += [_check(c, f) for c in checks]
     problems = "".join(f'<p class="fatal">{e(problem)}</p>' for problem in f.problems)
+    runtimes = "".join(f'<p class="meta">{e(line)}</p>\n' for line in f.runtimes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>podshare report {e(f.run.id)}</title>
 <style>{_CSS}</style></head><body>
 <h1>podshare: do the containers of one pod share what Kubernetes promises?</h1>
 <p class="counts">{counts}</p>
 <p class="meta">{e(f.cluster_line)}</p>
-<p class="meta">run {e(f.run.id)}, started {e(f.run.started_at)},
+{runtimes}<p class="meta">run {e(f.run.id)}, started {e(f.run.started_at)},
 {f.run.duration_s:.1f}s, podshare {e(f.run.podshare_version)}</p>
 {problems}{_attention(f)}{_unchecked(f)}{_rerun(f)}{_matrix(f)}{_figures(f)}{''.join(rows)}
 </body></html>

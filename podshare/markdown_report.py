@@ -28,6 +28,7 @@ def render_markdown(f: Findings) -> str:
     for problem in f.problems:
         lines += [f"**{problem}**", ""]
     lines += [f.cluster_line, ""]
+    lines += [f"- {line}" for line in f.runtimes] + ([""] if f.runtimes else [])
     lines += [f"- {line}" for line in f.node_summary] + ([""] if f.node_summary else [])
     lines += _attention(f) + _unchecked(f)
     if f.since_previous:

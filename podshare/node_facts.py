@@ -4,13 +4,25 @@ pods cannot be checked on one. Below the cluster layer, so that the waits and
 the cluster read a node the same way."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from .records import NodeFacts
+from .records import RUNTIMES_ANNOTATION, NodeFacts
 
 # Where clusters name a node's pool (ours, then the clouds').
 POOL_LABELS = ("podshare.io/pool", "cloud.google.com/gke-nodepool", "eks.amazonaws.com/nodegroup",
                "kubernetes.azure.com/agentpool", "node.kubernetes.io/pool")
+
+
+def node_runtimes(node: Any) -> dict[str, Any] | None:
+    """The node's runtimes as the bundled cluster annotates them (records.RUNTIMES_ANNOTATION);
+    None where the node does not say, or says it in a form this podshare cannot read."""
+    said = (node.metadata.annotations or {}).get(RUNTIMES_ANNOTATION)
+    try:
+        found = json.loads(said) if said else None
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def node_facts(node: Any) -> NodeFacts:
@@ -24,7 +36,8 @@ def node_facts(node: Any) -> NodeFacts:
         os_image=info.os_image, kernel=info.kernel_version, architecture=info.architecture,
         runtime_handlers=[h.name or "(default)" for h in (node.status.runtime_handlers or [])],
         taints=[f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in node.spec.taints or []],
-        unschedulable=bool(node.spec.unschedulable), ready=ready.status if ready else "Unknown")
+        unschedulable=bool(node.spec.unschedulable), ready=ready.status if ready else "Unknown",
+        runtimes=node_runtimes(node))
 
 
 def configuration(facts: NodeFacts) -> tuple:

@@ -182,11 +182,18 @@ class Check:
                           node=self.node if self.per_node else None)
 
 
+# A node's runtimes in their own words (each handler's binary version, shim,
+# gVisor's platform and hints), as the bundled cluster annotates its nodes
+# (cluster/runtime_versions.py); a real cluster's nodes have no such annotation.
+RUNTIMES_ANNOTATION = "podshare.io/runtimes"
+
+
 @dataclass
 class NodeFacts:
     """What the reports say about a node: its pool, versions, OS and kernel, its
-    taints, whether it takes pods, the runtime handlers it reports, and with
-    --one-per-pool which nodes it stands for (or which node stands for it)."""
+    taints, whether it takes pods, the runtime handlers it reports (and, where
+    the node says, each handler's version: `runtimes`), and with --one-per-pool
+    which nodes it stands for (or which node stands for it)."""
     pool: str | None = None
     labels: dict[str, str] = field(default_factory=dict)  # the pool-like ones, for the reader
     all_labels: dict[str, str] = field(default_factory=dict)  # what known divergences' node_selector matches
@@ -201,13 +208,19 @@ class NodeFacts:
     ready: str = "Unknown"
     stands_for: list[str] = field(default_factory=list)
     represented_by: str | None = None
+    # {"default": handler, "handlers": {name: {"version", "shim", ...}}}; None: the node does not say
+    runtimes: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "NodeFacts":
         return cls(**_known(cls, data))
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """As results.json has it; runtimes only where the node said them."""
+        data = asdict(self)
+        if self.runtimes is None:
+            del data["runtimes"]
+        return data
 
     @property
     def state(self) -> str:
@@ -240,6 +253,16 @@ class NotApplicable:
     feature: str | None = None
 
 
+def runtimes_line(node: str, runtimes: dict[str, Any]) -> str:
+    """The header's words for one node's runtimes, as the node says them."""
+    handlers = []
+    for name, h in sorted(runtimes.get("handlers", {}).items()):
+        extra = [h.get("shim", "?")] + [f"{k} {h[k]}" for k in ("shim_version", "platform", "hints", "via") if h.get(k)]
+        handlers.append(f"{name}: {h.get('version', '?')} ({', '.join(extra)})")
+    default = f" (default {runtimes['default']})" if runtimes.get("default") else ""
+    return f"runtimes of {node}{default}: " + "; ".join(handlers)
+
+
 def runtime_classes_line(classes: dict[str, str]) -> str:
     """The header's words for the classes the run's pods ran under."""
     return ", ".join(f"{name} (handler {handler})" for name, handler in sorted(classes.items()))
@@ -260,6 +283,7 @@ class ClusterFacts:
     container_runtime: str | None = None
     kubelet: str | None = None
     node_info: str | None = None  # why the node's facts are missing
+    runtimes: dict[str, Any] | None = None  # the one node's runtimes, where it says (NodeFacts.runtimes)
     runtime_classes: dict[str, str] = field(default_factory=dict)  # name -> handler
     nodes: dict[str, NodeFacts] = field(default_factory=dict)
     not_applicable: list[NotApplicable] = field(default_factory=list)

@@ -72,6 +72,21 @@ def test_runc_reports_its_module_version_with_seccomp_and_idmapped_mounts():
     assert features["linux"]["mountExtensions"]["idmap"]["enabled"] is True
 
 
+def test_gvisor_reports_the_version_its_module_pins_and_its_shim_that_it_is_patched():
+    """build-gvisor.sh: runsc stamped with the module's version (a plain go build
+    says VERSION_MISSING), static; the shim's -v names gVisor's version and the
+    patches of cluster/gvisor/patches, not the containerd library it links."""
+    bindir = built("build-gvisor.sh")
+    want = pinned("gvisor", "gvisor.dev/gvisor")
+    assert version_of(bindir / "runsc").splitlines()[0] == f"runsc version {want}"
+    patches = len(list((CLUSTER / "gvisor" / "patches").glob("*.patch")))
+    assert re.search(rf"^\s*Version:\s+{re.escape(want)}\+podshare\.{patches}patches$",
+                     version_of(bindir / "containerd-shim-runsc-v1", "-v"), re.M)
+    for binary in ("runsc", "containerd-shim-runsc-v1"):
+        assert "statically linked" in subprocess.run(["file", "-L", bindir / binary], capture_output=True,
+                                                     text=True).stdout
+
+
 def test_crictl_reports_the_version_its_module_pins():
     bindir = built("build-runtime.sh")
     assert version_of(bindir / "crictl").strip() == f"crictl version {pinned('runtime/crictl', 'sigs.k8s.io/cri-tools')}"
@@ -106,6 +121,7 @@ def check():
     `python -m cluster.localcluster up` makes (no controller left on cgroup2): run these while
     the cluster is up."""
     built("build-runtime.sh")
+    built("build-gvisor.sh")
     out = subprocess.run([sys.executable, "-m", "cluster.containerd2", "check"], cwd=PROJECT, capture_output=True,
                          text=True, timeout=900)
     report = json.loads(out.stdout)
@@ -127,10 +143,7 @@ def test_containerd_2_on_its_own_runs_a_container_under_each_runtime(check):
         assert by[handler]["ok"], f"{handler}: {by[handler]['ctr_run_stderr']}"
         assert by[handler]["uid_map"].split() == ["0", "100000", "65536"]
         assert by[handler]["host_uid_of_written_file"] == 100000 + 65532  # the image's user, shifted
-    # A gVisor pod: the app container joins the sandbox through the wrapper's
-    # holder, its stdout and exit status come back through containerd 2's shim.
-    pod = report["gvisor_pod"]
-    assert pod["app_exit"] == 7 and pod["app_stdout"].splitlines() == ["app-says-hello", by["gvisor"]["uname"]], pod
+    assert by["gvisor"]["binary"] == str(built("build-gvisor.sh") / "runsc")  # under its own shim
     # Why crun needs its wrapper under containerd 2 (runtimes/crun-podshare).
     bare = report["crun_without_wrapper"]
     assert bare["ctr_run_exit"] != 0 and "unknown version specified" in bare["ctr_run_stderr"]
@@ -151,13 +164,17 @@ def test_through_the_cri_each_runtime_class_handler_runs_a_pod(check):
 
 
 @needs_root
-def test_only_runc_offers_user_namespaces_and_runs_a_hostusers_false_pod(check):
+def test_runc_and_gvisor_offer_user_namespaces_and_runc_runs_a_hostusers_false_pod(check):
     """What the kubelet asks before it admits a `hostUsers: false` pod: the
     handler's user_namespaces feature (runc 1.5 reports user namespaces and
-    idmapped mounts; Debian's crun 1.8.1 and runsc have no `features` command)."""
+    idmapped mounts; Debian's crun 1.8.1 has no `features` command; current
+    runsc's `features` lists the user namespace and idmap enabled, so containerd
+    2.4.2 offers it for both gVisor handlers: the kubelet will send them such pods)."""
     cri = check[1]["cri"]
     assert cri["handlers"]["runc"].get("user_namespaces") is True
-    assert not cri["handlers"]["crun"].get("user_namespaces") and not cri["handlers"]["gvisor"].get("user_namespaces")
+    assert not cri["handlers"]["crun"].get("user_namespaces")
+    assert cri["handlers"]["gvisor"].get("user_namespaces") is cri["handlers"]["gvisor-hinted"].get("user_namespaces") \
+        is True
     pod = {p["pod"]: p for p in cri["pods"]}["cri-runc-userns"]
     assert pod["ok"], pod
     assert pod["logs"].splitlines()[1].split() == ["0", "100000", "65536"]
@@ -181,3 +198,37 @@ def test_the_filesystems_of_pod_volumes_take_idmapped_mounts_here():
         assert fs[kind]["idmap"] and fs[kind]["uid_through_mount"] == 100000, (kind, fs[kind])
     assert not fs["overlay"]["idmap"] and "Invalid argument" in fs["overlay"]["error"], fs["overlay"]
     assert not list(Path("/var/lib").glob("podshare-idmap-*")), "idmap-check.py left its directory behind"
+
+
+@needs_root
+def test_gvisor_hinted_gives_a_pods_containers_one_mount_per_emptydir(check):
+    """Two containers of one pod under each gVisor handler, sharing two volumes
+    laid out as a kubelet's emptyDirs: beta reads what alpha wrote either way;
+    with GKE Sandbox's hints (gvisor-hinted) the shim finds the volumes under
+    the kubelet_pods_dir of its runsc.toml (patches/03) and the Memory volume is
+    one tmpfs inside the sandbox."""
+    shared = {s["handler"]: s for s in check[1]["cri"]["shared_volumes"]}
+    for handler in ("gvisor", "gvisor-hinted"):
+        assert shared[handler]["ok"] and shared[handler]["beta_read_alphas_files"], shared[handler]
+    assert shared["gvisor-hinted"]["fstypes"]["/memory"] == "tmpfs", shared["gvisor-hinted"]
+    assert shared["gvisor"]["annotations"] == {}
+
+
+def test_the_gvisor_hints_policy_does_what_gke_does_in_kubernetes_1_37s_own_admission_code():
+    """cluster/gvisor-hints.yaml through the 1.37.2 API server's compilePolicy,
+    match condition and JSON Patch mutator (gvisor-hints-check/check.sh), without
+    an API server: each emptyDir of a gvisor-hinted pod gets GKE's three hints,
+    a user's own annotation wins, other classes and pods without one get nothing."""
+    built("build-binaries.sh", "k8s-1.37")  # its module's dependencies are downloaded
+    out = subprocess.run([CLUSTER / "gvisor-hints-check" / "check.sh"], capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout)
+    hints = {f"dev.gvisor.spec.mount.{v}.{f}": value for v, kind in (("disk", "bind"), ("memory", "tmpfs"))
+             for f, value in (("share", "pod"), ("type", kind), ("options", "rw,rprivate"))}
+    assert got["hinted"] == {"matched": True, "annotations": hints}  # the configMap volume gets none
+    assert got["hinted-user-wins"]["annotations"] == {**hints, "dev.gvisor.spec.mount.disk.type": "tmpfs", "team": "x"}
+    assert got["hinted-all-set"]["annotations"] == {"dev.gvisor.spec.mount.memory.share": "container",
+                                                    "dev.gvisor.spec.mount.memory.type": "bind",
+                                                    "dev.gvisor.spec.mount.memory.options": "ro"}
+    assert got["hinted-no-volumes"] == {"matched": True, "annotations": None}
+    assert got["plain"] == got["no-runtime-class"] == {"matched": False, "annotations": None}

@@ -934,3 +934,106 @@ def test_a_pod_needing_image_volumes_is_kept_off_the_nodes_without_them():
     assert spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == [
         {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["vm"]},
                          {"key": "metadata.name", "operator": "NotIn", "values": ["vm-sandboxed"]}]}]
+
+
+RUNTIMES = {"default": "gvisor-hinted", "handlers": {
+    "runc": {"shim": "io.containerd.runc.v2", "version": "runc version 1.5.3"},
+    "gvisor-hinted": {"shim": "io.containerd.runsc.v1", "version": "runsc version v0.0.0-20260905035102-160fafc42237",
+                      "shim_version": "v0.0.0-20260905035102-160fafc42237+podshare.3patches", "platform": "systrap",
+                      "hints": "GKE Sandbox emptyDir mount annotations"}}}
+
+
+def _node(annotations: dict | None) -> client.V1Node:
+    return client.V1Node(
+        metadata=client.V1ObjectMeta(name="n1", labels={"podshare.io/pool": "sandboxed"}, annotations=annotations),
+        spec=client.V1NodeSpec(),
+        status=client.V1NodeStatus(node_info=client.V1NodeSystemInfo(
+            architecture="amd64", boot_id="b", container_runtime_version="containerd://2.4.2", kernel_version="6.18",
+            kube_proxy_version="", kubelet_version="v1.37.2", machine_id="m", operating_system="linux",
+            os_image="Debian", system_uuid="u")))
+
+
+def test_a_nodes_runtimes_come_from_its_annotation_and_both_headers_name_them():
+    """The bundled cluster annotates each node with its runtimes' own words
+    (cluster/runtime_versions.py); a node without the annotation (any real
+    cluster's) has none, and the reports then say nothing of them."""
+    from podshare.node_facts import node_facts
+    from podshare.html_report import render_html
+    from podshare.markdown_report import render_markdown
+    said = node_facts(_node({records.RUNTIMES_ANNOTATION: json.dumps(RUNTIMES)}))
+    assert said.runtimes == RUNTIMES
+    assert node_facts(_node(None)).runtimes is None
+    assert node_facts(_node({records.RUNTIMES_ANNOTATION: "not json"})).runtimes is None
+    assert records.NodeFacts.from_json(said.to_json()).runtimes == RUNTIMES  # results.json keeps them
+    line = ("runtimes of n1 (default gvisor-hinted): gvisor-hinted: runsc version v0.0.0-20260905035102-160fafc42237 "
+            "(io.containerd.runsc.v1, shim_version v0.0.0-20260905035102-160fafc42237+podshare.3patches, "
+            "platform systrap, hints GKE Sandbox emptyDir mount annotations); "
+            "runc: runc version 1.5.3 (io.containerd.runc.v2)")
+    checks = [Check(id="s.py::t", claim="T", outcome="passed", duration_s=0.1, node=n) for n in ("n1", "n2")]
+    many = RunReport(run=RunInfo(id="r"), cluster={"nodes": {"n1": said.to_json(), "n2": {"pool": "default"}}},
+                     checks=checks).findings()
+    assert many.runtimes == [line]
+    assert f"- {line}" in render_markdown(many)
+    assert f'<p class="meta">{line}</p>' in render_html(many)
+    one = RunReport(run=RunInfo(id="r"), cluster={"node": "n1", "runtimes": RUNTIMES}, checks=checks[:1]).findings()
+    assert one.runtimes == [line]
+    unsaid = RunReport(run=RunInfo(id="r"), cluster={"node": "n1"}, checks=checks[:1]).findings()
+    assert unsaid.runtimes == [] and "runtimes of" not in render_markdown(unsaid) + render_html(unsaid)
+
+
+def test_the_gvisor_hints_policy_is_a_v1_mutating_admission_policy_for_the_hinted_class_only():
+    """cluster/gvisor-hints.yaml as far as it can be checked without an API
+    server: its kinds and API version, the binding naming the policy, a CREATE of
+    pods only, the match condition naming the hinted class (which the sandboxed
+    pool's RuntimeClass is), and the hint keys and values the shim reads
+    (containerd2.py's check sends the same)."""
+    import yaml as pyyaml
+
+    from cluster import addons, workers
+    from cluster.containerd2 import HINTS
+    policy, binding = pyyaml.safe_load_all((Path(__file__).parents[1] / "cluster" / "gvisor-hints.yaml").read_text())
+    assert {policy["kind"], binding["kind"]} <= set(addons.PATHS)
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    spec = policy["spec"]
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}]
+    [condition] = spec["matchConditions"]
+    assert "'gvisor-hinted'" in condition["expression"] and workers.RUNTIME_CLASSES["gvisor-hinted"][0] == "gvisor-hinted"
+    [mutation] = spec["mutations"]
+    assert mutation["patchType"] == "JSONPatch" and "jsonpatch.escapeKey" in mutation["jsonPatch"]["expression"]
+    text = " ".join(v["expression"] for v in spec["variables"])
+    for key, value in HINTS.items():  # dev.gvisor.spec.mount.<volume>.<field> = value
+        field = key.rsplit(".", 1)[1]
+        assert f"'.{field}'" in text and f"'{value}'" in text, key
+    # a user's own annotation wins: only the missing ones are patched in
+    assert "!(h[0] in variables.annotations)" in text
+    for expression in [condition["expression"], mutation["jsonPatch"]["expression"], text]:
+        assert expression.count("(") == expression.count(")") and expression.count("[") == expression.count("]")
+
+
+def test_gvisor_runs_under_its_own_shim_on_the_containerd_2_pools_only():
+    """The nodes' configs and RuntimeClasses agree: gVisor's handlers (its shim,
+    a runsc.toml each, systrap, the node's kubelet pods directory) are on the
+    containerd 2 pools; RuntimeClass gvisor selects the current pool, gvisor-hinted
+    the sandboxed one and tolerates its taint; containerd 1.6 has no gVisor."""
+    from cluster import configs, workers
+    toml = configs.containerd2_config(Path("/d"), Path("/bin"), "pause:1", gvisor=Path("/gv"))
+    assert "runtime_type = 'io.containerd.runsc.v1'" in toml and "runtime_path = '/gv/containerd-shim-runsc-v1'" in toml
+    assert "ConfigPath = '/d/runtimes/gvisor-hinted.toml'" in toml and "TypeUrl = 'io.containerd.runsc.v1.options'" in toml
+    runsc = configs.runsc_toml(configs.containerd2_runtimes(Path("/bin"), Path("/d/runtimes"), Path("/gv"))["gvisor"],
+                               Path("/k/pods"))
+    assert runsc == ("binary_name = '/gv/runsc'\nroot = '/d/runtimes/gvisor'\nkubelet_pods_dir = '/k/pods'\n"
+                     "[runsc_config]\n  platform = 'systrap'\n")
+    assert "gvisor" not in configs.containerd_config(Path("/d"), "pause:1", "runc", "")
+    pools = {p.name: p for p in workers.POOLS}
+    for name, (handler, scheduling) in workers.RUNTIME_CLASSES.items():
+        admitted = [p for p in pools.values() if all(p.labels.get(k) == v
+                                                     for k, v in scheduling.get("nodeSelector", {}).items())]
+        if handler in configs.GVISOR_HANDLERS:
+            assert admitted and all(p.stack == "current" for p in admitted), name
+            assert all(t.split(":")[0] in {f"{x['key']}={x['value']}" for x in scheduling.get("tolerations", [])}
+                       for p in admitted for t in p.taints), name
+    assert [p.name for p in pools.values() if p.labels.get("podshare.io/gvisor") == "plain"] == ["current"]
+    assert pools["sandboxed"].default_runtime == "gvisor-hinted" and pools["sandboxed"].stack == "current"
+    assert workers.runtime_class("gvisor-hinted")["scheduling"]["nodeSelector"] == pools["sandboxed"].labels

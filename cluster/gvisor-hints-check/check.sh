@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs cluster/gvisor-hints.yaml's policy through Kubernetes 1.37's own admission
+# code (main.go) on the pods of cases.json; prints each pod's annotations
+# afterwards as JSON. Builds against cluster/k8s-1.37's module (its pins and
+# go.sum), with k8s.io/apiserver replaced by a copy that has compilePolicy
+# exported (export.go.txt; Go refuses overlays in the module cache, and the
+# cache itself is left alone). Needs that module's dependencies downloaded (as
+# build-binaries.sh k8s-1.37 does); the first run compiles the API server's
+# admission packages (minutes on 2 cores), later runs take seconds.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+mod="$here/../k8s-1.37"
+go=$("$here/../go-toolchain.sh" "$mod")
+export GOTOOLCHAIN=local
+apiserver=$(cd "$mod" && "$go" list -m -f '{{.Dir}}' k8s.io/apiserver)
+tmp=$(mktemp -d)
+trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
+cp -r "$apiserver" "$tmp/apiserver" && chmod -R u+w "$tmp/apiserver"
+cp "$here/export.go.txt" "$tmp/apiserver/pkg/admission/plugin/policy/mutating/zz_podshare_export.go"
+mkdir "$tmp/mod" && cp "$mod/go.mod" "$mod/go.sum" "$mod/tools.go" "$here/main.go" "$tmp/mod/"
+cd "$tmp/mod"
+"$go" mod edit -replace "k8s.io/apiserver=$tmp/apiserver"
+CGO_ENABLED=0 "$go" run main.go "$(realpath "${1:-$here/../gvisor-hints.yaml}")" "$(realpath "${2:-$here/cases.json}")"
