@@ -5,9 +5,11 @@
 #     sandboxed pool tolerated, with its known divergences), with the default
 #     probe image (the public Python image, probes delivered by the run), every
 #     volume claim also on a PVC of the local-path StorageClass;
-#  2. matrix: the three RuntimeClasses on the first node (containerd 1.6, kubelet
-#     1.35), side by side; matrix-current: the same on the current pool's node
-#     (containerd 2.4, runc 1.5, kubelet 1.37);
+#  2. matrix: runc and crun on the first node (containerd 1.6, kubelet 1.35: gVisor's
+#     shim needs containerd 2), side by side; matrix-current: runc, crun and gVisor
+#     plain on the current pool's node (containerd 2.4, runc 1.5, kubelet 1.37);
+#     matrix-hinted: gVisor as GKE Sandbox sets it up (RuntimeClass gvisor-hinted, its
+#     emptyDir hints) on the sandboxed pool's node;
 #  3. built-probe: the claims once more with the probe image built from
 #     images/probe.Containerfile; side by side with
 #     and beside those, shared-fs: every volume claim on the shared-sshfs class (cluster/shared_fs.py);
@@ -48,7 +50,7 @@ step nodes .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir r
 # One after the other: side by side (each on its node) they saved 50 s of 355 on 2 cores, and the
 # first node's kubelet, starved, took longer than a ConfigMap update's bound (1.5 x syncFrequency + 15 s).
 step matrix .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix --node "$first_node" \
-  --runtime-class runc --runtime-class crun --runtime-class gvisor --known-divergences "$known" "$@" || rc=1
+  --runtime-class runc --runtime-class crun --known-divergences "$known" "$@" || rc=1
 current_node=$(.venv/bin/python -c 'from podshare.kube import Kube
 print(" ".join(n.metadata.name for n in Kube().nodes("podshare.io/pool=current")[:1]))') || rc=1
 if [ -n "$current_node" ]; then  # the three-node cluster (PODSHARE_NODES=3, make test's default)
@@ -56,6 +58,12 @@ if [ -n "$current_node" ]; then  # the three-node cluster (PODSHARE_NODES=3, mak
     --node "$current_node" \
     --runtime-class runc --runtime-class crun --runtime-class gvisor --known-divergences "$known" "$@" || rc=1
   export PODSHARE_MATRIX_CURRENT_RESULTS="$PWD/reports/matrix-current/results.json"
+  sandboxed_node=$(.venv/bin/python -c 'from podshare.kube import Kube
+print(" ".join(n.metadata.name for n in Kube().nodes("podshare.io/pool=sandboxed")[:1]))') || rc=1
+  step matrix-hinted .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix-hinted \
+    --node "$sandboxed_node" --tolerate sandbox.gke.io/runtime --runtime-class gvisor-hinted --storage-class local-path \
+    --known-divergences "$known" "$@" || rc=1
+  export PODSHARE_MATRIX_HINTED_RESULTS="$PWD/reports/matrix-hinted/results.json"
 fi
 # the built image's run is one node and class: it leaves room for the user-namespace run beside it
 # pinned: a pod the scheduler places could land where a claim's feature is missing (image volumes on containerd 1.6)

@@ -4,7 +4,6 @@ pod and leftover of the run. The plugin talks to this, never to the kube layer.
 """
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -15,7 +14,7 @@ from .errors import AccessDenied, KubeError
 from .evidence import EvidenceSlot
 from .fence import FENCED
 from .kube import Kube
-from .node_facts import node_facts, node_unfit, one_per_configuration
+from .node_facts import node_facts, node_runtimes, node_unfit, one_per_configuration
 from .node_features import lacks
 from .pods import Pod
 from .records import ClusterFacts, NodeFacts

@@ -44,7 +44,7 @@ class KnownDivergences:
         if not isinstance(entries, list) or not all(
                 isinstance(e, dict) and {"claim", "reason", "seen"} <= set(e) and signatures.valid(e["seen"])
                 and isinstance(e.get("intermittent", False), bool) and all(
-                    isinstance(p, dict) and p and set(p) <= PLACE_KEYS for p in _places(e))
+                    isinstance(p, dict) and p and set(p) <= PLACE_KEYS for p in places(e))
                 for e in entries):
             raise ValueError(f"{path}: expected a list of {{claim, reason, seen (what the failure looks like: "
                              "'STEP: ERRNO', 'evidence FIELD: VALUE' or 'message: WORDS', or a list of them), and "
@@ -71,7 +71,7 @@ class KnownDivergences:
         for e in self.entries:
             if not re.fullmatch(re.escape(e["claim"]).replace(r"\*", ".*"), claim_id):
                 continue
-            for place in _places(e):
+            for place in places(e):
                 if "runtime_class" in place and place["runtime_class"] != (runtime_class or "default"):
                     continue  # "default": the pod named no class, so it ran under the node's default runtime
                 if "node_selector" in place and (node_labels is None or not selects(place["node_selector"], node_labels)):
@@ -90,7 +90,7 @@ class KnownDivergences:
 PLACE_KEYS = frozenset({"runtime_class", "node_selector", "user_namespaces", "storage_class"})
 
 
-def _places(entry: dict[str, Any]) -> list[dict[str, str]]:
+def places(entry: dict[str, Any]) -> list[dict[str, str]]:
     if "where" in entry:
         return entry["where"] if isinstance(entry["where"], list) else []
     return [{k: entry[k] for k in PLACE_KEYS if k in entry}]

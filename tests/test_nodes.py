@@ -168,11 +168,15 @@ def test_every_node_is_checked_and_only_the_sandboxed_pool_diverges(every_node):
     sandboxed = by_node[pools["sandboxed"]]
     listed = {k for k in sandboxed if known.match(k, None, nodes[pools["sandboxed"]]["all_labels"])}
     diverged = {k for k, o in sandboxed.items() if o != "passed"}
-    assert diverged == listed, {"diverge, not listed": sorted(diverged - listed), "listed, hold": sorted(listed - diverged)}
-    assert all(sandboxed[k] == "known-divergence" for k in listed)
+    # an entry marked intermittent (a race the runtime loses only sometimes) may hold
+    held = {k for k in listed - diverged
+            if known.entry(k, None, nodes[pools["sandboxed"]]["all_labels"]).get("intermittent")}
+    assert diverged == listed - held, {"diverge, not listed": sorted(diverged - listed),
+                                       "listed, hold": sorted(listed - held - diverged)}
+    assert all(sandboxed[k] == "known-divergence" for k in diverged)
     summary = RunReport.from_json(every_node).findings().node_summary
     assert summary[0].startswith("3 nodes checked: ") and pools["default"] in summary[0] and pools["current"] in summary[0]
-    assert summary[1].startswith(f"{pools['sandboxed']} breaks {len(listed)}")
+    assert summary[1].startswith(f"{pools['sandboxed']} breaks {len(diverged)}")
     assert summary[2:] == [f"not applicable: {na['why']}" for na in lacking], summary
     assert nodes[pools["current"]]["container_runtime"].startswith("containerd://2.")  # another stack, seen
     assert every_node["run"]["workers"] == 3  # the nodes were checked side by side
