@@ -94,18 +94,23 @@ def test_gvisor_diverges_exactly_where_the_known_divergences_file_says(matrix, c
     for runtime_class in set(classes) & set(GVISOR):
         seen = outcomes(matrix, runtime_class)
         assert len(seen) >= 41, f"only {len(seen)} claims ran on {runtime_class}"
-        listed = {claim for claim in seen if known.match(claim, runtime_class)}
+        volume = {c["claim_id"]: c["volume"] for c in matrix["checks"] if c["runtime_class"] == runtime_class}
+
+        def entry(claim: str):  # a PVC's claims match the entries of its StorageClass too
+            return known.entry(claim, runtime_class, None, None, volume[claim])
+
+        listed = {claim for claim in seen if entry(claim)}
         diverged = {claim for claim, o in seen.items() if o != "passed"}
         # an entry marked intermittent (a race the runtime loses only sometimes) may hold
-        held = {claim for claim in listed - diverged if known.entry(claim, runtime_class).get("intermittent")}
+        held = {claim for claim in listed - diverged if entry(claim).get("intermittent")}
         assert diverged == listed - held, {runtime_class: {"diverge but are not listed": sorted(diverged - listed),
                                                            "listed but hold": sorted(listed - held - diverged)}}
         assert all(seen[claim] == "known-divergence" for claim in diverged), {c: seen[c] for c in diverged}
-        for entry in known.entries:  # every entry for this class names a claim, where the node has its feature
-            if not any(p.get("runtime_class") == runtime_class for p in places(entry)) or any(
-                    f'needs("{f}")' in (PROJECT / entry["claim"].split("::")[0]).read_text() for f in lacking):
+        for listed_entry in known.entries:  # every entry for this class names a claim, where the node has its feature
+            if not any(p.get("runtime_class") == runtime_class for p in places(listed_entry)) or any(
+                    f'needs("{f}")' in (PROJECT / listed_entry["claim"].split("::")[0]).read_text() for f in lacking):
                 continue
-            assert any(known.entry(claim, runtime_class) is entry for claim in seen), entry
+            assert any(entry(claim) is listed_entry for claim in seen), listed_entry
         for check in matrix["checks"]:
             if check["runtime_class"] == runtime_class and check["outcome"] == "known-divergence":
                 assert "(seen: " in check["message"] and check["evidence"], check["id"]
