@@ -5,6 +5,7 @@ template both fill with a node's pod CIDR, and the kubelet's and kube-proxy's.""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from . import workers
@@ -27,6 +28,12 @@ def write_cni_template(home: Path) -> None:
                       "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(cni / "ipam")}},
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ]}, indent=1))
+
+
+def youki_binary() -> Path:
+    """build-youki.sh's youki, found without building (`up` and the check build it first)."""
+    where = subprocess.run([HERE / "build-youki.sh", "--where"], capture_output=True, text=True)
+    return Path(where.stdout.strip()) / "youki"
 
 
 def containerd_top(version: int, home: Path, sockets: Path, snapshotters_off: tuple[str, ...]) -> str:
@@ -56,6 +63,13 @@ def containerd_config(home: Path, pause_image: str, default_runtime: str, runtim
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         Root = "/run/containerd/runc{runtime_roots}"
+        SystemdCgroup = false
+    # youki (build-youki.sh) under the same shim, as youki's docs set it up.
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.youki]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.youki.options]
+        BinaryName = "{youki_binary()}"
+        Root = "/run/containerd/youki{runtime_roots}"
         SystemdCgroup = false
     # crun under the same shim.
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun]
@@ -89,6 +103,7 @@ def containerd2_runtimes(bindir: Path, roots: Path) -> dict[str, dict]:
     so runsc finds the pod's sandbox)."""
     return {
         "runc": {"binary": str(bindir / "runc"), "root": str(roots / "runc")},
+        "youki": {"binary": str(youki_binary()), "root": str(roots / "youki")},  # build-youki.sh's
         "crun": {"binary": str(WRAPPERS / "crun-podshare"), "root": str(roots / "crun")},
         "gvisor": {"binary": str(WRAPPERS / "runsc-podshare"), "root": str(roots / "runsc"),
                    "pod_annotations": ["dev.gvisor.*"]},

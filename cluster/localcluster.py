@@ -46,7 +46,7 @@ SYSCTLS = {"net/bridge/bridge-nf-call-iptables": "1", "net/ipv4/conf/all/route_l
            # the host routes between the nodes' pods (the CNI bridge would turn it on anyway)
            "net/ipv4/ip_forward": "1"}
 # RuntimeClass name -> containerd runtime (handler); runc is also the default.
-RUNTIME_CLASSES = {"runc": "runc", "crun": "crun", "gvisor": "gvisor"}
+RUNTIME_CLASSES = {"runc": "runc", "crun": "crun", "gvisor": "gvisor", "youki": "youki"}
 
 
 # ---------------------------------------------------------------- helpers
@@ -140,6 +140,8 @@ def up(args) -> int:
     # the current stack's containerd and runc, for a pool on it (cached after the first build)
     runtime_bindir = (sh(HERE / "build-runtime.sh", capture=True).stdout.strip()
                       if any(w.pool.stack == "current" for w in nodes) else "")
+    # youki, a runtime of every node's containerd (cached; configs.py finds it by --where)
+    sh(HERE / "build-youki.sh", capture=True)
     t_built = time.monotonic()
     STATE.mkdir(parents=True)
     (STATE / "runtime-bindir").write_text(runtime_bindir)
