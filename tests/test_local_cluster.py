@@ -87,9 +87,9 @@ def test_status_sees_every_component_running():
 
 
 @pytest.mark.skipif(not os.environ.get("PODSHARE_LOCAL_CLUSTER"), reason="the bundled cluster's own RuntimeClasses")
-def test_up_creates_the_three_runtime_classes(kube):
-    handlers = {name: kube.runtime_class(name).handler for name in ("runc", "crun", "gvisor")}
-    assert handlers == {"runc": "runc", "crun": "crun", "gvisor": "gvisor"}
+def test_up_creates_the_four_runtime_classes(kube):
+    handlers = {name: kube.runtime_class(name).handler for name in ("runc", "crun", "youki", "gvisor")}
+    assert handlers == {"runc": "runc", "crun": "crun", "youki": "youki", "gvisor": "gvisor"}
 
 
 def test_a_runtime_class_that_does_not_exist_stops_the_run_in_one_line():

@@ -1,5 +1,5 @@
-"""The claim x runtime matrix on the bundled cluster's three RuntimeClasses:
-runc and crun keep every promise; gVisor diverges exactly where
+"""The claim x runtime matrix on the bundled cluster's four RuntimeClasses:
+runc, crun and youki keep every promise; gVisor diverges exactly where
 cluster/gvisor-known-divergences.yaml says, no more and no less, so a runtime
 or harness change shows the day it happens.
 
@@ -18,7 +18,7 @@ from podshare.known_divergences import KnownDivergences
 from .conftest import PROJECT, run_suites
 
 KNOWN = PROJECT / "cluster" / "gvisor-known-divergences.yaml"
-CLASSES = ("runc", "crun", "gvisor")
+CLASSES = ("runc", "crun", "youki", "gvisor")
 
 
 # Each stack the local cluster has, with its RuntimeClasses: the first node (containerd
@@ -53,13 +53,14 @@ def test_every_claim_ran_once_on_every_class(matrix):
     stray = [c["id"] for c in matrix["checks"] if c["runtime_class"] not in CLASSES]
     assert not stray, f"checks that ran under no RuntimeClass: {stray}"
     claims = {runtime_class: set(outcomes(matrix, runtime_class)) for runtime_class in CLASSES}
-    assert claims["runc"] == claims["crun"] == claims["gvisor"], claims
-    # each class side by side on a worker of its own; the header names all three with their handlers
-    assert matrix["cluster"]["runtime_class"] == "crun (handler crun), gvisor (handler gvisor), runc (handler runc)"
+    assert claims["runc"] == claims["crun"] == claims["youki"] == claims["gvisor"], claims
+    # each class side by side on a worker of its own; the header names all four with their handlers
+    assert matrix["cluster"]["runtime_class"] == ("crun (handler crun), gvisor (handler gvisor), runc (handler runc), "
+                                                  "youki (handler youki)")
 
 
 @pytest.mark.usefixtures("kube")
-@pytest.mark.parametrize("runtime_class", ["runc", "crun"])
+@pytest.mark.parametrize("runtime_class", ["runc", "crun", "youki"])
 def test_every_claim_holds_on(matrix, runtime_class):
     seen = outcomes(matrix, runtime_class)
     assert len(seen) >= 41, f"only {len(seen)} claims ran on {runtime_class}"
