@@ -5,6 +5,7 @@ template both fill with a node's pod CIDR, and the kubelet's and kube-proxy's.""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from . import workers
@@ -35,6 +36,12 @@ def write_cni_template(home: Path) -> None:
         ]}, indent=1))
 
 
+def youki_binary() -> Path:
+    """build-youki.sh's youki, found without building (`up` and the check build it first)."""
+    where = subprocess.run([HERE / "build-youki.sh", "--where"], capture_output=True, text=True)
+    return Path(where.stdout.strip()) / "youki"
+
+
 def containerd_top(version: int, home: Path, sockets: Path, snapshotters_off: tuple[str, ...]) -> str:
     """How either version of containerd's config begins: where it keeps its content
     and state, the snapshotters it leaves out (none here is used), its two sockets."""
@@ -63,6 +70,13 @@ def containerd_config(home: Path, pause_image: str, default_runtime: str, runtim
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         Root = "/run/containerd/runc{runtime_roots}"
         SystemdCgroup = false
+    # youki (build-youki.sh) under the same shim, as youki's docs set it up.
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.youki]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.youki.options]
+        BinaryName = "{youki_binary()}"
+        Root = "/run/containerd/youki{runtime_roots}"
+        SystemdCgroup = false
     # crun under the same shim.
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun]
       runtime_type = "io.containerd.runc.v2"
@@ -90,6 +104,7 @@ def containerd2_runtimes(bindir: Path, roots: Path, gvisor: Path | None = None) 
     (runsc_toml)."""
     found = {
         "runc": {"binary": str(bindir / "runc"), "root": str(roots / "runc")},
+        "youki": {"binary": str(youki_binary()), "root": str(roots / "youki")},  # build-youki.sh's
         "crun": {"binary": str(WRAPPERS / "crun-podshare"), "root": str(roots / "crun")},
     }
     for handler in GVISOR_HANDLERS if gvisor else ():

@@ -12,11 +12,12 @@ From the project root:
                                         start a private containerd 2 (from
                                         build-runtime.sh, gVisor from build-gvisor.sh),
                                         import the probe image, run a container under
-                                        runc, crun and gVisor with ctr (and under runc
-                                        and crun in a user namespace, Debian's crun
+                                        runc, crun, youki and gVisor with ctr (and
+                                        under runc and crun in a user namespace, Debian's crun
                                         without its wrapper), then through the CRI with
                                         crictl (each handler's features, a pod per
-                                        handler, runc with hostUsers: false, and a pod
+                                        handler, runc with hostUsers: false, a pod pair
+                                        per runc, crun and youki, and a pod
                                         of two containers sharing emptyDir-like volumes
                                         under gvisor and, with GKE's hints, under
                                         gvisor-hinted); print what each saw as JSON,
@@ -174,6 +175,7 @@ REPORT = ("uname -r > /out/uname; cat /proc/self/uid_map > /out/uid_map; cat /pr
           " echo done > /out/done; exec sleep 600")
 LIST = {"runc": ["{binary}", "--root", "{root}/" + CHECK_NAMESPACE, "list"],
         "crun": ["/usr/bin/crun", "--root", "{root}/" + CHECK_NAMESPACE, "list"],
+        "youki": ["{binary}", "--root", "{root}/" + CHECK_NAMESPACE, "list"],
         "gvisor": ["{binary}", "--root", "{root}/" + CHECK_NAMESPACE, "list"]}
 
 
@@ -371,6 +373,60 @@ def check_shared_volumes(ctrd: Private, handler: str, image: str) -> dict:
                         and result.get("rmp_exit") == 0
                         # the hints' promise: one tmpfs inside the sandbox for the Memory volume
                         and (not hinted or result["fstypes"].get("/memory") == "tmpfs"))
+
+
+# Each container of a two-container pod prints the namespaces it is in; the
+# CRI joins every app container to the sandbox's net, IPC and UTS namespaces;
+# PID and mount namespaces are each container's own (no shareProcessNamespace).
+POD_NAMESPACES = ("net", "ipc", "uts", "pid", "mnt")
+NAMESPACE_REPORT = "for n in " + " ".join(POD_NAMESPACES) + "; do echo $n $(readlink /proc/self/ns/$n); done; hostname"
+
+
+def run_cri_pod_pair(ctrd: Private, handler: str, image: str) -> dict:
+    """A pod of two containers under `handler`, as a kubelet makes one: which
+    namespaces the two share, by the namespaces' identities in /proc/self/ns."""
+    name = f"cri-{handler}-pair"
+    work = ctrd.dir / "cri" / name
+    (work / "logs").mkdir(parents=True)
+    # PID mode CONTAINER, as a kubelet asks without shareProcessNamespace (the CRI's zero value is POD).
+    own_pid = {"security_context": {"namespace_options": {"pid": 1}}}
+    pod = {"metadata": {"name": name, "namespace": CHECK_NAMESPACE, "uid": f"{name}-uid"}, "hostname": name,
+           "log_directory": str(work / "logs"), "linux": {"cgroup_parent": f"/{CHECK_NAMESPACE}/{name}", **own_pid}}
+    (work / "pod.json").write_text(json.dumps(pod))
+    result: dict = {"pod": name}
+    started = ctrd.crictl("runp", "--runtime", handler, work / "pod.json")
+    result["runp_exit"], result["runp_stderr"] = started.returncode, started.stderr.strip()[-800:]
+    if started.returncode:
+        return {**result, "ok": False}
+    pod_id = started.stdout.strip()
+    seen: dict[str, dict] = {}
+    for cname in ("alpha", "beta"):
+        (work / f"{cname}.json").write_text(json.dumps(
+            {"metadata": {"name": cname}, "image": {"image": image}, "log_path": f"{cname}.log",
+             "command": ["sh", "-c", NAMESPACE_REPORT + "; exec sleep 600"], "linux": own_pid}))
+        created = ctrd.crictl("create", pod_id, work / f"{cname}.json", work / "pod.json")
+        begun = ctrd.crictl("start", created.stdout.strip()) if created.returncode == 0 else created
+        result[f"{cname}_stderr"] = (created.stderr + begun.stderr).strip()[-800:]
+        seen[cname] = {"id": created.stdout.strip(), "started": begun.returncode == 0}
+    deadline = time.monotonic() + 60
+    for c in seen.values():  # both run at once: a namespace is compared while both hold it
+        while c["started"] and time.monotonic() < deadline:
+            lines = ctrd.crictl("logs", c["id"]).stdout.strip().splitlines()
+            if len(lines) > len(POD_NAMESPACES):
+                c["namespaces"] = dict(line.split(" ", 1) for line in lines[:len(POD_NAMESPACES)])
+                c["hostname"] = lines[len(POD_NAMESPACES)]
+                break
+            time.sleep(0.3)
+        state = ctrd.crictl("inspect", "-o", "json", c["id"]) if c["started"] else None
+        c["state"] = json.loads(state.stdout)["status"]["state"] if state and state.returncode == 0 else None
+    result["containers"] = {k: {f: v for f, v in c.items() if f != "id"} for k, c in seen.items()}
+    alpha, beta = (seen[k].get("namespaces", {}) for k in ("alpha", "beta"))
+    result["shared"] = sorted(n for n in POD_NAMESPACES if alpha.get(n) and alpha.get(n) == beta.get(n))
+    ctrd.crictl("stopp", pod_id)
+    removed = ctrd.crictl("rmp", pod_id)
+    result["rmp_exit"] = removed.returncode
+    result["ok"] = bool(alpha and beta and all(c["state"] == "CONTAINER_RUNNING" for c in seen.values())
+                        and removed.returncode == 0)
     return result
 
 
@@ -384,16 +440,24 @@ def check_cri(ctrd: Private, images: dict[str, str]) -> dict:
                     "conditions": {c["type"]: c["status"] for c in told.get("status", {}).get("conditions", [])}}
     report["pods"] = [run_cri_pod(ctrd, h, images["PROBE_IMAGE"], userns=False) for h in ("runc", "crun", "gvisor")]
     report["shared_volumes"] = [check_shared_volumes(ctrd, h, images["PROBE_IMAGE"]) for h in GVISOR_HANDLERS]
+    report["pods"].append(run_cri_pod(ctrd, "youki", images["PROBE_IMAGE"], userns=False))
+    # youki beside runc, the reference, and crun: what two containers of one pod share.
+    report["pod_pairs"] = [run_cri_pod_pair(ctrd, h, images["PROBE_IMAGE"]) for h in ("runc", "crun", "youki")]
     report["pods"].append(run_cri_pod(ctrd, "runc", images["PROBE_IMAGE"], userns=True))
     # A kubelet never sends crun such a pod (its handler reports no user
     # namespaces); asked directly, this is what Debian's crun 1.8.1 does.
     report["crun_userns_unasked"] = run_cri_pod(ctrd, "crun", images["PROBE_IMAGE"], userns=True)
+    # youki 0.7.0's `features` reports idmapped mounts as not supported: so its handler has no user namespaces either.
+    report["youki_userns_unasked"] = run_cri_pod(ctrd, "youki", images["PROBE_IMAGE"], userns=True)
     return report
 
 
 def check(args) -> int:
     bindir = Path(run(HERE / "build-runtime.sh", timeout=3600).stdout.strip())
     gvisor = Path(run(HERE / "build-gvisor.sh", timeout=3600).stdout.strip())
+    youki = run(HERE / "build-youki.sh", timeout=7200)  # cached; configs.py finds it by --where
+    if youki.returncode:
+        raise RuntimeError(f"build-youki.sh failed:\n{youki.stderr[-2000:]}")
     images = read_env()
     archive = archives()
     ctrd = Private(bindir, images["PAUSE_IMAGE"], gvisor)
@@ -405,6 +469,7 @@ def check(args) -> int:
         report["versions"]["runsc"] = run(gvisor / "runsc", "--version").stdout.strip()
         report["versions"]["containerd-shim-runsc-v1"] = run(gvisor / "containerd-shim-runsc-v1", "-v").stdout.strip()
         report["runtimes_annotation"] = of_handlers(current_runtimes(bindir, ctrd.dir / "runtimes", gvisor), "runc")
+        report["versions"]["youki"] = run(Path(youki.stdout.strip()) / "youki", "--version").stdout.strip()
         plugins = ctrd.ctr("plugins", "ls").stdout.splitlines()
         report["cri_plugins"] = [p.split() for p in plugins if ".cri." in p]
         imported = ctrd.ctr("images", "import", "--platform", "linux/amd64", archive["probe"], timeout=300)
@@ -419,6 +484,7 @@ def check(args) -> int:
         report["runtimes"] = [check_runtime(ctrd, h, images["PROBE_IMAGE"]) for h in ("runc", "crun", "gvisor")]
         report["runtimes"].append(check_runtime(ctrd, "runc", images["PROBE_IMAGE"], userns=True))
         report["runtimes"].append(check_runtime(ctrd, "crun", images["PROBE_IMAGE"], userns=True))
+        report["runtimes"] += [check_runtime(ctrd, "youki", images["PROBE_IMAGE"], userns=u) for u in (False, True)]
         report["cri"] = check_cri(ctrd, images)
         # Debian's crun as the BinaryName itself: what crun-podshare is for.
         report["crun_without_wrapper"] = check_runtime(ctrd, "crun", images["PROBE_IMAGE"], binary="/usr/bin/crun")
@@ -430,7 +496,8 @@ def check(args) -> int:
     print(json.dumps(report, indent=1))
     ran = report.get("runtimes", [])
     cri = report.get("cri", {})
-    return 0 if ran and all(r["ok"] for r in [*ran, *cri.get("pods", []), *cri.get("shared_volumes", [])]) else 1
+    return 0 if ran and all(r["ok"] for r in [*ran, *cri.get("pods", []), *cri.get("pod_pairs", []),
+                                              *cri.get("shared_volumes", [])]) else 1
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 classes=()
-for c in runc crun gvisor gvisor-hinted; do classes+=(--runtime-class "$c"); done
+for c in runc crun youki gvisor gvisor-hinted; do classes+=(--runtime-class "$c"); done
 exec "$here/with-cluster.sh" python -m pytest suites -p no:cacheprovider --all-nodes --tolerate '*' \
   "${classes[@]}" --user-namespaces both --storage-class local-path --storage-class shared-sshfs \
   --known-divergences cluster/gvisor-known-divergences.yaml \

@@ -164,7 +164,10 @@ def pause_image(ref: str) -> Path:
 
         def fill(layer):
             layer.add(binary, arcname="pause")
-        return oci_archive(ref, out, fill, {"Entrypoint": ["/pause"], "User": "65535:65535"})
+        # PATH as registry.k8s.io/pause has it (BuildKit gives a FROM scratch image
+        # its default PATH): youki refuses a process with no PATH in its environment.
+        return oci_archive(ref, out, fill, {"Entrypoint": ["/pause"], "User": "65535:65535",
+                                            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]})
 
 
 def python_base(suite: str) -> Path:

@@ -149,6 +149,8 @@ def up(args) -> int:
     runtime_bindir = sh(HERE / "build-runtime.sh", capture=True).stdout.strip() if current else ""
     # gVisor (runsc and its shim), for the pools on the current stack
     gvisor_bindir = sh(HERE / "build-gvisor.sh", capture=True).stdout.strip() if current else ""
+    # youki, a runtime of every node's containerd (cached; configs.py finds it by --where)
+    sh(HERE / "build-youki.sh", capture=True)
     t_built = time.monotonic()
     STATE.mkdir(parents=True)
     (STATE / "runtime-bindir").write_text(runtime_bindir)

@@ -5,16 +5,16 @@
 #     sandboxed pool tolerated, with its known divergences), with the default
 #     probe image (the public Python image, probes delivered by the run), every
 #     volume claim also on a PVC of the local-path StorageClass;
-#  2. matrix: runc and crun on the first node (containerd 1.6, kubelet 1.35: gVisor's
-#     shim needs containerd 2), side by side; matrix-current: runc, crun and gVisor
-#     plain on the current pool's node (containerd 2.4, runc 1.5, kubelet 1.37);
-#     matrix-hinted: gVisor as GKE Sandbox sets it up (RuntimeClass gvisor-hinted, its
-#     emptyDir hints) on the sandboxed pool's node;
+#  2. matrix: runc, crun and youki on the first node (containerd 1.6, kubelet 1.35:
+#     gVisor's shim needs containerd 2), side by side; matrix-current: runc, crun,
+#     youki and gVisor plain on the current pool's node (containerd 2.4, runc 1.5,
+#     kubelet 1.37); matrix-hinted: gVisor as GKE Sandbox sets it up (RuntimeClass
+#     gvisor-hinted, its emptyDir hints) on the sandboxed pool's node;
 #  3. built-probe: the claims once more with the probe image built from
 #     images/probe.Containerfile; side by side with
 #     and beside those, shared-fs: every volume claim on the shared-sshfs class (cluster/shared_fs.py);
 #  4. userns: every claim with user namespaces (hostUsers: false) on the current
-#     pool with its three RuntimeClasses, and on the default pool, whose
+#     pool with its four RuntimeClasses, and on the default pool, whose
 #     containerd 1.6 refuses them: could-not-check, one line per node and class
 #     (exit 2, expected: the harness test checks exactly which);
 #  5. harness: the harness's own tests, which also check steps 1, 2 and 4
@@ -50,13 +50,13 @@ step nodes .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir r
 # One after the other: side by side (each on its node) they saved 50 s of 355 on 2 cores, and the
 # first node's kubelet, starved, took longer than a ConfigMap update's bound (1.5 x syncFrequency + 15 s).
 step matrix .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix --node "$first_node" \
-  --runtime-class runc --runtime-class crun --known-divergences "$known" "$@" || rc=1
+  --runtime-class runc --runtime-class crun --runtime-class youki --known-divergences "$known" "$@" || rc=1
 current_node=$(.venv/bin/python -c 'from podshare.kube import Kube
 print(" ".join(n.metadata.name for n in Kube().nodes("podshare.io/pool=current")[:1]))') || rc=1
 if [ -n "$current_node" ]; then  # the three-node cluster (PODSHARE_NODES=3, make test's default)
   step matrix-current .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix-current \
     --node "$current_node" \
-    --runtime-class runc --runtime-class crun --runtime-class gvisor --known-divergences "$known" "$@" || rc=1
+    --runtime-class runc --runtime-class crun --runtime-class youki --runtime-class gvisor --known-divergences "$known" "$@" || rc=1
   export PODSHARE_MATRIX_CURRENT_RESULTS="$PWD/reports/matrix-current/results.json"
   sandboxed_node=$(.venv/bin/python -c 'from podshare.kube import Kube
 print(" ".join(n.metadata.name for n in Kube().nodes("podshare.io/pool=sandboxed")[:1]))') || rc=1
@@ -78,7 +78,7 @@ step shared-fs .venv/bin/python -m pytest suites -p no:cacheprovider -m volume -
 shared_fs=$!
 step userns .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/userns --user-namespaces on \
   --node-selector 'podshare.io/pool in (default,current)' --runtime-class runc --runtime-class crun \
-  --runtime-class gvisor --known-divergences "$known" --workers 2 "$@"
+  --runtime-class youki --runtime-class gvisor --known-divergences "$known" --workers 2 "$@"
 userns_rc=$?
 [ "$userns_rc" -eq 0 ] || [ "$userns_rc" -eq 2 ] || rc=1  # 2: the nodes and classes that refuse them
 wait "$built_probe" || rc=1

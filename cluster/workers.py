@@ -73,6 +73,7 @@ POOLS = (
 RUNTIME_CLASSES: dict[str, tuple[str, dict]] = {
     "runc": ("runc", {}),
     "crun": ("crun", {}),
+    "youki": ("youki", {}),
     "gvisor": ("gvisor", {"nodeSelector": {"podshare.io/gvisor": "plain"}}),
     "gvisor-hinted": ("gvisor-hinted", {
         "nodeSelector": {"sandbox.gke.io/runtime": "gvisor"},

@@ -113,10 +113,23 @@ def test_the_default_build_is_still_kubernetes_1_35():
     assert bindir != built("build-binaries.sh", "k8s-1.37")
 
 
+def test_youki_reports_the_version_and_features_build_youki_pins():
+    """youki from its crate, built with seccomp (libseccomp linked) and both
+    cgroup managers (these hosts are hybrid: youki picks v1)."""
+    script = (CLUSTER / "build-youki.sh").read_text()
+    version = re.search(r"^version=(\S+)$", script, re.M).group(1)
+    youki = built("build-youki.sh") / "youki"
+    said = version_of(youki)
+    assert said.splitlines()[0] == f"youki version: {version}"
+    assert re.search(r"^libseccomp: 2\.", said, re.M), said
+    cgroup = json.loads(version_of(youki, "features"))["linux"]["cgroup"]
+    assert cgroup["v1"] is True and cgroup["v2"] is True and cgroup["systemd"] is False
+
+
 @pytest.fixture(scope="module")
 def check():
     """`python -m cluster.containerd2 check`, once for the tests below: a private containerd 2
-    (own directories, socket, ctr namespace, pod bridge) with the cluster's three
+    (own directories, socket, ctr namespace, pod bridge) with the cluster's four
     runtimes, through ctr and through the CRI. crun needs the cgroup layout
     `python -m cluster.localcluster up` makes (no controller left on cgroup2): run these while
     the cluster is up."""
@@ -133,13 +146,13 @@ def check():
 def test_containerd_2_on_its_own_runs_a_container_under_each_runtime(check):
     returncode, report = check
     by = {r["runtime"]: r for r in report["runtimes"]}
-    for handler in ("runc", "crun", "gvisor"):
+    for handler in ("runc", "crun", "youki", "gvisor"):
         assert by[handler]["ok"], f"{handler}: {by[handler]['ctr_run_stderr']}"
         assert by[handler]["listed_by_runtime"], by[handler]["runtime_list"]
         assert by[handler]["uid_map"].split() == ["0", "0", "4294967295"]
-    assert by["runc"]["uname"] == by["crun"]["uname"] == platform.release()
+    assert by["runc"]["uname"] == by["crun"]["uname"] == by["youki"]["uname"] == platform.release()
     assert by["gvisor"]["uname"] != platform.release()  # gVisor's own kernel answers
-    for handler in ("runc-userns", "crun-userns"):
+    for handler in ("runc-userns", "crun-userns", "youki-userns"):
         assert by[handler]["ok"], f"{handler}: {by[handler]['ctr_run_stderr']}"
         assert by[handler]["uid_map"].split() == ["0", "100000", "65536"]
         assert by[handler]["host_uid_of_written_file"] == 100000 + 65532  # the image's user, shifted
@@ -155,7 +168,7 @@ def test_through_the_cri_each_runtime_class_handler_runs_a_pod(check):
     """The version 3 config's `runtimes` as a kubelet uses them: a pod sandbox
     and a container under each handler, the container's log read back."""
     pods = {p["pod"]: p for p in check[1]["cri"]["pods"]}
-    for handler in ("runc", "crun", "gvisor"):
+    for handler in ("runc", "crun", "youki", "gvisor"):
         pod = pods[f"cri-{handler}"]
         assert pod["ok"], pod
         kernel, uid_map = pod["logs"].splitlines()
@@ -164,15 +177,27 @@ def test_through_the_cri_each_runtime_class_handler_runs_a_pod(check):
 
 
 @needs_root
+def test_two_containers_of_a_pod_share_net_ipc_and_uts_on_runc_crun_and_youki(check):
+    """A pod of two containers, as a kubelet makes one without shareProcessNamespace:
+    both run, and they share the sandbox's network, IPC and UTS namespaces, not
+    PID or mount, under youki as under runc and crun."""
+    for pair in check[1]["cri"]["pod_pairs"]:
+        assert pair["ok"], pair
+        assert pair["shared"] == ["ipc", "net", "uts"], pair
+        assert {c["hostname"] for c in pair["containers"].values()} == {pair["pod"]}
+
+
+@needs_root
 def test_runc_and_gvisor_offer_user_namespaces_and_runc_runs_a_hostusers_false_pod(check):
     """What the kubelet asks before it admits a `hostUsers: false` pod: the
     handler's user_namespaces feature (runc 1.5 reports user namespaces and
-    idmapped mounts; Debian's crun 1.8.1 has no `features` command; current
+    idmapped mounts; Debian's crun 1.8.1 has no `features` command; youki
+    0.7.0's says idmapped mounts are not supported; current
     runsc's `features` lists the user namespace and idmap enabled, so containerd
     2.4.2 offers it for both gVisor handlers: the kubelet will send them such pods)."""
     cri = check[1]["cri"]
     assert cri["handlers"]["runc"].get("user_namespaces") is True
-    assert not cri["handlers"]["crun"].get("user_namespaces")
+    assert not cri["handlers"]["crun"].get("user_namespaces") and not cri["handlers"]["youki"].get("user_namespaces")
     assert cri["handlers"]["gvisor"].get("user_namespaces") is cri["handlers"]["gvisor-hinted"].get("user_namespaces") \
         is True
     pod = {p["pod"]: p for p in cri["pods"]}["cri-runc-userns"]

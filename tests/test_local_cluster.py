@@ -87,18 +87,18 @@ def test_status_sees_every_component_running():
 
 
 @pytest.mark.skipif(not os.environ.get("PODSHARE_LOCAL_CLUSTER"), reason="the bundled cluster's own RuntimeClasses")
-def test_up_creates_the_four_runtime_classes_and_annotates_each_node_with_its_runtimes(kube):
+def test_up_creates_the_five_runtime_classes_and_annotates_each_node_with_its_runtimes(kube):
     """gVisor's two classes select the containerd 2 pools (cluster/workers.py);
     each node says its runtimes' versions (podshare.io/runtimes)."""
     from cluster import workers
     classes = {name: kube.runtime_class(name) for name in workers.RUNTIME_CLASSES}
     assert {name: c.handler for name, c in classes.items()} == {
-        "runc": "runc", "crun": "crun", "gvisor": "gvisor", "gvisor-hinted": "gvisor-hinted"}
+        "runc": "runc", "crun": "crun", "youki": "youki", "gvisor": "gvisor", "gvisor-hinted": "gvisor-hinted"}
     assert classes["gvisor"].scheduling.node_selector == {"podshare.io/gvisor": "plain"}
     assert classes["gvisor-hinted"].scheduling.node_selector == {"sandbox.gke.io/runtime": "gvisor"}
     for node in kube.nodes():
         said = json.loads(node.metadata.annotations["podshare.io/runtimes"])
-        assert {"runc", "crun"} <= set(said["handlers"]), node.metadata.name
+        assert {"runc", "crun", "youki"} <= set(said["handlers"]), node.metadata.name
 
 
 def test_a_runtime_class_that_does_not_exist_stops_the_run_in_one_line():

@@ -1,5 +1,5 @@
 """The claim x runtime matrix on the bundled cluster's RuntimeClasses, per
-stack: runc and crun keep every promise; gVisor, plain (its own shim, as a
+stack: runc, crun and youki keep every promise; gVisor, plain (its own shim, as a
 containerd install gives it) and hinted (GKE Sandbox's emptyDir mount hints),
 diverges exactly where cluster/gvisor-known-divergences.yaml says for that
 configuration, no more and no less, so a runtime or harness change shows the
@@ -24,12 +24,12 @@ GVISOR = ("gvisor", "gvisor-hinted")
 
 
 # Each stack the local cluster has, with the RuntimeClasses its pool runs: the first node
-# (containerd 1.6, kubelet 1.35: runc and crun; gVisor's shim needs containerd 2), and on
+# (containerd 1.6, kubelet 1.35: runc, crun and youki; gVisor's shim needs containerd 2), and on
 # three nodes the current pool (containerd 2.4, runc 1.5, kubelet 1.37, gVisor plain) and the
 # sandboxed pool (the same stack, gVisor with GKE's hints). make test hands over its runs
 # (the env variable); run alone, this makes them.
-STACKS = {"default": ("PODSHARE_MATRIX_RESULTS", ("runc", "crun")),
-          "current": ("PODSHARE_MATRIX_CURRENT_RESULTS", ("runc", "crun", "gvisor")),
+STACKS = {"default": ("PODSHARE_MATRIX_RESULTS", ("runc", "crun", "youki")),
+          "current": ("PODSHARE_MATRIX_CURRENT_RESULTS", ("runc", "crun", "youki", "gvisor")),
           "sandboxed": ("PODSHARE_MATRIX_HINTED_RESULTS", ("gvisor-hinted",))}
 
 
@@ -76,7 +76,7 @@ def test_every_claim_ran_once_on_every_class(matrix, classes):
 
 
 @pytest.mark.usefixtures("kube")
-def test_every_claim_holds_on_runc_and_crun(matrix, classes):
+def test_every_claim_holds_on_runc_crun_and_youki(matrix, classes):
     for runtime_class in set(classes) - set(GVISOR):
         seen = outcomes(matrix, runtime_class)
         assert len(seen) >= 41, f"only {len(seen)} claims ran on {runtime_class}"

@@ -143,10 +143,10 @@ def test_the_probe_tells_the_hosts_user_namespace_from_its_own(tmp_path):
 needs_nodes = pytest.mark.skipif(int(os.environ.get("PODSHARE_NODES", "1")) < 3,
                                  reason="needs the local cluster with its three pools (PODSHARE_NODES=3)")
 KNOWN = "cluster/gvisor-known-divergences.yaml"
-CLASSES = ("runc", "crun", "gvisor")
+CLASSES = ("runc", "crun", "youki", "gvisor")
 # make test's user-namespace run (cluster/test-all.sh): the current pool (containerd 2, runc 1.5,
-# kubelet 1.37) with its three classes, and the default pool (containerd 1.6: runc and crun; the
-# RuntimeClass gvisor selects the current pool), every pod hostUsers: false
+# kubelet 1.37) with its four classes, and the default pool (containerd 1.6: runc, crun and youki;
+# the RuntimeClass gvisor selects the current pool), every pod hostUsers: false
 USERNS_RUN = ("--user-namespaces", "on", "--node-selector", "podshare.io/pool in (default,current)",
               *(f"--runtime-class={c}" for c in CLASSES), "--known-divergences", KNOWN)
 
@@ -195,14 +195,16 @@ def test_in_user_namespaces_the_current_pools_runc_diverges_exactly_where_the_fi
 @pytest.mark.usefixtures("kube")
 def test_where_the_kubelet_refuses_user_namespaces_each_node_and_class_is_one_line(userns_run):
     """The default pool (containerd 1.6) refuses hostUsers: false on every class,
-    the current pool on crun (Debian's 1.8.1 has no `features` command); gVisor's
+    the current pool on crun (Debian's 1.8.1 has no `features` command) and youki
+    (0.7.0's `features` says idmapped mounts are not supported); gVisor's
     shim on the current pool takes such a pod, and runsc's gofer cannot join the
     user namespace containerd pinned for it (EINVAL); gVisor is not on the default
     pool (one not-applicable line). Each node and class is could-not-check with
     one cause, the kubelet's own words read from the pod's events, and the run
     checked the rest."""
     pools = _pools(userns_run)
-    refused = [(pools["default"], c) for c in ("runc", "crun")] + [(pools["current"], "crun")]
+    refused = [(pools["default"], c) for c in ("runc", "crun", "youki")] + [
+        (pools["current"], c) for c in ("crun", "youki")]
     for node, runtime_class in refused + [(pools["current"], "gvisor")]:
         checks = [c for c in userns_run["checks"] if c["node"] == node and c["runtime_class"] == runtime_class]
         assert len(checks) >= 52 and {c["outcome"] for c in checks} == {"could-not-check"}, (node, runtime_class)
