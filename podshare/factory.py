@@ -226,7 +226,7 @@ class PodFactory:
         those nodes: its claims run where they can."""
         if self.node:
             return doc
-        lacking = sorted({n for f in needed_by(doc["spec"].get("volumes") or []) for n in self.cluster.nodes_lacking(f)})
+        lacking = sorted({n for f in needed_by(doc["spec"]) for n in self.cluster.nodes_lacking(f)})
         if not lacking:
             return doc
         doc = copy.deepcopy(doc)

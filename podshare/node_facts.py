@@ -37,7 +37,7 @@ def node_facts(node: Any) -> NodeFacts:
         runtime_handlers=[h.name or "(default)" for h in (node.status.runtime_handlers or [])],
         taints=[f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in node.spec.taints or []],
         unschedulable=bool(node.spec.unschedulable), ready=ready.status if ready else "Unknown",
-        runtimes=node_runtimes(node))
+        runtimes=node_runtimes(node), declared_features=list(getattr(node.status, "declared_features", None) or []))
 
 
 def configuration(facts: NodeFacts) -> tuple:

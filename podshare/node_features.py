@@ -33,9 +33,30 @@ def image_volumes(node: str, facts: NodeFacts) -> str | None:
     return None
 
 
+RESTART_ALL = "RestartAllContainersOnContainerExits"  # the kubelet's gate, as a node declares it
+
+
+def restart_all_containers(node: str, facts: NodeFacts) -> str | None:
+    """A container restart rule's RestartAllContainers action (KEP-5532): the
+    kubelet's gate, alpha and off in 1.35, beta and on from 1.36. A node that
+    declares its features (status.declaredFeatures, 1.36 on) says so itself; one
+    that declares none is judged by its kubelet's version."""
+    if RESTART_ALL in facts.declared_features:
+        return None
+    numbers = re.match(r"v?(\d+)\.(\d+)", facts.kubelet)
+    if facts.declared_features:
+        return (f"node {node}'s kubelet {facts.kubelet} declares its features, and {RESTART_ALL} is not among "
+                "them (its gate is off): it restarts no pod's containers all at once")
+    if numbers and (int(numbers[1]), int(numbers[2])) < (1, 36):
+        return (f"node {node}'s kubelet {facts.kubelet} restarts no pod's containers all at once: "
+                f"{RESTART_ALL} is alpha and off by default before 1.36 (KEP-5532), and the node declares no features")
+    return None
+
+
 # feature (as claims name it in needs(...)) -> why a node lacks it, or None
 FEATURES: dict[str, Callable[[str, NodeFacts], str | None]] = {
     "image volumes": image_volumes,
+    "restart all containers": restart_all_containers,
 }
 
 
@@ -44,7 +65,13 @@ def lacks(feature: str, node: str, facts: NodeFacts) -> str | None:
     return FEATURES[feature](node, facts)
 
 
-def needed_by(volumes: list[dict]) -> list[str]:
-    """The features a pod's volumes need of its node (an image volume: image volumes),
-    as a manifest writes them or as the API client's to_dict() gives them (None unset)."""
-    return ["image volumes"] if any(v.get("image") for v in volumes) else []
+def needed_by(spec: dict) -> list[str]:
+    """The features a pod's spec needs of its node (an image volume: image volumes; a
+    RestartAllContainers restart rule: restart all containers), as a manifest writes
+    it or as the API client's to_dict() gives it (snake_case, None unset)."""
+    def field(d: dict, camel: str, snake: str) -> list:
+        return d.get(camel) or d.get(snake) or []
+    containers = [*field(spec, "containers", "containers"), *field(spec, "initContainers", "init_containers")]
+    rules = [r for c in containers for r in field(c, "restartPolicyRules", "restart_policy_rules")]
+    return ([*(["image volumes"] if any(v.get("image") for v in field(spec, "volumes", "volumes")) else []),
+             *(["restart all containers"] if any(r.get("action") == "RestartAllContainers" for r in rules) else [])])

@@ -16,7 +16,7 @@ from .kube import Kube
 from .kube_calls import to_manifest
 from .manifests import pin_to_node
 from .verbs import ProbeContainer
-from .waits import restarted, scheduled, wait_for_pod
+from .waits import restarted, restarted_with_all_ready, scheduled, wait_for_pod
 
 
 class Pod:
@@ -139,6 +139,22 @@ class Pod:
         count = next(s.restart_count for s in pod.status.container_statuses if s.name == container)
         self.restarts_seen[container] = count
         return count
+
+    def exit_by_restart_rule(self, container: str, exit_code: int) -> dict[str, int]:
+        """End the container's main process with `exit_code` (what a container restart
+        rule matches) and wait until the kubelet has restarted it and every container is
+        ready again; returns every container's restart count (the others' too: a
+        RestartAllContainers rule restarts them, none does without one)."""
+        before = self.restart_count(container)
+        try:
+            self.container(container).run("stop-agent", exit_code=exit_code)
+        except KubeError:
+            pass  # the answer may die with the container it stops; the restart counts are the evidence
+        self.close_channels()  # a restart of all containers ends every channel
+        pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout,
+                           restarted_with_all_ready(container, before), self)
+        self.restarts_seen = {s.name: s.restart_count for s in pod.status.container_statuses or []}
+        return dict(self.restarts_seen)
 
     def delete(self) -> None:
         self.close_channels()

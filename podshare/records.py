@@ -210,6 +210,7 @@ class NodeFacts:
     represented_by: str | None = None
     # {"default": handler, "handlers": {name: {"version", "shim", ...}}}; None: the node does not say
     runtimes: dict[str, Any] | None = None
+    declared_features: list[str] = field(default_factory=list)  # status.declaredFeatures (kubelets from 1.36)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "NodeFacts":

@@ -45,6 +45,17 @@ def restarted(container: str, before: int):
     return condition
 
 
+def restarted_with_all_ready(container: str, before: int):
+    """`container` restarted, and every container of the pod ready again: after a
+    restart rule's exit, whether the others restarted too is what the claim asks."""
+    def condition(pod) -> bool:
+        statuses = pod.status.container_statuses or []
+        cs = next(s for s in statuses if s.name == container)
+        return cs.restart_count > before and all(s.ready for s in statuses)
+    condition.__name__ = f"{container}_restarted_all_ready"
+    return condition
+
+
 def pod_problem(pod) -> str | None:
     """A one-line reason when the pod cannot become ready by itself."""
     status = pod.status
@@ -73,7 +84,7 @@ def pod_problem(pod) -> str | None:
 def node_lacks(kube: Kube, pod) -> str | None:
     """Why the pod's node cannot have what the pod's spec needs (podshare.node_features),
     or None; for a pod that cannot start, on a node no claim's collection decided."""
-    needed = needed_by([v.to_dict() for v in pod.spec.volumes or []])
+    needed = needed_by(pod.spec.to_dict())
     if not needed or not pod.spec.node_name:
         return None
     try:

@@ -16,15 +16,19 @@ def agent_processes() -> list[int]:
     return same_container_processes(lambda argv: b"agent" in argv)
 
 
-def stop_agent(_args) -> dict:
-    """SIGTERM the agent in this container: kubelet then restarts the container.
+def stop_agent(args) -> dict:
+    """SIGTERM the agent in this container: kubelet then restarts the container;
+    with --exit-code 42, SIGUSR2: the agent exits with the code a container
+    restart rule names (agent.RULE_EXIT_CODE).
 
     The answer is printed before the signal is sent: when the agent is the
     container's PID 1, its exit kills this process too."""
     agents = agent_processes()
-    emit(ok(stopping=agents))
-    signal_processes(agents, signal.SIGTERM)
+    how = agent.signal_for_exit(args.exit_code)
+    emit(ok(stopping=agents, exit_code=args.exit_code))
+    signal_processes(agents, how)
     return {}
+
 
 
 # Verbs that are a container's main process: they run until SIGTERM.
@@ -123,7 +127,8 @@ VERBS: dict[str, tuple[Callable | None, str, list]] = {
     "identity": (identity.identity, "hostname, namespace inodes, uid", []),
     "user-namespace": (identity.user_namespace, "uid and gid maps, the user namespace's identity", []),
     "release": (release, "release every holding verb in this container", []),
-    "stop-agent": (stop_agent, "SIGTERM this container's agent", []),
+    "stop-agent": (stop_agent, "end this container's agent (SIGTERM: exit 0; --exit-code 42: SIGUSR2)",
+                   [arg("--exit-code", type=int, default=0)]),
     # network
     "loopback": (net.loopback_addresses, "loopback address families present", []),
     "connect": (net.connect, "TCP connect, read the peer's JSON line",

@@ -26,6 +26,16 @@ def _read_at_start(path: str) -> dict:
         return failure(exc, path=path)
     return ok(path=path, size=len(data), sha256=payload.digest(data), at=time.time())
 
+RULE_EXIT_CODE = 42  # what manifests/patterns/restart-all.yaml's restartPolicyRules match
+
+
+def signal_for_exit(exit_code: int) -> int:
+    """The signal that ends an agent with this exit code (stop-agent --exit-code)."""
+    codes = {0: signal.SIGTERM, RULE_EXIT_CODE: signal.SIGUSR2}
+    if exit_code not in codes:
+        raise ValueError(f"an agent exits with {sorted(codes)} only, not {exit_code}")
+    return codes[exit_code]
+
 
 def run(args) -> None:
     # First thing: when this container's process began, on the kernel's boot clock
@@ -43,6 +53,8 @@ def run(args) -> None:
     # deletion never waits out the grace period.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+    # The exit a container restart rule names (stop-agent --exit-code): SIGUSR2 ends the agent with it.
+    signal.signal(signal.SIGUSR2, lambda *_: os._exit(RULE_EXIT_CODE))
     if args.startup_read:
         identity["startup_read"] = _read_at_start(args.startup_read)
     listener = listen_tcp(port)

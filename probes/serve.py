@@ -30,6 +30,7 @@ import signal
 import sys
 import traceback
 
+from .agent import signal_for_exit
 from .holding import HOLDER_PREFIXES, release, same_container_processes, signal_processes
 from .output import ok
 
@@ -106,7 +107,7 @@ class Server:
         if argv[:1] == ["release"]:
             return self.release(request_id)
         if argv[:1] == ["stop-agent"]:
-            return self.stop_agent(request_id)
+            return self.stop_agent(request_id, argv[1:])
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         pid = os.fork()
@@ -126,10 +127,11 @@ class Server:
         """The harness is gone: its holders let go now, not at their deadlines."""
         signal_processes([j.pid for j in self.jobs.values() if j.holder], signal.SIGUSR1)
 
-    def stop_agent(self, request_id) -> None:
+    def stop_agent(self, request_id, args: list[str]) -> None:
+        exit_code = int(args[args.index("--exit-code") + 1]) if "--exit-code" in args else 0
         agents = self.agents()
-        _frame(id=request_id, out=json.dumps(ok(stopping=agents), sort_keys=True) + "\n", err="")
-        signal_processes(agents, signal.SIGTERM)  # the answer is out first: this may end us
+        _frame(id=request_id, out=json.dumps(ok(stopping=agents, exit_code=exit_code), sort_keys=True) + "\n", err="")
+        signal_processes(agents, signal_for_exit(exit_code))  # the answer is out first: this may end us
 
     def read_job(self, fd: int, job: Job, stream: str) -> None:
         data = os.read(fd, 65536)

@@ -904,8 +904,34 @@ def test_a_node_lacks_image_volumes_by_its_runtime_and_version_only():
     assert on("containerd://2.0.5") and on("docker://28.1.1")
     assert on("containerd://2.1.0") is None and on("containerd://v2.4.2") is None
     assert on("cri-o://1.33.2") is None and on("containerd://devel") is None and on("") is None
-    assert needed_by([{"name": "a", "image": None}, {"name": "b", "image": {"reference": "x"}}]) == ["image volumes"]
-    assert needed_by([{"name": "a", "image": None, "empty_dir": {}}]) == [] and needed_by([]) == []
+    assert needed_by({"volumes": [{"name": "a", "image": None}, {"name": "b", "image": {"reference": "x"}}]}) == [
+        "image volumes"]
+    assert needed_by({"volumes": [{"name": "a", "image": None, "empty_dir": {}}]}) == [] and needed_by({}) == []
+
+
+def test_a_node_lacks_restart_of_all_containers_by_its_declared_features_or_kubelet():
+    """KEP-5532's RestartAllContainers: a node that declares the gate has it; one that
+    declares features without it, or a kubelet before 1.36 declaring none, lacks it
+    (one line naming which); a newer kubelet declaring nothing is left to its pods.
+    A pod needs it where a restart rule of any container names the action."""
+    from podshare.node_features import lacks, needed_by
+    from podshare.records import NodeFacts
+
+    def on(kubelet: str, declared: list[str]) -> str | None:
+        return lacks("restart all containers", "n1", NodeFacts(kubelet=kubelet, declared_features=declared))
+
+    assert on("v1.37.2", ["RestartAllContainersOnContainerExits"]) is None
+    assert on("v1.35.4", ["RestartAllContainersOnContainerExits"]) is None  # its alpha gate on
+    assert on("v1.35.4", []) == ("node n1's kubelet v1.35.4 restarts no pod's containers all at once: "
+                                 "RestartAllContainersOnContainerExits is alpha and off by default before 1.36 "
+                                 "(KEP-5532), and the node declares no features")
+    assert "is not among them" in on("v1.37.2", ["InPlacePodVerticalScaling"])
+    assert on("v1.37.2", []) is None and on("devel", []) is None
+    rule = {"action": "RestartAllContainers", "exitCodes": {"operator": "In", "values": [42]}}
+    assert needed_by({"containers": [{"name": "a", "restartPolicyRules": [rule]}]}) == ["restart all containers"]
+    assert needed_by({"init_containers": [{"name": "i", "restart_policy_rules": [rule]}], "containers": None}) == [
+        "restart all containers"]
+    assert needed_by({"containers": [{"name": "a", "restartPolicyRules": [{**rule, "action": "Restart"}]}]}) == []
 
 
 def test_a_failed_claim_is_three_lines_on_the_terminal():
@@ -929,7 +955,7 @@ def test_a_pod_needing_image_volumes_is_kept_off_the_nodes_without_them():
     from podshare.manifests import keep_off_nodes
     from podshare.node_features import needed_by
     spec = {"volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "image", "image": {"reference": "x"}}]}
-    assert needed_by(spec["volumes"]) == ["image volumes"]
+    assert needed_by(spec) == ["image volumes"]
     keep_off_nodes(spec, ["vm-sandboxed", "vm"])
     assert spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == [
         {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["vm"]},

@@ -255,6 +255,14 @@ class TestMoreVerbs:
         assert agent.pid in stopped["stopping"]
         assert agent.wait(timeout=5) == 0
 
+    def test_stop_agent_ends_the_agent_with_the_code_a_restart_rule_names(self, run_probe, start_probe):
+        """manifests/patterns/restart-all.yaml's rule matches exit code 42; no other code is offered."""
+        agent = start_probe("agent", "--port", str(25000 + os.getpid() % 10000))
+        agent.stdout.readline()
+        stopped = run_probe("stop-agent", "--exit-code", "42")
+        assert agent.pid in stopped["stopping"] and stopped["exit_code"] == 42
+        assert agent.wait(timeout=5) == 42
+
 
 class TestPatternProcesses:
     def test_web_app_answers_with_its_container_and_the_request(self, start_probe):
@@ -451,6 +459,11 @@ class TestServeChannel:
         serve.ask("stop-agent", request_id=6)
         assert agent.pid in json.loads(serve.frame()["out"])["stopping"]
         assert agent.wait(timeout=5) == 0
+        again = start_probe("agent", "--port", str(28000 + os.getpid() % 10000))
+        again.stdout.readline()
+        serve.ask("stop-agent", "--exit-code", "42", request_id=7)
+        assert json.loads(serve.frame()["out"])["exit_code"] == 42
+        assert again.wait(timeout=5) == 42
 
     def test_the_server_exits_when_the_harness_closes_the_stream(self, serve):
         serve.stdin.close()
