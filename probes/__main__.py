@@ -7,7 +7,7 @@ import signal
 import sys
 from typing import Any, Callable
 
-from . import agent, files, identity, net, patterns, perf, posix, projected, serve, sqlite, sqlite_locks, sysv
+from . import agent, files, identity, memory, net, patterns, perf, posix, projected, serve, sqlite, sqlite_locks, sysv
 from .holding import DEFAULT_HOLD_SECONDS, release, same_container_processes, signal_processes
 from .output import emit, ok
 
@@ -142,6 +142,7 @@ VERBS: dict[str, tuple[Callable | None, str, list]] = {
     # IPC
     **ipc_verbs("sysv", sysv, arg("--key", type=int, required=True)),
     **ipc_verbs("posix", posix, arg("--name", required=True)),
+    "memory-charge": (memory.charge, "shmem and usage of this container's memory cgroup", []),
     "filesystem": (posix.filesystem, "statfs and mount of a path", [PATH]),
     # files on the shared volumes
     "write": (files.write, "write a seeded payload",

@@ -255,6 +255,12 @@ class TestMoreVerbs:
         assert agent.pid in stopped["stopping"]
         assert agent.wait(timeout=5) == 0
 
+    def test_memory_charge_reads_this_process_memory_cgroup(self, run_probe):
+        """The host's own cgroup (v1 here: /sys/fs/cgroup/memory; v2: /sys/fs/cgroup): its shmem and usage."""
+        charge = run_probe("memory-charge")
+        assert charge["ok"] and charge["cgroup"] in ("v1", "v2"), charge
+        assert isinstance(charge["shmem"], int) and charge["usage"] > 0, charge
+
     def test_stop_agent_ends_the_agent_with_the_code_a_restart_rule_names(self, run_probe, start_probe):
         """manifests/patterns/restart-all.yaml's rule matches exit code 42; no other code is offered."""
         agent = start_probe("agent", "--port", str(25000 + os.getpid() % 10000))
