@@ -93,8 +93,9 @@ def test_an_exit_its_rule_names_restarts_every_container_in_the_same_pod(restart
     assert after["boot_ids"]["alpha"] != before["boot_ids"]["alpha"], "alpha's process did not start again"
     assert after["boot_ids"]["beta"] != before["boot_ids"]["beta"], (
         f"beta was not restarted: its agent answers with the boot id {before['boot_ids']['beta']} it had before "
-        f"alpha exited with {RULE_EXIT_CODE} (restart counts {after['pod']['restart_counts']}): only alpha "
-        "restarted, as without a RestartAllContainers rule")
+        f"alpha exited with {RULE_EXIT_CODE} (restart counts: "
+        f"{', '.join(f'{n} {c}' for n, c in after['pod']['restart_counts'].items())}): only alpha restarted, as "
+        "without a RestartAllContainers rule")
     for name in CONTAINERS:
         assert after["pod"]["restart_counts"][name] > before["pod"]["restart_counts"][name], (
             f"{name}'s restartCount stayed at {before['pod']['restart_counts'][name]}, though its process started "

@@ -347,8 +347,6 @@ PATTERN_CLAIMS_BROKEN = {
         "test_integrity_check_is_ok_in_both_containers_after_the_run",
         "test_the_sidecars_backup_restores_every_committed_row_in_the_app",
         "test_a_write_transaction_open_in_the_app_holds_off_the_sidecars")},  # nothing contends: none refused
-    # no RestartAllContainers rule: alpha restarts alone, beta and the init container do not run again
-    "test_restart_all.py": {"test_an_exit_its_rule_names_restarts_every_container_in_the_same_pod"},
 }
 
 
@@ -590,6 +588,27 @@ def test_a_listed_claim_that_holds_fails_the_run_unless_its_entry_is_intermitten
     assert intermittent["outcome"] == "passed" and intermittent["message"].startswith(
         "held this time; listed as a known divergence") and "a race in the namespaces" in intermittent[
         "message"], intermittent
+
+
+def test_an_exit_without_a_restart_all_rule_restarts_one_container_and_fails_the_claim(tmp_path, kube):
+    """The broken restart-all pattern (--patterns-dir): alpha has no RestartAllContainers
+    rule, so its exit with 42 restarts alpha alone (the pod's restartPolicy Always), on
+    the current pool, whose kubelet has the gate. The claim that every container
+    restarts fails naming beta's unchanged boot id; what the containers share still
+    survives. On the first node (kubelet 1.35) the claims are one not-applicable line."""
+    current = _node_of_pool(kube, "current")
+    checks = run_variant(tmp_path, None, "lifecycle", "--patterns-dir", str(VARIANTS / "broken-patterns"),
+                         "-k", "restart_all", node=current)
+    outcomes = {c["id"].split("::")[1].split("[")[0]: c for c in checks}
+    assert set(outcomes) == {"test_an_exit_its_rule_names_restarts_every_container_in_the_same_pod",
+                             "test_what_the_containers_share_survives_a_restart_of_all_containers"}, list(outcomes)
+    broken = outcomes["test_an_exit_its_rule_names_restarts_every_container_in_the_same_pod"]
+    assert broken["outcome"] == "failed" and broken["message"].startswith("beta was not restarted"), broken["message"]
+    assert outcomes["test_what_the_containers_share_survives_a_restart_of_all_containers"]["outcome"] == "passed"
+    first = run_variant(tmp_path / "first", None, "lifecycle", "-k", "restart_all")
+    assert first == [], [c["id"] for c in first]
+    said = json.loads((tmp_path / "first" / "reports" / "results.json").read_text())["cluster"]["not_applicable"]
+    assert [na["feature"] for na in said] == ["restart all containers"], said
 
 
 def _node_of_pool(kube, pool: str) -> str:
