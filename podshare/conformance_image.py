@@ -187,9 +187,10 @@ def main() -> int:
     results.mkdir(parents=True, exist_ok=True)
     for name in (LOG, JUNIT, TARBALL, DONE, *REPORTS):  # an earlier run's files would pass for this one's
         (results / name).unlink(missing_ok=True)
-    start = time.monotonic()
+    # Empty until the Will-run line can come with the first bytes: Hydrophone reads an
+    # empty log as not started yet, a missing one as the end of the run (logs.go, watchStatus).
+    tee, start = Tee(results / LOG), time.monotonic()
     text, ids, error, status = selection(request)
-    tee = Tee(results / LOG)  # written only now, the Will-run line with the first bytes
     tee.write((f"podshare conformance image: focus {env.get('E2E_FOCUS', '')!r}, skip {env.get('E2E_SKIP', '')!r}, "
                f"dry run {request.dry_run}, options {shlex.join(request.pytest_args())}\n{text}").encode())
     if error is None and not request.dry_run:
