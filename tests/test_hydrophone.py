@@ -3,7 +3,7 @@ conformance image against the local cluster, with a focus on three quick
 identity claims, and the junit it copies out of its pod says they passed. Needs
 the local cluster, whose nodes hold the runner image (PODSHARE_RUNNER_IMAGE)
 and the probe image, which serves as Hydrophone's busybox (sh, sleep and cat,
-as uid 65534). docs/hydrophone.md."""
+as uid 65534). About 40 s once Hydrophone is built. docs/hydrophone.md."""
 from __future__ import annotations
 
 import os
