@@ -38,7 +38,7 @@ step() {
   return $code
 }
 offline=(tests/test_install.py tests/test_current_stack.py tests/test_probes_on_host.py tests/test_sqlite_probes_on_host.py tests/test_harness_logic.py
-         tests/test_plugin_cli.py)
+         tests/test_plugin_cli.py tests/test_conformance_image.py)
 mkdir -p reports
 step harness-offline .venv/bin/python -m pytest "${offline[@]}" -p no:cacheprovider \
   --reports-dir reports/harness-offline "$@" > reports/harness-offline.log 2>&1 &

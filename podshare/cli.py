@@ -7,6 +7,8 @@
     podshare nightly [--keep-runs N] [PYTEST ARGS]   in a cluster (the runner image): run, store the reports as a ConfigMap
     podshare fetch --namespace NS DIR   the stored runs of a namespace into DIR, for `podshare history DIR`
     podshare nightly-manifest [--registry HOST/PATH] [--schedule CRON]   the CronJob and its RBAC, for kubectl apply
+    podshare sonobuoy-plugin [--registry HOST/PATH]   the Sonobuoy plugin definition, with the images filled in
+    podshare conformance-image   the runner image's default: a run as Hydrophone and Sonobuoy drive one (E2E_* env)
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import tempfile
 
 from pathlib import Path
 
-from . import new_run_id, nightly as nightly_manifest, store
+from . import conformance_image, new_run_id, nightly as nightly_manifest, store
 from .gc import collect, find_orphans
 from .history import WINDOW, History
 from .images import IMAGES, mirrored
@@ -107,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                            "run the suites with the trend of the runs stored in this namespace, store this run as a "
                            "ConfigMap ([--keep-runs N] PYTEST ARGS)")
     night.add_argument("--keep-runs", type=int, default=store.KEEP, help="stored runs to keep (--keep is pytest's)")
+    sub.add_parser("conformance-image", help="inside a cluster (the runner image's default command): the claims "
+                   "as a Kubernetes conformance image for Hydrophone and Sonobuoy (E2E_FOCUS, E2E_SKIP, E2E_DRYRUN; "
+                   "results in /tmp/results): docs/hydrophone.md")
     manifest = sub.add_parser("nightly-manifest", help="the nightly CronJob, its namespace and RBAC, with the images "
                               "filled in: podshare nightly-manifest | kubectl apply -f -")
     option("--registry").add_to(manifest)
@@ -121,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
                                "push); by default it must name a digest, NAME@sha256:...")
     for name in IMAGES:
         option(f"--{name}-image").add_to(manifest)
+    plugin = sub.add_parser("sonobuoy-plugin", help="the Sonobuoy plugin definition with the images filled in: "
+                            "podshare sonobuoy-plugin > podshare.yaml; sonobuoy run --plugin podshare.yaml")
+    option("--registry").add_to(plugin)
+    option("--image-pull-policy").add_to(plugin)
+    for name in IMAGES:
+        option(f"--{name}-image").add_to(plugin)
     fetched = sub.add_parser("fetch", help="the runs stored by in-cluster runs, into a directory for podshare history")
     fetched.add_argument("--namespace", required=True, help="where the runner ran (manifests/nightly: podshare-nightly)")
     fetched.add_argument("directory")
@@ -150,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         return nightly(args.keep_runs, rest)
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "sonobuoy-plugin":
+        print(nightly_manifest.render_plugin(images={n: getattr(args, f"{n}_image") for n in IMAGES},
+                                             registry=args.registry, pull_policy=args.image_pull_policy), end="")
+        return 0
+    if args.command == "conformance-image":
+        return conformance_image.main()
     if args.command == "nightly-manifest":
         try:
             print(nightly_manifest.render(images={n: getattr(args, f"{n}_image") for n in IMAGES},

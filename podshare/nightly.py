@@ -1,6 +1,7 @@
 """The in-cluster nightly run's manifests (manifests/nightly/nightly.yaml),
 filled with this podshare's images: one template for the CronJob and for any
-one-off Job made from it."""
+one-off Job made from it; and the Sonobuoy plugin (manifests/sonobuoy), filled
+the same way."""
 from __future__ import annotations
 
 import re
@@ -12,6 +13,7 @@ from .images import DEFAULTS, mirrored
 from .manifests import MANIFESTS
 
 TEMPLATE = MANIFESTS / "nightly" / "nightly.yaml"
+PLUGIN = MANIFESTS / "sonobuoy" / "podshare.yaml"
 SCHEDULE = "17 3 * * *"
 
 
@@ -20,6 +22,19 @@ NAMESPACE = "podshare-nightly"
 
 def by_digest(image: str) -> bool:
     return bool(re.search(r"@sha256:[0-9a-f]{64}$", image))
+
+
+def fill(text: str, values: dict[str, str]) -> str:
+    """The placeholders (whole words, not a YAML key) replaced, comments kept for the reader."""
+    return re.sub(r"\b(" + "|".join(values) + r")\b(?!:)", lambda m: values[m[1]], text)
+
+
+def render_plugin(*, images: dict[str, str] | None = None, registry: str | None = None,
+                  pull_policy: str = "IfNotPresent") -> str:
+    """The Sonobuoy plugin definition with the images filled in."""
+    chosen = {name: mirrored((images or {}).get(name) or DEFAULTS[name], registry) for name in DEFAULTS}
+    return fill(PLUGIN.read_text(), {"RUNNER_IMAGE": chosen["runner"], "PROBE_IMAGE": chosen["probe"],
+                                     "NGINX_IMAGE": chosen["nginx"], "PULL_POLICY": pull_policy})
 
 
 def render(*, images: dict[str, str] | None = None, registry: str | None = None, schedule: str = SCHEDULE,
@@ -36,7 +51,7 @@ def render(*, images: dict[str, str] | None = None, registry: str | None = None,
     values = {"RUNNER_IMAGE": chosen["runner"], "PROBE_IMAGE": chosen["probe"], "NGINX_IMAGE": chosen["nginx"],
               "PULL_POLICY": pull_policy, "SCHEDULE": f'"{schedule}"', "ALL_NODES": "1" if all_nodes else "0",
               "ONE_PER_POOL": "1" if one_per_pool and all_nodes else "0"}
-    text = re.sub(r"\b(" + "|".join(values) + r")\b(?!:)", lambda m: values[m[1]], TEMPLATE.read_text())
+    text = fill(TEMPLATE.read_text(), values)
     fence = [{**doc, "metadata": {**doc["metadata"], "namespace": NAMESPACE}} for doc in fence_documents()]
     return (text.rstrip("\n") + "\n---\n# The namespace's fence and quota (manifests/fence.yaml)\n"
             + yaml.safe_dump_all(fence, sort_keys=False))

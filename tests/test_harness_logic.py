@@ -765,7 +765,8 @@ def test_leftovers_outrank_could_not_check_in_the_exit_code():
 LAYERS = [
     {"plugin", "fixtures", "session", "dimensions", "claim_diagnosis", "outcomes", "recovery", "controller",
      "failure_block",
-     "run_end", "junit", "settings", "options_doc", "cli", "nightly", "__main__"},
+     "run_end", "junit", "settings", "options_doc", "cli", "nightly", "__main__", "conformance_image",
+     "conformance_select"},
     {"cluster", "factory", "pods", "manifests", "waits", "verbs", "channel", "disruption", "delivery",
      "unpack_probes", "gc", "images", "store", "confinement", "fence"},
     {"kube", "kube_calls", "errors", "retry", "evidence", "node_features", "node_facts"},
