@@ -12,5 +12,5 @@ classes=()
 for c in runc crun youki gvisor gvisor-hinted; do classes+=(--runtime-class "$c"); done
 exec "$here/with-cluster.sh" python -m pytest suites -p no:cacheprovider --all-nodes --tolerate '*' \
   "${classes[@]}" --user-namespaces both --storage-class local-path --storage-class shared-sshfs \
-  --known-divergences cluster/gvisor-known-divergences.yaml \
+  --known-divergences cluster/gvisor-known-divergences.yaml --known-divergences cluster/youki-known-divergences.yaml \
   --known-divergences cluster/shared-fs-known-divergences.yaml --reports-dir reports/full-matrix "$@"

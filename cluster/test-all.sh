@@ -44,25 +44,26 @@ step harness-offline .venv/bin/python -m pytest "${offline[@]}" -p no:cacheprovi
   --reports-dir reports/harness-offline "$@" > reports/harness-offline.log 2>&1 &
 offline_pid=$!
 known=cluster/gvisor-known-divergences.yaml
+known_youki=cluster/youki-known-divergences.yaml
 first_node=$(hostname | tr '[:upper:]' '[:lower:]')
 step nodes .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/nodes \
-  --all-nodes --tolerate sandbox.gke.io/runtime --storage-class local-path --known-divergences "$known" "$@" || rc=1
+  --all-nodes --tolerate sandbox.gke.io/runtime --storage-class local-path --known-divergences "$known" --known-divergences "$known_youki" "$@" || rc=1
 # One after the other: side by side (each on its node) they saved 50 s of 355 on 2 cores, and the
 # first node's kubelet, starved, took longer than a ConfigMap update's bound (1.5 x syncFrequency + 15 s).
 step matrix .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix --node "$first_node" \
-  --runtime-class runc --runtime-class crun --runtime-class youki --known-divergences "$known" "$@" || rc=1
+  --runtime-class runc --runtime-class crun --runtime-class youki --known-divergences "$known" --known-divergences "$known_youki" "$@" || rc=1
 current_node=$(.venv/bin/python -c 'from podshare.kube import Kube
 print(" ".join(n.metadata.name for n in Kube().nodes("podshare.io/pool=current")[:1]))') || rc=1
 if [ -n "$current_node" ]; then  # the three-node cluster (PODSHARE_NODES=3, make test's default)
   step matrix-current .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix-current \
     --node "$current_node" \
-    --runtime-class runc --runtime-class crun --runtime-class youki --runtime-class gvisor --known-divergences "$known" "$@" || rc=1
+    --runtime-class runc --runtime-class crun --runtime-class youki --runtime-class gvisor --known-divergences "$known" --known-divergences "$known_youki" "$@" || rc=1
   export PODSHARE_MATRIX_CURRENT_RESULTS="$PWD/reports/matrix-current/results.json"
   sandboxed_node=$(.venv/bin/python -c 'from podshare.kube import Kube
 print(" ".join(n.metadata.name for n in Kube().nodes("podshare.io/pool=sandboxed")[:1]))') || rc=1
   step matrix-hinted .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix-hinted \
     --node "$sandboxed_node" --tolerate sandbox.gke.io/runtime --runtime-class gvisor-hinted --storage-class local-path \
-    --known-divergences "$known" "$@" || rc=1
+    --known-divergences "$known" --known-divergences "$known_youki" "$@" || rc=1
   export PODSHARE_MATRIX_HINTED_RESULTS="$PWD/reports/matrix-hinted/results.json"
 fi
 # the built image's run is one node and class: it leaves room for the user-namespace run beside it
@@ -78,7 +79,7 @@ step shared-fs .venv/bin/python -m pytest suites -p no:cacheprovider -m volume -
 shared_fs=$!
 step userns .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/userns --user-namespaces on \
   --node-selector 'podshare.io/pool in (default,current)' --runtime-class runc --runtime-class crun \
-  --runtime-class youki --runtime-class gvisor --known-divergences "$known" --workers 2 "$@"
+  --runtime-class youki --runtime-class gvisor --known-divergences "$known" --known-divergences "$known_youki" --workers 2 "$@"
 userns_rc=$?
 [ "$userns_rc" -eq 0 ] || [ "$userns_rc" -eq 2 ] || rc=1  # 2: the nodes and classes that refuse them
 wait "$built_probe" || rc=1

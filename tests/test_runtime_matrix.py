@@ -1,9 +1,9 @@
 """The claim x runtime matrix on the bundled cluster's RuntimeClasses, per
-stack: runc, crun and youki keep every promise; gVisor, plain (its own shim, as a
-containerd install gives it) and hinted (GKE Sandbox's emptyDir mount hints),
-diverges exactly where cluster/gvisor-known-divergences.yaml says for that
-configuration, no more and no less, so a runtime or harness change shows the
-day it happens.
+stack: runc and crun keep every promise; youki (cluster/youki-known-divergences.yaml)
+and gVisor, plain (its own shim, as a containerd install gives it) and hinted
+(GKE Sandbox's emptyDir mount hints; cluster/gvisor-known-divergences.yaml),
+each diverge exactly where its file says for that configuration, no more and no
+less, so a runtime or harness change shows the day it happens.
 
 `make test` runs each stack's matrix once (cluster/test-all.sh) and hands its
 results here; run alone, this runs them itself."""
@@ -19,8 +19,8 @@ from podshare.known_divergences import KnownDivergences, places
 
 from .conftest import PROJECT, run_suites
 
-KNOWN = PROJECT / "cluster" / "gvisor-known-divergences.yaml"
-GVISOR = ("gvisor", "gvisor-hinted")
+KNOWN = [str(PROJECT / "cluster" / f"{runtime}-known-divergences.yaml") for runtime in ("gvisor", "youki")]
+DIVERGING = ("gvisor", "gvisor-hinted", "youki")  # each where its known-divergences file says, no more, no less
 
 
 # Each stack the local cluster has, with the RuntimeClasses its pool runs: the first node
@@ -52,7 +52,7 @@ def matrix(stack, classes, request, tmp_path_factory) -> dict:
         pytest.skip(f"the {stack} pool is on the three-node local cluster (PODSHARE_NODES=3)")
     node = request.getfixturevalue("kube").nodes(f"podshare.io/pool={stack}")
     reports = tmp_path_factory.mktemp("matrix")
-    run_suites(*[f"--runtime-class={c}" for c in classes], "--known-divergences", str(KNOWN),
+    run_suites(*[f"--runtime-class={c}" for c in classes], *(a for k in KNOWN for a in ("--known-divergences", k)),
                *(["--node", node[0].metadata.name] if node else []), "--tolerate", "sandbox.gke.io/runtime",
                "--reports-dir", str(reports), timeout=3000)
     return json.loads((reports / "results.json").read_text())
@@ -76,8 +76,8 @@ def test_every_claim_ran_once_on_every_class(matrix, classes):
 
 
 @pytest.mark.usefixtures("kube")
-def test_every_claim_holds_on_runc_crun_and_youki(matrix, classes):
-    for runtime_class in set(classes) - set(GVISOR):
+def test_every_claim_holds_on_runc_and_crun(matrix, classes):
+    for runtime_class in set(classes) - set(DIVERGING):
         seen = outcomes(matrix, runtime_class)
         assert len(seen) >= 41, f"only {len(seen)} claims ran on {runtime_class}"
         broken = {claim: o for claim, o in seen.items() if o != "passed"}  # a skip is not a pass
@@ -85,13 +85,13 @@ def test_every_claim_holds_on_runc_crun_and_youki(matrix, classes):
 
 
 @pytest.mark.usefixtures("kube")
-def test_gvisor_diverges_exactly_where_the_known_divergences_file_says(matrix, classes):
-    """For each gVisor configuration the stack runs (plain, hinted): the claims that
-    did not pass are exactly those its entries list, each a known divergence with
-    its evidence, and every entry for that class names a claim that ran."""
-    known = KnownDivergences.load(str(KNOWN))
+def test_gvisor_and_youki_diverge_exactly_where_the_known_divergences_files_say(matrix, classes):
+    """For each gVisor configuration the stack runs (plain, hinted) and youki: the
+    claims that did not pass are exactly those its entries list, each a known
+    divergence with its evidence, and every entry for that class names a claim that ran."""
+    known = KnownDivergences.load(KNOWN)
     lacking = {na["feature"] for na in matrix["cluster"].get("not_applicable", []) if na.get("feature")}
-    for runtime_class in set(classes) & set(GVISOR):
+    for runtime_class in set(classes) & set(DIVERGING):
         seen = outcomes(matrix, runtime_class)
         assert len(seen) >= 41, f"only {len(seen)} claims ran on {runtime_class}"
         volume = {c["claim_id"]: c["volume"] for c in matrix["checks"] if c["runtime_class"] == runtime_class}
