@@ -373,6 +373,7 @@ def check_shared_volumes(ctrd: Private, handler: str, image: str) -> dict:
                         and result.get("rmp_exit") == 0
                         # the hints' promise: one tmpfs inside the sandbox for the Memory volume
                         and (not hinted or result["fstypes"].get("/memory") == "tmpfs"))
+    return result
 
 
 # Each container of a two-container pod prints the namespaces it is in; the

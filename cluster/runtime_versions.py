@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from . import workers
-from .configs import GVISOR_PLATFORM, containerd2_runtimes
+from .configs import GVISOR_PLATFORM, containerd2_runtimes, youki_binary
 
 ANNOTATION = "podshare.io/runtimes"
 RUNC_SHIM = "io.containerd.runc.v2"
@@ -61,8 +61,9 @@ def _shim_version(shim: str) -> str:
 
 
 def debian_runtimes() -> dict[str, dict]:
-    """The first node's (containerd 1.6): Debian's runc from PATH, its crun."""
-    return {"runc": {"binary": shutil.which("runc") or "runc"}, "crun": {"binary": "/usr/bin/crun"}}
+    """The first node's (containerd 1.6): Debian's runc from PATH, its crun, build-youki.sh's youki."""
+    return {"runc": {"binary": shutil.which("runc") or "runc"}, "crun": {"binary": "/usr/bin/crun"},
+            "youki": {"binary": str(youki_binary())}}
 
 
 def current_runtimes(bindir: Path, roots: Path, gvisor: Path | None) -> dict[str, dict]:
