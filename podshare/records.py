@@ -328,6 +328,8 @@ class ClusterFacts:
         every worker's nodes, classes and probe containers."""
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if theirs is None:  # the worker does not know it (a node it never read): the controller's stands
+                continue
             if isinstance(mine, dict):
                 mine.update(theirs)
             elif isinstance(mine, list):

@@ -1064,3 +1064,13 @@ def test_gvisor_runs_under_its_own_shim_on_the_containerd_2_pools_only():
     assert [p.name for p in pools.values() if p.labels.get("podshare.io/gvisor") == "plain"] == ["current"]
     assert pools["sandboxed"].default_runtime == "gvisor-hinted" and pools["sandboxed"].stack == "current"
     assert workers.runtime_class("gvisor-hinted")["scheduling"]["nodeSelector"] == pools["sandboxed"].labels
+
+
+def test_a_workers_facts_join_the_controllers_without_erasing_what_it_knows():
+    """A worker that never read a node's runtimes (None) leaves the controller's;
+    dicts and lists join; what the controller lacks comes from the worker."""
+    from podshare.records import ClusterFacts
+    mine = ClusterFacts(runtimes={"default": "runc"}, runtime_classes={"runc": "runc"})
+    mine.merge(ClusterFacts(node="vm", runtime_classes={"crun": "crun"}))
+    assert mine.runtimes == {"default": "runc"} and mine.node == "vm"
+    assert mine.runtime_classes == {"runc": "runc", "crun": "crun"}
