@@ -217,10 +217,12 @@ class NodeFacts:
         return cls(**_known(cls, data))
 
     def to_json(self) -> dict[str, Any]:
-        """As results.json has it; runtimes only where the node said them."""
+        """As results.json has it; runtimes and declared features only where the node said them."""
         data = asdict(self)
         if self.runtimes is None:
             del data["runtimes"]
+        if not self.declared_features:
+            del data["declared_features"]
         return data
 
     @property
