@@ -31,6 +31,7 @@ PINNED = "/pinned/settings.conf"  # alpha's subPath mount of the key settings.co
 # (it is the same inode), so a watch on it would never end.
 WATCHED_FILE = "/config/feature-flags"
 WATCH_GRACE_S = 3.0
+START_SLACK_S = 30.0  # what the helpers' start-up before the update may take on a loaded node
 CONTENT_EVENTS = {"IN_MODIFY", "IN_CLOSE_WRITE", "IN_DELETE_SELF", "IN_IGNORED"}  # a file written or removed
 
 
@@ -46,6 +47,7 @@ class SettingsUpdate:
     config_after: dict = field(default_factory=dict)  # alpha's /config once the pinned copy is read again
     resource_version: str | None = None
     api_call_s: float = 0.0
+    bound_s: float = 0.0  # update_wait_s: how long after the API's answer the update may take
 
 
 def generations(keys: dict[str, str]) -> dict[str, str | None]:
@@ -79,12 +81,17 @@ def settings_update(settings_pod, pattern_pods, update_configmap, kubelet_sync_s
     """The one update the claims observe (see the module's docstring)."""
     alpha, beta = settings_pod.container("alpha"), settings_pod.container("beta")
     seen = SettingsUpdate(kubelet=kubelet_sync_settings(settings_pod.node))
-    wait = update_wait_s(seen.kubelet)
+    seen.bound_s = wait = update_wait_s(seen.kubelet)
+    # The helpers start one after another before the update, so each follows for longer than the
+    # bound, which is judged on the delay counted from the API's answer (a follower's own clock
+    # starts before the update: on a loaded node its start-up ate into the bound).
+    follow = wait + START_SLACK_S
     seen.pinned_before = alpha.run("read", path=PINNED, text=True)
-    followers = {(c.name, kind): c.start("follow-keys", answer_within=wait + 10, path=path, until=NEW, timeout=wait)
+    followers = {(c.name, kind): c.start("follow-keys", answer_within=follow + 10, path=path, until=NEW,
+                                             timeout=follow)
                  for c in (alpha, beta) for kind, path in MOUNTS.items()}
-    watcher = alpha.start("watch-swap", answer_within=wait + 10, path=MOUNTS["configMap"], file=[WATCHED_FILE],
-                          quiet=[PINNED], timeout=wait)
+    watcher = alpha.start("watch-swap", answer_within=follow + 10, path=MOUNTS["configMap"], file=[WATCHED_FILE],
+                          quiet=[PINNED], timeout=follow)
     ready_at = {}
     for key, follower in followers.items():
         follower.wait_ready()
@@ -141,6 +148,11 @@ def test_update_reaches_both_containers_whole(settings_update, stranger, kind, e
             f"{container} never saw the update in the {kind} volume at {path}: {describe(answer)} after "
             f"{answer.get('waited_s')} s of {answer.get('reads')} reads (kubelet syncFrequency "
             f"{settings_update.kubelet.get('syncFrequency', 'unknown')})")
+        delay, bound = settings_update.delays_s[(container, kind)], settings_update.bound_s
+        assert delay is not None and delay <= bound, (
+            f"{container} saw the update in the {kind} volume at {path} {delay} s after the API's answer, past "
+            f"the bound of {bound:g} s (1.5 x the kubelet's syncFrequency "
+            f"{settings_update.kubelet.get('syncFrequency', 'unknown')}, its jitter included, + 15 s)")
     assert not foreign.get("ok"), stranger_sees(f"the stranger pod reads the ConfigMap's keys at {path}", foreign)
 
 

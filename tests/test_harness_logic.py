@@ -1074,3 +1074,44 @@ def test_a_workers_facts_join_the_controllers_without_erasing_what_it_knows():
     mine.merge(ClusterFacts(node="vm", runtime_classes={"crun": "crun"}))
     assert mine.runtimes == {"default": "runc"} and mine.node == "vm"
     assert mine.runtime_classes == {"runc": "runc", "crun": "crun"}
+
+
+@pytest.mark.parametrize("how", ["restart_container", "exit_by_restart_rule"])
+def test_a_restart_the_claim_makes_is_no_disruption_while_it_is_waited_for(monkeypatch, how):
+    """A restart slow enough that the wait looks for disruptions meanwhile (CI's
+    loaded node: a restart of all containers past the check's period) is the
+    claim's own: the wait ends on the restarted pod, not on "restarted by the
+    kubelet". A second restart nobody asked for still is one."""
+    from podshare import pods, waits
+    from podshare.disruption import Disruptions
+    monkeypatch.setattr(waits, "LOOK_EVERY", 0.0)  # every look also diagnoses
+    live = _live_pod()
+    live.status.container_statuses.append(client.V1ContainerStatus(
+        name="beta", image="i", image_id="", ready=True, restart_count=0, state=live.status.container_statuses[0].state))
+    looks = []
+
+    class Restarting(ClusterFacts):
+        def read_pod(self, namespace, name, timeout=None):
+            looks.append(name)
+            if len(looks) == 3:  # the kubelet restarting: counts up, not ready yet
+                for s in live.status.container_statuses[:1 if how == "restart_container" else 2]:
+                    s.restart_count, s.ready = 1, False
+            if len(looks) == 6:
+                for s in live.status.container_statuses:
+                    s.ready = True
+            return live
+
+    kube = Restarting(live)
+    pod = pods.Pod(kube, "ns", {"metadata": {"name": "p"}}, timeout=30, disruptions=Disruptions())
+    pod.uid, pod.node, pod.restarts_seen = "u1", "n1", {"alpha": 0, "beta": 0}
+    monkeypatch.setattr(pod, "container", lambda name: type("C", (), {"run": lambda self, *a, **k: {"ok": True}})())
+    monkeypatch.setattr(pods, "sandbox_refused", lambda kube, pod: None, raising=False)
+    monkeypatch.setattr(waits, "sandbox_refused", lambda kube, pod: None)
+    if how == "restart_container":
+        assert pod.restart_container("alpha") == 1
+    else:
+        assert pod.exit_by_restart_rule("alpha", 42) == {"alpha": 1, "beta": 1}
+    assert len(looks) >= 6
+    live.status.container_statuses[1].restart_count = 2
+    from podshare.disruption import diagnose
+    assert diagnose(kube, [pod]).cause.startswith("container beta of pod p was restarted by the kubelet")
