@@ -123,7 +123,9 @@ class Cluster:
             # A taint keeps out only pods that do not tolerate it (another RuntimeClass's
             # may): not the whole node's disruption, as cordoned or NotReady is.
             only_tainted = node_unfit(node, ("*",)) is None
-            raise Disrupted(Disruption(unfit) if only_tainted else self.disruptions.record(Disruption(unfit, node=name)))
+            ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+            raise Disrupted(Disruption(unfit) if only_tainted else self.disruptions.record(
+                Disruption(unfit, node=name, node_ready=ready)))
 
     def learn_node(self, node: str | None) -> None:
         """Node facts for the report; reading nodes is optional (cluster-scoped)."""
@@ -316,7 +318,7 @@ class Cluster:
         the wait is short and the leftovers say why."""
         if not self.namespace:
             return
-        disrupted = [d for d in self.disruptions.known if d.node or d.everywhere]
+        disrupted = [d for d in self.disruptions.known if d.hides_cleanup]
         left = self.kube.delete_namespace(self.namespace, timeout=DISRUPTED_WAIT if disrupted else timeout)
         self.leftovers += [f"{what} (deleted, not seen gone: {disrupted[0].cause})" if disrupted else what
                            for what in left]

@@ -38,6 +38,14 @@ class Disruption:
     node: str | None = None
     everywhere: bool = False
     container: str | None = None  # a container the kubelet restarted: the pod stays, no fresh pod helps
+    # the node takes no new pod (cordoned, an untolerated taint) but is Ready: its kubelet
+    # still confirms deletions, so cleaning up there is waited for as anywhere
+    node_ready: bool = False
+
+    @property
+    def hides_cleanup(self) -> bool:
+        """Deletions cannot be confirmed through it (a node down, the API): wait short."""
+        return self.everywhere or (self.node is not None and not self.node_ready)
 
     def covers(self, key: str | None, node: str | None) -> bool:
         return self.everywhere or (node is not None and node == self.node) or (key is not None and key in self.pods)

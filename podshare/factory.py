@@ -284,7 +284,7 @@ class PodFactory:
                 self.cluster.leftovers.append(f"{kind.lower()}/{name}: {exc}")
         if self.settings.namespace:
             for pod in self.created:
-                if pod.disruption is not None and (pod.disruption.node or pod.disruption.everywhere):
+                if pod.disruption is not None and pod.disruption.hides_cleanup:
                     self.cluster.leftovers.append(f"pod/{pod.name} (deleted, not seen gone: {pod.disruption.cause})")
                 elif pod.name in deleted:
                     try:
