@@ -137,6 +137,8 @@ def _read_pod(kube: Any, namespace: str, name: str) -> Any | None:
 def _pod_gone(kube: Any, pod: Any, live: Any) -> Disruption | None:
     """The pod deleted, being deleted, evicted or ended by its node."""
     name, namespace = pod.name, pod.namespace
+    if getattr(pod, "deleted_by_claim", False):
+        return None  # the claim deleted it to watch it stop
     scope = frozenset({_key(pod)})
     if live is None or (pod.uid and live.metadata.uid != pod.uid):
         replaced = "" if live is None else f"; a new pod of that name exists (uid {live.metadata.uid})"

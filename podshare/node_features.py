@@ -53,10 +53,23 @@ def restart_all_containers(node: str, facts: NodeFacts) -> str | None:
     return None
 
 
+def pod_level_resources(node: str, facts: NodeFacts) -> str | None:
+    """A pod's own resources (spec.resources, KEP-2837): alpha in 1.32, beta and on
+    from 1.34; a kubelet without the gate sizes and limits the pod by its containers.
+    Judged by the kubelet's version only: no node declares this gate (it is not among
+    component-helpers' nodedeclaredfeatures)."""
+    numbers = re.match(r"v?(\d+)\.(\d+)", facts.kubelet)
+    if numbers and (int(numbers[1]), int(numbers[2])) < (1, 34):
+        return (f"node {node}'s kubelet {facts.kubelet} knows no pod-level resources: PodLevelResources is alpha "
+                "and off by default before 1.34 (KEP-2837)")
+    return None
+
+
 # feature (as claims name it in needs(...)) -> why a node lacks it, or None
 FEATURES: dict[str, Callable[[str, NodeFacts], str | None]] = {
     "image volumes": image_volumes,
     "restart all containers": restart_all_containers,
+    "pod-level resources": pod_level_resources,
 }
 
 
@@ -67,11 +80,13 @@ def lacks(feature: str, node: str, facts: NodeFacts) -> str | None:
 
 def needed_by(spec: dict) -> list[str]:
     """The features a pod's spec needs of its node (an image volume: image volumes; a
-    RestartAllContainers restart rule: restart all containers), as a manifest writes
+    RestartAllContainers restart rule: restart all containers; its own resources:
+    pod-level resources), as a manifest writes
     it or as the API client's to_dict() gives it (snake_case, None unset)."""
     def field(d: dict, camel: str, snake: str) -> list:
         return d.get(camel) or d.get(snake) or []
     containers = [*field(spec, "containers", "containers"), *field(spec, "initContainers", "init_containers")]
     rules = [r for c in containers for r in field(c, "restartPolicyRules", "restart_policy_rules")]
     return ([*(["image volumes"] if any(v.get("image") for v in field(spec, "volumes", "volumes")) else []),
-             *(["restart all containers"] if any(r.get("action") == "RestartAllContainers" for r in rules) else [])])
+             *(["restart all containers"] if any(r.get("action") == "RestartAllContainers" for r in rules) else []),
+             *(["pod-level resources"] if spec.get("resources") else [])])

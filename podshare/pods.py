@@ -38,6 +38,7 @@ class Pod:
         # each container's restart count as the run knows it (ready, or restarted by a claim):
         # a higher one is the kubelet's doing (podshare.disruption)
         self.restarts_seen: dict[str, int] = {}
+        self.deleted_by_claim = False  # begin_deletion: the pod's end is a claim's doing
         self._channels: dict[str, Channel] = {}
         self._channels_lock = threading.Lock()
 
@@ -126,13 +127,13 @@ class Pod:
         statuses = self.read().status.container_statuses or []
         return next(s.restart_count for s in statuses if s.name == container)
 
-    def restart_container(self, container: str) -> int:
-        """Stop the container's main process and wait until kubelet has restarted
-        it and it is ready again; returns the new restart count."""
+    def restart_container(self, container: str, exit_code: int = 0) -> int:
+        """Stop the container's main process (exit code 0, or 1 as a crash) and wait
+        until kubelet has restarted it and it is ready again; returns the new restart count."""
         before = self.restart_count(container)
         self.restarts_seen[container] = before + 1  # this restart is the claim's own, not a disruption
         try:
-            self.container(container).run("stop-agent")
+            self.container(container).run("stop-agent", exit_code=exit_code)
         except KubeError:
             pass  # the answer may die with the container it stops; the restart count is the evidence
         self.close_channels(container)  # it ends with the container: a new one serves the restarted one
@@ -160,6 +161,13 @@ class Pod:
                            restarted_with_all_ready(container, before), self)
         self.restarts_seen = {s.name: s.restart_count for s in pod.status.container_statuses or []}
         return dict(self.restarts_seen)
+
+    def begin_deletion(self) -> None:
+        """Ask for the pod's deletion and return at once, the channels left open: a
+        claim about what happens while it terminates. The deletion is the claim's own,
+        never a disruption (podshare.disruption)."""
+        self.deleted_by_claim = True
+        self.kube.delete(self.namespace, "Pod", self.name)
 
     def delete(self) -> None:
         self.close_channels()
@@ -257,8 +265,8 @@ class ProbeSet:
         volume = next((v for v in pod.spec.volumes or [] if v.name == name), None)
         return to_manifest(volume) if volume else None
 
-    def restart_container(self, container: str) -> int:
-        return self.pod_of(container).restart_container(container)
+    def restart_container(self, container: str, exit_code: int = 0) -> int:
+        return self.pod_of(container).restart_container(container, exit_code)
 
     @property
     def start_failure(self) -> str | None:

@@ -18,8 +18,9 @@ def agent_processes() -> list[int]:
 
 def stop_agent(args) -> dict:
     """SIGTERM the agent in this container: kubelet then restarts the container;
-    with --exit-code 42, SIGUSR2: the agent exits with the code a container
-    restart rule names (agent.RULE_EXIT_CODE).
+    with --exit-code 1, SIGUSR1: the agent exits as a crash does; with
+    --exit-code 42, SIGUSR2: the agent exits with the code a container restart
+    rule names (agent.RULE_EXIT_CODE).
 
     The answer is printed before the signal is sent: when the agent is the
     container's PID 1, its exit kills this process too."""
@@ -127,7 +128,7 @@ VERBS: dict[str, tuple[Callable | None, str, list]] = {
     "identity": (identity.identity, "hostname, namespace inodes, uid", []),
     "user-namespace": (identity.user_namespace, "uid and gid maps, the user namespace's identity", []),
     "release": (release, "release every holding verb in this container", []),
-    "stop-agent": (stop_agent, "end this container's agent (SIGTERM: exit 0; --exit-code 42: SIGUSR2)",
+    "stop-agent": (stop_agent, "end this container's agent (SIGTERM: exit 0; --exit-code 1: SIGUSR1; 42: SIGUSR2)",
                    [arg("--exit-code", type=int, default=0)]),
     # network
     "loopback": (net.loopback_addresses, "loopback address families present", []),

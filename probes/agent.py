@@ -29,12 +29,34 @@ def _read_at_start(path: str) -> dict:
 RULE_EXIT_CODE = 42  # what manifests/patterns/restart-all.yaml's restartPolicyRules match
 
 
+CRASH_EXIT_CODE = 1  # a crash, as the kubelet sees one: exit code 1 (stop-agent --exit-code 1)
+# Where every agent of a pod notes its SIGTERM and its exit (one JSON line each, on the
+# kernel's boot clock: one clock for the pod), and how long it keeps serving after
+# its SIGTERM, so the last container to stop can still be asked what came first.
+TERM_LOG_ENV, TERM_LINGER_ENV = "PODSHARE_TERM_LOG", "PODSHARE_TERM_LINGER_S"
+
+
 def signal_for_exit(exit_code: int) -> int:
     """The signal that ends an agent with this exit code (stop-agent --exit-code)."""
-    codes = {0: signal.SIGTERM, RULE_EXIT_CODE: signal.SIGUSR2}
+    codes = {0: signal.SIGTERM, CRASH_EXIT_CODE: signal.SIGUSR1, RULE_EXIT_CODE: signal.SIGUSR2}
     if exit_code not in codes:
         raise ValueError(f"an agent exits with {sorted(codes)} only, not {exit_code}")
     return codes[exit_code]
+
+
+def _note(path: str, identity: dict, event: str) -> None:
+    """One line in the pod's term log: who, what, when (appended whole, synced)."""
+    line = json.dumps({"container": identity["container"], "boot_id": identity["boot_id"], "event": event,
+                       "boottime_ns": time.clock_gettime_ns(time.CLOCK_BOOTTIME)}) + "\n"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:  # the exit goes on; the missing line is the evidence
+        print(json.dumps({"agent": "term-log", "error": str(exc)}), flush=True)
 
 
 def run(args) -> None:
@@ -50,10 +72,24 @@ def run(args) -> None:
         "port": port,
     }
     # PID 1 gets no default signal action: exit at once on SIGTERM so pod
-    # deletion never waits out the grace period.
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    # deletion never waits out the grace period (or, with a term log, after noting
+    # it and lingering as long as asked).
+    term_log = os.environ.get(TERM_LOG_ENV)
+    linger_s = float(os.environ.get(TERM_LINGER_ENV) or 0)
+    exit_at: list[float] = []
+    if term_log:
+        def on_sigterm(*_):
+            _note(term_log, identity, "sigterm")
+            if linger_s <= 0:
+                _note(term_log, identity, "exit")
+                os._exit(0)
+            exit_at.append(time.monotonic() + linger_s)
+        signal.signal(signal.SIGTERM, on_sigterm)
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))
-    # The exit a container restart rule names (stop-agent --exit-code): SIGUSR2 ends the agent with it.
+    # The exits stop-agent --exit-code asks for: SIGUSR1 a crash (1), SIGUSR2 what a restart rule names.
+    signal.signal(signal.SIGUSR1, lambda *_: os._exit(CRASH_EXIT_CODE))
     signal.signal(signal.SIGUSR2, lambda *_: os._exit(RULE_EXIT_CODE))
     if args.startup_read:
         identity["startup_read"] = _read_at_start(args.startup_read)
@@ -63,7 +99,11 @@ def run(args) -> None:
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
     while True:
-        for _ in sel.select():
+        if exit_at and time.monotonic() >= exit_at[0]:
+            _note(term_log, identity, "exit")
+            os._exit(0)
+        # a select the SIGTERM handler cannot end (PEP 475 resumes it) wakes to see the linger end
+        for _ in sel.select(timeout=0.2 if term_log else None):
             try:
                 conn, _addr = listener.accept()
             except OSError:

@@ -1,12 +1,20 @@
 """Native sidecar: an init container with restartPolicy Always (Kubernetes
 1.29+) runs beside the main container for the pod's life. Broken in the wild
 by admission webhooks that dropped the unknown restartPolicy field, turning the
-sidecar into a plain init container that blocks the pod."""
+sidecar into a plain init container that blocks the pod; by a 1.35 kubelet that
+left crashed main containers unrestarted beside a running sidecar
+(kubernetes#136969); and, before kubernetes#125935, by the SIGTERM order of
+several sidecars. The last two claims change the pod (a crash, then its
+deletion): they run last, in this order."""
+import json
 import re
+import time
 
 import pytest
 
-from podshare.evidence import describe
+from podshare.errors import KubeError, PodNotReady
+from podshare.evidence import could_not, describe
+from podshare.retry import GaveUp
 
 pytestmark = [pytest.mark.pattern, pytest.mark.manifest("patterns/native-sidecar.yaml")]
 
@@ -71,3 +79,112 @@ def test_sidecar_shares_localhost_ipc_and_volume_with_the_main_container(sidecar
         f"the main container does not see the sidecar's System V semaphore: {describe(checks['sem_seen'])}")
     assert checks["file_read"]["ok"] and checks["file_read"]["sha256"] == checks["file_written"]["sha256"], (
         f"the main container does not read the sidecar's file in the emptyDir: {describe(checks['file_read'])}")
+
+
+PORTS = {"sidecar": 7005, "sidecar2": 7006, "main": 7001}  # manifests/patterns/native-sidecar.yaml
+SIDECARS = ("sidecar", "sidecar2")  # in start order
+TERM_LOG = "/data/disk/terminations.jsonl"  # where each agent notes its SIGTERM and exit
+CRASH = 1  # the exit code stop-agent gives a crash (probes/agent.py's CRASH_EXIT_CODE)
+# what the term log holds once sidecar, the last to stop, has its SIGTERM, in the order promised
+EXPECTED = [("main", "sigterm"), ("main", "exit"), ("sidecar2", "sigterm"), ("sidecar2", "exit"), ("sidecar", "sigterm")]
+
+
+def _state(pod) -> dict:
+    """Each container's boot id (its agent's, new at every start) and restart count."""
+    status = pod.read().status
+    counts = {s.name: s.restart_count for s in (status.init_container_statuses or []) + (status.container_statuses or [])}
+    ids = {}
+    for name, port in PORTS.items():
+        answer = pod.container(name).run("connect", port=port)
+        ids[name] = answer["peer"]["boot_id"] if answer["ok"] else None
+    return {"boot_ids": ids, "restart_counts": counts,
+            "ready": next((c.status for c in status.conditions or [] if c.type == "Ready"), None)}
+
+
+def test_a_main_container_that_crashes_is_restarted_while_its_sidecars_keep_running(sidecar_pod, evidence):
+    """main, the pod's only regular container, exits with 1 (a crash) while both
+    sidecars run: the kubelet restarts it (a new boot id, its restartCount up)
+    and the pod is Ready again; the sidecars ran on through it (the same boot
+    ids, their restart counts unchanged). A 1.35 kubelet left such a container
+    exited with restartCount 0 for good (kubernetes#136969, fixed by #137146)."""
+    before = _state(sidecar_pod)
+    try:
+        sidecar_pod.restart_container("main", exit_code=CRASH)
+        stuck = None
+    except (GaveUp, PodNotReady) as exc:  # waited out, or the pod ended without it
+        stuck = str(exc)
+    after = _state(sidecar_pod)
+    evidence.update(before=before, after=after, waited=stuck)
+    silent = [name for name, boot_id in before["boot_ids"].items() if not boot_id]
+    assert not silent, f"{' and '.join(silent)}'s agent did not answer on its port before the crash"
+    counts = ", ".join(f"{name} {count}" for name, count in after["restart_counts"].items())
+    assert stuck is None, (
+        f"main, which crashed (exit code {CRASH}) beside its running sidecars, was not restarted: {stuck} "
+        f"(restart counts: {counts}; kubernetes#136969)")
+    assert after["boot_ids"]["main"] not in (None, before["boot_ids"]["main"]), "main's agent did not start again"
+    for name in SIDECARS:
+        assert after["boot_ids"][name] == before["boot_ids"][name], (
+            f"{name} did not keep running while main was restarted: its agent answers with the boot id "
+            f"{after['boot_ids'][name]}, not {before['boot_ids'][name]} (restart count "
+            f"{before['restart_counts'][name]} before, {after['restart_counts'][name]} after)")
+        assert after["restart_counts"][name] == before["restart_counts"][name], (
+            f"{name}'s restartCount went from {before['restart_counts'][name]} to {after['restart_counts'][name]} "
+            "when main crashed")
+    assert after["ready"] == "True", f"the pod is not Ready after main's restart (Ready is {after['ready']})"
+
+
+def _events(text: str) -> dict[tuple[str, str], int]:
+    """(container, event) -> boottime_ns, each agent's last incarnation's."""
+    found = {}
+    for line in text.splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        found[(e["container"], e["event"])] = e["boottime_ns"]
+    return found
+
+
+def test_on_deletion_main_stops_before_its_sidecars_and_they_stop_in_reverse_order(sidecar_pod, evidence):
+    """When the pod is deleted, main gets its SIGTERM first and has exited before
+    any sidecar gets one; then the sidecars stop in the reverse of their start
+    order: sidecar2, started last, has exited before sidecar gets its SIGTERM.
+    Every agent notes its SIGTERM and its exit on the pod's boot clock in the
+    shared volume; sidecar, the last to stop, lingers 3 s so the record is read
+    from it. Kubernetes documents this order from 1.29 (KEP-753); with several
+    sidecars it was broken before kubernetes#125935."""
+    first = sidecar_pod.container("sidecar")
+    first.run("read", path=TERM_LOG, text=True)  # its channel opened now: no new exec into a terminating pod
+    sidecar_pod.begin_deletion()
+    reads, last, ended = 0, None, None
+    deadline = time.monotonic() + 60.0  # the pod's 15 s of grace, and more
+    while time.monotonic() < deadline:
+        try:
+            answer = first.run("read", path=TERM_LOG, text=True)
+        except KubeError as exc:  # sidecar has stopped: what was read last is the record
+            ended = str(exc)
+            break
+        reads += 1
+        if answer.get("ok"):
+            last = answer
+            if set(EXPECTED) <= set(_events(answer["text"])):
+                break
+        time.sleep(0.2)
+    events = _events(last["text"]) if last else {}
+    evidence.update(term_log=last, reads=reads, channel_ended=ended,
+                    events_ms={f"{c} {e}": round(t / 1e6, 1) for (c, e), t in sorted(events.items(), key=lambda i: i[1])})
+    assert last is not None, could_not("sidecar", f"the pod's term log {TERM_LOG} while the pod terminated",
+                                       {"ok": False, "detail": ended or "no read answered"})
+    missing = [f"{c}'s {_said(e)}" for c, e in EXPECTED if (c, e) not in events]
+    assert not missing, (f"the term log read from sidecar while the pod terminated lacks {', '.join(missing)} "
+                         f"(it holds {', '.join(f'{c} {_said(e)}' for c, e in events) or 'nothing'}): "
+                         + ("sidecar stopped before it could be read" if ended else "no such SIGTERM came"))
+    for (a, what_a), (b, what_b) in zip(EXPECTED, EXPECTED[1:]):
+        gap_ms = (events[(b, what_b)] - events[(a, what_a)]) / 1e6
+        assert gap_ms >= 0, (
+            f"{b}'s {_said(what_b)} came {-gap_ms:.0f} ms before {a}'s {_said(what_a)}: on deletion the main "
+            "container stops first, then the sidecars in the reverse of their start order")
+
+
+def _said(event: str) -> str:
+    return "SIGTERM" if event == "sigterm" else event

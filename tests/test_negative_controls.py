@@ -611,6 +611,39 @@ def test_an_exit_without_a_restart_all_rule_restarts_one_container_and_fails_the
     assert [na["feature"] for na in said] == ["restart all containers"], said
 
 
+@pytest.mark.usefixtures("kube")
+def test_sidecars_that_are_plain_containers_stop_with_main_and_a_crash_without_restart_fails(tmp_path):
+    """The native-sidecar pattern with its sidecars as plain containers and the
+    pod's restartPolicy Never (--patterns-dir): on deletion every container gets
+    its SIGTERM at once, so the order claim fails naming sidecar2's SIGTERM before
+    main's exit (main lingers 2 s after its own); in a run of its own, main's
+    crash is not restarted and the restart claim fails saying so."""
+    variant = str(VARIANTS / "sidecars-as-containers")
+    order = run_variant(tmp_path / "order", None, "pattern", "--patterns-dir", variant, "-k", "on_deletion")
+    assert [c["outcome"] for c in order] == ["failed"], [(c["id"], c["outcome"], c["message"]) for c in order]
+    assert re.match(r"sidecar2's SIGTERM came \d+ ms before main's exit: ", order[0]["message"]), order[0]["message"]
+    crash = run_variant(tmp_path / "crash", None, "pattern", "--patterns-dir", variant, "-k", "crashes",
+                        "--pod-timeout", "20")
+    assert [c["outcome"] for c in crash] == ["failed"], [(c["id"], c["outcome"], c["message"]) for c in crash]
+    assert crash[0]["message"].startswith("main, which crashed (exit code 1) beside its running sidecars, was not "
+                                          "restarted: "), crash[0]["message"]
+
+
+@pytest.mark.usefixtures("kube")
+def test_memory_volumes_that_lost_their_medium_fail_the_size_claims(tmp_path):
+    """The broken memory-sizes pattern (--patterns-dir): its emptyDirs have no
+    medium, so they are the node's disk: both size claims fail naming the file
+    system that is not tmpfs."""
+    checks = run_variant(tmp_path, None, "memory", "--patterns-dir", str(VARIANTS / "broken-patterns"),
+                         "-k", "memory_sizes")
+    assert sorted(claim_name(c) for c in checks) == [
+        "test_a_memory_volume_without_a_size_limit_is_sized_to_the_pods_memory_limit",
+        "test_with_pod_level_resources_the_pods_own_limit_sizes_the_volume"], [c["id"] for c in checks]
+    for check in checks:
+        assert check["outcome"] == "failed" and re.match(
+            r"alpha's Memory emptyDir at /data/unbounded is \S+, not tmpfs$", check["message"]), check["message"]
+
+
 def _node_of_pool(kube, pool: str) -> str:
     nodes = [n.metadata.name for n in kube.nodes(f"podshare.io/pool={pool}")]
     if not nodes:

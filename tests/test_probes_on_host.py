@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from .conftest import finish, needs_root, wait_ready
+from .suite_run import PROJECT
 
 OTHER_IPC = ("unshare", "--ipc")
 # A private IPC namespace with its own /dev/shm: what dockerd's private IPC mode gives a container.
@@ -268,6 +269,35 @@ class TestMoreVerbs:
         stopped = run_probe("stop-agent", "--exit-code", "42")
         assert agent.pid in stopped["stopping"] and stopped["exit_code"] == 42
         assert agent.wait(timeout=5) == 42
+
+    def test_stop_agent_ends_the_agent_as_a_crash_with_exit_code_1(self, run_probe, start_probe):
+        agent = start_probe("agent", "--port", str(26000 + os.getpid() % 10000))
+        agent.stdout.readline()
+        assert run_probe("stop-agent", "--exit-code", "1")["exit_code"] == 1
+        assert agent.wait(timeout=5) == 1
+
+    def test_an_agent_with_a_term_log_notes_its_sigterm_and_exit_and_lingers_as_asked(self, tmp_path):
+        """What the native-sidecar pattern's termination order is read from: one line
+        per event, on the boot clock; the lingering agent still answers after its
+        SIGTERM, then exits 0."""
+        import subprocess
+        import sys
+        port, log = 27000 + os.getpid() % 10000, tmp_path / "terminations.jsonl"
+        env = {**os.environ, "PYTHONPATH": str(PROJECT), "PODSHARE_CONTAINER": "side",
+               "PODSHARE_TERM_LOG": str(log), "PODSHARE_TERM_LINGER_S": "1.5"}
+        agent = subprocess.Popen([sys.executable, "-m", "probes", "agent", "--port", str(port)], env=env,
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            assert '"listening"' in agent.stdout.readline()
+            agent.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert finish_connect(port)["container"] == "side"  # still serving while it lingers
+            assert agent.wait(timeout=30) == 0
+        finally:
+            agent.kill()
+        events = [json.loads(line) for line in log.read_text().splitlines()]
+        assert [(e["container"], e["event"]) for e in events] == [("side", "sigterm"), ("side", "exit")]
+        assert events[1]["boottime_ns"] - events[0]["boottime_ns"] >= 1.5e9
 
 
 class TestPatternProcesses:
