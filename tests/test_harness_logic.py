@@ -1115,3 +1115,13 @@ def test_a_restart_the_claim_makes_is_no_disruption_while_it_is_waited_for(monke
     live.status.container_statuses[1].restart_count = 2
     from podshare.disruption import diagnose
     assert diagnose(kube, [pod]).cause.startswith("container beta of pod p was restarted by the kubelet")
+
+
+def test_only_a_node_that_cannot_confirm_deletions_cuts_the_cleanup_wait():
+    """A cordoned or tainted node that is Ready still deletes pods: the run waits for
+    its namespace as anywhere; a node down or the API gone cannot confirm anything."""
+    from podshare.disruption import Disruption
+    assert not Disruption("node n is cordoned", node="n", node_ready=True).hides_cleanup
+    assert Disruption("node n is NotReady", node="n").hides_cleanup
+    assert Disruption("the API server did not answer", everywhere=True).hides_cleanup
+    assert not Disruption("pod p was deleted", pods=frozenset({"u1"})).hides_cleanup
