@@ -95,7 +95,10 @@ def _state(pod) -> dict:
     counts = {s.name: s.restart_count for s in (status.init_container_statuses or []) + (status.container_statuses or [])}
     ids = {}
     for name, port in PORTS.items():
-        answer = pod.container(name).run("connect", port=port)
+        try:
+            answer = pod.container(name).run("connect", port=port)
+        except KubeError:  # a container that is not running takes no exec
+            answer = {"ok": False}
         ids[name] = answer["peer"]["boot_id"] if answer["ok"] else None
     return {"boot_ids": ids, "restart_counts": counts,
             "ready": next((c.status for c in status.conditions or [] if c.type == "Ready"), None)}
