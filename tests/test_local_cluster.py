@@ -101,9 +101,9 @@ def test_up_creates_the_five_runtime_classes_and_annotates_each_node_with_its_ru
         assert {"runc", "crun", "youki"} <= set(said["handlers"]), node.metadata.name
 
 
-def test_a_runtime_class_that_does_not_exist_stops_the_run_in_one_line():
+def test_a_runtime_class_that_does_not_exist_stops_the_run_in_one_line(tmp_path):
     out = run_suites("-m", "identity", "--runtime-class", "no-such-class",
-                     "--reports-dir", "/tmp/podshare-no-such-class", timeout=120)
+                     "--reports-dir", str(tmp_path), timeout=120)
     assert out.returncode == 2, out.stdout[-2000:]
     stop = [line for line in out.stdout.splitlines() if "Interrupted: podshare:" in line]
     assert len(stop) == 1 and "RuntimeClass 'no-such-class' does not exist" in stop[0], out.stdout[-2000:]

@@ -26,8 +26,22 @@ def _as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+REPORTS_ROOT: list[Path] = []  # this test's tmp_path (_reports_in_tmp): a run's reports go nowhere else
+
+
+@pytest.fixture(autouse=True)
+def _reports_in_tmp(tmp_path):
+    REPORTS_ROOT[:] = [tmp_path]
+    yield
+    REPORTS_ROOT.clear()
+
+
+def reports_of(run_id: str) -> Path:
+    return REPORTS_ROOT[0] / f"podshare-{run_id}"
+
+
 def start_run(run_id: str, *args: str) -> subprocess.Popen:
-    return start_suites("--run-id", run_id, "--reports-dir", f"/tmp/podshare-{run_id}", *args,
+    return start_suites("--run-id", run_id, "--reports-dir", str(reports_of(run_id)), *args,
                         preexec_fn=_as_in_a_terminal)
 
 
@@ -69,7 +83,7 @@ def test_an_interrupted_run_cleans_up(kube, signum):
     assert namespaces_of(kube, run_id) == [], out
     # Every report tells the truth: the claim it stopped in is interrupted, not
     # passed; the run says it was interrupted; nothing passed that junit lacks.
-    reports = Path(f"/tmp/podshare-{run_id}")
+    reports = reports_of(run_id)
     results = json.loads((reports / "results.json").read_text())
     assert results["run"]["interrupted"], results["run"]
     outcomes = {c["id"]: c["outcome"] for c in results["checks"]}
@@ -153,7 +167,7 @@ def test_an_object_left_behind_under_the_userns_step_exits_1_not_its_tolerated_2
         kube.create(held, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
             "name": "held-by-a-test", "finalizers": ["podshare.io/held-by-a-test"]}})
         out, _ = run.communicate(timeout=600)
-        results = json.loads(Path(f"/tmp/podshare-{run_id}/results.json").read_text())
+        results = json.loads((reports_of(run_id) / "results.json").read_text())
         outcomes = {c["outcome"] for c in results["checks"]}
         assert "could-not-check" in outcomes, (outcomes, out[-2000:])  # the default pool refused them
         assert results["run"]["leftovers"] and all(held in item for item in results["run"]["leftovers"]), \

@@ -48,8 +48,8 @@ def test_environment_variables_set_options():
     assert out.returncode == 4 and "--keep must be one of" in out.stderr
 
 
-def test_missing_kubeconfig_fails_every_claim_with_one_line():
-    out = pytest_run("suites/test_identity.py", "-q", "--reports-dir", "/tmp/podshare-no-cluster")
+def test_missing_kubeconfig_fails_every_claim_with_one_line(tmp_path):
+    out = pytest_run("suites/test_identity.py", "-q", "--reports-dir", str(tmp_path))
     assert out.returncode == 2  # pytest's "interrupted": the claims could not be checked (1 means they failed)
     stop = [line for line in out.stdout.splitlines() if "Interrupted: podshare:" in line]
     assert len(stop) == 1 and "no kubeconfig at /nonexistent/kubeconfig" in stop[0]
