@@ -14,7 +14,7 @@ from .errors import AccessDenied, KubeError
 from .evidence import EvidenceSlot
 from .fence import FENCED
 from .kube import Kube
-from .node_facts import node_facts, node_runtimes, node_unfit, one_per_configuration
+from .node_facts import node_facts, node_runtimes, node_unfit, one_per_configuration, ready_condition
 from .node_features import lacks
 from .pods import Pod
 from .records import ClusterFacts, NodeFacts
@@ -123,7 +123,7 @@ class Cluster:
             # A taint keeps out only pods that do not tolerate it (another RuntimeClass's
             # may): not the whole node's disruption, as cordoned or NotReady is.
             only_tainted = node_unfit(node, ("*",)) is None
-            ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+            ready = getattr(ready_condition(node), "status", None) == "True"
             raise Disrupted(Disruption(unfit) if only_tainted else self.disruptions.record(
                 Disruption(unfit, node=name, node_ready=ready)))
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .errors import AccessDenied, KubeError
+from .node_facts import ready_condition
 from .retry import GaveUp, wait_until
 
 API_BUDGET = 20.0  # how long the API may stay unreachable before that is the disruption
@@ -197,7 +198,7 @@ def _node_down(kube: Any, node: str) -> tuple[Disruption | None, Any]:
         if exc.status == 404:
             return Disruption(f"node {node} was deleted", node=node), None
         return None, None
-    ready = next((c for c in found.status.conditions or [] if c.type == "Ready"), None)
+    ready = ready_condition(found)
     if ready is not None and ready.status != "True":
         # as kubectl says it: an Unknown Ready condition (the kubelet stopped posting) is NotReady too
         state = "NotReady" if ready.status == "False" else f"NotReady (its Ready condition is {ready.status})"
@@ -221,7 +222,7 @@ def _kubelet_silent(kube: Any, node: str, found: Any, pod: Any, live: Any) -> Di
         if not (exc.unreachable or (exc.status or 0) >= 500):
             return None
         said = exc
-    ready = next((c for c in (found.status.conditions or []) if c.type == "Ready"), None) if found else None
+    ready = ready_condition(found) if found else None
     heard = f"; the API last heard from it at {_at(ready.last_heartbeat_time)}" if ready else ""
     return Disruption(f"node {node}'s kubelet is not answering: the API server could not reach it to {said}{heard}",
                       node=node)

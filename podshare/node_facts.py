@@ -62,12 +62,17 @@ def one_per_configuration(facts: dict[str, NodeFacts]) -> dict[str, list[str]]:
     return dict(sorted(chosen.items()))
 
 
+def ready_condition(node: Any) -> Any | None:
+    """The node's Ready condition, as its kubelet last posted it."""
+    return next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
+
+
 def node_unfit(node: Any, tolerated: tuple[str, ...]) -> str | None:
     """Why this run's pods cannot be checked on a node, in one sentence, or None."""
     name = node.metadata.name
     if node.spec.unschedulable:
         return f"node {name} is cordoned (spec.unschedulable): no new pod may start there"
-    ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
+    ready = ready_condition(node)
     if ready is None or ready.status != "True":
         since = f" since {ready.last_transition_time:%Y-%m-%d %H:%M:%S} UTC" if ready and ready.last_transition_time else ""
         why = f" ({ready.reason}: {ready.message})" if ready and ready.reason else ""

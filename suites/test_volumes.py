@@ -6,6 +6,7 @@ byte-exact, live, and with a stranger pod as the negative control. Broken in
 the wild by gVisor (inotify across containers, mmap coherence on gofer
 mounts) and by virtio-fs/9p shares in VM runtimes."""
 import pytest
+from kubernetes.utils import parse_quantity
 
 from podshare.evidence import could_not, describe, failed_with, stranger_sees
 
@@ -134,7 +135,7 @@ def test_memory_volume_is_tmpfs_and_honours_its_size_limit(probe_set, alpha, bet
         f"the volume at /data/memory is not a medium: Memory emptyDir: it is {volume_in_words(volume)}")
     limit = empty_dir.get("sizeLimit")
     assert limit, "the Memory emptyDir at /data/memory declares no sizeLimit, so there is no size to honour"
-    limit_bytes = quantity_bytes(str(limit))
+    limit_bytes = int(parse_quantity(str(limit)))
     fs = alpha.run("filesystem", path="/data/memory")
     filled = beta.run("fill", path=f"/data/memory/{ipc_name}.fill", size=limit_bytes + (4 << 20))
     evidence.update(size_limit=limit, filesystem=fs, fill=filled)
@@ -159,12 +160,3 @@ def volume_in_words(volume: dict | None) -> str:
                                                            else "no medium (the node's disk)")
                 + (f" and sizeLimit {source['sizeLimit']}" if source.get("sizeLimit") else ""))
     return f"the {kind} volume {volume['name']}" + (f" of {source['path']}" if source.get("path") else "")
-
-
-def quantity_bytes(quantity: str) -> int:
-    """A Kubernetes quantity (64Mi, 1G, 1048576) in bytes."""
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-    for suffix, factor in units.items():
-        if quantity.endswith(suffix):
-            return int(float(quantity[:-len(suffix)]) * factor)
-    return int(quantity)
