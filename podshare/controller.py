@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import pytest
 
-from . import RUN_ID_LABEL, dimensions, kube_calls
+from . import RUN_ID_LABEL, dimensions, failure_block, kube_calls
 from .errors import KubeError
 from .records import Check, ClusterFacts
 from .session import PodshareSession
@@ -79,6 +79,10 @@ class Controller:
     def pytest_configure_node(self, node) -> None:
         """Every worker runs under this run's id (labels, gc, the reports)."""
         node.workerinput["podshare_run_id"] = self.ps.run_id
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        failure_block.restore(report)  # before the terminal keeps it
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:

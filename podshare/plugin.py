@@ -237,8 +237,8 @@ class PodshareHooks:
             message = item.stash[KNOWN][1] if KNOWN in item.stash else outcomes.short_message(report)
             item.stash[MESSAGE] = message
             said = outcomes.could_not_check_message(*item.stash[DISRUPTED]) if DISRUPTED in item.stash else message
-            report.longrepr = failure_block.block(outcomes.claim_of(item), dimensions.check_id(item), said,
-                                                  item.stash.get(EVIDENCE, None), ps.settings.reports_dir)
+            failure_block.mark(report, failure_block.block(outcomes.claim_of(item), dimensions.check_id(item), said,
+                                                           item.stash.get(EVIDENCE, None), ps.settings.reports_dir))
         ev = item.stash.get(EVIDENCE, None)
         if report.when == "teardown" and ev is not None:
             item.user_properties.append(("evidence", outcomes.as_json_text(ev.as_json())))

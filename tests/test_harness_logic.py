@@ -943,11 +943,31 @@ def test_a_failed_claim_is_three_lines_on_the_terminal():
     ev = Evidence()
     ev.transcript += [{}, {}]
     ev.pods += [object()]
-    assert block("A file is shared.", "suites/t.py::t[disk]", "beta could not open\n  alpha's file: ENOENT", ev,
-                 "reports").splitlines() == [
+    failed = block("A file is shared.", "suites/t.py::t[disk]", "beta could not open\n  alpha's file: ENOENT", ev,
+                   "reports")
+    # pytest's short summary and junit's message attribute show the first line only, on CI too
+    assert failed.reprcrash.message == "beta could not open alpha's file: ENOENT"
+    assert str(failed).splitlines() == [
         "beta could not open alpha's file: ENOENT", "claim: A file is shared.",
         "evidence: 2 probe answers, the state of 1 pod in reports/results.json (suites/t.py::t[disk]); "
         "--tb=short shows the traceback"]
+
+
+def test_a_failed_claims_block_crosses_from_an_xdist_worker_as_a_block():
+    """xdist sends a longrepr that is not a traceback as its text: the controller
+    makes it a block again, or its short summary would print three lines a claim on CI."""
+    import json as json_
+    from _pytest.reports import TestReport
+    from podshare import failure_block
+    report = TestReport("suites/t.py::t", ("suites/t.py", 1, "t"), {}, "failed", None, "call")
+    failure_block.mark(report, failure_block.Block(["beta got EACCES", "claim: c", "evidence: e"]))
+    wire = TestReport._from_json(json_.loads(json_.dumps(report._to_json())))
+    assert isinstance(wire.longrepr, str)
+    failure_block.restore(wire)
+    assert wire.longrepr.reprcrash.message == "beta got EACCES" and str(wire.longrepr) == str(report.longrepr)
+    plain = TestReport("suites/t.py::u", ("suites/t.py", 2, "u"), {}, "failed", "AssertionError: x\ny", "call")
+    failure_block.restore(plain)  # an unmarked failure keeps its text
+    assert plain.longrepr == "AssertionError: x\ny"
 
 
 def test_a_pod_needing_image_volumes_is_kept_off_the_nodes_without_them():

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,9 @@ def run_variant(tmp_path: Path, manifest: str | None, marker: str, *extra: str, 
     given = ["--pod-manifest", str(VARIANTS / manifest)] if manifest else []
     if node or os.environ.get("PODSHARE_LOCAL_CLUSTER"):  # the node these tests prepare (host paths, ports): the first
         given += ["--node", node or socket.gethostname().lower()]
-    run = conftest.run_suites("-m", marker, *given, "--reports-dir", str(reports), "--run-id", run_id, *extra)
+    # as on CI, where pytest's short summary prints more of each failure (CI set: its whole message)
+    run = conftest.run_suites("-m", marker, *given, "--reports-dir", str(reports), "--run-id", run_id, *extra,
+                              env={**os.environ, "CI": "1"})
     results = json.loads((reports / "results.json").read_text())
     assert results["run"]["fatal"] is None and not results["run"]["interrupted"], results["run"]
     for check in results["checks"]:
@@ -63,12 +66,21 @@ def terminal_is_for_a_person(output: str, failed: list[dict], not_passed: int) -
     in the reports."""
     assert "podshare diagnostics" not in output and "Traceback" not in output, output[-3000:]
     lines = output.splitlines()
+    in_blocks = set()
     for check in failed:
         block = [" ".join(check["message"].split()), f"claim: {check['claim']}"]
-        assert any(lines[at:at + 2] == block and lines[at + 2].startswith("evidence: ")
-                   and f"({check['id']})" in lines[at + 2] for at in range(len(lines) - 2)), (check["id"], block)
+        at = next((at for at in range(len(lines) - 2) if lines[at:at + 2] == block
+                   and lines[at + 2].startswith("evidence: ") and f"({check['id']})" in lines[at + 2]), None)
+        assert at is not None, (check["id"], block)
+        in_blocks |= {at, at + 1, at + 2}
     # a block and its line in pytest's short summary each, beside the run's own few lines
-    assert len(lines) <= 40 + 6 * not_passed, f"{len(lines)} lines for {not_passed} claims that did not pass"
+    kinds = Counter("block" if at in in_blocks else "section" if re.match(r"^(_{2,}|={3,}) .* (_{2,}|={3,})$", line)
+                    else "summary" if re.match(r"^(FAILED|ERROR|COULD NOT CHECK|XFAIL|SKIPPED) ", line) else "other"
+                    for at, line in enumerate(lines))
+    assert len(lines) <= 40 + 6 * not_passed, (
+        f"{len(lines)} lines for {not_passed} claims that did not pass ({dict(kinds)}); besides the blocks, "
+        "sections and summary lines: " + "\n".join(line for at, line in enumerate(lines) if at not in in_blocks
+                                                    and not re.match(r"^(_{2,}|FAILED |ERROR |COULD NOT)", line)))
 
 
 # Kubernetes' own waiting reasons read like class names but are the API's words for a state.
