@@ -21,6 +21,7 @@ from .controller import Controller, is_controller, wanted_workers, worker_output
 from .disruption import Disrupted
 from .errors import AccessDenied, KubeError
 from .manifests import probe_manifest_problem
+from .progress import Progress
 from .recovery import Recovery
 from .run_end import Terminal, finish
 from .session import (DIAGNOSTICS, DISRUPTED, EVIDENCE, KNOWN, LISTED, MESSAGE, REPORTS, RUNTIME_CLASS, SESSION,
@@ -103,7 +104,9 @@ def pytest_configure(config: pytest.Config) -> None:
     registered = [("podshare-session", PodshareHooks(ps, terminal, controller)),
                   ("podshare-recovery", Recovery(ps, DISRUPTED, EVIDENCE)),
                   ("podshare-junit", junit.CouldNotCheckAsError(config)), ("podshare-terminal", terminal),
-                  *([("podshare-controller", controller)] if controller else [])]
+                  *([("podshare-controller", controller)] if controller else []),
+                  *([("podshare-progress", Progress(config, lambda: dimensions.segments_of_run(
+                      settings, ps.target_nodes())))] if ps.worker is None else [])]  # a worker's terminal is nobody's
     for name, plugin in registered:
         config.pluginmanager.register(plugin, name)
     config.stash[REGISTERED] = registered

@@ -764,7 +764,7 @@ def test_leftovers_outrank_could_not_check_in_the_exit_code():
 # docs/architecture.md's layers, top first: a module imports only its own layer or those below.
 LAYERS = [
     {"plugin", "fixtures", "session", "dimensions", "claim_diagnosis", "outcomes", "recovery", "controller",
-     "failure_block",
+     "failure_block", "progress",
      "run_end", "junit", "settings", "options_doc", "cli", "nightly", "__main__", "conformance_image",
      "conformance_select"},
     {"cluster", "factory", "pods", "manifests", "waits", "verbs", "channel", "disruption", "delivery",
@@ -968,6 +968,24 @@ def test_a_failed_claims_block_crosses_from_an_xdist_worker_as_a_block():
     plain = TestReport("suites/t.py::u", ("suites/t.py", 2, "u"), {}, "failed", "AssertionError: x\ny", "call")
     failure_block.restore(plain)  # an unmarked failure keeps its text
     assert plain.longrepr == "AssertionError: x\ny"
+
+
+def test_progress_is_one_line_per_group_that_fits_the_terminal():
+    """Claims done of each node and class, what did not pass so far; finished groups
+    give way to the running ones when the terminal is narrow."""
+    from collections import Counter
+    from podshare.progress import label, line
+    segments = ["vm", "vm-current", "runc", "gvisor", "userns"]
+    assert label("gvisor|userns|vm-current", segments) == "vm-current/gvisor/userns"
+    assert label("default", segments) == "claims"
+    totals = {"vm/runc": 50, "vm-current/gvisor": 50}
+    done = Counter({"vm/runc": 50, "vm-current/gvisor": 31})
+    bad = {"failed": Counter({"vm-current/gvisor": 2}), "error": Counter(), "could not check": Counter({"vm/runc": 1})}
+    assert line(totals, done, bad, 161, 200) == (
+        "vm/runc 50/50, 1 could not check | vm-current/gvisor 31/50, 2 failed   81/100 in 2m41s")
+    assert line(totals, done, bad, 161, 60) == "vm-current/gvisor 31/50, 2 failed | 1 done   81/100 in 2m41s"
+    assert len(line(totals, done, bad, 161, 20)) == 20
+    assert line({"claims": 3}, Counter({"claims": 1}), {"failed": Counter()}, 5, 80) == "claims 1/3 in 0m05s"
 
 
 def test_a_pod_needing_image_volumes_is_kept_off_the_nodes_without_them():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -86,3 +87,42 @@ def test_a_run_whose_collection_fails_says_so_in_every_report(tmp_path):
     assert "Could not check the claims" in (reports / "summary.md").read_text()
     assert "Could not check the claims" in (reports / "report.html").read_text()
     assert "STALE" not in (reports / "junit.xml").read_text()
+
+
+def on_a_terminal(*args: str, env=None) -> str:
+    """pytest's output as a person's terminal gets it (a pseudo-terminal, 100 columns)."""
+    import pty
+    import struct
+    import termios
+    import fcntl
+    control, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=PROJECT,
+                            stdin=terminal, stdout=terminal, stderr=terminal, env=env or NO_CLUSTER)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(control, 65536)
+        except OSError:  # EIO: the process closed its end
+            break
+        if not chunk:
+            break
+        output += chunk
+    proc.wait(timeout=120)
+    os.close(control)
+    return output.decode(errors="replace")
+
+
+def test_a_run_on_a_terminal_shows_progress_per_group_and_a_log_does_not(tmp_path):
+    """On a terminal one status line, rewritten in place, counts each RuntimeClass's
+    claims and what did not pass; in a log (no terminal) pytest's letters stay."""
+    args = ("suites/test_identity.py", "-q", "--runtime-class", "runc", "--runtime-class", "crun", "--workers", "1",
+            "--reports-dir")
+    shown = on_a_terminal(*args, str(tmp_path / "tty"))
+    statuses = [s.strip() for s in shown.replace("\n", "\r").split("\r") if " in 0m" in s]
+    assert statuses[0].startswith("runc 0/3 | crun 0/3   0/6 in 0m"), shown
+    assert "runc 1/3, 1 error | crun 0/3   1/6 in 0m" in statuses[-1], shown  # no cluster: the first claim stops the run
+    assert not any(re.fullmatch(r"[.FEsxC]+", s.strip()) for s in shown.splitlines()), shown
+    logged = pytest_run(*args, str(tmp_path / "log")).stdout
+    assert " in 0m" not in logged and re.search(r"^E", logged, re.M), logged
