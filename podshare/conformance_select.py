@@ -20,7 +20,7 @@ import re
 import pytest
 
 from . import dimensions, outcomes
-from .plugin import MARKERS
+from .markers import MARKERS
 
 FOCUS_ENV, SKIP_ENV = "E2E_FOCUS", "E2E_SKIP"
 TOTAL = pytest.StashKey[int]()

@@ -21,6 +21,7 @@ from .controller import Controller, is_controller, wanted_workers, worker_output
 from .disruption import Disrupted
 from .errors import AccessDenied, KubeError
 from .manifests import probe_manifest_problem
+from .markers import MARKERS, OTHER_MARKERS
 from .progress import Progress
 from .recovery import Recovery
 from .run_end import Terminal, finish
@@ -28,24 +29,6 @@ from .session import (DIAGNOSTICS, DISRUPTED, EVIDENCE, KNOWN, LISTED, MESSAGE, 
                       PodshareSession)
 from .settings import USER_NAMESPACE_MODES, Settings, add_options
 
-MARKERS = {
-    "identity": "hostname and namespace identity of the pod's containers",
-    "network": "localhost and the shared port space",
-    "ipc": "System V semaphores, shared memory and message queues",
-    "posix": "POSIX shared memory, semaphores, message queues and /dev/shm",
-    "volume": "emptyDir volumes shared between containers",
-    "lifecycle": "container restart, restart of all containers and pod recreation",
-    "memory": "who pays for shared memory: tmpfs pages charged to the writer's memory cgroup",
-    "pattern": "multi-container patterns: reverse proxy, log watcher, data loader, native sidecar",
-    "perf": "how fast the shared mechanisms are between two containers (figures, no threshold)",
-    "userns": "user namespaces (hostUsers: false): one per pod, its id maps, emptyDir ownership",
-}
-OTHER_MARKERS = {
-    "manifest": "manifest(path): the pattern manifest a module's claims use; its pods start with the probe pod",
-    "user_namespaced": "a claim about pods with hostUsers: false, collected only for them (--user-namespaces on, both)",
-    "volume_per_module": "the module's claims share one pass per volume kind (its own module-scoped volume fixture)",
-    "needs": "needs(feature): what the claim needs of its node (podshare.node_features); not applicable where it lacks it",
-}
 RUN_ID = pytest.StashKey[str]()
 REGISTERED = pytest.StashKey[list]()  # (name, object) this plugin registered, to unregister
 PREVIOUS_SIGTERM = pytest.StashKey[object]()

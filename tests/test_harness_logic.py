@@ -772,7 +772,7 @@ LAYERS = [
     {"kube", "kube_calls", "errors", "retry", "evidence", "node_features", "node_facts"},
     {"report", "findings", "common_causes", "markdown_report", "html_report", "known_divergences", "signatures",
      "metrics", "history"},
-    {"records", "__init__"},
+    {"records", "markers", "__init__"},
 ]
 
 
@@ -784,7 +784,8 @@ def test_layers_data_flows_down_with_no_cycle_and_small_modules():
     graph: dict[str, set[str]] = {}
     for path in package.glob("*.py"):
         tree = ast.parse(path.read_text())
-        assert len(path.read_text().splitlines()) <= 400, f"{path.name} is over 400 lines"
+        assert len(path.read_text().splitlines()) <= (249 if path.name == "plugin.py" else 400), \
+            f"{path.name} is too long: the plugin only wires hooks to the modules that do the work"
         found = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level == 1:
