@@ -18,13 +18,20 @@
 #     containerd 1.6 refuses them: could-not-check, one line per node and class
 #     (exit 2, expected: the harness test checks exactly which);
 #  5. harness: the harness's own tests, which also check steps 1, 2 and 4
-#     (tests/test_nodes.py, tests/test_runtime_matrix.py, tests/test_user_namespaces.py).
-#     Those that need no cluster (installs on stock Debian, the current stack's
-#     builds, probes on the host, the harness's logic) run from the start, beside
-#     steps 1-4, on the second core; their output follows the rest.
+#     (tests/test_nodes.py, tests/test_runtime_matrix.py, tests/test_user_namespaces.py),
+#     in processes side by side (their tests mostly wait on pods: one at a time the
+#     machine sat 60% idle). Those that stop a kubelet, freeze a component or cordon
+#     a node run first, alone on the cluster (harness-disruptive); those that need no
+#     step's results and own the cluster-wide confinement policies and fixed names
+#     run beside steps 1-4 (harness-beside); the rest, after them, in three
+#     (harness-after, and the negative controls in two halves that share nothing on
+#     the first node's host). Those that need no cluster (installs on stock Debian,
+#     the current stack's builds, probes on the host, the harness's logic) run from
+#     the start on the second core; their output follows the rest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 rc=0
+extra=("$@")
 began=$(date +%s)
 # step NAME COMMAND...: a line as each step starts and ends, with the time it took (CI's log shows where time goes)
 step() {
@@ -40,12 +47,43 @@ step() {
 offline=(tests/test_install.py tests/test_current_stack.py tests/test_probes_on_host.py tests/test_sqlite_probes_on_host.py tests/test_harness_logic.py
          tests/test_plugin_cli.py tests/test_conformance_image.py)
 mkdir -p reports
+# The harness's tests that use the cluster, in groups (5. above); each group's process has its
+# own reports (cluster/failures.py reads every reports/*/junit.xml) and its own temporary directory.
+disruptive=(tests/test_disruptions.py::test_kubelet_killed_mid_run_ends_the_run_within_a_minute
+            tests/test_disruptions.py::test_a_component_frozen_for_20s_mid_run_is_waited_for
+            tests/test_nodes.py::test_a_cordoned_node_and_an_untolerated_taint_each_get_one_line
+            tests/test_nodes.py::test_a_node_whose_kubelet_dies_mid_run_is_not_checked_and_the_others_are)
+# every user of the confinement fixture (its policies live as long as the session that made them:
+# one process) and of the fixed cluster-scoped names of the nightly and confinement tests
+beside=(tests/test_nightly.py tests/test_confinement.py tests/test_clean_failures.py tests/test_least_privilege.py
+        tests/test_side_by_side.py tests/test_hydrophone.py tests/test_history_and_metrics.py tests/test_images.py
+        tests/test_docs.py tests/test_report_golden.py)
+after=(tests/test_no_leftovers.py tests/test_disruptions.py tests/test_nodes.py tests/test_runtime_matrix.py
+       tests/test_user_namespaces.py tests/test_shared_fs.py tests/test_store.py tests/test_probe_delivery.py
+       tests/test_channel.py tests/test_local_cluster.py)
+# the negative controls that use the first node's host (its network, IPC objects, paths) are one half
+host_side="host or cannot_schedule or stranger_that_shares or broken_patterns or never_reaches_beta"
+unplaced=$(comm -23 <(ls tests/test_*.py | sort) \
+  <(printf '%s\n' "${offline[@]}" "${beside[@]}" "${after[@]}" tests/test_negative_controls.py | sort -u))
+if [ -n "$unplaced" ]; then echo "in no group of cluster/test-all.sh, so not run: $unplaced"; rc=1; fi
+harness_tmp=$(mktemp -d /tmp/podshare-harness.XXXXXX)
+trap 'rm -rf "$harness_tmp"' EXIT
+# harness NAME PYTEST-ARGS...: one group of the harness's tests in a process of its own
+harness() {
+  local name=$1
+  shift
+  step "harness-$name" .venv/bin/python -m pytest "$@" -p no:cacheprovider --reports-dir "reports/harness-$name" \
+    --basetemp "$harness_tmp/$name" "${extra[@]}"
+}
 step harness-offline .venv/bin/python -m pytest "${offline[@]}" -p no:cacheprovider \
   --reports-dir reports/harness-offline "$@" > reports/harness-offline.log 2>&1 &
 offline_pid=$!
 known=cluster/gvisor-known-divergences.yaml
 known_youki=cluster/youki-known-divergences.yaml
 first_node=$(hostname | tr '[:upper:]' '[:lower:]')
+harness disruptive "${disruptive[@]}" || rc=1
+harness beside "${beside[@]}" > reports/harness-beside.log 2>&1 &
+beside_pid=$!
 step nodes .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/nodes \
   --all-nodes --tolerate sandbox.gke.io/runtime --storage-class local-path --known-divergences "$known" --known-divergences "$known_youki" "$@" || rc=1
 # One after the other: side by side (each on its node) they saved 50 s of 355 on 2 cores, and the
@@ -90,8 +128,13 @@ export PODSHARE_SHARED_FS_RESULTS="$PWD/reports/shared-fs/results.json"
 export PODSHARE_NODES_RESULTS="$PWD/reports/nodes/results.json"
 export PODSHARE_MATRIX_RESULTS="$PWD/reports/matrix/results.json"
 export PODSHARE_USERNS_RESULTS="$PWD/reports/userns/results.json"
-step harness .venv/bin/python -m pytest tests "${offline[@]/#/--ignore=}" -p no:cacheprovider --reports-dir reports/harness "$@" \
-  || rc=1
+harness negative-controls-host tests/test_negative_controls.py -k "$host_side" > reports/harness-nc-host.log 2>&1 &
+nc_host=$!
+harness negative-controls tests/test_negative_controls.py -k "not ($host_side)" > reports/harness-nc.log 2>&1 &
+nc_rest=$!
+harness after "${after[@]}" "${disruptive[@]/#/--deselect=}" || rc=1
+for pid in "$beside_pid" "$nc_host" "$nc_rest"; do wait "$pid" || rc=1; done
+for log in harness-beside harness-nc-host harness-nc; do echo "---- reports/$log.log"; cat "reports/$log.log"; done
 wait "$offline_pid" || rc=1
 echo "---- the harness tests that need no cluster (reports/harness-offline.log)"
 cat reports/harness-offline.log
