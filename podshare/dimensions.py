@@ -8,9 +8,11 @@ so a dimension's segment is removed as a whole run of "-"-separated tokens.
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from .records import AXES, EMPTY_DIR, MEMORY, USERNS_IDS, Dimensions, NotApplicable
+from .records import AXES, EMPTY_DIR, MEMORY, Dimensions, NotApplicable
 from .settings import USER_NAMESPACE_MODES, Settings
 
 
@@ -20,15 +22,21 @@ def of_item(item: pytest.Item) -> Dimensions:
     return Dimensions(**{a.name: params.get(a.name) for a in AXES})
 
 
+def run_values(settings: Settings, nodes: list[str] | None) -> dict[str, list]:
+    """Each dimension's values in this run, by Axis name (none: not a dimension of
+    the run): the one place a dimension's values come from."""
+    return {"node": list(nodes or []), "runtime_class": list(settings.runtime_class),
+            "user_namespaces": list(USER_NAMESPACE_MODES[settings.user_namespaces]),
+            "volume": volume_kinds(settings)}
+
+
 def parametrize(metafunc: pytest.Metafunc, settings: Settings, nodes: list[str] | None) -> None:
     """Every claim once per node (`nodes`, for --all-nodes and --node-selector), per
     --runtime-class and per --user-namespaces setting: session-scoped parameters,
     so each combination gets its own pods and the claims are grouped by them; and
     every volume claim once per volume kind (the emptyDirs, a PVC per --storage-class),
     which share those pods."""
-    values = {"node": nodes or [], "runtime_class": list(settings.runtime_class),
-              "user_namespaces": list(USER_NAMESPACE_MODES[settings.user_namespaces]),
-              "volume": volume_kinds(settings)}
+    values = run_values(settings, nodes)
     per_module = metafunc.definition.get_closest_marker("volume_per_module") is not None
     for axis in AXES:
         if values[axis.name] and axis.name in metafunc.fixturenames:
@@ -44,7 +52,14 @@ def volume_kinds(settings: Settings) -> list[str]:
 
 def segments_of_run(settings: Settings, nodes: list[str]) -> list[str]:
     """Every id segment of a dimension that splits the run's pods (a worker's group)."""
-    return [*nodes, *settings.runtime_class, *(USERNS_IDS[m] for m in USER_NAMESPACE_MODES[settings.user_namespaces])]
+    values = run_values(settings, nodes)
+    return [axis.id(v) for axis in AXES if axis.splits for v in values[axis.name]]
+
+
+def groups_of_run(settings: Settings, nodes: list[str]) -> int:
+    """How many sets of pods the run's dimensions make (each a worker's at most)."""
+    values = run_values(settings, nodes)
+    return math.prod(len(values[axis.name]) or 1 for axis in AXES if axis.splits)
 
 
 def _without(tokens: list[str], segment: str) -> tuple[list[str], bool]:

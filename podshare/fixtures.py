@@ -94,18 +94,16 @@ def pod_factory(podshare_session: PodshareSession, run_namespace: str, node: str
     factory.cleanup(keep=ps.keep(request.session))
 
 
-def _needed_by(items: list[pytest.Item], node: str | None, runtime_class: str | None,
-               user_namespaces: bool) -> tuple[list[str], int, list[str]]:
-    """What the collected claims of one node, RuntimeClass and user-namespace setting
-    need besides the probe pod: their patterns' manifests (the `manifest` marker),
-    lifecycle pods, and the PVC kinds of volume claims (pods of their own)."""
+def _needed_by(items: list[pytest.Item], where: dict[str, object]) -> tuple[list[str], int, list[str]]:
+    """What the collected claims of one set of pods (`where`: its dimensions' values,
+    by name) need besides the probe pod: their patterns' manifests (the `manifest`
+    marker), lifecycle pods, and the PVC kinds of volume claims (pods of their own)."""
     patterns: list[str] = []
     lifecycle = 0
     volumes: list[str] = []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if (params.get("runtime_class"), params.get("node", node),
-                params.get("user_namespaces", user_namespaces)) != (runtime_class, node, user_namespaces):
+        if any(params.get(name, value) != value for name, value in where.items()):
             continue
         for marker in item.iter_markers("manifest"):
             if marker.args[0] not in patterns:
@@ -122,7 +120,8 @@ def probe_pods(pod_factory: PodFactory, podshare_session: PodshareSession, node:
                runtime_class: str | None, user_namespaces: bool, request: pytest.FixtureRequest) -> tuple[ProbeSet, Pod]:
     """The probe pod and, on the same node, the stranger pod (the negative control);
     every other pod the collected claims need starts with them."""
-    patterns, lifecycle, volumes = _needed_by(request.session.items, node, runtime_class, user_namespaces)
+    patterns, lifecycle, volumes = _needed_by(request.session.items, {
+        "node": node, "runtime_class": runtime_class, "user_namespaces": user_namespaces})
     # With several nodes, pods that cannot start end that node's claims, not the run.
     with podshare_session.harness_errors(fatal=True, node=node if podshare_session.nodes_dimension else None):
         try:

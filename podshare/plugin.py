@@ -27,7 +27,7 @@ from .recovery import Recovery
 from .run_end import Terminal, finish
 from .session import (DIAGNOSTICS, DISRUPTED, EVIDENCE, KNOWN, LISTED, MESSAGE, REPORTS, RUNTIME_CLASS, SESSION,
                       PodshareSession)
-from .settings import USER_NAMESPACE_MODES, Settings, add_options
+from .settings import Settings, add_options
 
 RUN_ID = pytest.StashKey[str]()
 REGISTERED = pytest.StashKey[list]()  # (name, object) this plugin registered, to unregister
@@ -55,16 +55,16 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
             or not config.pluginmanager.hasplugin("xdist") or getattr(config.option, "numprocesses", None):
         return
     settings = Settings.from_config(config)
-    groups = len(settings.runtime_class or (None,)) * len(USER_NAMESPACE_MODES[settings.user_namespaces] or (None,))
+    nodes: list[str] = []
     if settings.all_nodes or settings.node_selector:
         try:
             # the session takes this cluster over, so the controller lists the nodes once
             config.stash[LISTED] = cluster = Cluster(settings.kubeconfig, settings.kube_context,
                                                      _run_id(config, settings))
-            groups *= len(cluster.target_nodes(settings.node_selector, settings.one_per_pool))
+            nodes = cluster.target_nodes(settings.node_selector, settings.one_per_pool)
         except KubeError:
             return  # the run itself will say why it cannot reach the cluster
-    wanted_workers(config, settings, groups)
+    wanted_workers(config, settings, dimensions.groups_of_run(settings, nodes))
 
 
 @pytest.hookimpl(tryfirst=True)

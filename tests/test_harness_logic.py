@@ -1164,3 +1164,17 @@ def test_only_a_node_that_cannot_confirm_deletions_cuts_the_cleanup_wait():
     assert Disruption("node n is NotReady", node="n").hides_cleanup
     assert Disruption("the API server did not answer", everywhere=True).hides_cleanup
     assert not Disruption("pod p was deleted", pods=frozenset({"u1"})).hides_cleanup
+
+
+def test_the_runs_worker_groups_and_their_segments_come_from_the_dimensions_that_split_pods():
+    """One table of each dimension's values (dimensions.run_values) gives the parameters,
+    the workers' groups and the progress line's segments: a volume kind shares its pods."""
+    from types import SimpleNamespace as NS
+
+    from podshare.dimensions import groups_of_run, run_values, segments_of_run
+    both = NS(runtime_class=["runc", "gvisor"], user_namespaces="both", storage_class=["local-path"])
+    assert segments_of_run(both, ["vm", "vm-current"]) == ["vm", "vm-current", "runc", "gvisor", "hostusers", "userns"]
+    assert groups_of_run(both, ["vm", "vm-current"]) == 8
+    assert run_values(both, [])["volume"] == ["emptyDir", "emptyDir:Memory", "pvc:local-path"]
+    plain = NS(runtime_class=[], user_namespaces="off", storage_class=[])
+    assert segments_of_run(plain, []) == [] and groups_of_run(plain, []) == 1
