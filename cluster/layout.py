@@ -17,6 +17,9 @@ SHARED_FS_PORT = int(os.environ.get("PODSHARE_SHARED_FS_PORT", "22022"))
 CLUSTER_CIDR, SERVICE_CIDR, SERVICE_API_IP = "10.244.0.0/16", "10.96.0.0/24", "10.96.0.1"
 BRIDGE = "podshare0"
 CNI_BIN = "/usr/lib/cni"
+# The kubelet's device-plugin registry listens here whatever its --root-dir (a
+# constant of k8s.io/kubelet's deviceplugin API): every node's kubelet shares it.
+DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 # The control plane runs the newest Kubernetes; the first node keeps 1.35, the last
 # release whose kubelet supports its containerd 1.6 (the `current` pool runs 1.37).
 CONTROL_PLANE = "k8s-1.37"

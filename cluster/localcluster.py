@@ -35,7 +35,7 @@ from . import addons, runtime_versions, shared_fs, workers
 from .components import component_argv, kubernetes_bindirs
 from .configs import write_configs
 from .images import read_env
-from .layout import API_PORT, BRIDGE, COMPONENTS, ETCD_PORT, HERE, NODE, PROJECT
+from .layout import API_PORT, BRIDGE, COMPONENTS, DEVICE_PLUGIN_DIR, ETCD_PORT, HERE, NODE, PROJECT
 from .pki import kubeconfig, make_pki
 from .processes import LOGS, STATE, ClusterError, alive, recorded_pid, sh, start, stop, wait_for
 from .teardown import teardown
@@ -104,6 +104,18 @@ def wait_for_pod_cidr(name: str, watch: tuple[str, ...]) -> str:
         return bool(found["cidr"])
     wait_for(f"node {name}'s pod CIDR", allocated, 120, watch)
     return found["cidr"]
+
+
+def start_kubelet(name: str, argv: list) -> None:
+    """Start one kubelet and wait until its device-plugin registry listens. Each
+    kubelet removes the sockets in the one shared DEVICE_PLUGIN_DIR, then listens
+    there: two starting at once can each remove before either listens, and the
+    second then exits on EADDRINUSE (CI on 2026-12-03). One at a time, they take
+    the socket over from each other harmlessly (no device plugins run here)."""
+    socket_path = DEVICE_PLUGIN_DIR / "kubelet.sock"
+    socket_path.unlink(missing_ok=True)  # so that only this kubelet makes it again
+    start(name, argv)
+    wait_for(f"{name}'s device-plugin socket", socket_path.exists, 120, (name,))
 
 
 def bind_v2_controllers_to_v1() -> None:
@@ -186,10 +198,12 @@ def up(args) -> int:
         wait_for("etcd health", lambda: http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), 60, ("etcd",))
         start("kube-apiserver", component_argv("kube-apiserver", bindirs, ip))
         wait_for("kube-apiserver /readyz", lambda: https_get("/readyz")[0] == 200, 90, ("kube-apiserver",))
-        for name in ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"):
+        for name in ("kube-controller-manager", "kube-scheduler", "kube-proxy"):
             start(name, component_argv(name, bindirs, ip))
+        start_kubelet("kubelet", component_argv("kubelet", bindirs, ip))
         for w in nodes:
-            workers.start_node_agents(w, bindirs)
+            start_kubelet(w.component("kubelet"), workers.kubelet_argv(w, bindirs))
+            start(w.component("kube-proxy"), workers.kube_proxy_argv(w, bindirs))
         if any(importer.wait() != 0 for importer in importers):
             raise ClusterError("importing the images into a node's containerd failed")
         # A node is Ready once its CNI configuration exists, which needs its pod CIDR;
@@ -313,7 +327,7 @@ def restart_component(args) -> int:
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        start(name, component_argv(name, bindirs, ip), append=True)
+        start(name, component_argv(name, bindirs, ip), append=True)  # a kubelet alone: no race on its socket
         try:
             wait_for(f"{name} to serve again", serving(name, since), 120, (name,))
         except ClusterError as exc:

@@ -13,7 +13,7 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from . import shared_fs, workers
-from .layout import BRIDGE, COMPONENTS
+from .layout import BRIDGE, COMPONENTS, DEVICE_PLUGIN_DIR
 from .processes import STATE, sh, stop
 
 CHAIN_PREFIXES = ("KUBE-", "CNI-", "PODSHARE-")
@@ -132,8 +132,12 @@ def teardown() -> list[str]:
         for key, value in json.loads(saved.read_text()).items():
             Path("/proc/sys", key).write_text(value)
     problems += [p for w in nodes for p in workers.left_behind(w)]
-    for leftover in (STATE, Path("/run/containerd"), Path("/var/lib/cni")):
+    for leftover in (STATE, Path("/run/containerd"), Path("/var/lib/cni"), DEVICE_PLUGIN_DIR):
         shutil.rmtree(leftover, ignore_errors=True)
         if leftover.exists():
             problems.append(f"directory {leftover}")
+    try:  # the kubelets' shared parent, unless something else keeps files there
+        DEVICE_PLUGIN_DIR.parent.rmdir()
+    except OSError:
+        pass
     return problems

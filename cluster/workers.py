@@ -275,11 +275,6 @@ def start_containerd(w: Worker) -> None:
     start(w.component("containerd"), containerd_argv(w), env=containerd_env(w))
 
 
-def start_node_agents(w: Worker, bindirs: dict[str, Path]) -> None:
-    start(w.component("kubelet"), kubelet_argv(w, bindirs))
-    start(w.component("kube-proxy"), kube_proxy_argv(w, bindirs))
-
-
 def kubelet_argv(w: Worker, bindirs: dict[str, Path]) -> list:
     return in_netns(w, bindirs[w.pool.kubernetes] / "kubelet", "--config", w.dir / "kubelet.yaml",
                     "--kubeconfig", w.dir / "kubelet.kubeconfig", "--root-dir", w.kubelet_root,
