@@ -133,7 +133,10 @@ class _Follower:
             # The inode of what was opened, not of what was stat'ed: a rotation between
             # the two would have us hold the new file under the old one's inode (and read
             # it twice at the next wake-up), or skip the old file's lines. Then start over.
-            f = open(self.path, "rb")
+            try:
+                f = open(self.path, "rb")
+            except FileNotFoundError:  # rotated away since the stat, its successor not yet made: start over
+                continue
             opened = os.fstat(f.fileno()).st_ino
             if opened != current:
                 f.close()

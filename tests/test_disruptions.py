@@ -257,7 +257,8 @@ def test_probe_pod_deleted_mid_run_its_claims_run_again_on_a_fresh_pod(kube, sui
 @pytest.mark.usefixtures("kube")
 def test_the_fresh_probe_pod_deleted_too_ends_its_claims_as_could_not_check(kube, suite_run):
     """Never more than once: the probe pod deleted, then the fresh pod that is to
-    replace it deleted too, as soon as it exists. The second deletion is not
+    replace it deleted too, as soon as it exists (the run paused until it is
+    gone, as for the first). The second deletion is not
     chased: the claims end at once as could-not-check naming a deletion (the
     first, when the fresh pod never started; its own, when it did), none is
     reported failed, and no claim is run a third time."""
@@ -270,7 +271,7 @@ def test_the_fresh_probe_pod_deleted_too_ends_its_claims_as_could_not_check(kube
             fresh = _pod_named(kube, run, "podshare-probe-fresh-")
         except GaveUp:
             raise AssertionError("no fresh probe pod:\n" + run.output[-4000:]) from None
-        kube.delete(run.namespace, "Pod", fresh)
+        _delete_while_paused(kube, run, fresh)  # unpaused, a loaded node's kubelet acted after the last claim
         deleted = time.monotonic()
         results = run.finish()
     by = _outcomes(results)

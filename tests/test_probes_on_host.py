@@ -331,6 +331,28 @@ class TestPatternProcesses:
         # re-reading the file when asked (the claim asserts the same in the pod).
         assert seen["inotify_wakeups"] >= 1 and seen["lines_without_wakeup"] == 0, seen["inotify_wakeups"]
 
+    def test_follower_that_meets_a_rotation_between_its_stat_and_its_open_catches_up(self, tmp_path):
+        """The writer renames the log right after the follower stat'ed it, before it
+        opens it, and makes the new file only later (CI, loaded: the follower died
+        on FileNotFoundError and refused connections). It reads the rotated file, waits
+        for the new one and reads that, in order."""
+        from probes.patterns import _Follower
+        log, rotated = tmp_path / "app.log", tmp_path / "app.log.1"
+        log.write_text("line 1\n")
+        follower = _Follower(str(tmp_path), "app.log")
+        stat = follower._inode_of
+
+        def writer_rotates_after_the_stat(path):
+            inode = stat(path)
+            if path == follower.path and inode is not None and not rotated.exists():
+                log.rename(rotated)
+            return inode
+        follower._inode_of = writer_rotates_after_the_stat
+        follower.start()
+        log.write_text("line 2\n")
+        follower.catch_up()
+        assert follower.lines == ["line 1", "line 2"] and follower.rotations == 1
+
     def test_follower_started_after_the_rotation_still_reads_everything_in_order(self, run_probe, start_probe,
                                                                                tmp_path):
         run_probe("write-log", "--path", str(tmp_path / "app.log"), "--lines", "300", "--rotate-at", "100")
