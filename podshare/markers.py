@@ -8,7 +8,8 @@ MARKERS = {
     "posix": "POSIX shared memory, semaphores, message queues and /dev/shm",
     "volume": "emptyDir volumes shared between containers",
     "lifecycle": "container restart, restart of all containers and pod recreation",
-    "memory": "who pays for shared memory: tmpfs pages charged to the writer's memory cgroup",
+    "memory": "who pays for shared memory (the writer), what a writer meets at its memory limit (the OOM "
+              "killer, not ENOSPC), how big a Memory emptyDir is",
     "pattern": "multi-container patterns: reverse proxy, log watcher, data loader, native sidecar",
     "perf": "how fast the shared mechanisms are between two containers (figures, no threshold)",
     "userns": "user namespaces (hostUsers: false): one per pod, its id maps, emptyDir ownership",

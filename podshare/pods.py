@@ -127,20 +127,42 @@ class Pod:
         statuses = self.read().status.container_statuses or []
         return next(s.restart_count for s in statuses if s.name == container)
 
-    def restart_container(self, container: str, exit_code: int = 0) -> int:
-        """Stop the container's main process (exit code 0, or 1 as a crash) and wait
-        until kubelet has restarted it and it is ready again; returns the new restart count."""
+    def allow_one_restart(self, container: str) -> int:
+        """The container may restart once now by the claim's own doing (a write past
+        its memory limit that the OOM killer may end with the container), not a
+        disruption; returns its restart count before."""
         before = self.restart_count(container)
-        self.restarts_seen[container] = before + 1  # this restart is the claim's own, not a disruption
-        try:
-            self.container(container).run("stop-agent", exit_code=exit_code)
-        except KubeError:
-            pass  # the answer may die with the container it stops; the restart count is the evidence
-        self.close_channels(container)  # it ends with the container: a new one serves the restarted one
+        self.restarts_seen[container] = before + 1
+        return before
+
+    def ready_again(self, container: str, before: int) -> int:
+        """After the container ended by a claim's doing: wait until the kubelet has
+        restarted it and it is ready; returns the new restart count."""
+        self.close_channels(container)  # it ended with the container: a new one serves the restarted one
         pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, restarted(container, before), self)
         count = next(s.restart_count for s in pod.status.container_statuses if s.name == container)
         self.restarts_seen[container] = count
         return count
+
+    def last_termination(self, container: str) -> dict | None:
+        """How the container's previous run ended, as the API says (reason, exit
+        code, when), or None if it has not ended."""
+        statuses = self.read().status.container_statuses or []
+        ended = next((s.last_state.terminated for s in statuses if s.name == container and s.last_state), None)
+        if ended is None:
+            return None
+        return {"reason": ended.reason, "exit_code": ended.exit_code, "message": ended.message,
+                "finished_at": ended.finished_at.isoformat() if ended.finished_at else None}
+
+    def restart_container(self, container: str, exit_code: int = 0) -> int:
+        """Stop the container's main process (exit code 0, or 1 as a crash) and wait
+        until kubelet has restarted it and it is ready again; returns the new restart count."""
+        before = self.allow_one_restart(container)
+        try:
+            self.container(container).run("stop-agent", exit_code=exit_code)
+        except KubeError:
+            pass  # the answer may die with the container it stops; the restart count is the evidence
+        return self.ready_again(container, before)
 
     def exit_by_restart_rule(self, container: str, exit_code: int) -> dict[str, int]:
         """End the container's main process with `exit_code` (what a container restart

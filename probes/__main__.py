@@ -143,7 +143,7 @@ VERBS: dict[str, tuple[Callable | None, str, list]] = {
     # IPC
     **ipc_verbs("sysv", sysv, arg("--key", type=int, required=True)),
     **ipc_verbs("posix", posix, arg("--name", required=True)),
-    "memory-charge": (memory.charge, "shmem and usage of this container's memory cgroup", []),
+    "memory-charge": (memory.charge, "shmem, usage, limit and OOM kills of this container's memory cgroup", []),
     "filesystem": (posix.filesystem, "statfs and mount of a path", [PATH]),
     # files on the shared volumes
     "write": (files.write, "write a seeded payload",
@@ -169,7 +169,10 @@ VERBS: dict[str, tuple[Callable | None, str, list]] = {
                     arg("--timeout", type=float, default=45.0)]),
     "hold-mmap": (files.hold_mmap, "MAP_SHARED a file", [*MAPPED, HOLD]),
     "mmap-write": (files.mmap_write, "MAP_SHARED a file", MAPPED),
-    "fill": (files.fill, "write zeros until size or ENOSPC", [PATH, arg("--size", type=int, required=True)]),
+    "fill": (files.fill, "write zeros until size or ENOSPC",
+             [PATH, arg("--size", type=int, required=True), arg("--keep", action="store_true"),
+              arg("--oom-first", action="store_true")]),
+    "size": (files.size, "a file's size (stat)", [PATH]),
     # perf: servers (perf-serve-*, stopped by `release`) and clients, which answer samples
     "perf-serve-sem": (perf.serve_sem, "System V semaphore ping-pong",
                        [*rounds(2000), arg("--key", type=int, required=True)]),

@@ -239,10 +239,16 @@ def mmap_write(args) -> dict:
 
 
 def fill(args) -> dict:
-    """Write up to `size` bytes; a size-limited tmpfs stops us with ENOSPC."""
+    """Write up to `size` bytes in 1 MiB chunks; a size-limited tmpfs stops us with
+    ENOSPC. With --keep the file stays (a writer killed on the way leaves it anyway:
+    what went in is the evidence of how far it got); with --oom-first, this process
+    is the one its memory cgroup's OOM killer picks, not the container's agent."""
     chunk = b"\0" * (1 << 20)
     written = 0
     try:
+        if args.oom_first:  # raising one's own score needs no privilege; the kernel then picks this process
+            with step("write", path="/proc/self/oom_score_adj"), open("/proc/self/oom_score_adj", "w") as adj:
+                adj.write("1000")
         with step("open", path=args.path):
             f = open(args.path, "wb")
         with f, step("write", path=args.path):
@@ -254,11 +260,21 @@ def fill(args) -> dict:
     except OSError as exc:
         return failure(exc, path=args.path, written=written)
     finally:
-        try:
-            os.unlink(args.path)
-        except OSError:
-            pass
+        if not args.keep:
+            try:
+                os.unlink(args.path)
+            except OSError:
+                pass
     return ok(path=args.path, written=written)
+
+
+def size(args) -> dict:
+    """A file's size, without reading it (a reader that read it would be charged)."""
+    try:
+        st = os.stat(args.path)
+    except OSError as exc:
+        return failure(exc, path=args.path)
+    return ok(path=args.path, size=st.st_size)
 
 
 def tree_digest(args) -> dict:

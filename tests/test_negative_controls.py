@@ -657,6 +657,24 @@ def test_memory_volumes_that_lost_their_medium_fail_the_size_claims(tmp_path):
             r"(384|320) MiB, the pod's", check["message"]), check["message"]
 
 
+@pytest.mark.usefixtures("kube")
+def test_a_volume_smaller_than_the_writers_limit_fails_the_oom_claim_naming_enospc(tmp_path):
+    """The broken memory-limit pattern (--patterns-dir): its Memory emptyDir has a
+    16Mi sizeLimit, below alpha's 64Mi limit, so alpha's write meets ENOSPC at
+    16 MiB, not the OOM killer: the OOM claim fails saying ENOSPC and both sizes."""
+    checks = run_variant(tmp_path, None, "memory", "--patterns-dir", str(VARIANTS / "broken-patterns"),
+                         "-k", "memory_limits")
+    assert [claim_name(c) for c in checks] == ["test_a_writer_past_its_memory_limit_meets_the_oom_killer_not_enospc"], [
+        c["id"] for c in checks]
+    got = failing(checks)
+    assert list(got) == ["test_a_writer_past_its_memory_limit_meets_the_oom_killer_not_enospc"], [
+        (c["id"], c["outcome"], c["message"]) for c in checks]
+    check = got["test_a_writer_past_its_memory_limit_meets_the_oom_killer_not_enospc"]
+    assert check["outcome"] == "failed" and re.match(
+        r"alpha met ENOSPC after 1[56] MiB: the volume \(16 MiB, tmpfs\) was full before alpha reached its memory "
+        r"limit \(64 MiB\), so a writer here meets ENOSPC, not the OOM killer", check["message"]), check["message"]
+
+
 def _node_of_pool(kube, pool: str) -> str:
     nodes = [n.metadata.name for n in kube.nodes(f"podshare.io/pool={pool}")]
     if not nodes:
