@@ -172,7 +172,7 @@ VERBS: dict[str, tuple[Callable | None, str, list]] = {
     "fill": (files.fill, "write zeros until size or ENOSPC",
              [PATH, arg("--size", type=int, required=True), arg("--keep", action="store_true"),
               arg("--oom-first", action="store_true")]),
-    "size": (files.size, "a file's size (stat)", [PATH]),
+    "size": (files.owner, "a file's size (stat: its owner and mode too)", [PATH]),
     # perf: servers (perf-serve-*, stopped by `release`) and clients, which answer samples
     "perf-serve-sem": (perf.serve_sem, "System V semaphore ping-pong",
                        [*rounds(2000), arg("--key", type=int, required=True)]),

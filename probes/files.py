@@ -84,12 +84,13 @@ def listdir(args) -> dict:
 
 
 def owner(args) -> dict:
-    """Who owns a path as this container sees it (uid, gid, mode)."""
+    """Who owns a path as this container sees it (uid, gid, mode), and its size:
+    a stat, never a read (a reader that read a tmpfs file would be charged for it)."""
     try:
         st = os.stat(args.path)
     except OSError as exc:
         return failure(exc, path=args.path)
-    return ok(path=args.path, uid=st.st_uid, gid=st.st_gid, mode=oct(st.st_mode & 0o7777))
+    return ok(path=args.path, uid=st.st_uid, gid=st.st_gid, mode=oct(st.st_mode & 0o7777), size=st.st_size)
 
 
 def _lock(fd: int, kind: str, blocking: bool) -> None:
@@ -266,15 +267,6 @@ def fill(args) -> dict:
             except OSError:
                 pass
     return ok(path=args.path, written=written)
-
-
-def size(args) -> dict:
-    """A file's size, without reading it (a reader that read it would be charged)."""
-    try:
-        st = os.stat(args.path)
-    except OSError as exc:
-        return failure(exc, path=args.path)
-    return ok(path=args.path, size=st.st_size)
 
 
 def tree_digest(args) -> dict:
