@@ -19,6 +19,15 @@ from .verbs import ProbeContainer
 from .waits import restarted, restarted_with_all_ready, scheduled, wait_for_pod
 
 
+def _ended_words(kind: str, what: Any) -> str:
+    """A container state's reason, exit code and message in one line."""
+    code = getattr(what, "exit_code", None)
+    at = getattr(what, "finished_at", None)
+    parts = [what.reason or "", f"exit code {code}" if code is not None else "",
+             f"at {at:%H:%M:%S} UTC" if at else "", (what.message or "").strip()[:160]]
+    return f"{kind}: " + ", ".join(p for p in parts if p)
+
+
 class Pod:
     """A pod podshare created: its manifest, its state, its containers."""
 
@@ -36,8 +45,8 @@ class Pod:
         self.start_failure: str | None = None  # why it never became ready, for the claims that need it
         self.start_outside = False  # that reason is the cluster's (no node, no image): its claims could not check
         # each container's restart count as the run knows it (ready, or restarted by a claim):
-        # a higher one is the kubelet's doing (podshare.disruption)
-        self.restarts_seen: dict[str, int] = {}
+        # a higher one is the kubelet's doing (podshare.disruption); inf: any number is the claim's
+        self.restarts_seen: dict[str, float] = {}
         self.deleted_by_claim = False  # begin_deletion: the pod's end is a claim's doing
         self._channels: dict[str, Channel] = {}
         self._channels_lock = threading.Lock()
@@ -135,14 +144,38 @@ class Pod:
         self.restarts_seen[container] = before + 1
         return before
 
+    def allow_restarts(self, *containers: str) -> dict[str, int]:
+        """From now on these containers may restart any number of times by the claim's
+        own doing, none of them a disruption: a write past a memory limit in a runtime
+        that charges the pod as a whole may end any of them, or the whole sandbox the
+        kubelet then makes anew. Returns their restart counts before."""
+        statuses = {s.name: s.restart_count for s in self.read().status.container_statuses or []}
+        self.restarts_seen.update({c: float("inf") for c in containers})
+        return {c: statuses[c] for c in containers}
+
     def ready_again(self, container: str, before: int) -> int:
         """After the container ended by a claim's doing: wait until the kubelet has
         restarted it and it is ready; returns the new restart count."""
         self.close_channels(container)  # it ended with the container: a new one serves the restarted one
         pod = wait_for_pod(self.kube, self.namespace, self.name, self.timeout, restarted(container, before), self)
         count = next(s.restart_count for s in pod.status.container_statuses if s.name == container)
-        self.restarts_seen[container] = count
+        self.restarts_seen[container] = max(count, self.restarts_seen.get(container, 0))  # an allowance stays
         return count
+
+    def container_states(self) -> dict[str, dict]:
+        """Each container as the API has it now: restart count, ready, its state in
+        words (running, or waiting/terminated with reason and message) and how its
+        previous run ended."""
+        states = {}
+        for s in self.read().status.container_statuses or []:
+            state = s.state
+            now = ("running" if state and state.running else
+                   _ended_words("waiting", state.waiting) if state and state.waiting else
+                   _ended_words("terminated", state.terminated) if state and state.terminated else "unknown")
+            ended = s.last_state.terminated if s.last_state else None
+            states[s.name] = {"restart_count": s.restart_count, "ready": bool(s.ready), "state": now,
+                              "last_termination": _ended_words("ended", ended) if ended else None}
+        return states
 
     def last_termination(self, container: str) -> dict | None:
         """How the container's previous run ended, as the API says (reason, exit

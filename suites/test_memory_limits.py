@@ -36,23 +36,54 @@ def limit_pod(pattern_pods):
 def filled(limit_pod, podshare_session) -> dict:
     """alpha writes FILL bytes into the shared Memory emptyDir, the writing process
     the one its cgroup's OOM killer picks (--oom-first: the container's agent lives
-    on to answer); what alpha's cgroup, the volume and the API said before and after."""
+    on to answer); what alpha's cgroup, the volume, beta and the API said before and
+    after. Whatever the write ends (the writer, its container, beta, the whole
+    sandbox) is the claim's doing and its evidence, not a disruption."""
     path = f"/data/shared/fill-{limit_pod.uid[:8]}"
     alpha, beta = limit_pod.container("alpha"), limit_pod.container("beta")
     with podshare_session.harness_errors(fatal=False):
         before = {"charge": alpha.run("memory-charge"), "volume": beta.run("filesystem", path="/data/shared")}
-        restarts = limit_pod.allow_one_restart("alpha")  # should the OOM killer end the container after all
+        restarts = limit_pod.allow_restarts("alpha", "beta")
         try:
             met = alpha.run("fill", path=path, size=FILL, keep=True, oom_first=True)
         except ProbeKilled as killed:
             met = {"ok": False, "killed_by": killed.signal, "said": str(killed)}
         except KubeError as died:  # the channel ended with the container: the restart says why
             met = {"ok": False, "channel_ended": str(died)}
-            limit_pod.ready_again("alpha", restarts)
-        after = {"charge": alpha.run("memory-charge"), "left": beta.run("size", path=path),
-                 "last_state": limit_pod.last_termination("alpha")}
-        after["cleaned"] = beta.run("delete", path=path)  # the pages stay charged to alpha until the file goes
-    return {"path": path, "limit": _spec_limit(limit_pod, "alpha"), "before": before, "met": met, "after": after}
+            try:
+                limit_pod.ready_again("alpha", restarts["alpha"])
+            except KubeError as stuck:  # e.g. a sandbox gone with it: the states below say how
+                met["not_ready_again"] = str(stuck)
+        after = {"charge": _answer(alpha, "memory-charge"), "left": _answer(beta, "size", path=path),
+                 "containers": limit_pod.container_states()}
+        after["cleaned"] = _answer(beta, "delete", path=path)  # the pages stay charged to alpha until the file goes
+    return {"path": path, "limit": _spec_limit(limit_pod, "alpha"), "before": before, "restarts_before": restarts,
+            "met": met, "after": after}
+
+
+def _answer(container, verb: str, **args) -> dict:
+    """The verb's answer, or what ended its channel (the container may be gone)."""
+    try:
+        return container.run(verb, **args)
+    except KubeError as exc:
+        return {"ok": False, "channel_ended": str(exc)}
+
+
+def _ended_beside(filled: dict, name: str) -> str | None:
+    """How the write ended a container other than the writer's, in words, or None
+    if it runs on as it did: restarted, not running, or no longer answering."""
+    state = filled["after"]["containers"].get(name, {})
+    said = []
+    if state.get("restart_count", 0) > filled["restarts_before"][name]:
+        said.append(f"restarted {state['restart_count'] - filled['restarts_before'][name]} time(s), its last run "
+                    f"{state.get('last_termination')}")
+    if state.get("state", "running") != "running":
+        said.append(f"now {state['state']}")
+    for verb in ("left", "cleaned"):
+        if "channel_ended" in filled["after"][verb]:
+            said.append(f"it could not answer: {filled['after'][verb]['channel_ended']}")
+            break
+    return "; ".join(said) or None
 
 
 def _spec_limit(pod, container: str) -> int | None:
@@ -66,7 +97,8 @@ def test_a_writer_past_its_memory_limit_meets_the_oom_killer_not_enospc(filled, 
     """alpha (limit 64Mi) writes 128 MiB into a Memory emptyDir of 192 MiB (no
     sizeLimit: the pod's limit): the volume has room, alpha's limit has not, so
     alpha's memory cgroup OOM-kills the writer (its oom_kill count grows, or the
-    container ends OOMKilled) before 64 MiB are in; it never meets ENOSPC."""
+    container ends OOMKilled) before 64 MiB are in; it never meets ENOSPC, and beta,
+    which wrote nothing, runs on."""
     before, met, after = filled["before"], filled["met"], filled["after"]
     evidence.update(filled)
     assert before["volume"]["ok"], could_not("beta", "the shared Memory emptyDir", before["volume"])
@@ -87,16 +119,23 @@ def test_a_writer_past_its_memory_limit_meets_the_oom_killer_not_enospc(filled, 
     assert "errno" not in met, (
         f"alpha's write failed after {_mib(met.get('written'))} with {describe(met)}: neither the OOM killer "
         f"nor ENOSPC, given {setting}")
-    ended = after["last_state"] or {}
+    said = met.get("said") or met.get("channel_ended")
+    beta_ended = _ended_beside(filled, "beta")
+    if beta_ended:
+        left = (f"{_mib(after['left']['size'])} of it in the volume after" if after["left"]["ok"]
+                else f"the volume's file after: {describe(after['left'])}")
+        pytest.fail(f"the OOM kill did not stay in alpha: its write past its {_mib(limit)} limit ended beta too, "
+                    f"which wrote nothing ({beta_ended}); alpha's write ended ({said}), {left}")
+    alpha_now = after["containers"]["alpha"]
     # the cgroup's count where the container can read it (gVisor's sandbox shows no memory cgroup files)
     oom_kills = (before["charge"].get("oom_kills"), after["charge"].get("oom_kills"))
     counted = None not in oom_kills and oom_kills[1] > oom_kills[0]
-    said = met.get("said") or met.get("channel_ended")
-    assert counted or ended.get("reason") == "OOMKilled", (
+    assert counted or "OOMKilled" in (alpha_now.get("last_termination") or ""), (
         f"alpha's write ended ({said}) after {_mib(written)}, but its memory cgroup counted no OOM kill "
         f"(oom_kill {oom_kills[0]} before, {oom_kills[1]} after) and the container did not end OOMKilled "
-        f"({ended or 'it did not end'}): something other than its memory limit stopped it")
-    if not after["left"]["ok"]:
+        f"(its last run: {alpha_now.get('last_termination') or 'it did not end'}): something other than its "
+        "memory limit stopped it")
+    if not after["left"]["ok"]:  # beta answers (above): the file is not there
         pytest.fail(f"alpha's write ended ({said}), and then beta found no file where alpha wrote: "
                     f"{describe(after['left'])}; the Memory emptyDir lost what alpha wrote before the kill, so how "
                     "much went in cannot be told")

@@ -859,6 +859,9 @@ def test_a_container_the_kubelet_restarted_mid_run_is_named_as_the_api_says():
                            "not about what the containers share") and found.container == "alpha" and found.pods == {"u1"}
     handle.restarts_seen = {"alpha": 1}  # the claim restarted it itself
     assert diagnose(ClusterFacts(live), [handle]) is None
+    status.restart_count = 3  # a claim that allowed any number (Pod.allow_restarts: a sandbox it ends)
+    handle.restarts_seen = {"alpha": float("inf")}
+    assert diagnose(ClusterFacts(live), [handle]) is None
 
 
 def test_a_node_with_a_skipped_claim_is_not_said_to_keep_every_promise():
