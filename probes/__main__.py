@@ -158,8 +158,8 @@ VERBS: dict[str, tuple[Callable | None, str, list]] = {
     "owner": (files.owner, "owner uid, gid and mode of a path", [PATH]),
     "hold-lock": (files.hold_lock, "an exclusive lock", [PATH, LOCK_KIND, HOLD]),
     "try-lock": (files.try_lock, "an exclusive lock", [PATH, LOCK_KIND]),
-    "watch": (files.watch, "inotify events until NAME is written and closed",
-              [PATH, arg("--name", required=True), arg("--timeout", type=float, default=10.0)]),
+    "watch": (files.watch, "inotify events until NAME is written and closed (or AFTER, written later, is first)",
+              [PATH, arg("--name", required=True), arg("--after"), arg("--timeout", type=float, default=10.0)]),
     # a directory its writer replaces whole (ConfigMap, Secret, projected volumes)
     "read-keys": (projected.read_keys, "every key read through one resolution of ..data", [PATH]),
     "follow-keys": (projected.follow_keys, "read every key through ..data until UNTIL is in all",

@@ -175,7 +175,11 @@ def inotify_events(fd: int) -> list[tuple[int, str, list[str]]]:
 
 
 def watch(args) -> dict:
-    """Report inotify events in a directory until `name` is closed after writing."""
+    """Report inotify events in a directory until `name` is closed after writing.
+    With `after`, a file the caller writes there once `name`'s writer is done: one
+    directory's events queue in the order they happen, and a close-write's event is
+    queued before the close returns, so `after`'s close-write arriving first means
+    `name`'s will never come (ENOMSG), decided without waiting out the timeout."""
     try:
         fd = _inotify(args.path, _WRITES)
     except OSError as exc:
@@ -191,6 +195,9 @@ def watch(args) -> dict:
             for _wd, name, names in inotify_events(fd):
                 events.append({"name": name, "mask": names})
                 done = done or (name == args.name and "IN_CLOSE_WRITE" in names)
+                if not done and args.after and name == args.after and "IN_CLOSE_WRITE" in names:
+                    return failure(OSError(errno.ENOMSG, "the later file's close-write came, the file's never did"),
+                                   path=args.path, events=events, overtaken_by=args.after)
     finally:
         os.close(fd)
     return ok(path=args.path, events=events)
@@ -251,13 +258,15 @@ def fill(args) -> dict:
             with step("write", path="/proc/self/oom_score_adj"), open("/proc/self/oom_score_adj", "w") as adj:
                 adj.write("1000")
         with step("open", path=args.path):
-            f = open(args.path, "wb")
-        with f, step("write", path=args.path):
-            while written < args.size:
-                n = min(len(chunk), args.size - written)
-                f.write(chunk[:n])
-                f.flush()
-                written += n
+            fd = os.open(args.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        # unbuffered: a short write near the end counts what went in, and the ENOSPC after it
+        # is the write's (a buffered file would raise it again at close, outside the step)
+        try:
+            with step("write", path=args.path):
+                while written < args.size:
+                    written += os.write(fd, chunk[:min(len(chunk), args.size - written)])
+        finally:
+            os.close(fd)
     except OSError as exc:
         return failure(exc, path=args.path, written=written)
     finally:

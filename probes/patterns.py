@@ -9,7 +9,7 @@ import signal
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from .files import _inotify
+from .files import _inotify, inotify_events
 from .netutil import listen_tcp
 from .output import failure, ok
 
@@ -80,7 +80,9 @@ class _Follower:
         # arrived with no wake-up (only those present at start may; a follower
         # that read on every connection instead would show them here).
         self.wakeups = 0
+        self.other_wakeups = 0  # by events of other files only
         self.lines_without_wakeup = 0
+        self.names = {name, name + ".1"}
         self._file = None
         self._inode: int | None = None
         self._done: set[int] = set()  # inodes read to the end
@@ -100,9 +102,16 @@ class _Follower:
             return None
 
     def catch_up(self) -> None:
-        os.read(self.inotify, 65536)  # the events themselves are only a wake-up
-        self.wakeups += 1
+        """A wake-up. Only one by an event of the log (NAME, NAME.1) counts: lines read
+        at another file's event (a marker written beside it) came without theirs."""
+        names = {name for _wd, name, _flags in inotify_events(self.inotify)}
+        before = len(self.lines)
         self.reconcile()
+        if names & self.names:
+            self.wakeups += 1
+        else:
+            self.other_wakeups += 1
+            self.lines_without_wakeup += len(self.lines) - before
 
     def start(self) -> None:
         """What is there before the first event: read it, and count it as read without one."""
@@ -164,6 +173,7 @@ def follow(args) -> None:
             with conn:
                 conn.sendall((json.dumps({"container": container, "lines": follower.lines,
                                           "rotations": follower.rotations, "inotify_wakeups": follower.wakeups,
+                                          "other_wakeups": follower.other_wakeups,
                                           "lines_without_wakeup": follower.lines_without_wakeup})
                               + "\n").encode())
 

@@ -85,11 +85,15 @@ def lock_not_contended(kind: str, answer: dict) -> str:
 
 def test_inotify_in_beta_sees_alpha_write(alpha, beta, volume, ipc_name, evidence):
     """The log-watcher pattern: beta watches the volume with inotify and sees
-    alpha's file written and closed."""
-    name = f"{ipc_name}.log"
-    watcher = beta.start("watch", path=volume, name=name, timeout=5).wait_ready()
+    alpha's file written and closed, before the file beta writes after it."""
+    name, marker = f"{ipc_name}.log", f"{ipc_name}.after"
+    # beta's own file, written once alpha's write has returned: its event coming first
+    # settles it at once (one directory's events queue in order) instead of a timeout
+    watcher = beta.start("watch", path=volume, name=name, after=marker, timeout=5).wait_ready()
     written = alpha.run("write", path=f"{volume}/{name}", size=4096, seed=name)
+    beta.run("write", path=f"{volume}/{marker}", size=1, seed=marker)
     events = watcher.result()
+    beta.run("delete", path=f"{volume}/{marker}")  # a page left in the Memory volume would shift its fill claim
     evidence.update(alpha=written, beta=events)
     assert events["ok"], f"beta's inotify saw no close-write of alpha's file in the shared volume: {describe(events)}"
     assert any(e["name"] == name and "IN_CLOSE_WRITE" in e["mask"] for e in events["events"]), (

@@ -193,6 +193,24 @@ class TestFiles:
         events = finish(watcher)["events"]
         assert {"name": "x.log", "mask": ["IN_CLOSE_WRITE"]} in events
 
+    def test_watch_ends_at_once_when_a_later_file_comes_first(self, run_probe, start_probe, tmp_path):
+        """The file written later closes first: the watched one's event will never
+        come, said at once (ENOMSG), not after the timeout."""
+        watcher = start_probe("watch", "--path", str(tmp_path), "--name", "never", "--after", "marker",
+                              "--timeout", "60")
+        wait_ready(watcher)
+        run_probe("write", "--path", str(tmp_path / "marker"), "--size", "10")
+        result = finish(watcher)  # a timeout would be ETIMEDOUT
+        assert not result["ok"] and result["errno"] == "ENOMSG" and result["overtaken_by"] == "marker", result
+
+    def test_watch_with_a_later_file_still_reports_the_first(self, run_probe, start_probe, tmp_path):
+        watcher = start_probe("watch", "--path", str(tmp_path), "--name", "x.log", "--after", "marker",
+                              "--timeout", "10")
+        wait_ready(watcher)
+        run_probe("write", "--path", str(tmp_path / "x.log"), "--size", "10")
+        run_probe("write", "--path", str(tmp_path / "marker"), "--size", "10")
+        assert finish(watcher)["ok"]
+
     def test_watch_fails_when_nothing_is_written(self, run_probe, tmp_path):
         result = run_probe("watch", "--path", str(tmp_path), "--name", "never", "--timeout", "0.2")
         assert not result["ok"] and result["errno"] == "ETIMEDOUT"
@@ -212,6 +230,15 @@ class TestFiles:
                        'mount -t tmpfs -o size=2m tmpfs /mnt && exec "$@"', "sh")
         result = run_probe("fill", "--path", "/mnt/f", "--size", str(4 << 20), prefix=small_tmpfs)
         assert not result["ok"] and result["errno"] == "ENOSPC" and result["written"] <= 2 << 20
+
+    @needs_root
+    def test_fill_past_a_page_in_use_says_enospc_at_its_write_step_with_every_byte_counted(self, run_probe):
+        """A page of the tmpfs already in use: the last chunk goes in short, and the ENOSPC
+        after it is the write step's (a buffered file raised it again at close, stepless)."""
+        small_tmpfs = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                       'mount -t tmpfs -o size=2m tmpfs /mnt && head -c 4096 /dev/zero > /mnt/page && exec "$@"', "sh")
+        result = run_probe("fill", "--path", "/mnt/f", "--size", str(4 << 20), prefix=small_tmpfs)
+        assert (result["errno"], result.get("step"), result["written"]) == ("ENOSPC", "write", (2 << 20) - 4096), result
 
 
 @needs_root
