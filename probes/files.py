@@ -109,8 +109,7 @@ def hold_lock(args) -> dict:
             _lock(fd, args.kind, blocking=True)
     except OSError as exc:
         return failure(exc, path=args.path, kind=args.kind)
-    holder.ready(path=args.path, kind=args.kind)
-    holder.wait()
+    holder.wait(path=args.path, kind=args.kind)
     os.close(fd)
     return ok(path=args.path, kind=args.kind, **holder.summary())
 
@@ -219,8 +218,7 @@ def hold_mmap(args) -> dict:
         return failure(exc, path=args.path)
     with step("write", path=args.path, mapped=True):  # past a full tmpfs: SIGBUS
         m[:] = data
-    holder.ready(path=args.path, sha256=payload.digest(data))
-    holder.wait()
+    holder.wait(path=args.path, sha256=payload.digest(data))
     seen = payload.digest(m[:])
     m.close()
     os.close(fd)

@@ -41,18 +41,26 @@ class Holder:
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
-    def wait(self) -> None:
-        """Block until released or the deadline."""
+    def wait(self, **ready) -> None:
+        """Announce (the ready line, with `ready`'s fields), then block until released
+        or the deadline. The line goes out inside the try: the release may come as soon
+        as it is read, before this process runs again (on a loaded node it did, and the
+        Released raised between the two ended the verb with no answer)."""
         try:
+            self.ready(**ready)
             while self.remaining() > 0:
                 select.select([], [], [], self.remaining())
         except Released:
             self.released = True
+        finally:
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # the answer is not cut short by a late one
 
-    def serve(self, listener: socket.socket, reply: bytes) -> int:
-        """Answer each connection with `reply` until released; returns the count."""
+    def serve(self, listener: socket.socket, reply: bytes, **ready) -> int:
+        """Announce as wait() does, then answer each connection with `reply` until
+        released; returns the count."""
         served = 0
         try:
+            self.ready(**ready)
             while self.remaining() > 0:
                 readable, _, _ = select.select([listener], [], [], self.remaining())
                 if readable:
@@ -62,6 +70,8 @@ class Holder:
                     served += 1
         except Released:
             self.released = True
+        finally:
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         return served
 
     def summary(self) -> dict:

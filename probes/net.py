@@ -50,8 +50,7 @@ def hold_port(args) -> dict:
     except OSError as exc:
         return failure(exc, port=args.port)
     with listener:
-        holder.ready(port=args.port)
-        served = holder.serve(listener, (json.dumps(_me()) + "\n").encode())
+        served = holder.serve(listener, (json.dumps(_me()) + "\n").encode(), port=args.port)
     return ok(port=args.port, served=served, **holder.summary())
 
 
@@ -73,7 +72,6 @@ def hold_unix(args) -> dict:
         listener.close()
         return failure(exc)
     with listener:
-        holder.ready()
         served = holder.serve(listener, (json.dumps(_me()) + "\n").encode())
     if args.path:
         os.unlink(args.path)

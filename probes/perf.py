@@ -253,9 +253,9 @@ def serve_volume(args) -> dict:
     is how long after its write (CLOCK_BOOTTIME, one clock for the pod) a ping
     became visible here."""
     holder = Holder(args.seconds)
-    holder.ready(path=args.path)
     samples = []
     try:
+        holder.ready(path=args.path)  # inside: a release may come as soon as the line is read
         for i in range(args.rounds):
             written = _wait_for(os.path.join(args.path, f"ping-{i}"), holder.deadline)
             seen_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)

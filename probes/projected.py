@@ -110,13 +110,13 @@ def watch_swap(args) -> dict:
         _close(watches)
         return failure(exc, path=args.path)
     holder = Holder(args.timeout)  # released by the harness once the update is known to be there
-    holder.ready(path=args.path)
     events: dict[str, list] = {p: [] for p in paths}
 
     def done() -> bool:
         return (any(e["name"] == DATA for e in events[args.path])
                 and all(any("IN_IGNORED" in e["mask"] for e in events[f]) for f in args.file))
     try:
+        holder.ready(path=args.path)  # inside: a release may come as soon as the line is read
         while not done():
             readable = select.select(list(watches), [], [], holder.remaining())[0] if holder.remaining() else []
             if not readable:

@@ -130,8 +130,7 @@ def hold_write(args) -> dict:
         db.execute("BEGIN IMMEDIATE")
     with step("insert", path=args.path):
         db.execute("INSERT INTO backups(rows_copied, checksum) VALUES (0, 'held')")
-    holder.ready(path=args.path, journal_mode=mode)
-    holder.wait()
+    holder.wait(path=args.path, journal_mode=mode)
     with step("commit", path=args.path):
         db.execute("COMMIT")
     db.close()
