@@ -177,16 +177,6 @@ class Pod:
                               "last_termination": _ended_words("ended", ended) if ended else None}
         return states
 
-    def last_termination(self, container: str) -> dict | None:
-        """How the container's previous run ended, as the API says (reason, exit
-        code, when), or None if it has not ended."""
-        statuses = self.read().status.container_statuses or []
-        ended = next((s.last_state.terminated for s in statuses if s.name == container and s.last_state), None)
-        if ended is None:
-            return None
-        return {"reason": ended.reason, "exit_code": ended.exit_code, "message": ended.message,
-                "finished_at": ended.finished_at.isoformat() if ended.finished_at else None}
-
     def restart_container(self, container: str, exit_code: int = 0) -> int:
         """Stop the container's main process (exit code 0, or 1 as a crash) and wait
         until kubelet has restarted it and it is ready again; returns the new restart count."""
