@@ -10,14 +10,13 @@ container under the pod's limit, so such a claim would pass everywhere this
 pattern runs and no variant of it could make it fail; docs/findings.md."""
 from __future__ import annotations
 
-import time
-
 import pytest
 from kubernetes.utils import parse_quantity
 
 from podshare.channel import ProbeKilled
 from podshare.errors import KubeError
 from podshare.evidence import could_not, describe
+from podshare.retry import GaveUp, NotYet, wait_until
 
 pytestmark = [pytest.mark.memory, pytest.mark.manifest("patterns/memory-limit.yaml")]
 
@@ -63,17 +62,26 @@ def filled(limit_pod, podshare_session) -> dict:
             "met": met, "after": after}
 
 
-def _states_once_known(pod, restarts: dict[str, int], tries: int = 15) -> dict:
+def _states_once_known(pod, restarts: dict[str, int], timeout: float = 30.0) -> dict:
     """Each container's state; where one restarted, once the API also says how its
     last run ended: on a loaded node the new restart count came first (CI on
     2026-12-04: alpha restarted, its last termination not yet there), and the old
-    run's cgroup, with its OOM kill count, is gone with it."""
-    for _ in range(tries):
-        states = pod.container_states()
-        if all(s["last_termination"] or s["restart_count"] <= restarts.get(name, 0) for name, s in states.items()):
-            break
-        time.sleep(2)
-    return states
+    run's cgroup, with its OOM kill count, is gone with it. Past the timeout, the
+    states as they are: the message then says the last end was not given."""
+    seen: dict = {}
+
+    def known() -> dict:
+        seen["states"] = states = pod.container_states()
+        unsaid = [name for name, s in states.items()
+                  if s["restart_count"] > restarts.get(name, 0) and not s["last_termination"]]
+        if unsaid:
+            raise NotYet(f"{', '.join(unsaid)} restarted, the last end not yet given")
+        return states
+
+    try:
+        return wait_until(known, timeout=timeout, what="each restarted container's last termination")
+    except GaveUp:
+        return seen["states"]
 
 
 def _answer(container, verb: str, **args) -> dict:

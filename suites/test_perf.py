@@ -15,12 +15,18 @@ pytestmark = pytest.mark.perf
 
 
 SECONDS = 10  # a measurement whose peer never answers gives up after this long
+# The server's own deadline only backs up its release (measure() releases it
+# whatever the client did), so it must outlast the client's request arriving:
+# with containerd frozen for 20 s (tests/test_disruptions.py) the request came
+# after a 10 s server had given up, and the client waited for a pong-0 no one
+# would write.
+SERVER_SECONDS = 120
 
 
 def measure(server, server_verb: str, client, client_verb: str, **flags) -> tuple[dict, dict]:
     """Run a `perf-serve-*` verb in one container and its client in the other;
     the server is released (and answers) whatever the client did."""
-    running = server.start(server_verb, seconds=SECONDS, **flags).wait_ready()
+    running = server.start(server_verb, seconds=SERVER_SECONDS, **flags).wait_ready()
     answer = client.run(client_verb, seconds=SECONDS, **flags)
     return answer, (running.result() if answer["ok"] else running.release())
 
