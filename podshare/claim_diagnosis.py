@@ -67,11 +67,12 @@ def before_the_claim(ps: PodshareSession, item: pytest.Item) -> str | None:
         return f"could not check: {outside.start_failure}"
     for value in getattr(item, "funcargs", {}).values():
         for candidate in (value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else [value]):
-            failure = getattr(candidate, "start_failure", None)
+            held = candidate.pod if isinstance(candidate, ProbeContainer) else candidate  # a container: its pod's
+            failure = getattr(held, "start_failure", None)
             if isinstance(failure, str):
                 ev = item.stash.get(EVIDENCE, None)
                 if ev is not None:
-                    for pod in getattr(candidate, "pods", [candidate]):
+                    for pod in getattr(held, "pods", [held]):
                         ev.touch(pod)
                     ev["pod_not_ready"] = failure
                 return (f"the pod this claim needs never became ready, so the promise it relies on "

@@ -37,6 +37,8 @@ def parametrize(metafunc: pytest.Metafunc, settings: Settings, nodes: list[str] 
     every volume claim once per volume kind (the emptyDirs, a PVC per --storage-class),
     which share those pods."""
     values = run_values(settings, nodes)
+    if "across" in metafunc.fixturenames:  # pods that mount one claim together: claims only (--storage-class)
+        values["volume"] = [v for v in values["volume"] if v.startswith("pvc:")]
     per_module = metafunc.definition.get_closest_marker("volume_per_module") is not None
     for axis in AXES:
         if values[axis.name] and axis.name in metafunc.fixturenames:
@@ -115,6 +117,12 @@ def deselect(config: pytest.Config, items: list[pytest.Item], drop) -> list[pyte
         items[:] = [i for i in items if not drop(i)]
         config.hook.pytest_deselected(items=dropped)
     return dropped
+
+
+def across_without_a_class(item: pytest.Item) -> bool:
+    """An across-pod claim needs a PersistentVolumeClaim (--storage-class): without
+    one it is not collected, as a volume kind the run does not have."""
+    return "across" in getattr(item, "fixturenames", ()) and of_item(item).volume is None
 
 
 def user_namespaced_elsewhere(item: pytest.Item) -> bool:

@@ -11,7 +11,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from . import delivery
+from . import across_pods, delivery
+from .across_pods import AcrossPods
 from .cluster import Cluster
 from .errors import HARNESS_ERRORS, AccessDenied, KubeError
 from .manifests import keep_off_nodes, load_manifest, load_manifests, pin_to_node, render, with_volume_claim
@@ -45,6 +46,7 @@ class PodFactory:
         self.probes: tuple[ProbeSet, Pod] | None = None
         # per PVC kind: a probe pod and a stranger, each with its own claim of that kind
         self.volume_sets: dict[str, tuple[ProbeSet, Pod]] = {}
+        self.across_sets: dict[str, AcrossPods] = {}  # per PVC kind: pods that mount one claim together
         self.probe_bundle: str | None = None  # the ConfigMap with the delivered probes, once made
 
     def _probe_bundle(self) -> str | None:
@@ -95,7 +97,7 @@ class PodFactory:
 
     # ------------------------------------------------------------ the start of the run
     def start_probes(self, patterns: list[str] = (), lifecycle: int = 0,
-                     volumes: list[str] = ()) -> tuple[ProbeSet, Pod]:
+                     volumes: list[str] = (), across: list[str] = ()) -> tuple[ProbeSet, Pod]:
         """Create the probe pod(s), then every other pod the collected claims need
         (their patterns' manifests, `lifecycle` spare probe sets), then the stranger
         on the probe pod's node; wait for the probe pods and the stranger, which
@@ -120,6 +122,8 @@ class PodFactory:
                 self.spare_lifecycle.append(self._new_lifecycle_set(create=True))
             for kind in volumes:  # claims on a PVC: their own pods, started with the others
                 self.volume_sets[kind] = self._volume_set(kind, node)
+            for kind in across:  # across-pod claims: pods that mount one claim together
+                self.across_sets[kind] = across_pods.make(self, kind, node)
             start_pods([*probes.pods, stranger])
             self.record_probe_containers(probes)
             self.cluster.learn_node(probes.main.node)
@@ -138,6 +142,12 @@ class PodFactory:
                                               kind, self.cluster.run_id), f"podshare-stranger-{tag}", node=node)
         start_pods_for_claims([*probes.pods, stranger], HARNESS_ERRORS, wait=False)
         return probes, stranger
+
+    def across_probes(self, kind: str) -> AcrossPods:
+        """The across-pod pods of a PVC kind, once ready (each that cannot start keeps why)."""
+        made = self.across_sets[kind]
+        start_pods_for_claims(made.pods(), HARNESS_ERRORS)
+        return made
 
     def volume_probes(self, kind: str) -> tuple[ProbeSet, Pod]:
         """The probe pod and stranger of a PVC kind, once ready (each pod that cannot

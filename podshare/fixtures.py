@@ -17,6 +17,7 @@ from .disruption import Disrupted, Disruption
 from .errors import HARNESS_ERRORS, PodNotReady
 from .evidence import Evidence
 from .factory import PodFactory
+from .across_pods import PEER
 from .pods import Pod, ProbeSet
 from .records import volume_path
 from .session import EVIDENCE, PodshareSession, session_of
@@ -94,13 +95,15 @@ def pod_factory(podshare_session: PodshareSession, run_namespace: str, node: str
     factory.cleanup(keep=ps.keep(request.session))
 
 
-def _needed_by(items: list[pytest.Item], where: dict[str, object]) -> tuple[list[str], int, list[str]]:
+def _needed_by(items: list[pytest.Item], where: dict[str, object]) -> tuple[list[str], int, list[str], list[str]]:
     """What the collected claims of one set of pods (`where`: its dimensions' values,
     by name) need besides the probe pod: their patterns' manifests (the `manifest`
-    marker), lifecycle pods, and the PVC kinds of volume claims (pods of their own)."""
+    marker), lifecycle pods, the PVC kinds of volume claims (pods of their own),
+    and the PVC kinds of across-pod claims (podshare.across_pods)."""
     patterns: list[str] = []
     lifecycle = 0
     volumes: list[str] = []
+    across: list[str] = []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if any(params.get(name, value) != value for name, value in where.items()):
@@ -110,9 +113,10 @@ def _needed_by(items: list[pytest.Item], where: dict[str, object]) -> tuple[list
                 patterns.append(marker.args[0])
         lifecycle += "lifecycle_pod" in getattr(item, "fixturenames", ())
         kind = params.get("volume")
-        if kind and kind.startswith("pvc:") and kind not in volumes:
-            volumes.append(kind)
-    return patterns, lifecycle, volumes
+        wanted = across if "across" in getattr(item, "fixturenames", ()) else volumes
+        if kind and kind.startswith("pvc:") and kind not in wanted:
+            wanted.append(kind)
+    return patterns, lifecycle, volumes, across
 
 
 @pytest.fixture(scope="session")
@@ -120,12 +124,12 @@ def probe_pods(pod_factory: PodFactory, podshare_session: PodshareSession, node:
                runtime_class: str | None, user_namespaces: bool, request: pytest.FixtureRequest) -> tuple[ProbeSet, Pod]:
     """The probe pod and, on the same node, the stranger pod (the negative control);
     every other pod the collected claims need starts with them."""
-    patterns, lifecycle, volumes = _needed_by(request.session.items, {
+    patterns, lifecycle, volumes, across = _needed_by(request.session.items, {
         "node": node, "runtime_class": runtime_class, "user_namespaces": user_namespaces})
     # With several nodes, pods that cannot start end that node's claims, not the run.
     with podshare_session.harness_errors(fatal=True, node=node if podshare_session.nodes_dimension else None):
         try:
-            return pod_factory.start_probes(patterns, lifecycle, volumes)
+            return pod_factory.start_probes(patterns, lifecycle, volumes, across)
         except PodNotReady as exc:
             if not user_namespaces:
                 raise
@@ -186,6 +190,35 @@ def probes_here(request: pytest.FixtureRequest, probe_pods: tuple[ProbeSet, Pod]
             return here
         evidence["shared_volume"] = {"kind": kind, **{k: seen.get(k) for k in ("ok", "fstype", "options", "device")}}
     return here
+
+
+@pytest.fixture
+def across(request: pytest.FixtureRequest, probe_pods, pod_factory: PodFactory, volume: str, placement: str,
+           evidence: Evidence) -> dict[str, ProbeContainer]:
+    """The pods of an across-pod claim (podshare.across_pods), by the claim's
+    volume kind and `placement` (the suite's: one-node, two-nodes), once ready: "first" and "second" mount one
+    claim, "own" a claim of its own; where each runs is in the evidence. A pod
+    that did not start keeps why, and the claim says it before its body runs."""
+    kind = request.node.callspec.params["volume"]
+    pods = pod_factory.across_probes(kind)
+    first, second = pods.pairs[placement]
+    where = {name: {"pod": p.name, "node": p.node, "runtime_class": p.runtime_class, "ready": not p.start_failure}
+             for name, p in (("first", first), ("second", second), ("own", pods.own))}
+    evidence.update(placement=placement, pods=where)
+    refused = next((p.start_failure for p in (first, second) if (p.start_failure or "").startswith("not applicable")),
+                   None)
+    if refused:  # the class does not make this placement's access mode: nothing to check, said once per claim
+        pytest.skip(refused)
+    made = {"first": first.container(PEER), "second": second.container(PEER), "own": pods.own.container(PEER)}
+    if not (first.start_failure or second.start_failure):
+        try:  # evidence only, as probes_here: the claim's body meets what took a pod
+            seen = {who: made[who].run("filesystem", path=volume) for who in ("first", "second")}
+            evidence["shared_volume"] = {"kind": kind, **{k: seen["first"].get(k) for k in ("ok", "fstype", "options",
+                                                                                            "device")},
+                                         "second": {k: seen["second"].get(k) for k in ("fstype", "options")}}
+        except HARNESS_ERRORS as exc:
+            evidence["shared_volume"] = {"kind": kind, "ok": False, "error": str(exc).strip().split("\n")[0]}
+    return made
 
 
 @pytest.fixture

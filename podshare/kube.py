@@ -165,6 +165,10 @@ class Kube:
     def storage_class(self, name: str) -> Any:
         return api_call(f"read storageclass {name}", self._storage.read_storage_class, name)
 
+    def pvc(self, namespace: str, name: str) -> Any:
+        return api_call(f"read persistentvolumeclaim {name}", self.core.read_namespaced_persistent_volume_claim,
+                        name, namespace)
+
     def storage_classes(self) -> list[Any]:
         return api_call("list storageclasses", self._storage.list_storage_class).items
 
@@ -189,6 +193,7 @@ class Kube:
                 "ConfigMap": getattr(self.core, f"{verb}_namespaced_config_map"),
                 "Service": getattr(self.core, f"{verb}_namespaced_service"),
                 "ServiceAccount": getattr(self.core, f"{verb}_namespaced_service_account"),
+                "PersistentVolumeClaim": getattr(self.core, f"{verb}_namespaced_persistent_volume_claim"),
                 "NetworkPolicy": getattr(self._networking, f"{verb}_namespaced_network_policy"),
                 "ResourceQuota": getattr(self.core, f"{verb}_namespaced_resource_quota"),
                 "LimitRange": getattr(self.core, f"{verb}_namespaced_limit_range"),

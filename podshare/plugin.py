@@ -145,6 +145,7 @@ class PodshareHooks:
         scheduling.nodeSelector admits only some nodes (as a managed sandboxed pool's
         class does) runs only there, the reports naming the rest not applicable."""
         dimensions.deselect(config, items, dimensions.user_namespaced_elsewhere)
+        dimensions.deselect(config, items, dimensions.across_without_a_class)
         if not (self.ps.nodes_dimension or self.ps.settings.node):
             return
         node_of = lambda i: dimensions.of_item(i).node or self.ps.settings.node  # noqa: E731

@@ -4,6 +4,7 @@ over; a terminal state, a refused sandbox or a cluster that moved ends it early.
 """
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -105,24 +106,49 @@ def outside_the_promise(pod) -> bool:
 
 
 def unbound_claims(kube: Kube, pod) -> tuple[str, bool]:
-    """For a pod that cannot be scheduled yet: its generic ephemeral volumes'
-    claims and what their events say, so a line names the class and why ("" where
-    it has none); and whether one is refused for good (its StorageClass does not
-    exist), not merely still being provisioned."""
-    said, refused = [], False
+    """For a pod that cannot be scheduled yet: its claims (generic ephemeral
+    volumes and PersistentVolumeClaims) and what their events say, so a line names
+    the class and why ("" where it has none); and whether one is refused for good
+    (its StorageClass does not exist; or its provisioner does not make the access
+    mode asked for: then the line says the claim is not applicable), not merely
+    still being provisioned."""
+    said, refused, modes = [], False, []
     for v in pod.spec.volumes or []:
-        if not v.ephemeral:
+        if v.ephemeral:
+            name = f"{pod.metadata.name}-{v.name}"  # how Kubernetes names a generic ephemeral volume's claim
+            spec = v.ephemeral.volume_claim_template.spec
+        elif v.persistent_volume_claim:
+            name, spec = v.persistent_volume_claim.claim_name, None
+        else:
             continue
-        name = f"{pod.metadata.name}-{v.name}"  # how Kubernetes names a generic ephemeral volume's claim
-        storage_class = v.ephemeral.volume_claim_template.spec.storage_class_name or "the default class"
         try:
-            events = [r["message"] for r in kube.event_records(pod.metadata.namespace, name)]
+            records = kube.event_records(pod.metadata.namespace, name)
         except KubeError:  # listing events is optional (RBAC)
-            events = []
+            records = []
+        events = [r["message"] for r in records]
+        storage_class = (spec.storage_class_name if spec else _claim_class(kube, pod.metadata.namespace, name)) \
+            or "the default class"
         refused = refused or any("storageclass" in e and "not found" in e for e in events)
+        modes += [f"StorageClass {storage_class} does not provision the access mode of PersistentVolumeClaim {name} "
+                  f"({e})" for e in dict.fromkeys(events) if ACCESS_MODE_REFUSED.search(e)][-1:]
         said.append(f"PersistentVolumeClaim {name} of StorageClass {storage_class} is not bound"
                     + (f" ({'; '.join(dict.fromkeys(events))})" if events else " (no events)"))
+    if modes:
+        return f"not applicable: {'; '.join(modes)}", True
     return "; ".join(said), refused
+
+
+# A provisioner's words for an access mode it does not make (local-path: "NodePath only supports
+# ReadWriteOnce and ReadWriteOncePod (1.22+) access modes"; CSI drivers: "access mode ... not supported").
+ACCESS_MODE_REFUSED = re.compile(r"access ?modes?\b.*(not supported|unsupported)|only supports? .*access ?modes?"
+                                 r"|(not supported|unsupported) access ?modes?", re.I)
+
+
+def _claim_class(kube: Kube, namespace: str, name: str) -> str | None:
+    try:
+        return kube.pvc(namespace, name).spec.storage_class_name
+    except KubeError:
+        return None
 
 
 def claims_pending(pod) -> bool:
@@ -130,6 +156,11 @@ def claims_pending(pod) -> bool:
     after the pod exists): a wait, not yet a verdict."""
     return any(v.ephemeral or v.persistent_volume_claim for v in pod.spec.volumes or []) and any(
         c.type == "PodScheduled" and c.status == "False" for c in pod.status.conditions or [])
+
+
+def awaits_provisioning(pod) -> bool:
+    """Not yet on a node, with claims among its volumes."""
+    return not pod.spec.node_name and any(v.ephemeral or v.persistent_volume_claim for v in pod.spec.volumes or [])
 
 
 def not_ready_containers(pod) -> list[str]:
@@ -187,7 +218,15 @@ def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, conditio
             claims, refused = unbound_claims(kube, pod)
             if not refused:  # still being provisioned: the wait's end says so, with the claims' events
                 raise NotYet(f"{problem}; {claims}")
-            raise PodNotReady(f"{problem}; {claims}", outside=True)
+            said = f"{claims} (the scheduler: {problem})" if claims.startswith("not applicable") else \
+                f"{problem}; {claims}"
+            raise PodNotReady(said, outside=True)
+        if not problem and awaits_provisioning(pod):
+            # The scheduler holds a pod whose claim waits for its first consumer without a
+            # word (no condition) while it asks the provisioner: a refusal is in the claim's events.
+            claims, refused = unbound_claims(kube, pod)
+            if refused:
+                raise PodNotReady(claims, outside=True)
         if problem:
             missing = node_lacks(kube, pod)
             if missing:  # what the node cannot have, not a promise it broke

@@ -33,6 +33,32 @@ def write(args) -> dict:
               boottime_ns=time.clock_gettime_ns(time.CLOCK_BOOTTIME))
 
 
+def await_file(args) -> dict:
+    """Poll for a file another pod writes, as a poller does, until it is there
+    whole (its size and digest as written) or the timeout: how long it took to
+    appear, and how it looked on the way (absent, short, other bytes), which a
+    network file system's attribute and page caches decide."""
+    started = time.monotonic()
+    seen: dict[str, int] = {}
+    last: dict = {}
+    while True:
+        try:
+            with open(args.path, "rb") as f:
+                data = f.read()
+            look = "whole" if (len(data), payload.digest(data)) == (args.size, args.sha256) else "other bytes"
+            last = {"size": len(data), "sha256": payload.digest(data)}
+        except OSError as exc:
+            look = errno.errorcode.get(exc.errno, str(exc.errno))
+        seen[look] = seen.get(look, 0) + 1
+        took = time.monotonic() - started
+        if look == "whole":
+            return ok(path=args.path, took_ms=round(took * 1000, 1), looks=seen, **last)
+        if took > args.timeout:
+            return failure(TimeoutError(errno.ETIMEDOUT, f"not whole after {args.timeout:g}s"), path=args.path,
+                           looks=seen, **last)
+        time.sleep(0.005)
+
+
 def append(args) -> dict:
     try:
         with step("open", path=args.path):

@@ -27,6 +27,13 @@ def unchecked_exit(results: dict) -> int:
     return 1 if results["run"]["leftovers"] else 2
 
 
+def not_applicable(check: dict) -> bool:
+    """A claim skipped because where it ran lacks what it needs (a StorageClass
+    that provisions no ReadWriteMany, for the two-node across-pod claims): not a
+    pass, and not a promise seen to hold or break either."""
+    return check["outcome"] == "skipped" and (check.get("message") or "").startswith("Skipped: not applicable")
+
+
 def well_before(timeout: float) -> float:
     """The bound a test puts on a path that must END ON ITS EVENT rather than on
     `timeout`: half of it. A bound near the path's own time proves nothing more

@@ -73,6 +73,10 @@ OPTIONAL = {
                                              "their ConfigMap; they are not in this selection, whose runs it would "
                                              "lengthen by the kubelet's sync each, and without the verb they fail "
                                              "with the 403",
+    ("podshare-run", "persistentvolumeclaims", "create"): "the across-pod claims (suites/test_across_pods.py) make "
+                                                          "their claims; they run only with --storage-class, not in "
+                                                          "this selection, and without the verb they fail with the 403",
+    ("podshare-run", "persistentvolumeclaims", "delete"): "the across-pod claims' cleanup (as create)",
     ("podshare-nodes", "nodes", "get"): "the node facts in the report header (with --node: that the node exists)",
     ("podshare-nodes", "nodes", "list"): "the node facts in the report header",
     ("podshare-nodes", "runtimeclasses", "get"): "a missing --runtime-class named at once (else the pod's "

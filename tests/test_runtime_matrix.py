@@ -17,7 +17,7 @@ import pytest
 
 from podshare.known_divergences import KnownDivergences, places
 
-from .conftest import PROJECT, run_suites
+from .conftest import PROJECT, not_applicable, run_suites
 
 KNOWN = [str(PROJECT / "cluster" / f"{runtime}-known-divergences.yaml") for runtime in ("gvisor", "youki")]
 DIVERGING = ("gvisor", "gvisor-hinted", "youki")  # each where its known-divergences file says, no more, no less
@@ -60,7 +60,8 @@ def matrix(stack, classes, request, tmp_path_factory) -> dict:
 
 
 def outcomes(matrix: dict, runtime_class: str) -> dict[str, str]:
-    return {c["claim_id"]: c["outcome"] for c in matrix["checks"] if c["runtime_class"] == runtime_class}
+    return {c["claim_id"]: c["outcome"] for c in matrix["checks"]
+            if c["runtime_class"] == runtime_class and not not_applicable(c)}
 
 
 @pytest.mark.usefixtures("kube")
