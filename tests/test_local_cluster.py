@@ -107,3 +107,36 @@ def test_a_runtime_class_that_does_not_exist_stops_the_run_in_one_line(tmp_path)
     assert out.returncode == 2, out.stdout[-2000:]
     stop = [line for line in out.stdout.splitlines() if "Interrupted: podshare:" in line]
     assert len(stop) == 1 and "RuntimeClass 'no-such-class' does not exist" in stop[0], out.stdout[-2000:]
+
+
+def test_a_storage_class_that_cannot_bind_gives_its_claims_one_line_naming_it(tmp_path):
+    """A --storage-class with no such class: the volume claims on its PVCs could
+    not be checked, in one line that names the class and what the claim's events
+    say, at once (not at --pod-timeout); the emptyDir claims beside them pass, and
+    nothing is left behind."""
+    out = run_suites("-k", "test_file_written_in_alpha", "--storage-class", "no-such-class",
+                     "--reports-dir", str(tmp_path), timeout=300)
+    results = json.loads((tmp_path / "results.json").read_text())
+    by_volume = {c["volume"]: c for c in results["checks"]}
+    assert by_volume["emptyDir"]["outcome"] == by_volume["emptyDir:Memory"]["outcome"] == "passed", by_volume
+    unbound = by_volume["pvc:no-such-class"]
+    assert unbound["outcome"] == "could-not-check", unbound
+    assert "StorageClass no-such-class" in unbound["message"] and "not found" in unbound["message"], unbound["message"]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("could not check")]
+    assert len(lines) == 1 and "no-such-class" in lines[0], out.stdout[-3000:]
+    assert out.returncode == 2 and results["run"]["leftovers"] == [], (out.returncode, results["run"]["leftovers"])
+
+
+def test_a_class_without_read_write_many_makes_the_two_node_claims_not_applicable(tmp_path):
+    """local-path makes no ReadWriteMany volume: the two-node across-pod claims are
+    not applicable in one line with the provisioner's words, the one-node ones run,
+    and the run exits 0 (not applicable is neither a pass nor could-not-check)."""
+    out = run_suites("-k", "test_a_file_written_in_one_pod", "--storage-class", "local-path",
+                     "--reports-dir", str(tmp_path), timeout=300)
+    results = json.loads((tmp_path / "results.json").read_text())
+    by_placement = {("two-nodes" if "two-nodes" in c["id"] else "one-node"): c for c in results["checks"]}
+    assert by_placement["one-node"]["outcome"] == "passed", by_placement["one-node"]
+    refused = by_placement["two-nodes"]
+    assert refused["outcome"] == "skipped" and "not applicable: StorageClass local-path does not provision" in \
+        refused["message"] and "ReadWriteOnce" in refused["message"], refused["message"]
+    assert out.returncode == 0 and results["run"]["leftovers"] == [], (out.returncode, out.stdout[-2000:])
