@@ -1181,3 +1181,36 @@ def test_the_runs_worker_groups_and_their_segments_come_from_the_dimensions_that
     assert run_values(both, [])["volume"] == ["emptyDir", "emptyDir:Memory", "pvc:local-path"]
     plain = NS(runtime_class=[], user_namespaces="off", storage_class=[])
     assert segments_of_run(plain, []) == [] and groups_of_run(plain, []) == 1
+
+
+def test_leftovers_outrank_a_worker_that_ended_without_its_results(tmp_path):
+    """run_end.finish: a worker that ended without its results makes the run
+    could-not-check (2), but a run that also left objects behind exits 1 (the
+    user-namespace step tolerates 2), and its record says both."""
+    import json as _json
+    from collections import Counter
+    from types import SimpleNamespace as NS
+
+    from podshare.records import ClusterFacts
+    from podshare.run_end import finish
+
+    def ended(leftovers):
+        cluster = NS(leftovers=leftovers, namespace="podshare-r1", warnings=[], facts=ClusterFacts(),
+                     confinement="confined: test")
+        settings = NS(pushgateway=None, history_dir=None, reports_dir=str(tmp_path / "reports"))
+        ps = NS(checks={}, fatal=None, collection_errors=[], cluster=cluster, run_id="r1",
+                started_at="2026-01-01T00:00:00Z", started=0.0, interrupted=None, settings=settings)
+        session = NS(exitstatus=pytest.ExitCode.OK, config=NS(invocation_params=NS(args=())))
+        controller = NS(remove_what_workers_left=lambda: None, ordered_checks=lambda: None,
+                        namespaces=["podshare-r1-gw0"], warnings=[], cost=Counter(),
+                        problems=["worker gw0 ended without its results: no output"])
+        ending = finish(ps, session, controller)
+        results = next(p for p in ending.paths if p.name.endswith(".json"))
+        return session.exitstatus, _json.loads(results.read_text())["run"]
+
+    status, run = ended([])
+    assert status == pytest.ExitCode.INTERRUPTED and run["exit_status"] == 2
+    assert "worker gw0 ended without its results" in run["fatal"]
+    status, run = ended(["namespace/podshare-r1-gw0"])
+    assert status == pytest.ExitCode.TESTS_FAILED and run["exit_status"] == 1
+    assert "worker gw0 ended without its results" in run["fatal"]
