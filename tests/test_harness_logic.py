@@ -234,6 +234,23 @@ def test_known_divergences_match_claim_and_class(tmp_path):
         KnownDivergences.load(str(listed))
 
 
+def test_known_divergences_refuse_empty_signatures(tmp_path):
+    """`seen: "message:"` (or blank words, or a list holding one) would be in every
+    failure's message, so any failure of the claim would pass as the divergence:
+    the loader refuses it, as it refuses a signature with no kind."""
+    from podshare import signatures
+    from podshare.known_divergences import KnownDivergences
+    for seen in ("message:", "message:   ", "send:", "evidence beta_acquired:",
+                 ["message: no event", "message: "], [], ":x", "no colon"):
+        assert not signatures.valid(seen), seen
+        listed = tmp_path / "known.yaml"
+        listed.write_text(json.dumps([{"claim": "x", "runtime_class": "gvisor", "reason": "r", "seen": seen}]))
+        with pytest.raises(ValueError, match="expected a list"):
+            KnownDivergences.load(str(listed))
+    for seen in ("message: no event", "send: ENOSYS", "evidence beta_acquired: true", ["message: a", "send: EPERM"]):
+        assert signatures.valid(seen), seen
+
+
 def test_a_known_divergence_of_a_storage_class_holds_only_on_its_pvcs(tmp_path):
     """`storage_class:` places a divergence on the claims whose volume dimension is
     a PVC of that class (as cluster/shared-fs-known-divergences.yaml lists sshfs's):
