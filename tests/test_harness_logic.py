@@ -87,6 +87,47 @@ def test_terminal_waiting_reasons_fail_fast(reason):
     assert reason in pod_problem(_pod(waiting_reason=reason))
 
 
+NGINX_EACCES = 'nginx: [emerg] open() "/dev/stdout" failed (13: Permission denied)'
+
+
+def test_a_crash_looping_container_says_its_last_log_line(tmp_path):
+    """The kubelet's CrashLoopBackOff says only "back-off ... restarting failed
+    container": the wait for a pod names how the container's last run ended and
+    the last line it logged, so a known divergence's signature can name the
+    cause (cluster/youki-known-divergences.yaml: nginx's EACCES on /dev/stdout),
+    not any failure of the container."""
+    from podshare import signatures
+    from podshare.errors import PodNotReady
+    from podshare.known_divergences import KnownDivergences
+    from podshare.waits import wait_for_pod
+    pod = _pod(waiting_reason="CrashLoopBackOff")
+    cs = pod.status.container_statuses[0]
+    cs.name, pod.metadata.name = "nginx", "podshare-proxy"
+    cs.state.waiting.message = "back-off 10s restarting failed container=nginx pod=podshare-proxy_ns(u)"
+    cs.last_state = client.V1ContainerState(terminated=client.V1ContainerStateTerminated(exit_code=1, reason="Error"))
+    asked = []
+
+    class Kube:
+        def read_pod(self, namespace, name):
+            return pod
+
+        def logs(self, namespace, name, container, previous=False, tail=50):
+            asked.append((namespace, name, container, previous))
+            return f"2026/12/02 06:00:00 [notice] 1#1: using the epoll event method\n{NGINX_EACCES}\n"
+
+    with pytest.raises(PodNotReady) as raised:
+        wait_for_pod(Kube(), "ns", "podshare-proxy", 5)
+    said = str(raised.value)
+    assert asked == [("ns", "podshare-proxy", "nginx", True)]
+    assert "its last run ended Error, exit code 1" in said and said.endswith(f"its last log line: {NGINX_EACCES}")
+    assert not raised.value.outside  # the pod's own crash: its claims rely on it
+    [entry] = KnownDivergences.load("cluster/youki-known-divergences.yaml").entries
+    assert signatures.any_matches(entry["seen"], {}, [], said)
+    other = said.replace(NGINX_EACCES, "nginx: [emerg] host not found in upstream")
+    assert not signatures.any_matches(entry["seen"], {}, [], other)
+    assert not signatures.any_matches(entry["seen"], {}, [], "container nginx of pod podshare-proxy is ImagePullBackOff: x")
+
+
 def test_unschedulable_reports_the_scheduler_message():
     assert "0/1 nodes are available" in pod_problem(_pod(scheduled="0/1 nodes are available: x"))
 
