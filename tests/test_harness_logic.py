@@ -1272,3 +1272,28 @@ def test_leftovers_outrank_a_worker_that_ended_without_its_results(tmp_path):
     status, run = ended(["namespace/podshare-r1-gw0"])
     assert status == pytest.ExitCode.TESTS_FAILED and run["exit_status"] == 1
     assert "worker gw0 ended without its results" in run["fatal"]
+
+
+def test_the_run_id_nightly_is_reserved(monkeypatch):
+    """podshare-<run id> is a run's namespace, and podshare-nightly is the nightly's:
+    a run may not take the id nightly (the admission policy refuses the namespace
+    too, tests/test_confinement.py), so none makes it before the nightly is installed."""
+    from podshare.settings import Settings
+
+    class Config:
+        def __init__(self, given: dict) -> None:
+            self.given = given
+
+        def getoption(self, dest):
+            return self.given.get(dest)
+
+        def getini(self, name):
+            return ""
+
+    monkeypatch.delenv("PODSHARE_RUN_ID", raising=False)
+    assert Settings.from_config(Config({"podshare_run_id": "nightly-1"})).run_id == "nightly-1"
+    with pytest.raises(pytest.UsageError, match="--run-id nightly is reserved"):
+        Settings.from_config(Config({"podshare_run_id": "nightly"}))
+    monkeypatch.setenv("PODSHARE_RUN_ID", "nightly")
+    with pytest.raises(pytest.UsageError, match="--run-id nightly is reserved"):
+        Settings.from_config(Config({}))
