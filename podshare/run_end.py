@@ -51,6 +51,10 @@ def finish(ps: PodshareSession, session: pytest.Session, controller: Controller 
         controller.ordered_checks()
     if ps.collection_errors and not ps.fatal:
         ps.fatal = f"could not collect the claims: {'; '.join(ps.collection_errors)}"
+    if controller is not None and controller.problems:
+        # a worker that ended without its results is could-not-check: known before
+        # the exit status is worked out, so leftovers still outrank it (1, not 2)
+        ps.fatal = ps.fatal or "; ".join(controller.problems)
     leftovers = ps.cluster.leftovers
     session.exitstatus = exit_status(ps, session.exitstatus, leftovers)
     workers = controller.namespaces if controller is not None else None
@@ -64,9 +68,6 @@ def finish(ps: PodshareSession, session: pytest.Session, controller: Controller 
                   workers=len(workers) if workers is not None else None,
                   api_cost=api_cost(kube_calls.COST + (controller.cost if controller else Counter()), ps.checks.values()),
                   confinement=ps.cluster.confinement)
-    if controller is not None and controller.problems:
-        run.fatal = ps.fatal = ps.fatal or "; ".join(controller.problems)
-        session.exitstatus = pytest.ExitCode.INTERRUPTED
     report = RunReport(run=run, cluster=ps.cluster.facts, checks=list(ps.checks.values()))
     ending = Ending()
     if ps.settings.pushgateway:

@@ -21,6 +21,8 @@ KEEP_CHOICES = ("never", "on-failure", "always")
 PROBES_FROM = ("auto", "configmap", "image")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 USER_NAMESPACES = ("off", "on", "both")
+# podshare-<run id> names a run's namespace: podshare-nightly is the nightly's (manifests/nightly)
+RESERVED_RUN_IDS = ("nightly",)
 # --user-namespaces as a dimension: the hostUsers: false settings every claim runs with
 # (off: none, the pods as their manifests have them, and no id; both: without, then with).
 USER_NAMESPACE_MODES = {"off": (), "on": (True,), "both": (False, True)}
@@ -212,6 +214,9 @@ class Settings:
                     raise pytest.UsageError(f"{opt.flag} must be positive, not {raw:g}")
             if opt.flag == "--run-id" and raw is not None and not re.fullmatch(r"[a-z0-9]([a-z0-9-]{4,38}[a-z0-9])", raw):
                 raise pytest.UsageError(f"--run-id must be 6-40 lowercase letters, digits and '-', not {raw!r}")
+            if opt.flag == "--run-id" and raw in RESERVED_RUN_IDS:
+                raise pytest.UsageError(f"--run-id {raw} is reserved: podshare-{raw} is the nightly's namespace "
+                                        "(manifests/nightly), which no run may make")
             if opt.choices and raw not in opt.choices:
                 raise pytest.UsageError(f"{opt.flag} must be one of {', '.join(opt.choices)}, not {raw!r}")
             values[opt.flag[2:].replace("-", "_")] = raw

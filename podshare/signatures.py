@@ -68,7 +68,15 @@ def seen(transcript: Iterable[dict[str, Any]], message: str) -> str:
 
 
 def valid(signature: Any) -> bool:
-    """A signature is words with a kind before a colon; a list of them, each so."""
+    """A signature is words with a kind before a colon and what was seen after it;
+    a list of them, each so. Empty or blank words are refused: `message:` would
+    be in every message, so it would match any failure."""
     if isinstance(signature, list):
         return bool(signature) and all(valid(s) for s in signature)
-    return isinstance(signature, str) and ":" in signature and bool(signature.partition(":")[0].strip())
+    if not isinstance(signature, str) or ":" not in signature:
+        return False
+    kind, _, rest = signature.partition(":")
+    kind, rest = kind.strip(), rest.strip()
+    if kind.startswith("evidence ") and not kind.removeprefix("evidence ").strip():
+        return False
+    return bool(kind) and bool(rest)

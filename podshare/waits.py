@@ -57,8 +57,11 @@ def restarted_with_all_ready(container: str, before: int):
     return condition
 
 
-def pod_problem(pod) -> str | None:
-    """A one-line reason when the pod cannot become ready by itself."""
+def pod_problem(pod, last_words=None) -> str | None:
+    """A one-line reason when the pod cannot become ready by itself; with
+    `last_words` (container name -> the last line its previous run logged), a
+    crash-looping container's line says why it ended, as the kubelet's own
+    "back-off ... restarting failed container" does not."""
     status = pod.status
     if status.phase in ("Failed", "Succeeded") and pod.spec.restart_policy != "Always":
         return f"pod {pod.metadata.name} is {status.phase}: {status.reason or ''} {status.message or ''}".strip()
@@ -78,8 +81,24 @@ def pod_problem(pod) -> str | None:
                         "image (docs/quickstart.md: images/probe.Containerfile) and name it with --probe-image, or pull through "
                         "a mirror with --registry and --image-pull-secret; `podshare images` lists every image a "
                         "run needs)")
+            if waiting.reason == "CrashLoopBackOff":
+                if last and waiting.message:
+                    detail += f" (its last run ended {last.reason or '?'}, exit code {last.exit_code})"
+                said = last_words(cs.name) if last_words is not None else ""
+                if said:
+                    detail += f"; its last log line: {said}"
             return f"container {cs.name} of pod {pod.metadata.name} is {waiting.reason}: {detail}{hint}".strip()
     return None
+
+
+def last_log_line(kube: Kube, namespace: str, pod: str, container: str) -> str:
+    """The last line a container's previous run logged ("" where there is none or
+    the log cannot be read: it is optional, as pods/log may not be granted)."""
+    text = kube.logs(namespace, pod, container, previous=True, tail=5)
+    if text.startswith("(no logs"):
+        return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
 
 
 def node_lacks(kube: Kube, pod) -> str | None:
@@ -213,7 +232,7 @@ def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, conditio
         if disruptions is not None:
             disruptions.check(pod.metadata.uid, pod.spec.node_name)
         last[0] = pod
-        problem = pod_problem(pod)
+        problem = pod_problem(pod, lambda container: last_log_line(kube, namespace, name, container))
         if problem and claims_pending(pod):
             claims, refused = unbound_claims(kube, pod)
             if not refused:  # still being provisioned: the wait's end says so, with the claims' events

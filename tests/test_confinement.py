@@ -200,6 +200,13 @@ def service(**spec) -> dict:
     return {"metadata": {"name": "x"}, "spec": {"selector": {"a": "b"}, "ports": [{"port": 80}], **spec}}
 
 
+def network_policy(**spec) -> dict:
+    """manifests/fence.yaml's NetworkPolicy podshare-fence, with `spec` on top."""
+    body = next(d for d in fence.documents() if d["kind"] == "NetworkPolicy")
+    body["spec"].update(spec)
+    return body
+
+
 A_YEAR = 365 * 24 * 3600
 
 
@@ -217,6 +224,7 @@ def attempts(victim: str, nightly_ns: str, ns: dict[str, str], priority: str) ->
         return "POST", "/api/v1/namespaces?dryRun=All", body
     rbac_path = "/apis/rbac.authorization.k8s.io/v1/namespaces"
     own_pods, own_services = "/api/v1/namespaces/{own}/pods?dryRun=All", "/api/v1/namespaces/{own}/services?dryRun=All"
+    own_policies = "/apis/networking.k8s.io/v1/namespaces/{own}/networkpolicies?dryRun=All"
     token_volume = {"name": "token", "projected": {"sources": [{"serviceAccountToken": {
         "path": "token", "expirationSeconds": A_YEAR}}]}}
     return {
@@ -241,6 +249,9 @@ def attempts(victim: str, nightly_ns: str, ns: dict[str, str], priority: str) ->
         "create a podshare namespace not named podshare-<run id>": namespace("kube-public-podshare"),
         "create a podshare namespace with a label that is not podshare's": namespace(more_labels={"team": "payments"}),
         "create a podshare namespace with a finalizer": namespace(finalizers=["example.com/hold"]),
+        "create the nightly's namespace as a run's (run id nightly)": (
+            "POST", "/api/v1/namespaces?dryRun=All",
+            {"metadata": {"name": "podshare-nightly", "labels": {**labels, RUN_ID_LABEL: "nightly"}}}),
         "create a podshare namespace (restricted)": namespace(),
         "bind podshare-run to someone else in a podshare namespace": (
             "POST", f"{rbac_path}/{ns['own']}/rolebindings?dryRun=All",
@@ -259,6 +270,10 @@ def attempts(victim: str, nightly_ns: str, ns: dict[str, str], priority: str) ->
             "POST", f"/api/v1/namespaces/{ns['unfenced']}/pods?dryRun=All", pod()),
         "start a pod in a podshare namespace without its quota": (
             "POST", f"/api/v1/namespaces/{ns['unquotaed']}/pods?dryRun=All", pod()),
+        "create a NodePort Service in a podshare namespace without its quota": (
+            "POST", f"/api/v1/namespaces/{ns['unquotaed']}/services?dryRun=All", service(type="NodePort")),
+        "create a ConfigMap in a podshare namespace without its quota": (
+            "POST", f"/api/v1/namespaces/{ns['unquotaed']}/configmaps?dryRun=All", {"metadata": {"name": "x"}}),
         "start a pod as podshare does, in its own namespace": ("POST", own_pods, pod()),
         "create a Service with externalIPs (CVE-2020-8554)": ("POST", own_services,
                                                                service(externalIPs=["203.0.113.7"])),
@@ -273,6 +288,15 @@ def attempts(victim: str, nightly_ns: str, ns: dict[str, str], priority: str) ->
             "POST", "/apis/networking.k8s.io/v1/namespaces/{own}/networkpolicies?dryRun=All",
             {"metadata": {"name": "podshare-fence"}, "spec": {"podSelector": {}, "policyTypes": ["Egress"],
                                                               "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}}),
+        "create a NetworkPolicy that opens ingress with an empty rule": (
+            "POST", own_policies, network_policy(ingress=[{}])),
+        "create a NetworkPolicy that opens ingress with an empty from": (
+            "POST", own_policies, network_policy(ingress=[{"from": []}])),
+        "create a NetworkPolicy that opens ingress on a port range": (
+            "POST", own_policies, network_policy(ingress=[{"ports": [{"port": 80, "endPort": 65535}]}])),
+        "create the fence of manifests/fence.yaml in a podshare namespace without it": (
+            "POST", f"/apis/networking.k8s.io/v1/namespaces/{ns['unfenced']}/networkpolicies?dryRun=All",
+            network_policy()),
         "delete its namespace's fence": (
             "DELETE", "/apis/networking.k8s.io/v1/namespaces/{own}/networkpolicies/podshare-fence?dryRun=All", None),
         "delete its namespace's quota": ("DELETE", "/api/v1/namespaces/{own}/resourcequotas/podshare-quota?dryRun=All",

@@ -113,3 +113,19 @@ def test_every_docs_page_is_in_the_index():
     index = (PROJECT / "docs" / "README.md").read_text()
     missing = [p.name for p in (PROJECT / "docs").glob("*.md") if p.name != "README.md" and f"]({p.name}" not in index]
     assert not missing, missing
+
+
+def test_the_node_ports_the_security_doc_allows_are_the_quotas():
+    """docs/security.md's bound on node ports is manifests/fence.yaml's quota, and the
+    quota is what the reverse-proxy pattern takes (one NodePort Service per
+    node-and-class group) times the groups --workers runs at once by default."""
+    from podshare import fence
+    from podshare.manifests import load_manifests
+    from podshare.settings import OPTIONS
+    said = re.search(r"at most (\d+) node ports per\s+namespace", (PROJECT / "docs" / "security.md").read_text())
+    assert said, "docs/security.md no longer says how many node ports a namespace may have"
+    quota = next(d for d in fence.documents() if d["kind"] == "ResourceQuota")["spec"]["hard"]
+    node_ports = [d for d in load_manifests("patterns/reverse-proxy.yaml")
+                  if d["kind"] == "Service" and d["spec"].get("type") == "NodePort"]
+    workers = next(o.default for o in OPTIONS if o.flag == "--workers")
+    assert int(said[1]) == int(quota["services.nodeports"]) == len(node_ports) * workers

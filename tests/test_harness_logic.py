@@ -87,6 +87,47 @@ def test_terminal_waiting_reasons_fail_fast(reason):
     assert reason in pod_problem(_pod(waiting_reason=reason))
 
 
+NGINX_EACCES = 'nginx: [emerg] open() "/dev/stdout" failed (13: Permission denied)'
+
+
+def test_a_crash_looping_container_says_its_last_log_line(tmp_path):
+    """The kubelet's CrashLoopBackOff says only "back-off ... restarting failed
+    container": the wait for a pod names how the container's last run ended and
+    the last line it logged, so a known divergence's signature can name the
+    cause (cluster/youki-known-divergences.yaml: nginx's EACCES on /dev/stdout),
+    not any failure of the container."""
+    from podshare import signatures
+    from podshare.errors import PodNotReady
+    from podshare.known_divergences import KnownDivergences
+    from podshare.waits import wait_for_pod
+    pod = _pod(waiting_reason="CrashLoopBackOff")
+    cs = pod.status.container_statuses[0]
+    cs.name, pod.metadata.name = "nginx", "podshare-proxy"
+    cs.state.waiting.message = "back-off 10s restarting failed container=nginx pod=podshare-proxy_ns(u)"
+    cs.last_state = client.V1ContainerState(terminated=client.V1ContainerStateTerminated(exit_code=1, reason="Error"))
+    asked = []
+
+    class Kube:
+        def read_pod(self, namespace, name):
+            return pod
+
+        def logs(self, namespace, name, container, previous=False, tail=50):
+            asked.append((namespace, name, container, previous))
+            return f"2026/12/02 06:00:00 [notice] 1#1: using the epoll event method\n{NGINX_EACCES}\n"
+
+    with pytest.raises(PodNotReady) as raised:
+        wait_for_pod(Kube(), "ns", "podshare-proxy", 5)
+    said = str(raised.value)
+    assert asked == [("ns", "podshare-proxy", "nginx", True)]
+    assert "its last run ended Error, exit code 1" in said and said.endswith(f"its last log line: {NGINX_EACCES}")
+    assert not raised.value.outside  # the pod's own crash: its claims rely on it
+    [entry] = KnownDivergences.load("cluster/youki-known-divergences.yaml").entries
+    assert signatures.any_matches(entry["seen"], {}, [], said)
+    other = said.replace(NGINX_EACCES, "nginx: [emerg] host not found in upstream")
+    assert not signatures.any_matches(entry["seen"], {}, [], other)
+    assert not signatures.any_matches(entry["seen"], {}, [], "container nginx of pod podshare-proxy is ImagePullBackOff: x")
+
+
 def test_unschedulable_reports_the_scheduler_message():
     assert "0/1 nodes are available" in pod_problem(_pod(scheduled="0/1 nodes are available: x"))
 
@@ -232,6 +273,23 @@ def test_known_divergences_match_claim_and_class(tmp_path):
     listed.write_text("- {claim: x}\n")
     with pytest.raises(ValueError, match="expected a list"):
         KnownDivergences.load(str(listed))
+
+
+def test_known_divergences_refuse_empty_signatures(tmp_path):
+    """`seen: "message:"` (or blank words, or a list holding one) would be in every
+    failure's message, so any failure of the claim would pass as the divergence:
+    the loader refuses it, as it refuses a signature with no kind."""
+    from podshare import signatures
+    from podshare.known_divergences import KnownDivergences
+    for seen in ("message:", "message:   ", "send:", "evidence beta_acquired:",
+                 ["message: no event", "message: "], [], ":x", "no colon"):
+        assert not signatures.valid(seen), seen
+        listed = tmp_path / "known.yaml"
+        listed.write_text(json.dumps([{"claim": "x", "runtime_class": "gvisor", "reason": "r", "seen": seen}]))
+        with pytest.raises(ValueError, match="expected a list"):
+            KnownDivergences.load(str(listed))
+    for seen in ("message: no event", "send: ENOSYS", "evidence beta_acquired: true", ["message: a", "send: EPERM"]):
+        assert signatures.valid(seen), seen
 
 
 def test_a_known_divergence_of_a_storage_class_holds_only_on_its_pvcs(tmp_path):
@@ -1181,3 +1239,61 @@ def test_the_runs_worker_groups_and_their_segments_come_from_the_dimensions_that
     assert run_values(both, [])["volume"] == ["emptyDir", "emptyDir:Memory", "pvc:local-path"]
     plain = NS(runtime_class=[], user_namespaces="off", storage_class=[])
     assert segments_of_run(plain, []) == [] and groups_of_run(plain, []) == 1
+
+
+def test_leftovers_outrank_a_worker_that_ended_without_its_results(tmp_path):
+    """run_end.finish: a worker that ended without its results makes the run
+    could-not-check (2), but a run that also left objects behind exits 1 (the
+    user-namespace step tolerates 2), and its record says both."""
+    import json as _json
+    from collections import Counter
+    from types import SimpleNamespace as NS
+
+    from podshare.records import ClusterFacts
+    from podshare.run_end import finish
+
+    def ended(leftovers):
+        cluster = NS(leftovers=leftovers, namespace="podshare-r1", warnings=[], facts=ClusterFacts(),
+                     confinement="confined: test")
+        settings = NS(pushgateway=None, history_dir=None, reports_dir=str(tmp_path / "reports"))
+        ps = NS(checks={}, fatal=None, collection_errors=[], cluster=cluster, run_id="r1",
+                started_at="2026-01-01T00:00:00Z", started=0.0, interrupted=None, settings=settings)
+        session = NS(exitstatus=pytest.ExitCode.OK, config=NS(invocation_params=NS(args=())))
+        controller = NS(remove_what_workers_left=lambda: None, ordered_checks=lambda: None,
+                        namespaces=["podshare-r1-gw0"], warnings=[], cost=Counter(),
+                        problems=["worker gw0 ended without its results: no output"])
+        ending = finish(ps, session, controller)
+        results = next(p for p in ending.paths if p.name.endswith(".json"))
+        return session.exitstatus, _json.loads(results.read_text())["run"]
+
+    status, run = ended([])
+    assert status == pytest.ExitCode.INTERRUPTED and run["exit_status"] == 2
+    assert "worker gw0 ended without its results" in run["fatal"]
+    status, run = ended(["namespace/podshare-r1-gw0"])
+    assert status == pytest.ExitCode.TESTS_FAILED and run["exit_status"] == 1
+    assert "worker gw0 ended without its results" in run["fatal"]
+
+
+def test_the_run_id_nightly_is_reserved(monkeypatch):
+    """podshare-<run id> is a run's namespace, and podshare-nightly is the nightly's:
+    a run may not take the id nightly (the admission policy refuses the namespace
+    too, tests/test_confinement.py), so none makes it before the nightly is installed."""
+    from podshare.settings import Settings
+
+    class Config:
+        def __init__(self, given: dict) -> None:
+            self.given = given
+
+        def getoption(self, dest):
+            return self.given.get(dest)
+
+        def getini(self, name):
+            return ""
+
+    monkeypatch.delenv("PODSHARE_RUN_ID", raising=False)
+    assert Settings.from_config(Config({"podshare_run_id": "nightly-1"})).run_id == "nightly-1"
+    with pytest.raises(pytest.UsageError, match="--run-id nightly is reserved"):
+        Settings.from_config(Config({"podshare_run_id": "nightly"}))
+    monkeypatch.setenv("PODSHARE_RUN_ID", "nightly")
+    with pytest.raises(pytest.UsageError, match="--run-id nightly is reserved"):
+        Settings.from_config(Config({}))
