@@ -181,3 +181,25 @@ def test_one_claim_two_nodes_two_clients(kube, namespace):
     kube.core.delete_namespaced_persistent_volume_claim(claim, namespace)
     wait(f"PV {pv_name} gone", lambda: pv_name not in [v.metadata.name for v in kube.core.list_persistent_volume().items])
     assert not directory.exists()
+
+
+def test_up_applies_the_driver_and_its_class():
+    """What `up` (and `start --apply`) create from cluster/shared-sshfs-rwx.yaml, and where."""
+    from cluster import addons
+    made = []
+    addons.apply(shared_csi.MANIFEST, {}, lambda path, body: (made.append((path, body)), (201, {}))[1])
+    (driver_path, driver), (class_path, sc) = made
+    assert driver_path == "/apis/storage.k8s.io/v1/csidrivers" and driver["metadata"]["name"] == shared_csi.DRIVER
+    assert driver["spec"]["attachRequired"] is False and driver["spec"]["podInfoOnMount"] is False
+    assert driver["spec"]["volumeLifecycleModes"] == ["Persistent"] and driver["spec"]["fsGroupPolicy"] == "None"
+    assert class_path == "/apis/storage.k8s.io/v1/storageclasses" and sc["metadata"]["name"] == shared_csi.CLASS
+    assert sc["provisioner"] == shared_csi.DRIVER and sc["reclaimPolicy"] == "Delete"
+
+
+def test_each_kubelet_gets_its_own_plugin_sockets():
+    """The first node's kubelet root is STATE/kubelet, a worker's STATE/nodes/N/kubelet:
+    each plugin listens under its own kubelet's root, within a unix socket's 107 bytes."""
+    root = shared_fs.STATE / "nodes" / "vm-sandboxed" / "kubelet"
+    assert shared_csi.csi_socket(root) == root / "plugins" / "podshare.io~sshfs" / "csi.sock"
+    assert shared_csi.registration_socket(root) == root / "plugins_registry" / "sshfs.podshare.io-reg.sock"
+    assert all(len(str(s)) < 108 for s in (shared_csi.csi_socket(root), shared_csi.registration_socket(root)))
