@@ -1,6 +1,7 @@
 """What the local cluster runs on top of Kubernetes, applied by `up` from a
 manifest with its placeholders filled: the local-path provisioner, the
-default StorageClass (cluster/local-path.yaml), and GKE Sandbox's emptyDir
+default StorageClass (cluster/local-path.yaml), the shared file system's classes
+(cluster/shared-sshfs.yaml, and cluster/shared-sshfs-rwx.yaml with its CSIDriver), and GKE Sandbox's emptyDir
 hints for RuntimeClass gvisor-hinted (cluster/gvisor-hints.yaml)."""
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ PATHS = {
     "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", False),
     "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", False),
     "Deployment": ("/apis/apps/v1", True), "StorageClass": ("/apis/storage.k8s.io/v1", False),
+    "CSIDriver": ("/apis/storage.k8s.io/v1", False),
     "MutatingAdmissionPolicy": ("/apis/admissionregistration.k8s.io/v1", False),
     "MutatingAdmissionPolicyBinding": ("/apis/admissionregistration.k8s.io/v1", False),
 }

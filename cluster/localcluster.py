@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import addons, runtime_versions, shared_fs, workers
+from . import addons, runtime_versions, shared_csi, shared_fs, workers
 from .components import component_argv, kubernetes_bindirs
 from .configs import write_configs
 from .images import read_env
@@ -163,6 +163,8 @@ def up(args) -> int:
     gvisor_bindir = sh(HERE / "build-gvisor.sh", capture=True).stdout.strip() if current else ""
     # youki, a runtime of every node's containerd (cached; configs.py finds it by --where)
     sh(HERE / "build-youki.sh", capture=True)
+    # the shared file system's CSI driver (cached; shared_csi.start_all finds it built)
+    sh(HERE / "build-csi.sh", capture=True)
     t_built = time.monotonic()
     STATE.mkdir(parents=True)
     (STATE / "runtime-bindir").write_text(runtime_bindir)
@@ -224,6 +226,9 @@ def up(args) -> int:
         # provisioner, whose config names each node's client for the class shared-sshfs
         every_node = [NODE, *(w.name for w in nodes)]
         shared_fs.start_all(every_node)
+        # its CSI driver: a node plugin per kubelet (each until its kubelet has
+        # registered it), one provisioner, for the ReadWriteMany class shared-sshfs-rwx
+        shared_csi.start_all(every_node)
         # each node's runtimes in their own words, for the reports' headers
         for w in nodes:
             annotate(w.name, runtime_versions.annotation(runtime_versions.of_worker(w)))
@@ -236,6 +241,7 @@ def up(args) -> int:
             "LOCAL_PATH_IMAGE": images["LOCAL_PATH_IMAGE"],
             "LOCAL_PATH_CONFIG": shared_fs.provisioner_config(str(STATE / "local-path"), every_node)}, https_get)
         addons.apply(HERE / "shared-sshfs.yaml", {}, https_get)
+        addons.apply(shared_csi.MANIFEST, {}, https_get)  # the CSIDriver and shared-sshfs-rwx
     except (ClusterError, addons.AddonError, subprocess.CalledProcessError, OSError) as exc:
         print(f"podshare cluster: up failed: {exc}", file=sys.stderr)
         if not args.keep_on_failure:

@@ -162,7 +162,9 @@ def _server_processes() -> list[int]:
             state = Path(f"/proc/{entry}/stat").read_text().split(")")[-1].split()[0]
         except OSError:
             continue
-        if str(EXPORT).encode() in cmdline and state != "Z":
+        # the CSI driver's provisioner names the export too: it is shared_csi's to stop
+        if str(EXPORT).encode() in cmdline and state != "Z" and \
+                not cmdline.split(b"\0")[0].endswith(b"podshare-sshfs-csi"):
             found.append(int(entry))
     return found
 

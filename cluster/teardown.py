@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from . import shared_fs, workers
+from . import shared_csi, shared_fs, workers
 from .layout import BRIDGE, COMPONENTS, DEVICE_PLUGIN_DIR
 from .processes import STATE, sh, stop
 
@@ -103,9 +103,12 @@ def teardown() -> list[str]:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    # the shared file system's clients, server and export (its FUSE mounts are not
+    # the CSI driver first (its plugins, sockets and what the kubelets left published),
+    # then the shared file system's clients, server and export (its FUSE mounts are not
     # left to the lazy unmounts below: the sshfs processes are stopped by pid)
+    problems += shared_csi.stop_all()
     problems += shared_fs.stop_all()
+    problems += shared_csi.left_behind()
     problems += workers.remove_network(nodes)  # before the mounts below: `ip netns delete` unmounts its own
     netns = Path("/var/run/netns")
     for mountpoint in _mounts_under(str(STATE), str(netns), "/run/containerd"):

@@ -59,7 +59,7 @@ beside=(tests/test_nightly.py tests/test_confinement.py tests/test_clean_failure
         tests/test_side_by_side.py tests/test_hydrophone.py tests/test_history_and_metrics.py tests/test_images.py
         tests/test_docs.py tests/test_report_golden.py)
 after=(tests/test_no_leftovers.py tests/test_disruptions.py tests/test_nodes.py tests/test_runtime_matrix.py
-       tests/test_user_namespaces.py tests/test_shared_fs.py tests/test_store.py tests/test_probe_delivery.py
+       tests/test_user_namespaces.py tests/test_shared_fs.py tests/test_shared_csi.py tests/test_store.py tests/test_probe_delivery.py
        tests/test_channel.py tests/test_local_cluster.py)
 # the negative controls that use the first node's host (its network, IPC objects, paths) are one half
 host_side="host or cannot_schedule or stranger_that_shares or broken_patterns or never_reaches_beta"
