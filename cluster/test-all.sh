@@ -110,9 +110,10 @@ step built-probe .venv/bin/python -m pytest suites -p no:cacheprovider --reports
   --node "${current_node:-$first_node}" \
   --probe-image "$PROBE_IMAGE" "$@" >reports/built-probe.log 2>&1 &
 built_probe=$!
-# the shared file system's StorageClass (separate sshfs clients of one SFTP export), on the first node, beside them
+# the shared file system's StorageClasses (separate sshfs clients of one SFTP export): pinned per node, and
+# ReadWriteMany through the CSI driver (the across-pod claims on two nodes, two clients); beside them
 step shared-fs .venv/bin/python -m pytest suites -p no:cacheprovider -m volume --node "$first_node" \
-  --storage-class shared-sshfs --known-divergences cluster/shared-fs-known-divergences.yaml \
+  --storage-class shared-sshfs --storage-class shared-sshfs-rwx --known-divergences cluster/shared-fs-known-divergences.yaml \
   --reports-dir reports/shared-fs "$@" >reports/shared-fs.log 2>&1 &
 shared_fs=$!
 step userns .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/userns --user-namespaces on \
