@@ -19,7 +19,11 @@ from .settings import USER_NAMESPACE_MODES, Settings
 def of_item(item: pytest.Item) -> Dimensions:
     """The claim's dimensions, from its parameters (None where one is not a dimension of the run)."""
     params = getattr(getattr(item, "callspec", None), "params", {})
-    return Dimensions(**{a.name: params.get(a.name) for a in AXES})
+    found = {a.name: params.get(a.name) for a in AXES}
+    marked = item.get_closest_marker("volume_kind")  # a claim on a volume kind of its own (image, configMap...)
+    if found["volume"] is None and marked is not None:
+        found["volume"] = marked.args[0]
+    return Dimensions(**found)
 
 
 def run_values(settings: Settings, nodes: list[str] | None) -> dict[str, list]:

@@ -22,7 +22,8 @@ import pytest
 
 from podshare.evidence import describe, failed_with, stranger_sees
 
-pytestmark = [pytest.mark.volume, pytest.mark.manifest("patterns/configmap-updates.yaml")]
+pytestmark = [pytest.mark.volume, pytest.mark.manifest("patterns/configmap-updates.yaml"),
+              pytest.mark.volume_kind("configMap")]
 
 OLD, NEW = "generation 1", "generation 2"
 MOUNTS = {"configMap": "/config", "projected": "/projected"}
@@ -119,7 +120,7 @@ def mixed(snapshots: list[dict]) -> list[dict]:
     return [s for s in snapshots if len(set(generations(s["keys"]).values())) > 1]
 
 
-@pytest.mark.parametrize("kind", list(MOUNTS))
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.volume_kind(k)) for k in MOUNTS])
 def test_update_reaches_both_containers_whole(settings_update, stranger, kind, evidence):
     """After the ConfigMap is updated through the API, alpha and beta each see
     the new content in the volume (a configMap volume, or a projected volume

@@ -15,7 +15,7 @@ import pytest
 from podshare.evidence import could_not, describe, failed_with, stranger_sees
 
 pytestmark = [pytest.mark.volume, pytest.mark.needs("image volumes"),
-              pytest.mark.manifest("patterns/image-volume.yaml")]
+              pytest.mark.manifest("patterns/image-volume.yaml"), pytest.mark.volume_kind("image")]
 
 WHOLE, ETC, SCRATCH = "/image", "/image-etc", "/scratch"  # the image; its etc/ by subPath (beta); an emptyDir
 

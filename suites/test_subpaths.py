@@ -7,7 +7,7 @@ import pytest
 
 from podshare.evidence import could_not, describe, failed_with, stranger_sees
 
-pytestmark = [pytest.mark.volume, pytest.mark.manifest("patterns/subpaths.yaml")]
+pytestmark = [pytest.mark.volume, pytest.mark.manifest("patterns/subpaths.yaml"), pytest.mark.volume_kind("emptyDir")]
 
 SAME, OWN, ALL = "/sub/same", "/sub/own", "/sub/all"  # subPath same; subPathExpr $(PODSHARE_CONTAINER); whole
 

@@ -128,6 +128,7 @@ def test_shared_mappings_are_coherent(alpha, beta, volume, ipc_name, evidence):
     assert alpha_view["mapped_sha256"] == beta_write["written_sha256"], "alpha's mapping missed beta's write"
 
 
+@pytest.mark.volume_kind("emptyDir:Memory")
 def test_memory_volume_is_tmpfs_and_honours_its_size_limit(probe_set, alpha, beta, ipc_name, evidence):
     """The `medium: Memory` emptyDir is a tmpfs sized to its sizeLimit, and a write
     past the limit fails with ENOSPC."""

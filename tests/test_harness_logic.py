@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -1297,3 +1299,26 @@ def test_the_run_id_nightly_is_reserved(monkeypatch):
     monkeypatch.setenv("PODSHARE_RUN_ID", "nightly")
     with pytest.raises(pytest.UsageError, match="--run-id nightly is reserved"):
         Settings.from_config(Config({}))
+
+
+def test_every_volume_claim_says_its_volume_kind():
+    """results.json's `volume` on every check marked `volume`: a claim run once per
+    kind has its parameter, one on a kind of its own (image, configMap, projected,
+    a subPath of an emptyDir, the Memory emptyDir's size) its volume_kind marker."""
+    script = ("import json, sys, pytest\n"
+              "from podshare.dimensions import of_item\n"
+              "class Grab:\n"
+              "    def pytest_collection_finish(self, session):\n"
+              "        print('ITEMS', json.dumps([[i.nodeid, i.get_closest_marker('volume') is not None,\n"
+              "                                    of_item(i).volume] for i in session.items]))\n"
+              "sys.exit(pytest.main(['suites', '--collect-only', '-q', '-p', 'no:cacheprovider',\n"
+              "                      '--storage-class', 'local-path'], plugins=[Grab()]))\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent,
+                         capture_output=True, text=True, timeout=120)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("ITEMS ")), None)
+    assert line, out.stdout[-2000:] + out.stderr[-2000:]
+    items = json.loads(line.removeprefix("ITEMS "))
+    marked = [(nodeid, kind) for nodeid, is_volume, kind in items if is_volume]
+    assert len(marked) >= 40 and [n for n, kind in marked if not kind] == []
+    kinds = {kind for _, kind in marked}
+    assert {"emptyDir", "emptyDir:Memory", "pvc:local-path", "image", "configMap", "projected"} <= kinds, kinds
