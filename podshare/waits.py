@@ -197,6 +197,18 @@ def readiness_said(kube: Kube, pod) -> str:
     return "; ".join(said[-2:])
 
 
+def mount_failures(kube: Kube, pod) -> str:
+    """What the kubelet said of a pod whose volumes it could not set up (its
+    FailedMount / FailedAttachVolume events, newest last), or ""."""
+    try:
+        records = kube.event_records(pod.metadata.namespace, pod.metadata.name)
+    except KubeError:  # listing events is optional (RBAC)
+        return ""
+    said = list(dict.fromkeys(r["message"] for r in records
+                              if r["reason"] in ("FailedMount", "FailedAttachVolume", "FailedMapVolume")))
+    return "; ".join(said[-2:])
+
+
 def sandbox_refused(kube: Kube, pod) -> str | None:
     """For a pod in a user namespace (hostUsers: false) still waiting for its
     sandbox: the kubelet's own reason when it could not create it, from the pod's
@@ -270,6 +282,10 @@ def wait_for_pod(kube: Kube, namespace: str, name: str, timeout: float, conditio
     except GaveUp as exc:
         if last[0] is not None and claims_pending(last[0]):  # a provisioner that never answered: not the promise
             raise PodNotReady(f"{exc}; {unbound_claims(kube, last[0])[0]}", outside=True) from None
+        unmounted = mount_failures(kube, last[0]) if last[0] is not None and last[0].spec.node_name and \
+            last[0].status.phase == "Pending" else ""
+        if unmounted:  # bound, placed, but its volumes never mounted: the storage's doing, in the kubelet's words
+            raise PodNotReady(f"{exc}; the kubelet could not mount its volumes: {unmounted}", outside=True) from None
         # running but never ready: what its readiness probe said, in the kubelet's words
         said = readiness_said(kube, last[0]) if last[0] is not None and not_ready_containers(last[0]) else ""
         if said:

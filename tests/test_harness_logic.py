@@ -130,6 +130,28 @@ def test_a_crash_looping_container_says_its_last_log_line(tmp_path):
     assert not signatures.any_matches(entry["seen"], {}, [], "container nginx of pod podshare-proxy is ImagePullBackOff: x")
 
 
+def test_a_volume_that_never_mounts_names_the_kubelets_failed_mount():
+    """A class that binds but whose volume never mounts: the wait ends at the pod
+    timeout with the kubelet's FailedMount words, as could-not-check (the
+    storage's doing, not a broken promise of the pod)."""
+    from podshare.errors import PodNotReady
+    from podshare.waits import wait_for_pod
+    pod = _pod(waiting_reason="ContainerCreating")
+    pod.spec.node_name = "vm"
+    failed = 'MountVolume.SetUp failed for volume "pvc-1" : rpc error: code = Internal desc = mount: no such device'
+
+    class Kube:
+        def read_pod(self, namespace, name):
+            return pod
+
+        def event_records(self, namespace, name, timeout=None):
+            return [{"reason": "Scheduled", "message": "assigned"}, {"reason": "FailedMount", "message": failed}]
+
+    with pytest.raises(PodNotReady) as raised:
+        wait_for_pod(Kube(), "ns", "p", 0.3)
+    assert str(raised.value).endswith(f"the kubelet could not mount its volumes: {failed}") and raised.value.outside
+
+
 def test_unschedulable_reports_the_scheduler_message():
     assert "0/1 nodes are available" in pod_problem(_pod(scheduled="0/1 nodes are available: x"))
 
