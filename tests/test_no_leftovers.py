@@ -72,6 +72,32 @@ def test_a_passing_run_leaves_nothing(kube):
     assert namespaces_of(kube, run_id) == []
 
 
+@pytest.mark.skipif(not __import__("os").environ.get("PODSHARE_LOCAL_CLUSTER"),
+                    reason="the bundled cluster's classes (local-path, shared-sshfs-rwx)")
+def test_a_run_with_persistent_volumes_leaves_no_claim_volume_helper_pod_or_export(kube):
+    """With --storage-class (a generic ephemeral claim per volume pod, and the
+    across-pod claims, ReadWriteOnce and ReadWriteMany), after the run: no
+    namespace, no PersistentVolume that was claimed from it (the provisioners
+    deleted them: the run waited for that), no local-path helper pod, no export
+    directory of the CSI driver's volumes."""
+    from cluster.shared_fs import EXPORT
+    run_id = new_run_id()
+    before = {p.name for p in EXPORT.iterdir()} if EXPORT.is_dir() else set()
+    run = start_run(run_id, "-k", "byte_exact", "--storage-class", "local-path", "--storage-class", "shared-sshfs-rwx")
+    out, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, out[-3000:]
+    results = json.loads((reports_of(run_id) / "results.json").read_text())
+    assert {c["volume"] for c in results["checks"]} >= {"pvc:local-path", "pvc:shared-sshfs-rwx"}
+    namespace = results["run"]["namespace"]
+    assert namespaces_of(kube, run_id) == [] and results["run"]["leftovers"] == []
+    assert kube.volumes_claimed_in(namespace) == []
+    helpers = [p.metadata.name for p in kube.core.list_namespaced_pod("local-path-storage").items
+               if p.metadata.name.startswith("helper-pod")]
+    assert helpers == []
+    left = ({p.name for p in EXPORT.iterdir()} if EXPORT.is_dir() else set()) - before
+    assert not left, left
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_run_cleans_up(kube, signum):
     run_id = new_run_id()
