@@ -71,12 +71,23 @@ def claim_matrix(checks: list[Check], not_applicable: list[NotApplicable] = ()) 
     return Matrix(title, sorted(where) if not_applicable else list(where), rows, where)
 
 
+NOT_APPLICABLE_SKIP = "Skipped: not applicable"
+
+
 def node_summary(checks: list[Check], cluster: ClusterFacts, history: History | None) -> list[str]:
     """One sentence per kind of node, first: which nodes keep every promise, which
     break which (with the first run that saw it, from the history), which could not
     be checked, and why."""
     per_node = [c for c in checks if c.per_node]
     not_applicable = [f"not applicable: {na.why}" for na in cluster.not_applicable]
+    # a claim the place cannot have (its StorageClass makes no ReadWriteMany volume) is said once, not kept
+    # and not skipped by the node
+    lacked = [c for c in per_node if c.outcome == SKIPPED and c.message.startswith(NOT_APPLICABLE_SKIP)]
+    per_node = [c for c in per_node if c not in lacked]
+    for why in dict.fromkeys(c.message.removeprefix("Skipped: ") for c in lacked):
+        on = _and(list(dict.fromkeys(c.node for c in lacked if c.message.endswith(why))))
+        claims_na = len({c.claim_id for c in lacked if c.message.endswith(why)})
+        not_applicable.append(f"{why} ({claims_na} claim{'s' * (claims_na != 1)}, on {on})")
     if not per_node:
         return not_applicable
     nodes = list(dict.fromkeys(c.node for c in per_node))

@@ -145,11 +145,14 @@ def unbound_claims(kube: Kube, pod) -> tuple[str, bool]:
         except KubeError:  # listing events is optional (RBAC)
             records = []
         events = [r["message"] for r in records]
-        storage_class = (spec.storage_class_name if spec else _claim_class(kube, pod.metadata.namespace, name)) \
-            or "the default class"
+        if spec is None:
+            spec = _claim_spec(kube, pod.metadata.namespace, name)
+        storage_class = (spec.storage_class_name if spec else None) or "the default class"
+        asked = ", ".join(spec.access_modes or []) if spec else "asked for"
         refused = refused or any("storageclass" in e and "not found" in e for e in events)
-        modes += [f"StorageClass {storage_class} does not provision the access mode of PersistentVolumeClaim {name} "
-                  f"({e})" for e in dict.fromkeys(events) if ACCESS_MODE_REFUSED.search(e)][-1:]
+        # said without the claim's name: one line for every node and pod the class refuses alike
+        modes += [f"StorageClass {storage_class} does not provision {asked} volumes (its provisioner: {e})"
+                  for e in dict.fromkeys(events) if ACCESS_MODE_REFUSED.search(e)][-1:]
         said.append(f"PersistentVolumeClaim {name} of StorageClass {storage_class} is not bound"
                     + (f" ({'; '.join(dict.fromkeys(events))})" if events else " (no events)"))
     if modes:
@@ -163,9 +166,9 @@ ACCESS_MODE_REFUSED = re.compile(r"access ?modes?\b.*(not supported|unsupported)
                                  r"|(not supported|unsupported) access ?modes?", re.I)
 
 
-def _claim_class(kube: Kube, namespace: str, name: str) -> str | None:
+def _claim_spec(kube: Kube, namespace: str, name: str):
     try:
-        return kube.pvc(namespace, name).spec.storage_class_name
+        return kube.pvc(namespace, name).spec
     except KubeError:
         return None
 

@@ -126,6 +126,9 @@ VERBS: dict[str, tuple[Callable | None, str, list]] = {
     **sqlite_verbs(),
     # the container itself
     "identity": (identity.identity, "hostname, namespace inodes, uid", []),
+    "processes": (identity.processes, "the processes this container sees, and PID 1", []),
+    "hold-term-note": (agent.hold_term_note, "a process beside the main one that notes a SIGTERM in the term log",
+                       [PATH, HOLD]),
     "user-namespace": (identity.user_namespace, "uid and gid maps, the user namespace's identity", []),
     "release": (release, "release every holding verb in this container", []),
     "stop-agent": (stop_agent, "end this container's agent (SIGTERM: exit 0; --exit-code 1: SIGUSR1; 42: SIGUSR2)",

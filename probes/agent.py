@@ -113,3 +113,20 @@ def run(args) -> None:
                     conn.sendall(line)
                 except OSError:
                     pass
+
+
+def hold_term_note(args) -> dict:
+    """A process beside the container's main one (started by exec): it notes in
+    the term log, as the agents do, whether a SIGTERM reaches it, then ends;
+    else it holds until released or its deadline. Who gets the pod's SIGTERM
+    with shareProcessNamespace is its evidence."""
+    from .holding import Holder
+    identity = {"container": f"{os.environ.get('PODSHARE_CONTAINER', '')}-helper", "boot_id": uuid.uuid4().hex}
+
+    def on_sigterm(*_):
+        _note(args.path, identity, "sigterm")
+        os._exit(0)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    holder = Holder(args.seconds)
+    holder.wait(pid=os.getpid(), path=args.path)
+    return ok(pid=os.getpid(), released=holder.released)

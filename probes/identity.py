@@ -103,3 +103,22 @@ def user_namespace(_args) -> dict:
     return ok(uid_map=_id_map("/proc/self/uid_map"), gid_map=_id_map("/proc/self/gid_map"),
               user_namespace=namespace_ids(kernel).get("user", ""), kernel=kernel,
               uid=os.getuid(), gid=os.getgid(), groups=os.getgroups())
+
+
+def processes(_args) -> dict:
+    """Every process this container can see (/proc), by pid with its command
+    line, and which is PID 1: with shareProcessNamespace, the pod's sandbox
+    (pause) is PID 1 and the other containers' processes are listed too."""
+    seen = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        seen.append({"pid": int(entry), "cmdline": cmdline})
+    seen.sort(key=lambda p: p["pid"])
+    pid1 = next((p["cmdline"] for p in seen if p["pid"] == 1), None)
+    return ok(own_pid=os.getpid(), pid1=pid1, processes=seen)

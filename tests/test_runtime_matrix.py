@@ -112,6 +112,8 @@ def test_gvisor_and_youki_diverge_exactly_where_the_known_divergences_files_say(
             if not any(p.get("runtime_class") == runtime_class for p in places(listed_entry)) or any(
                     f'needs("{f}")' in (PROJECT / listed_entry["claim"].split("::")[0]).read_text() for f in lacking):
                 continue
+            if "test_across_pods.py" in listed_entry["claim"] and not matrix["cluster"].get("storage_classes"):
+                continue  # the across-pod claims need a PersistentVolumeClaim: a run without --storage-class has none
             assert any(entry(claim) is listed_entry for claim in seen), listed_entry
         for check in matrix["checks"]:
             if check["runtime_class"] == runtime_class and check["outcome"] == "known-divergence":

@@ -1,0 +1,91 @@
+"""shareProcessNamespace: true (issue 28 §1): the pod's containers share one
+PID namespace, whose PID 1 is the pod's sandbox, not a container's process, as
+Kubernetes documents ("Share Process Namespace between Containers in a Pod":
+`kill -HUP 1` signals the pod sandbox); each container sees the others'
+processes. On deletion the kubelet stops each container: its own process gets
+the SIGTERM; which other processes get one (a helper a container started beside
+its main process) is recorded as evidence, since no document promises it."""
+import time
+
+import pytest
+
+from podshare.errors import KubeError
+from podshare.evidence import could_not
+
+pytestmark = [pytest.mark.lifecycle, pytest.mark.manifest("patterns/shared-pid.yaml")]
+
+TERM_LOG = "/data/disk/terminations.jsonl"
+
+
+@pytest.fixture(scope="module")
+def shared_pid_pod(pattern_pods):
+    return pattern_pods["Pod/podshare-shared-pid"]
+
+
+def test_pid_1_is_the_sandbox_and_each_container_sees_the_others_processes(shared_pid_pod, evidence):
+    """In alpha and in beta PID 1 is the same process, the pod's sandbox (pause),
+    not either container's own; beta sees the process alpha runs, under the same
+    pid and command line."""
+    alpha, beta = shared_pid_pod.container("alpha"), shared_pid_pod.container("beta")
+    in_alpha = alpha.run("processes")
+    in_beta = beta.run("processes")
+    evidence.update(alpha={k: in_alpha.get(k) for k in ("ok", "own_pid", "pid1", "errno", "detail")},
+                    beta={k: in_beta.get(k) for k in ("ok", "own_pid", "pid1", "errno", "detail")},
+                    seen_by_beta=[p for p in in_beta.get("processes", []) if p["pid"] != in_beta.get("own_pid")])
+    assert in_alpha["ok"], could_not("alpha", "its processes", in_alpha)
+    assert in_beta["ok"], could_not("beta", "its processes", in_beta)
+    assert in_alpha["pid1"] == in_beta["pid1"] and "pause" in (in_alpha["pid1"] or ""), (
+        f"PID 1 is not the pod's sandbox in both containers: alpha sees {in_alpha['pid1']!r}, "
+        f"beta {in_beta['pid1']!r}")
+    mine = {p["pid"]: p["cmdline"] for p in in_alpha["processes"]}
+    theirs = {p["pid"]: p["cmdline"] for p in in_beta["processes"]}
+    assert theirs.get(in_alpha["own_pid"]) == mine.get(in_alpha["own_pid"]), (
+        f"beta does not see alpha's process {in_alpha['own_pid']} ({mine.get(in_alpha['own_pid'])!r}): "
+        "the containers do not share one PID namespace")
+
+
+def _events(text: str) -> dict[tuple[str, str], int]:
+    import json
+    found = {}
+    for line in text.splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        found[(e["container"], e["event"])] = e["boottime_ns"]
+    return found
+
+
+def test_on_deletion_each_containers_own_process_gets_the_sigterm(shared_pid_pod, evidence):
+    """When the pod is deleted, alpha's and beta's own processes each get a
+    SIGTERM (each notes it in the shared volume; beta, lingering 3 s, is read).
+    Evidence, not claimed: whether a helper process alpha started beside its
+    main one (in the one PID namespace) gets a SIGTERM too, or only the end."""
+    alpha, beta = shared_pid_pod.container("alpha"), shared_pid_pod.container("beta")
+    helper = alpha.start("hold-term-note", path=TERM_LOG, seconds=120).wait_ready()
+    beta.run("read", path=TERM_LOG, text=True)  # its channel opened now: no new exec into a terminating pod
+    shared_pid_pod.begin_deletion()
+    last, ended = None, None
+    deadline = time.monotonic() + 40.0  # the pod's 10 s of grace, and more
+    while time.monotonic() < deadline:
+        try:
+            answer = beta.run("read", path=TERM_LOG, text=True)
+        except KubeError as exc:  # beta has stopped: what was read last is the record
+            ended = str(exc)
+            break
+        if answer.get("ok"):
+            last = answer
+            if {("alpha", "sigterm"), ("beta", "sigterm")} <= set(_events(answer["text"])):
+                time.sleep(0.5)  # a helper's note, if one comes, lands with alpha's
+                last = beta.run("read", path=TERM_LOG, text=True) if not ended else last
+                break
+        time.sleep(0.2)
+    events = _events(last["text"]) if last and last.get("ok") else {}
+    evidence.update(term_log=last, channel_ended=ended, helper=" ".join(helper.argv),
+                    helper_got_sigterm=("alpha-helper", "sigterm") in events,
+                    events_ms={f"{c} {e}": round(t / 1e6, 1) for (c, e), t in sorted(events.items(), key=lambda i: i[1])})
+    assert last is not None and last.get("ok"), could_not("beta", f"the pod's term log {TERM_LOG} while the pod "
+                                                                  "terminated", last or {"ok": False, "detail": ended})
+    missing = [c for c in ("alpha", "beta") if (c, "sigterm") not in events]
+    assert not missing, (f"{' and '.join(missing)}'s own process got no SIGTERM when the pod was deleted (the term "
+                         f"log holds {', '.join(f'{c} {e}' for c, e in events) or 'nothing'})")
