@@ -128,5 +128,5 @@ def hold_term_note(args) -> dict:
         os._exit(0)
     signal.signal(signal.SIGTERM, on_sigterm)
     holder = Holder(args.seconds)
-    holder.wait(pid=os.getpid(), path=args.path)
+    holder.wait(path=args.path)
     return ok(pid=os.getpid(), released=holder.released)

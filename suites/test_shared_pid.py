@@ -24,8 +24,8 @@ def shared_pid_pod(pattern_pods):
 
 def test_pid_1_is_the_sandbox_and_each_container_sees_the_others_processes(shared_pid_pod, evidence):
     """In alpha and in beta PID 1 is the same process, the pod's sandbox (pause),
-    not either container's own; beta sees the process alpha runs, under the same
-    pid and command line."""
+    not either container's own; both see the same two main processes (the
+    containers' agents), under the same pids."""
     alpha, beta = shared_pid_pod.container("alpha"), shared_pid_pod.container("beta")
     in_alpha = alpha.run("processes")
     in_beta = beta.run("processes")
@@ -37,11 +37,11 @@ def test_pid_1_is_the_sandbox_and_each_container_sees_the_others_processes(share
     assert in_alpha["pid1"] == in_beta["pid1"] and "pause" in (in_alpha["pid1"] or ""), (
         f"PID 1 is not the pod's sandbox in both containers: alpha sees {in_alpha['pid1']!r}, "
         f"beta {in_beta['pid1']!r}")
-    mine = {p["pid"]: p["cmdline"] for p in in_alpha["processes"]}
-    theirs = {p["pid"]: p["cmdline"] for p in in_beta["processes"]}
-    assert theirs.get(in_alpha["own_pid"]) == mine.get(in_alpha["own_pid"]), (
-        f"beta does not see alpha's process {in_alpha['own_pid']} ({mine.get(in_alpha['own_pid'])!r}): "
-        "the containers do not share one PID namespace")
+    agents = {who: {p["pid"] for p in seen["processes"] if p["cmdline"].endswith("probes agent")}
+              for who, seen in (("alpha", in_alpha), ("beta", in_beta))}
+    assert agents["alpha"] == agents["beta"] and len(agents["alpha"]) == 2, (
+        f"alpha and beta do not see the same two main processes (alpha sees {sorted(agents['alpha'])}, beta "
+        f"{sorted(agents['beta'])}): the containers do not share one PID namespace")
 
 
 def _events(text: str) -> dict[tuple[str, str], int]:

@@ -720,3 +720,17 @@ def test_an_image_volume_that_is_not_one_tree_fails_at_each_claim(tmp_path, kube
                "containerd/containerd#10579)"}], ran["cluster"]
     summary = (lacking / "summary.md").read_text()
     assert f"- not applicable: node {first}'s containerd 1.6.20 cannot mount image volumes" in summary, summary
+
+
+@pytest.mark.usefixtures("kube")
+def test_containers_without_a_shared_process_namespace_fail_the_pid_claim_only(tmp_path):
+    """The broken shared-pid pattern (--patterns-dir): without shareProcessNamespace
+    each container's PID 1 is its own agent, so the claim that PID 1 is the pod's
+    sandbox fails saying what each container sees; the SIGTERM claim still holds."""
+    checks = run_variant(tmp_path, None, "lifecycle", "--patterns-dir", str(VARIANTS / "broken-patterns"),
+                         "-k", "shared_pid")
+    outcomes = {c["id"].split("::")[1].split("[")[0]: c for c in checks}
+    broken = outcomes["test_pid_1_is_the_sandbox_and_each_container_sees_the_others_processes"]
+    assert broken["outcome"] == "failed" and broken["message"].startswith(
+        "PID 1 is not the pod's sandbox in both containers: alpha sees 'python3 -m probes agent'"), broken["message"]
+    assert outcomes["test_on_deletion_each_containers_own_process_gets_the_sigterm"]["outcome"] == "passed"

@@ -162,6 +162,10 @@ def beta_same_subpath_elsewhere(spec, docs):
                             for m in beta["volumeMounts"]]
 
 
+def process_namespace_not_shared(spec, docs):
+    spec.pop("shareProcessNamespace")
+
+
 if __name__ == "__main__":
     broken_pattern("reverse-proxy.yaml", proxy_app_elsewhere, """
 Broken on purpose: the app nginx proxies to (127.0.0.1:5000) runs in another
@@ -186,6 +190,11 @@ beta: the update claims (configMap, projected) must fail naming beta, the step
 Broken on purpose: beta mounts subPath same-beta where alpha mounts same, as if
 one subPath were not shared: the shared-subPath claim must fail, beta's open of
 alpha's file ENOENT; the isolation claim passes.""")
+    broken_pattern("shared-pid.yaml", process_namespace_not_shared, """
+Broken on purpose: shareProcessNamespace is gone, so each container has a PID
+namespace of its own, whose PID 1 is its own agent: the claim that PID 1 is the
+pod's sandbox and both containers see both agents must fail; each container's
+own process still gets its SIGTERM on deletion.""")
     broken_pattern("sqlite.yaml", sqlite_sidecar_volumes_of_its_own, """
 Broken on purpose: the sidecar mounts emptyDirs of its own at /data/disk and
 /data/memory, as if the volume were not shared: it opens another database of
