@@ -192,8 +192,9 @@ class Pod:
         rule matches) and wait until the kubelet has restarted it and every container is
         ready again; returns every container's restart count (the others' too: a
         RestartAllContainers rule restarts them, none does without one)."""
-        statuses = self.read().status.container_statuses or []
-        before = next(s.restart_count for s in statuses if s.name == container)
+        read = self.read().status
+        statuses = read.container_statuses or []
+        before = next(s.restart_count for s in statuses + (read.init_container_statuses or []) if s.name == container)
         # every container may restart once now (the rule's doing, not a disruption): a wait longer
         # than the disruption check's period must not take the claim's own restarts for the kubelet's
         self.restarts_seen = {s.name: s.restart_count + 1 for s in statuses}

@@ -38,7 +38,8 @@ class ProbeContainer:
     @property
     def port(self) -> int:
         """The agent's port, from the container's PODSHARE_PORT."""
-        for c in self.pod.body["spec"]["containers"]:
+        spec = self.pod.body["spec"]
+        for c in spec["containers"] + spec.get("initContainers", []):  # a native sidecar's too
             if c["name"] == self.name:
                 return int(next(e["value"] for e in c.get("env", []) if e["name"] == "PODSHARE_PORT"))
         raise KeyError(self.name)

@@ -51,8 +51,9 @@ def restarted_with_all_ready(container: str, before: int):
     restart rule's exit, whether the others restarted too is what the claim asks."""
     def condition(pod) -> bool:
         statuses = pod.status.container_statuses or []
-        cs = next(s for s in statuses if s.name == container)
-        return cs.restart_count > before and all(s.ready for s in statuses)
+        # the one that exited may be a native sidecar (an init container with restartPolicy Always)
+        cs = next(s for s in statuses + (pod.status.init_container_statuses or []) if s.name == container)
+        return cs.restart_count > before and cs.ready and all(s.ready for s in statuses)
     condition.__name__ = f"{container}_restarted_all_ready"
     return condition
 

@@ -610,14 +610,14 @@ def test_an_exit_without_a_restart_all_rule_restarts_one_container_and_fails_the
     survives. On the first node (kubelet 1.35) the claims are one not-applicable line."""
     current = _node_of_pool(kube, "current")
     checks = run_variant(tmp_path, None, "lifecycle", "--patterns-dir", str(VARIANTS / "broken-patterns"),
-                         "-k", "restart_all", node=current)
+                         "-k", "restart_all and not sidecar", node=current)
     outcomes = {c["id"].split("::")[1].split("[")[0]: c for c in checks}
     assert set(outcomes) == {"test_an_exit_its_rule_names_restarts_every_container_in_the_same_pod",
                              "test_what_the_containers_share_survives_a_restart_of_all_containers"}, list(outcomes)
     broken = outcomes["test_an_exit_its_rule_names_restarts_every_container_in_the_same_pod"]
     assert broken["outcome"] == "failed" and broken["message"].startswith("beta was not restarted"), broken["message"]
     assert outcomes["test_what_the_containers_share_survives_a_restart_of_all_containers"]["outcome"] == "passed"
-    first = run_variant(tmp_path / "first", None, "lifecycle", "-k", "restart_all")
+    first = run_variant(tmp_path / "first", None, "lifecycle", "-k", "restart_all and not sidecar")
     assert first == [], [c["id"] for c in first]
     said = json.loads((tmp_path / "first" / "reports" / "results.json").read_text())["cluster"]["not_applicable"]
     assert [na["feature"] for na in said] == ["restart all containers"], said
@@ -734,3 +734,14 @@ def test_containers_without_a_shared_process_namespace_fail_the_pid_claim_only(t
     assert broken["outcome"] == "failed" and broken["message"].startswith(
         "PID 1 is not the pod's sandbox in both containers: alpha sees 'python3 -m probes agent'"), broken["message"]
     assert outcomes["test_on_deletion_each_containers_own_process_gets_the_sigterm"]["outcome"] == "passed"
+
+
+def test_a_sidecars_exit_without_its_restart_all_rule_restarts_the_sidecar_alone(tmp_path, kube):
+    """The broken restart-all-sidecar pattern (--patterns-dir): the sidecar has no
+    RestartAllContainers rule, so its exit with 42 restarts it alone (restartPolicy
+    Always): the claim fails naming alpha's and beta's unchanged boot ids."""
+    checks = run_variant(tmp_path, None, "lifecycle", "--patterns-dir", str(VARIANTS / "broken-patterns"),
+                         "-k", "restart_all_sidecar", node=_node_of_pool(kube, "current"))
+    assert [c["outcome"] for c in checks] == ["failed"], [(c["id"], c["outcome"], c["message"]) for c in checks]
+    assert checks[0]["message"].startswith("alpha and beta kept their boot id across the sidecar's exit with 42"), \
+        checks[0]["message"]

@@ -162,6 +162,10 @@ def beta_same_subpath_elsewhere(spec, docs):
                             for m in beta["volumeMounts"]]
 
 
+def sidecar_without_its_rule(spec, docs):
+    spec["initContainers"][1].pop("restartPolicyRules")
+
+
 def process_namespace_not_shared(spec, docs):
     spec.pop("shareProcessNamespace")
 
@@ -190,6 +194,10 @@ beta: the update claims (configMap, projected) must fail naming beta, the step
 Broken on purpose: beta mounts subPath same-beta where alpha mounts same, as if
 one subPath were not shared: the shared-subPath claim must fail, beta's open of
 alpha's file ENOENT; the isolation claim passes.""")
+    broken_pattern("restart-all-sidecar.yaml", sidecar_without_its_rule, """
+Broken on purpose: the sidecar has no RestartAllContainers rule, so its exit
+with 42 restarts the sidecar alone (restartPolicy Always): the claim that every
+container restarts must fail naming alpha's and beta's unchanged boot ids.""")
     broken_pattern("shared-pid.yaml", process_namespace_not_shared, """
 Broken on purpose: shareProcessNamespace is gone, so each container has a PID
 namespace of its own, whose PID 1 is its own agent: the claim that PID 1 is the
