@@ -13,4 +13,5 @@ for c in runc crun youki gvisor gvisor-hinted; do classes+=(--runtime-class "$c"
 exec "$here/with-cluster.sh" python -m pytest suites -p no:cacheprovider --all-nodes --tolerate '*' \
   "${classes[@]}" --user-namespaces both --storage-class local-path --storage-class shared-sshfs --storage-class shared-sshfs-rwx \
   --known-divergences cluster/gvisor-known-divergences.yaml --known-divergences cluster/youki-known-divergences.yaml \
-  --known-divergences cluster/shared-fs-known-divergences.yaml --reports-dir reports/full-matrix "$@"
+  --known-divergences cluster/shared-fs-known-divergences.yaml --known-divergences cluster/storage-known-divergences.yaml \
+  --reports-dir reports/full-matrix "$@"

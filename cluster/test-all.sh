@@ -80,12 +80,14 @@ step harness-offline .venv/bin/python -m pytest "${offline[@]}" -p no:cacheprovi
 offline_pid=$!
 known=cluster/gvisor-known-divergences.yaml
 known_youki=cluster/youki-known-divergences.yaml
+known_storage=cluster/storage-known-divergences.yaml  # local-path's: the nodes and matrix-hinted steps' class
 first_node=$(hostname | tr '[:upper:]' '[:lower:]')
 harness disruptive "${disruptive[@]}" || rc=1
 harness beside "${beside[@]}" > reports/harness-beside.log 2>&1 &
 beside_pid=$!
 step nodes .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/nodes \
-  --all-nodes --tolerate sandbox.gke.io/runtime --storage-class local-path --known-divergences "$known" --known-divergences "$known_youki" "$@" || rc=1
+  --all-nodes --tolerate sandbox.gke.io/runtime --storage-class local-path --known-divergences "$known" --known-divergences "$known_youki" \
+  --known-divergences "$known_storage" "$@" || rc=1
 # One after the other: side by side (each on its node) they saved 50 s of 355 on 2 cores, and the
 # first node's kubelet, starved, took longer than a ConfigMap update's bound (1.5 x syncFrequency + 15 s).
 step matrix .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix --node "$first_node" \
@@ -101,7 +103,7 @@ if [ -n "$current_node" ]; then  # the three-node cluster (PODSHARE_NODES=3, mak
 print(" ".join(n.metadata.name for n in Kube().nodes("podshare.io/pool=sandboxed")[:1]))') || rc=1
   step matrix-hinted .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix-hinted \
     --node "$sandboxed_node" --tolerate sandbox.gke.io/runtime --runtime-class gvisor-hinted --storage-class local-path \
-    --known-divergences "$known" --known-divergences "$known_youki" "$@" || rc=1
+    --known-divergences "$known" --known-divergences "$known_youki" --known-divergences "$known_storage" "$@" || rc=1
   export PODSHARE_MATRIX_HINTED_RESULTS="$PWD/reports/matrix-hinted/results.json"
 fi
 # the built image's run is one node and class: it leaves room for the user-namespace run beside it

@@ -41,7 +41,7 @@ def parametrize(metafunc: pytest.Metafunc, settings: Settings, nodes: list[str] 
     every volume claim once per volume kind (the emptyDirs, a PVC per --storage-class),
     which share those pods."""
     values = run_values(settings, nodes)
-    if "across" in metafunc.fixturenames:  # pods that mount one claim together: claims only (--storage-class)
+    if claims_only(metafunc.definition):  # pods that mount one claim together, a claim's size: --storage-class
         values["volume"] = [v for v in values["volume"] if v.startswith("pvc:")]
     per_module = metafunc.definition.get_closest_marker("volume_per_module") is not None
     for axis in AXES:
@@ -123,10 +123,16 @@ def deselect(config: pytest.Config, items: list[pytest.Item], drop) -> list[pyte
     return dropped
 
 
+def claims_only(item) -> bool:
+    """A claim about PersistentVolumeClaims only: the across-pod claims, and those
+    marked pvc_only (a claim's size)."""
+    return "across" in getattr(item, "fixturenames", ()) or item.get_closest_marker("pvc_only") is not None
+
+
 def across_without_a_class(item: pytest.Item) -> bool:
-    """An across-pod claim needs a PersistentVolumeClaim (--storage-class): without
+    """A claim about PersistentVolumeClaims needs one (--storage-class): without
     one it is not collected, as a volume kind the run does not have."""
-    return "across" in getattr(item, "fixturenames", ()) and of_item(item).volume is None
+    return claims_only(item) and of_item(item).volume is None
 
 
 def user_namespaced_elsewhere(item: pytest.Item) -> bool:

@@ -18,6 +18,7 @@ OTHER_MARKERS = {
     "manifest": "manifest(path): the pattern manifest a module's claims use; its pods start with the probe pod",
     "user_namespaced": "a claim about pods with hostUsers: false, collected only for them (--user-namespaces on, both)",
     "volume_per_module": "the module's claims share one pass per volume kind (its own module-scoped volume fixture)",
+    "pvc_only": "a volume claim about PersistentVolumeClaims only (run once per --storage-class, not on emptyDirs)",
     "volume_kind": "volume_kind(kind): the volume kind of a claim that is not run once per kind (image, "
                    "configMap, projected, a subPath of an emptyDir), for results.json's `volume`",
     "needs": "needs(feature): what the claim needs of its node (podshare.node_features); not applicable where it lacks it",

@@ -128,6 +128,38 @@ def test_shared_mappings_are_coherent(alpha, beta, volume, ipc_name, evidence):
     assert alpha_view["mapped_sha256"] == beta_write["written_sha256"], "alpha's mapping missed beta's write"
 
 
+PAST = 16 << 20  # how far past a claim's capacity a write goes
+FILLABLE = 1 << 30  # a volume bigger than this is not filled in a check: its size is not checked
+
+
+@pytest.mark.pvc_only
+def test_a_write_past_the_claims_capacity_fails_with_enospc(alpha, volume, ipc_name, kube, evidence):
+    """A PersistentVolumeClaim's volume holds what its capacity says (64Mi asked;
+    the bound volume's capacity as the API gives it): a write of 16 MiB past it
+    fails with ENOSPC or EDQUOT before more than the capacity is in. Whether a
+    class enforces it is the provisioner's doing (a directory on a node's disk
+    does not): what an app that relies on the claim's size meets."""
+    pod = alpha.pod
+    claim = next(f"{pod.name}-{v['name']}" for v in pod.body["spec"]["volumes"]  # a generic ephemeral volume's
+                 if v.get("ephemeral") and f"/data/{v['name']}" == volume)
+    bound = kube.pvc(pod.namespace, claim)
+    capacity = (bound.status.capacity or {}).get("storage")
+    evidence.update(claim=claim, requested=bound.spec.resources.requests.get("storage"), capacity=capacity)
+    assert capacity, f"PersistentVolumeClaim {claim} is bound to no capacity"
+    size = int(parse_quantity(capacity))
+    if size > FILLABLE:
+        pytest.skip(f"not applicable: the volume's capacity {capacity} is too big to fill in a check")
+    filled = alpha.run("fill", path=f"{volume}/{ipc_name}.fill", size=size + PAST)
+    evidence.update(fill=filled)
+    assert filled["ok"] or filled.get("step") == "write", could_not("alpha", "a file in the volume", filled)
+    assert filled["ok"] is False and filled.get("errno") in ("ENOSPC", "EDQUOT"), (
+        f"a write {PAST >> 20} MiB past the claim's capacity {capacity} succeeded: {filled['written']} bytes went in"
+        if filled["ok"] else
+        f"a write past the claim's capacity {capacity} failed with {describe(filled).split(' with ', 1)[-1]}, "
+        "not ENOSPC or EDQUOT")
+    assert filled["written"] <= size, f"{filled['written']} bytes went into a volume of {capacity}"
+
+
 @pytest.mark.volume_kind("emptyDir:Memory")
 def test_memory_volume_is_tmpfs_and_honours_its_size_limit(probe_set, alpha, beta, ipc_name, evidence):
     """The `medium: Memory` emptyDir is a tmpfs sized to its sizeLimit, and a write

@@ -19,7 +19,7 @@ from podshare.known_divergences import KnownDivergences, places
 
 from .conftest import PROJECT, not_applicable, run_suites
 
-KNOWN = [str(PROJECT / "cluster" / f"{runtime}-known-divergences.yaml") for runtime in ("gvisor", "youki")]
+KNOWN = [str(PROJECT / "cluster" / f"{runtime}-known-divergences.yaml") for runtime in ("gvisor", "youki", "storage")]
 DIVERGING = ("gvisor", "gvisor-hinted", "youki")  # each where its known-divergences file says, no more, no less
 
 
