@@ -20,7 +20,8 @@ def of_item(item: pytest.Item) -> Dimensions:
     """The claim's dimensions, from its parameters (None where one is not a dimension of the run)."""
     params = getattr(getattr(item, "callspec", None), "params", {})
     found = {a.name: params.get(a.name) for a in AXES}
-    marked = item.get_closest_marker("volume_kind")  # a claim on a volume kind of its own (image, configMap...)
+    closest = getattr(item, "get_closest_marker", None)  # an item as pytest makes it (a stand-in may lack it)
+    marked = closest("volume_kind") if closest else None  # a claim on a volume kind of its own (image, configMap...)
     if found["volume"] is None and marked is not None:
         found["volume"] = marked.args[0]
     return Dimensions(**found)

@@ -12,7 +12,7 @@ import pytest
 from podshare.errors import KubeError
 from podshare.evidence import could_not
 
-pytestmark = [pytest.mark.lifecycle, pytest.mark.manifest("patterns/shared-pid.yaml")]
+pytestmark = [pytest.mark.lifecycle, pytest.mark.pattern, pytest.mark.manifest("patterns/shared-pid.yaml")]
 
 TERM_LOG = "/data/disk/terminations.jsonl"
 
