@@ -182,7 +182,7 @@ def probes_here(request: pytest.FixtureRequest, probe_pods: tuple[ProbeSet, Pod]
     here = pod_factory.volume_probes(kind) if kind.startswith("pvc:") else probe_pods
     if not here[0].start_failure:
         try:
-            seen = here[0].container("alpha").run("filesystem", path=volume_path(kind))
+            seen = here[0].pod_of("alpha").filesystem("alpha", volume_path(kind))
         except HARNESS_ERRORS as exc:
             # evidence only: the claim's body meets what took the pod (a deletion is
             # recovered from there, on a fresh pod), a failed setup would not be
@@ -212,7 +212,7 @@ def across(request: pytest.FixtureRequest, probe_pods, pod_factory: PodFactory, 
     made = {"first": first.container(PEER), "second": second.container(PEER), "own": pods.own.container(PEER)}
     if not (first.start_failure or second.start_failure):
         try:  # evidence only, as probes_here: the claim's body meets what took a pod
-            seen = {who: made[who].run("filesystem", path=volume) for who in ("first", "second")}
+            seen = {who: made[who].pod.filesystem(PEER, volume) for who in ("first", "second")}
             evidence["shared_volume"] = {"kind": kind, **{k: seen["first"].get(k) for k in ("ok", "fstype", "options",
                                                                                             "device")},
                                          "second": {k: seen["second"].get(k) for k in ("fstype", "options")}}

@@ -50,6 +50,7 @@ class Pod:
         self.deleted_by_claim = False  # begin_deletion: the pod's end is a claim's doing
         self._channels: dict[str, Channel] = {}
         self._channels_lock = threading.Lock()
+        self._filesystems: dict[tuple[str | None, str, str], dict] = {}
 
     def channel(self, container: str) -> Channel:
         """The container's probe channel, opened on first use (once, also when
@@ -94,6 +95,18 @@ class Pod:
 
     def container(self, name: str) -> ProbeContainer:
         return ProbeContainer(self, name)
+
+    def filesystem(self, container: str, path: str) -> dict:
+        """The file system at `path` as the container sees it (type, mount options,
+        device), the evidence of every volume claim on it: read once per incarnation
+        of the pod, as a running pod's mounts do not change."""
+        key = (self.uid, container, path)
+        if key not in self._filesystems:
+            seen = self.container(container).run("filesystem", path=path)
+            if not seen.get("ok"):
+                return seen  # not kept: asked again, it is asked again
+            self._filesystems[key] = seen
+        return self._filesystems[key]
 
     def log(self, container: str) -> str:
         return self.kube.read_log(self.namespace, self.name, container)

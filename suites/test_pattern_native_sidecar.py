@@ -6,15 +6,14 @@ left crashed main containers unrestarted beside a running sidecar
 (kubernetes#136969); and, before kubernetes#125935, by the SIGTERM order of
 several sidecars. The last two claims change the pod (a crash, then its
 deletion): they run last, in this order."""
-import json
 import re
-import time
 
 import pytest
 
 from podshare.errors import KubeError, PodNotReady
 from podshare.evidence import could_not, describe
 from podshare.retry import GaveUp
+from podshare.term_log import read_while_terminating
 
 pytestmark = [pytest.mark.pattern, pytest.mark.manifest("patterns/native-sidecar.yaml")]
 
@@ -136,18 +135,6 @@ def test_a_main_container_that_crashes_is_restarted_while_its_sidecars_keep_runn
     assert after["ready"] == "True", f"the pod is not Ready after main's restart (Ready is {after['ready']})"
 
 
-def _events(text: str) -> dict[tuple[str, str], int]:
-    """(container, event) -> boottime_ns, each agent's last incarnation's."""
-    found = {}
-    for line in text.splitlines():
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
-        found[(e["container"], e["event"])] = e["boottime_ns"]
-    return found
-
-
 def test_on_deletion_main_stops_before_its_sidecars_and_they_stop_in_reverse_order(sidecar_pod, evidence):
     """When the pod is deleted, main gets its SIGTERM first and has exited before
     any sidecar gets one; then the sidecars stop in the reverse of their start
@@ -159,25 +146,11 @@ def test_on_deletion_main_stops_before_its_sidecars_and_they_stop_in_reverse_ord
     first = sidecar_pod.container("sidecar")
     first.run("read", path=TERM_LOG, text=True)  # its channel opened now: no new exec into a terminating pod
     sidecar_pod.begin_deletion()
-    reads, last, ended = 0, None, None
-    deadline = time.monotonic() + 60.0  # the pod's 15 s of grace, and more
-    while time.monotonic() < deadline:
-        try:
-            answer = first.run("read", path=TERM_LOG, text=True)
-        except KubeError as exc:  # sidecar has stopped: what was read last is the record
-            ended = str(exc)
-            break
-        reads += 1
-        if answer.get("ok"):
-            last = answer
-            if set(EXPECTED) <= set(_events(answer["text"])):
-                break
-        time.sleep(0.2)
-    events = _events(last["text"]) if last else {}
-    evidence.update(term_log=last, reads=reads, channel_ended=ended,
-                    events_ms={f"{c} {e}": round(t / 1e6, 1) for (c, e), t in sorted(events.items(), key=lambda i: i[1])})
-    assert last is not None, could_not("sidecar", f"the pod's term log {TERM_LOG} while the pod terminated",
-                                       {"ok": False, "detail": ended or "no read answered"})
+    seen = read_while_terminating(first, TERM_LOG, set(EXPECTED), within=60.0)  # the pod's 15 s of grace, and more
+    events, ended = seen.events, seen.ended
+    evidence.update(term_log=seen.last, reads=seen.reads, channel_ended=ended, events_ms=seen.events_ms())
+    assert seen.last is not None, could_not("sidecar", f"the pod's term log {TERM_LOG} while the pod terminated",
+                                            {"ok": False, "detail": ended or "no read answered"})
     missing = [f"{c}'s {_said(e)}" for c, e in EXPECTED if (c, e) not in events]
     assert not missing, (f"the term log read from sidecar while the pod terminated lacks {', '.join(missing)} "
                          f"(it holds {', '.join(f'{c} {_said(e)}' for c, e in events) or 'nothing'}): "

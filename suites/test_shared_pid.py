@@ -5,12 +5,10 @@ Kubernetes documents ("Share Process Namespace between Containers in a Pod":
 processes. On deletion the kubelet stops each container: its own process gets
 the SIGTERM; which other processes get one (a helper a container started beside
 its main process) is recorded as evidence, since no document promises it."""
-import time
-
 import pytest
 
-from podshare.errors import KubeError
 from podshare.evidence import could_not
+from podshare.term_log import read_while_terminating
 
 pytestmark = [pytest.mark.lifecycle, pytest.mark.pattern, pytest.mark.manifest("patterns/shared-pid.yaml")]
 
@@ -44,18 +42,6 @@ def test_pid_1_is_the_sandbox_and_each_container_sees_the_others_processes(share
         f"{sorted(agents['beta'])}): the containers do not share one PID namespace")
 
 
-def _events(text: str) -> dict[tuple[str, str], int]:
-    import json
-    found = {}
-    for line in text.splitlines():
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
-        found[(e["container"], e["event"])] = e["boottime_ns"]
-    return found
-
-
 def test_on_deletion_each_containers_own_process_gets_the_sigterm(shared_pid_pod, evidence):
     """When the pod is deleted, alpha's and beta's own processes each get a
     SIGTERM (each notes it in the shared volume; beta, lingering 3 s, is read).
@@ -65,27 +51,13 @@ def test_on_deletion_each_containers_own_process_gets_the_sigterm(shared_pid_pod
     helper = alpha.start("hold-term-note", path=TERM_LOG, seconds=120).wait_ready()
     beta.run("read", path=TERM_LOG, text=True)  # its channel opened now: no new exec into a terminating pod
     shared_pid_pod.begin_deletion()
-    last, ended = None, None
-    deadline = time.monotonic() + 40.0  # the pod's 10 s of grace, and more
-    while time.monotonic() < deadline:
-        try:
-            answer = beta.run("read", path=TERM_LOG, text=True)
-        except KubeError as exc:  # beta has stopped: what was read last is the record
-            ended = str(exc)
-            break
-        if answer.get("ok"):
-            last = answer
-            if {("alpha", "sigterm"), ("beta", "sigterm")} <= set(_events(answer["text"])):
-                time.sleep(0.5)  # a helper's note, if one comes, lands with alpha's
-                last = beta.run("read", path=TERM_LOG, text=True) if not ended else last
-                break
-        time.sleep(0.2)
-    events = _events(last["text"]) if last and last.get("ok") else {}
-    evidence.update(term_log=last, channel_ended=ended, helper=" ".join(helper.argv),
-                    helper_got_sigterm=("alpha-helper", "sigterm") in events,
-                    events_ms={f"{c} {e}": round(t / 1e6, 1) for (c, e), t in sorted(events.items(), key=lambda i: i[1])})
+    # the pod's 10 s of grace, and more; a helper's note, if one comes, lands with alpha's
+    seen = read_while_terminating(beta, TERM_LOG, {("alpha", "sigterm"), ("beta", "sigterm")}, within=40.0, settle=0.5)
+    last, events = seen.last, seen.events
+    evidence.update(term_log=last, channel_ended=seen.ended, helper=" ".join(helper.argv),
+                    helper_got_sigterm=("alpha-helper", "sigterm") in events, events_ms=seen.events_ms())
     assert last is not None and last.get("ok"), could_not("beta", f"the pod's term log {TERM_LOG} while the pod "
-                                                                  "terminated", last or {"ok": False, "detail": ended})
+                                                                  "terminated", last or {"ok": False, "detail": seen.ended})
     missing = [c for c in ("alpha", "beta") if (c, "sigterm") not in events]
     assert not missing, (f"{' and '.join(missing)}'s own process got no SIGTERM when the pod was deleted (the term "
                          f"log holds {', '.join(f'{c} {e}' for c, e in events) or 'nothing'})")

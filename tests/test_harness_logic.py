@@ -1344,3 +1344,34 @@ def test_every_volume_claim_says_its_volume_kind():
     assert len(marked) >= 40 and [n for n, kind in marked if not kind] == []
     kinds = {kind for _, kind in marked}
     assert {"emptyDir", "emptyDir:Memory", "pvc:local-path", "image", "configMap", "projected"} <= kinds, kinds
+
+
+def test_the_term_log_is_read_until_the_awaited_events_are_in_or_the_reader_stops():
+    """The deletion claims' one reader of the pod's term log: each agent's last
+    incarnation's events count, a line that is not JSON is skipped, and the reads
+    end on the awaited events (one more read after `settle`) or on the reader's end."""
+    from podshare import term_log
+
+    line = lambda c, e, t: json.dumps({"container": c, "event": e, "boottime_ns": t})  # noqa: E731
+    assert term_log.events("\n".join([line("main", "sigterm", 1), "torn {", line("main", "sigterm", 5)])) == {
+        ("main", "sigterm"): 5}
+
+    class Reader:
+        def __init__(self, texts):
+            self.texts, self.asked = list(texts), 0
+
+        def run(self, verb, **args):
+            self.asked += 1
+            if not self.texts:
+                raise KubeError("the exec stream ended")
+            return {"ok": True, "text": self.texts.pop(0)}
+
+    growing = Reader([line("a", "sigterm", 1), line("a", "sigterm", 1) + "\n" + line("b", "sigterm", 3),
+                      line("a", "sigterm", 1) + "\n" + line("b", "sigterm", 3) + "\n" + line("h", "sigterm", 4)])
+    seen = term_log.read_while_terminating(growing, "/log", {("a", "sigterm"), ("b", "sigterm")}, within=5, settle=0.01)
+    assert seen.reads == 2 and growing.asked == 3 and ("h", "sigterm") in seen.events
+    assert list(seen.events_ms()) == ["a sigterm", "b sigterm", "h sigterm"] and seen.ended is None
+
+    stops = Reader([line("a", "sigterm", 1)])
+    seen = term_log.read_while_terminating(stops, "/log", {("a", "exit")}, within=5)
+    assert seen.ended == "the exec stream ended" and seen.events == {("a", "sigterm"): 1}
