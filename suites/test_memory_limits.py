@@ -4,10 +4,9 @@ its memory limit (the emptyDir documentation), so in a volume larger than that
 limit the kernel's OOM killer stops the writer, not ENOSPC; users meet it as a
 process killed for no memory it seems to use.
 
-Not claimed: what a restart beside the pages left inherits (kubernetes#128339).
-With a limit on each container the pages left always fit beside a fresh
-container under the pod's limit, so such a claim would pass everywhere this
-pattern runs and no variant of it could make it fail; docs/findings.md."""
+A restart beside the pages left (kubernetes#128339) is suites/test_memory_restart.py's:
+with a limit on each container here, the pages always fit beside a fresh alpha
+under the pod's limit (the sum); the loop needs a container alone in its pod."""
 from __future__ import annotations
 
 import pytest

@@ -849,7 +849,7 @@ LAYERS = [
      "failure_block", "progress",
      "run_end", "junit", "settings", "options_doc", "cli", "nightly", "__main__", "conformance_image",
      "conformance_select"},
-    {"cluster", "factory", "across_pods", "pods", "manifests", "waits", "verbs", "channel", "disruption", "delivery",
+    {"cluster", "factory", "across_pods", "pods", "term_log", "manifests", "waits", "verbs", "channel", "disruption", "delivery",
      "unpack_probes", "gc", "images", "store", "confinement", "fence"},
     {"kube", "kube_calls", "errors", "retry", "evidence", "node_features", "node_facts"},
     {"report", "findings", "common_causes", "markdown_report", "html_report", "known_divergences", "signatures",

@@ -675,6 +675,24 @@ def test_a_volume_smaller_than_the_writers_limit_fails_the_oom_claim_naming_enos
         r"limit \(64 MiB\), so a writer here meets ENOSPC, not the OOM killer", check["message"]), check["message"]
 
 
+@pytest.mark.usefixtures("kube")
+def test_a_sidecar_beside_the_oom_killed_container_ends_its_loop_and_the_claim_says_so(tmp_path):
+    """The broken oom-loop pattern (--patterns-dir): a second container beside
+    alpha makes the pod's limit the sum, so the pages alpha left when its own
+    limit killed it leave room for the restarted alpha: it comes back, and the
+    loop claim fails naming the pages still in the volume and alpha's new cgroup."""
+    checks = run_variant(tmp_path, None, "memory", "--patterns-dir", str(VARIANTS / "broken-patterns"),
+                         "-k", "memory_restart")
+    got = failing(checks)
+    assert list(got) == ["test_a_container_alone_with_the_pages_it_left_is_oom_killed_again_at_each_restart"], [
+        (c["id"], c["outcome"], c["message"]) for c in checks]
+    check = got["test_a_container_alone_with_the_pages_it_left_is_oom_killed_again_at_each_restart"]
+    assert re.match(r"alpha came back after its OOM kill on the Memory emptyDir and runs \(restart 1, ends since: "
+                    r"OOMKilled \(exit code 137\)\), with 1[45]\d MiB of its pages still in the volume; its cgroup: "
+                    r"usage \d+ MiB, shmem 0 MiB: the pod's limit leaves the restarted container room", check["message"]), (
+        check["message"])
+
+
 def _node_of_pool(kube, pool: str) -> str:
     nodes = [n.metadata.name for n in kube.nodes(f"podshare.io/pool={pool}")]
     if not nodes:
