@@ -55,7 +55,7 @@ disruptive=(tests/test_disruptions.py::test_kubelet_killed_mid_run_ends_the_run_
             tests/test_nodes.py::test_a_node_whose_kubelet_dies_mid_run_is_not_checked_and_the_others_are)
 # every user of the confinement fixture (its policies live as long as the session that made them:
 # one process) and of the fixed cluster-scoped names of the nightly and confinement tests
-beside=(tests/test_nightly.py tests/test_confinement.py tests/test_clean_failures.py tests/test_least_privilege.py
+beside=(tests/test_nightly.py tests/test_confinement.py tests/test_clean_failures.py tests/test_pods_that_end.py tests/test_least_privilege.py
         tests/test_side_by_side.py tests/test_hydrophone.py tests/test_history_and_metrics.py tests/test_images.py
         tests/test_docs.py tests/test_report_golden.py)
 after=(tests/test_no_leftovers.py tests/test_disruptions.py tests/test_nodes.py tests/test_runtime_matrix.py

@@ -11,8 +11,14 @@ import pytest
 from .disruption import Disrupted, Disruption
 from .errors import HARNESS_ERRORS, AccessDenied
 from .pods import Pod, ProbeSet
+from .retry import GaveUp, NotYet, wait_until
 from .verbs import ProbeContainer
 from .session import DIAGNOSTICS, DISRUPTED, EVIDENCE, PodshareSession
+
+# A channel that ended under a claim: its container may have just been killed, which
+# the API says a moment later (the kubelet's relist, then its status update).
+CHANNEL_ENDED = ("the exec stream ended", "the exec stream failed")
+SAID_WITHIN = 15.0  # s: a killed container's end reaches the API in 1-3 s on a loaded node
 
 
 def pods_behind(item: pytest.Item) -> list[Pod]:
@@ -98,10 +104,27 @@ def after_a_failure(ps: PodshareSession, item: pytest.Item, call: pytest.CallInf
     try:
         found = (ps.cluster.diagnose(needed) if needed else
                  ps.cluster.diagnose(list(ps.cluster.pods), pod_level=False))
+        if found is None and needed and any(said in str(exc) for said in CHANNEL_ENDED):
+            found = _once_said(ps, needed)
     except Exception:  # diagnosing must never hide the failure itself
         return
     if found is not None:
         item.stash[DISRUPTED] = (found, seen)
+
+
+def _once_said(ps: PodshareSession, pods: list[Pod]) -> Disruption | None:
+    """After a channel ended: what the API says of the claim's pods once it has
+    caught up, within SAID_WITHIN seconds (a container killed by the kubelet or the
+    OOM killer: its restart, with why it ended); None if nothing moved."""
+    def said() -> Disruption:
+        found = ps.cluster.diagnose(pods)
+        if found is None:
+            raise NotYet("nothing said yet")
+        return found
+    try:
+        return wait_until(said, timeout=SAID_WITHIN, what="the API to say what ended the channel")
+    except GaveUp:
+        return None
 
 
 def keep_diagnostics(ps: PodshareSession, item: pytest.Item, report: pytest.TestReport,

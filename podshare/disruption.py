@@ -181,7 +181,10 @@ def _container_restarted(pod: Any, live: Any) -> Disruption | None:
         limit = _limit_of(live, cs.name)
         spec = (f"; the pod's own spec limits its memory to {limit}: a finding about the spec, not about "
                 "what the containers share") if ended and ended.reason == "OOMKilled" and limit else ""
-        said = f" ({ended.message.strip()})" if ended and ended.message and ended.message.strip() else ""
+        # its termination message (or, by FallbackToLogsOnError, its log's tail): the last line says why it
+        # ended; an OOM kill's is whatever the process last logged, not why
+        last = (ended.message or "").strip().splitlines()[-1:] if ended and ended.reason != "OOMKilled" else []
+        said = f" ({last[0][:200]})" if last else ""
         return Disruption(f"container {cs.name} of pod {pod.name} was restarted by the kubelet{at}: {how}{said}{spec}",
                           pods=frozenset({_key(pod)}), container=cs.name)
     return None

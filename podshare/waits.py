@@ -78,8 +78,10 @@ def pod_problem(pod, last_words=None) -> str | None:
             if "python3" in detail and ("not found" in detail or "no such file" in detail):
                 hint = f" (is {cs.image} a podshare probe image? it needs python3 and the probes package)"
             elif waiting.reason in PULL_REASONS:
-                hint = (f" (node {pod.spec.node_name or '?'} cannot get the image {cs.image}: build and push the probe "
-                        "image (docs/quickstart.md: images/probe.Containerfile) and name it with --probe-image, or pull through "
+                # the probe image is podshare's to build; another is a manifest's own (a pattern's app)
+                build = ("build and push the probe image (docs/quickstart.md: images/probe.Containerfile) and name it "
+                         "with --probe-image (a manifest's own image: push it where the nodes pull from)")
+                hint = (f" (node {pod.spec.node_name or '?'} cannot get the image {cs.image}: {build}, or pull through "
                         "a mirror with --registry and --image-pull-secret; `podshare images` lists every image a "
                         "run needs)")
             if waiting.reason == "CrashLoopBackOff":
