@@ -114,9 +114,13 @@ step built-probe .venv/bin/python -m pytest suites -p no:cacheprovider --reports
 built_probe=$!
 # the shared file system's StorageClasses (separate sshfs clients of one SFTP export): pinned per node, and
 # ReadWriteMany through the CSI driver (the across-pod claims on two nodes, two clients); beside them
-step shared-fs .venv/bin/python -m pytest suites -p no:cacheprovider -m volume --node "$first_node" \
-  --storage-class shared-sshfs --storage-class shared-sshfs-rwx --known-divergences cluster/shared-fs-known-divergences.yaml \
-  --reports-dir reports/shared-fs "$@" >reports/shared-fs.log 2>&1 &
+# then the SQLite pattern on them (one database, an app and its sidecar in one pod: one client)
+{ step shared-fs .venv/bin/python -m pytest suites -p no:cacheprovider -m volume --node "$first_node" \
+    --storage-class shared-sshfs --storage-class shared-sshfs-rwx --known-divergences cluster/shared-fs-known-divergences.yaml \
+    --reports-dir reports/shared-fs "$@"; fs_rc=$?
+  step shared-fs-sqlite .venv/bin/python -m pytest suites/test_pattern_sqlite.py -p no:cacheprovider --node "$first_node" \
+    --storage-class shared-sshfs --storage-class shared-sshfs-rwx --known-divergences cluster/shared-fs-known-divergences.yaml \
+    --reports-dir reports/shared-fs-sqlite "$@" && exit "$fs_rc"; } >reports/shared-fs.log 2>&1 &
 shared_fs=$!
 step userns .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/userns --user-namespaces on \
   --node-selector 'podshare.io/pool in (default,current)' --runtime-class runc --runtime-class crun \
