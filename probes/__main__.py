@@ -195,6 +195,10 @@ VERBS: dict[str, tuple[Callable | None, str, list]] = {
                       [*rounds(8), arg("--name", required=True)]),
     "perf-serve-volume": (perf.serve_volume, "file write -> visible in the other container", [*rounds(300), PATH]),
     "perf-volume-ping": (perf.volume_ping, "file write -> visible in the other container", [*rounds(300), PATH]),
+    "perf-serve-lock": (perf.serve_lock, "a lock let go in one container -> taken in the other",
+                        [*rounds(60), PATH, LOCK_KIND]),
+    "perf-lock-ping": (perf.lock_ping, "a lock let go in one container -> taken in the other",
+                       [*rounds(60), PATH, LOCK_KIND]),
 }
 
 

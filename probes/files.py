@@ -119,7 +119,7 @@ def owner(args) -> dict:
     return ok(path=args.path, uid=st.st_uid, gid=st.st_gid, mode=oct(st.st_mode & 0o7777), size=st.st_size)
 
 
-def _lock(fd: int, kind: str, blocking: bool) -> None:
+def take_lock(fd: int, kind: str, blocking: bool) -> None:
     if kind == "flock":
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
     else:  # fcntl: POSIX record lock on the whole file
@@ -132,7 +132,7 @@ def hold_lock(args) -> dict:
         with step("open", path=args.path):
             fd = os.open(args.path, os.O_RDWR | os.O_CREAT, 0o644)
         with step("lock", path=args.path, kind=args.kind):
-            _lock(fd, args.kind, blocking=True)
+            take_lock(fd, args.kind, blocking=True)
     except OSError as exc:
         return failure(exc, path=args.path, kind=args.kind)
     holder.wait(path=args.path, kind=args.kind)
@@ -149,7 +149,7 @@ def try_lock(args) -> dict:
         return failure(exc, path=args.path, kind=args.kind)
     try:
         with step("lock", path=args.path, kind=args.kind):
-            _lock(fd, args.kind, blocking=False)
+            take_lock(fd, args.kind, blocking=False)
     except OSError as exc:
         if exc.errno == errno.EACCES:  # fcntl may say EACCES for a conflicting lock
             exc.errno = errno.EAGAIN

@@ -300,3 +300,101 @@ def volume_ping(args) -> dict:
             if name.startswith(("ping-", "pong-")):
                 os.unlink(os.path.join(args.path, name))
     return ok(path=args.path, unit="us", samples=samples, time_boxed=time_boxed)
+
+
+LOCK_WARMUP = 3  # the lock hand-off's first rounds open files and fault pages in: not a sample
+LOCK_SETTLE_S = 0.02  # after beta says it is about to block: time to be inside the blocking call
+HELD_HERE = "held-here"  # beta's `waiting-i` when it took the lock alpha holds: no hand-off to measure
+
+
+def _raise_timeout(*_):
+    raise TimeoutError(errno.ETIMEDOUT, "the other container did not answer in time")
+
+
+def serve_lock(args) -> dict:
+    """The lock hand-off's waiter (beta): each round, once alpha holds the lock
+    (its `held-i`), check that the lock is held here too (a lock that does not
+    cross the containers ends the rounds: that is the claim's failure, not a
+    figure), say `waiting-i`, block until alpha releases it, and write when it
+    was taken (CLOCK_BOOTTIME, one clock for the pod) as `got-i`. A blocking lock
+    call is only interrupted by a handler that raises: the deadline's SIGALRM and
+    `release`'s SIGUSR1 both do."""
+    from .files import take_lock
+    holder = Holder(args.seconds)
+    signal.signal(signal.SIGALRM, _raise_timeout)
+    signal.setitimer(signal.ITIMER_REAL, args.seconds)
+    lock, rounds = os.path.join(args.path, "handoff.lock"), 0
+    try:
+        holder.ready(path=args.path, kind=args.kind)
+        for i in range(args.rounds):
+            if _wait_for(os.path.join(args.path, f"held-{i}"), holder.deadline) == ENOUGH:
+                break
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                try:
+                    take_lock(fd, args.kind, blocking=False)
+                    _publish(args.path, f"waiting-{i}", HELD_HERE)  # alpha stops at once, not at its deadline
+                    return {"ok": False, "path": args.path, "kind": args.kind, "step": "lock", "rounds_done": rounds,
+                            "beta_while_held": True, "detail": "beta took the lock while alpha held it"}
+                except BlockingIOError:
+                    pass
+                except PermissionError:  # fcntl may say EACCES for a conflicting lock
+                    pass
+                _publish(args.path, f"waiting-{i}", "")
+                take_lock(fd, args.kind, blocking=True)
+                taken_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            finally:
+                os.close(fd)  # and with it the lock
+            _publish(args.path, f"got-{i}", str(taken_ns))
+            rounds += 1
+    except Released:
+        return failure(OSError(errno.EINTR, "released before the rounds were done"), path=args.path,
+                       kind=args.kind, rounds_done=rounds)
+    except OSError as exc:
+        return failure(exc, path=args.path, kind=args.kind, rounds_done=rounds)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    return ok(path=args.path, kind=args.kind, rounds_done=rounds)
+
+
+def lock_ping(args) -> dict:
+    """The lock hand-off's holder (alpha): each round, take the lock, say `held-i`,
+    wait for beta's `waiting-i`, give beta LOCK_SETTLE_S to block, note the time
+    and release; beta's `got-i` says when it had the lock. A sample is release to
+    taken, in µs, on the pod's one boot clock: how long a waiter in the other
+    container takes to get a lock let go. The files are the protocol's, polled;
+    only the hand-off itself is measured."""
+    from .files import take_lock
+    lock = os.path.join(args.path, "handoff.lock")
+    started = time.monotonic()
+    deadline = started + args.seconds
+    samples, time_boxed = [], False
+    try:
+        for i in range(args.rounds):
+            if i >= LOCK_WARMUP + 10 and time.monotonic() - started > args.seconds / 2:
+                time_boxed = True  # a slow volume (a network file system's polling): what was measured stands
+                _publish(args.path, f"held-{i}", ENOUGH)
+                break
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                take_lock(fd, args.kind, blocking=False)
+                _publish(args.path, f"held-{i}", "")
+                if _wait_for(os.path.join(args.path, f"waiting-{i}"), deadline) == HELD_HERE:
+                    return {"ok": False, "path": args.path, "kind": args.kind, "step": "lock", "rounds_done": i,
+                            "beta_while_held": True, "detail": "beta took the lock while alpha held it"}
+                time.sleep(LOCK_SETTLE_S)
+                released_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            finally:
+                os.close(fd)
+            taken_ns = int(_wait_for(os.path.join(args.path, f"got-{i}"), deadline))
+            if i >= LOCK_WARMUP:
+                samples.append((taken_ns - released_ns) / 1000)
+    except (OSError, ValueError) as exc:
+        return failure(exc if isinstance(exc, OSError) else OSError(0, str(exc)), path=args.path, kind=args.kind,
+                       rounds_done=len(samples))
+    finally:
+        for name in os.listdir(args.path) if os.path.isdir(args.path) else []:
+            if name.startswith(("held-", "waiting-", "got-", "handoff.lock")):
+                os.unlink(os.path.join(args.path, name))
+    return ok(path=args.path, kind=args.kind, unit="us", samples=samples, time_boxed=time_boxed)

@@ -1,7 +1,8 @@
 """How fast the sharing is: between alpha and beta, per RuntimeClass, the round
 trip of a System V semaphore hand-off, of localhost TCP and of unix sockets,
-POSIX shared memory bandwidth, and how soon a file written to the shared volume
-is visible in the other container. What an operator needs before choosing a
+POSIX shared memory bandwidth, and, per volume kind, how soon a file written to
+the shared volume is visible in the other container and how soon a lock let go
+in one is taken in the other. What an operator needs before choosing a
 sidecar transport on a sandboxed runtime.
 
 The figures (median, p95, samples) go into every report and are never judged
@@ -79,3 +80,19 @@ def test_volume_write_is_visible_in_the_other_container(alpha, beta, volume, evi
     assert served["ok"], f"beta did not see every file alpha wrote into the {medium} volume: {describe(served)}"
     evidence.figure(f"{medium} volume write → visible", "µs", served["samples"])
     evidence.figure(f"{medium} volume round trip", "µs", ping["samples"])
+
+
+@pytest.mark.parametrize("kind", ["flock", "fcntl"])
+def test_a_lock_let_go_in_one_container_is_taken_in_the_other(alpha, beta, volume, kind, evidence):
+    """alpha holds an exclusive lock (flock, or an fcntl record lock: SQLite's) on a
+    file in the shared volume (each kind), beta blocks on it: how long after alpha
+    lets it go beta has it (one boot clock for the pod). What a lock file or a
+    database shared by an app and its sidecar pays per hand-off."""
+    medium = volume.rsplit("/", 1)[-1]
+    handed, waited = measure(beta, "perf-serve-lock", alpha, "perf-lock-ping", path=volume, kind=kind)
+    evidence.update(medium=medium, kind=kind, waiter=waited, time_boxed=handed.get("time_boxed"))
+    assert not waited.get("beta_while_held"), (
+        f"beta took the {kind} lock on a file in the {medium} volume while alpha held it: the lock does not "
+        "reach the other container, so there is no hand-off to measure")
+    assert handed["ok"], f"alpha cannot hand a {kind} lock in the {medium} volume to beta: {describe(handed)}"
+    evidence.figure(f"{medium} volume {kind} lock hand-off", "µs", handed["samples"])

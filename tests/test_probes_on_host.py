@@ -441,6 +441,22 @@ class TestPerf:
         assert all(0 < seen <= trip for seen, trip in zip(served["samples"], ping["samples"]))
         assert not list(tmp_path.iterdir())  # the client cleans up
 
+    @pytest.mark.parametrize("kind", ["flock", "fcntl"])
+    def test_a_lock_hand_off_is_measured_from_release_to_taken(self, run_probe, start_probe, tmp_path, kind):
+        """The waiter blocks on the lock the holder took (a non-blocking try first
+        meets it held) and has it after the release: every sample is positive and
+        well under the settle time the holder waits before it lets go; the holder
+        cleans up the protocol's files."""
+        server = start_probe("perf-serve-lock", "--path", str(tmp_path), "--kind", kind, "--rounds", "20",
+                             "--seconds", "20")
+        wait_ready(server)
+        handed = run_probe("perf-lock-ping", "--path", str(tmp_path), "--kind", kind, "--rounds", "20",
+                           "--seconds", "20")
+        waited = finish(server)
+        assert handed["ok"] and waited["ok"] and waited["rounds_done"] == 20, (handed, waited)
+        assert len(handed["samples"]) == 17 and all(0 < us < 1e6 for us in handed["samples"]), handed["samples"]
+        assert not list(tmp_path.iterdir())
+
     def test_volume_rounds_are_time_boxed_not_failed_on_a_slow_machine(self, run_probe, start_probe, tmp_path):
         """More rounds than fit in half the budget (a starved machine looks so):
         the client stops after half the budget, every file having arrived, and
