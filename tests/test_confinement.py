@@ -274,6 +274,10 @@ def attempts(victim: str, nightly_ns: str, ns: dict[str, str], priority: str) ->
             "POST", f"/api/v1/namespaces/{ns['unquotaed']}/services?dryRun=All", service(type="NodePort")),
         "create a ConfigMap in a podshare namespace without its quota": (
             "POST", f"/api/v1/namespaces/{ns['unquotaed']}/configmaps?dryRun=All", {"metadata": {"name": "x"}}),
+        "create a PersistentVolumeClaim in a podshare namespace without its quota": (
+            "POST", f"/api/v1/namespaces/{ns['unquotaed']}/persistentvolumeclaims?dryRun=All",
+            {"metadata": {"name": "x"}, "spec": {"accessModes": ["ReadWriteOnce"],
+                                                 "resources": {"requests": {"storage": "64Mi"}}}}),
         "start a pod as podshare does, in its own namespace": ("POST", own_pods, pod()),
         "create a Service with externalIPs (CVE-2020-8554)": ("POST", own_services,
                                                                service(externalIPs=["203.0.113.7"])),

@@ -164,3 +164,23 @@ def test_every_rule_is_needed_or_kept_for_a_stated_reason(make_account, kube, tm
     wrong = {pair: got for pair, got in seen.items()
              if (got[0] != 0 if pair in OPTIONAL else (got[0] == 0 or not got[1]))}
     assert not wrong, f"(exit code, 403 named) per removed verb: {wrong}"
+
+
+def test_a_run_with_a_storage_class_makes_its_own_claims_as_the_confined_identity(account, tmp_path):
+    """The across-pod claims make PersistentVolumeClaims themselves (the others are
+    generic ephemeral volumes, made by the cluster's controller): as the confined
+    identity they are made, mounted and gone after the run. The API server adds its
+    own finalizer (kubernetes.io/pvc-protection) to every claim before the policy
+    sees it, which the policy once took for the identity's (2026-12-04)."""
+    import os
+    import pytest
+    if not os.environ.get("PODSHARE_LOCAL_CLUSTER"):
+        pytest.skip("not applicable: needs the bundled cluster's local-path StorageClass")
+    account.bind_cluster_role()
+    reports = tmp_path / "reports"
+    run = run_suites_as(*account.options(), "--reports-dir", str(reports), "--storage-class", "local-path",
+                        "-k", "across_pods and one-node")
+    by_claim, results = outcomes(reports)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert len(by_claim) == 4 and set(by_claim.values()) == {"passed"}, by_claim
+    assert results["run"]["leftovers"] == [], results["run"]["leftovers"]
