@@ -328,6 +328,7 @@ def serve_lock(args) -> dict:
         holder.ready(path=args.path, kind=args.kind)
         for i in range(args.rounds):
             if _wait_for(os.path.join(args.path, f"held-{i}"), holder.deadline) == ENOUGH:
+                _publish(args.path, f"got-{i}", ENOUGH)  # seen: alpha may clean up now
                 break
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -375,6 +376,7 @@ def lock_ping(args) -> dict:
             if i >= LOCK_WARMUP + 10 and time.monotonic() - started > args.seconds / 2:
                 time_boxed = True  # a slow volume (a network file system's polling): what was measured stands
                 _publish(args.path, f"held-{i}", ENOUGH)
+                _wait_for(os.path.join(args.path, f"got-{i}"), deadline)  # beta saw it: the files may go
                 break
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:

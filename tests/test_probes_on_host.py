@@ -457,6 +457,19 @@ class TestPerf:
         assert len(handed["samples"]) == 17 and all(0 < us < 1e6 for us in handed["samples"]), handed["samples"]
         assert not list(tmp_path.iterdir())
 
+    def test_lock_rounds_time_boxed_end_both_sides(self, run_probe, start_probe, tmp_path):
+        """More rounds than fit in half the budget: the holder says enough, waits
+        until the waiter has seen it, and only then removes the protocol's files (a
+        waiter that missed the word waited out its deadline: CI on 2026-12-04)."""
+        server = start_probe("perf-serve-lock", "--path", str(tmp_path), "--kind", "fcntl", "--rounds", "10000000",
+                             "--seconds", "8")
+        wait_ready(server)
+        handed = run_probe("perf-lock-ping", "--path", str(tmp_path), "--kind", "fcntl", "--rounds", "10000000",
+                           "--seconds", "2")
+        waited = finish(server)
+        assert handed["ok"] and handed["time_boxed"] and waited["ok"], (handed, waited)
+        assert waited["rounds_done"] == len(handed["samples"]) + 3 and not list(tmp_path.iterdir())
+
     def test_volume_rounds_are_time_boxed_not_failed_on_a_slow_machine(self, run_probe, start_probe, tmp_path):
         """More rounds than fit in half the budget (a starved machine looks so):
         the client stops after half the budget, every file having arrived, and
