@@ -275,12 +275,14 @@ class Kube:
 
     def event_records(self, namespace: str, name: str, timeout: float | None = None) -> list[dict[str, Any]]:
         """The events about an object (they outlive a deleted pod), oldest first:
-        type, reason, message, time (a datetime or None) and the reporting component."""
+        type, reason, message, time (a datetime or None), the reporting component
+        and the part of the object it is about (a container: "spec.containers{beta}")."""
         items = api_call("list events", self.core.list_namespaced_event, namespace,
                          field_selector=f"involvedObject.name={name}", _request_timeout=timeout).items
         records = [{"type": e.type, "reason": e.reason, "message": e.message,
                     "time": e.last_timestamp or e.event_time or e.metadata.creation_timestamp,
-                    "source": (e.source.component if e.source else None) or e.reporting_component}
+                    "source": (e.source.component if e.source else None) or e.reporting_component,
+                    "field_path": e.involved_object.field_path if e.involved_object else None}
                    for e in items]
         return sorted(records, key=lambda r: r["time"].isoformat() if r["time"] else "")
 

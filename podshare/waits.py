@@ -199,7 +199,11 @@ def readiness_said(kube: Kube, pod) -> str:
         records = kube.event_records(pod.metadata.namespace, pod.metadata.name)
     except KubeError:  # listing events is optional (RBAC)
         return ""
-    said = list(dict.fromkeys(r["message"] for r in records if r["reason"] == "Unhealthy"))
+    # the not-ready containers' own probes: a ready one's early failures are not why
+    theirs = {f"spec.containers{{{name}}}" for name in not_ready_containers(pod)}
+    unhealthy = [r for r in records if r["reason"] == "Unhealthy"]
+    said = list(dict.fromkeys(r["message"] for r in unhealthy if r.get("field_path") in theirs)
+                or dict.fromkeys(r["message"] for r in unhealthy))
     return "; ".join(said[-2:])
 
 

@@ -1375,3 +1375,24 @@ def test_the_term_log_is_read_until_the_awaited_events_are_in_or_the_reader_stop
     stops = Reader([line("a", "sigterm", 1)])
     seen = term_log.read_while_terminating(stops, "/log", {("a", "exit")}, within=5)
     assert seen.ended == "the exec stream ended" and seen.events == {("a", "sigterm"): 1}
+
+
+def test_a_never_ready_pod_is_said_with_its_not_ready_containers_own_probe_events():
+    """The readiness probe's words are the not-ready container's (the event's
+    fieldPath): alpha's failures before it became ready are not why beta is not."""
+    from podshare.waits import readiness_said
+
+    def record(container, port):
+        return {"reason": "Unhealthy", "message": f"Readiness probe failed: dial tcp 10.0.0.1:{port}: refused",
+                "field_path": f"spec.containers{{{container}}}"}
+
+    class Events:
+        def event_records(self, namespace, name):
+            return [record("alpha", 7001), record("beta", 7999), record("alpha", 7001)]
+
+    pod = client.V1Pod(metadata=client.V1ObjectMeta(name="p", namespace="n"), status=client.V1PodStatus(
+        container_statuses=[client.V1ContainerStatus(name=c, ready=c == "alpha", restart_count=0, image="i",
+                                                     image_id="", state=client.V1ContainerState(
+                                                         running=client.V1ContainerStateRunning()))
+                            for c in ("alpha", "beta")]))
+    assert readiness_said(Events(), pod) == "Readiness probe failed: dial tcp 10.0.0.1:7999: refused"

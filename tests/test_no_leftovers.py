@@ -14,7 +14,8 @@ import uuid
 
 import pytest
 
-from podshare import MANAGED_BY, RUN_ID_LABEL
+from podshare import MANAGED_BY, RUN_ID_LABEL, fence
+from podshare.errors import KubeError
 from podshare.retry import NotYet, wait_until
 
 from .conftest import PROJECT, start_suites
@@ -188,6 +189,14 @@ def test_an_object_left_behind_under_the_userns_step_exits_1_not_its_tolerated_2
             found = namespaces_of(kube, run_id)
             if not found:
                 raise NotYet("no namespace yet")
+            # its quota first: where the confinement's policies are in force (the confinement tests run
+            # beside), podshare-quota refuses a ConfigMap in a fenced namespace without one (CI, 2026-12-04)
+            try:
+                counting = kube.quota_counting(found[0], fence.QUOTA)
+            except KubeError as exc:  # 404: not made yet
+                raise NotYet(str(exc)) from None
+            if not counting:
+                raise NotYet("its quota not yet counting")
             return found[0]
         held = wait_until(made, timeout=120, what=f"run {run_id}'s namespace")  # at once: the run is short
         kube.create(held, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
