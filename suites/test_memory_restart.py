@@ -129,7 +129,7 @@ def test_a_container_alone_with_the_pages_it_left_is_oom_killed_again_at_each_re
     assert ends, (f"alpha never ended after its app began writing the Memory emptyDir (its status: "
                   f"{restarted['status']}): nothing stopped a writer past its {_mib(limit)} limit")
     writer = ends[0]
-    assert writer["reason"] == "OOMKilled", (
+    assert _said_oom_killed(writer) or _sigkilled(writer), (
         f"alpha's app, writing its Memory emptyDir past its {_mib(limit)} limit, ended {writer['reason']} (exit code "
         f"{writer['exit_code']}), not OOMKilled: the volume ({_mib(restarted['before']['volume'].get('size_bytes'))}) "
         "stopped it first (dd's ENOSPC is exit code 1), so no pages fill the pod's limit")
@@ -148,13 +148,25 @@ def test_a_container_alone_with_the_pages_it_left_is_oom_killed_again_at_each_re
     assert not restarted["timed_out"], (
         f"within {WITHIN:.0f} s alpha ended {len(ends)} time(s) after its agent was stopped ({said}) and is not "
         f"answering again (its status: {restarted['status']}): neither a loop nor a return")
-    others = [e for e in ends[1:] if not _oom_killed(e)]
+    others = [e for e in ends[1:] if not (_said_oom_killed(e) or _sigkilled(e))]
     assert not others, ("the restarted alpha ended "
                         + ", ".join(f"{e['reason']} (exit code {e['exit_code']}: {e['message']})" for e in others)
                         + f", not OOM-killed: something other than the pages left stops it (ends: {said})")
+    assert any(_said_oom_killed(e) for e in ends), (
+        f"alpha was killed (SIGKILL) each time, but the runtime never said by the OOM killer (ends: {said}): "
+        "which killer it was cannot be told")
 
 
-def _oom_killed(end: dict) -> bool:
-    """Ended by the OOM killer: the container's process, or the runtime's init
-    before it (runc: "container init was OOM-killed (memory limit too low?)")."""
+def _said_oom_killed(end: dict) -> bool:
+    """Ended by the OOM killer as the runtime says: the container's process, or
+    the runtime's init before it (runc: "container init was OOM-killed (memory
+    limit too low?)")."""
     return end["reason"] == "OOMKilled" or "oom-killed" in (end.get("message") or "").lower()
+
+
+def _sigkilled(end: dict) -> bool:
+    """Killed by SIGKILL (137) at a start: in this pod (no liveness probe, no
+    deletion) the OOM killer's kill, where the runtime missed its OOM event
+    (youki on containerd 1.6 reported one of three so: CI, 2026-12-04). The
+    claim still needs one end the runtime calls OOM (above)."""
+    return end["exit_code"] == 137
