@@ -462,10 +462,10 @@ class TestPerf:
         until the waiter has seen it, and only then removes the protocol's files (a
         waiter that missed the word waited out its deadline: CI on 2026-12-04)."""
         server = start_probe("perf-serve-lock", "--path", str(tmp_path), "--kind", "fcntl", "--rounds", "10000000",
-                             "--seconds", "8")
+                             "--seconds", "30")
         wait_ready(server)
         handed = run_probe("perf-lock-ping", "--path", str(tmp_path), "--kind", "fcntl", "--rounds", "10000000",
-                           "--seconds", "2")
+                           "--seconds", "12")
         waited = finish(server)
         assert handed["ok"] and handed["time_boxed"] and waited["ok"], (handed, waited)
         assert waited["rounds_done"] == len(handed["samples"]) + 3 and not list(tmp_path.iterdir())
@@ -474,9 +474,11 @@ class TestPerf:
         """More rounds than fit in half the budget (a starved machine looks so):
         the client stops after half the budget, every file having arrived, and
         both sides answer with what they measured."""
-        server = start_probe("perf-serve-volume", "--path", str(tmp_path), "--rounds", "10000000", "--seconds", "4")
+        # the client's budget: half of it for rounds, half for the last one; a starved CI machine (every
+        # step beside) once took more than 1 s for a round, so the budget is far from that
+        server = start_probe("perf-serve-volume", "--path", str(tmp_path), "--rounds", "10000000", "--seconds", "30")
         wait_ready(server)
-        ping = run_probe("perf-volume-ping", "--path", str(tmp_path), "--rounds", "10000000", "--seconds", "2")
+        ping = run_probe("perf-volume-ping", "--path", str(tmp_path), "--rounds", "10000000", "--seconds", "12")
         served = finish(server)
         assert ping["ok"] and ping["time_boxed"] and served["ok"], (ping.get("detail"), served.get("detail"))
         assert len(ping["samples"]) == len(served["samples"]) >= 30
