@@ -146,6 +146,8 @@ class Cluster:
         on this node, from the kubelet's own configz (defaults where it leaves them
         out). Reading it is optional (nodes/proxy, which the shipped roles do not
         grant): without it, each setting is unknown and the reason is said."""
+        if not node:  # a pod not (or no longer) placed, as when its node's kubelet died: no kubelet to ask
+            return {"source": "unknown: the pod is on no node"}
         try:
             config = self.kube.kubelet_config(node)
         except KubeError as exc:
