@@ -53,9 +53,27 @@ def restarted_with_all_ready(container: str, before: int):
         statuses = pod.status.container_statuses or []
         # the one that exited may be a native sidecar (an init container with restartPolicy Always)
         cs = next(s for s in statuses + (pod.status.init_container_statuses or []) if s.name == container)
-        return cs.restart_count > before and cs.ready and all(s.ready for s in statuses)
+        return (cs.restart_count > before and cs.ready and all(s.ready for s in statuses)
+                and _restart_of_all_settled(pod))
     condition.__name__ = f"{container}_restarted_all_ready"
     return condition
+
+
+def _restart_of_all_settled(pod) -> bool:
+    """Where the kubelet restarts every container (a RestartAllContainers rule), its
+    pod condition AllContainersRestarting is True while it ends them all and turns
+    False once all have ended: until each container started after that, a "ready"
+    may be a container's stale word from before (CI: an exec then met beta being
+    restarted). Without the condition (no such rule), nothing to wait for."""
+    said = next((c for c in pod.status.conditions or [] if c.type == "AllContainersRestarting"), None)
+    if said is None:
+        return True
+    if said.status == "True":
+        return False
+    since = said.last_transition_time
+    return since is None or all(s.state and s.state.running and s.state.running.started_at
+                                and s.state.running.started_at >= since
+                                for s in pod.status.container_statuses or [])
 
 
 def pod_problem(pod, last_words=None) -> str | None:
