@@ -7,6 +7,8 @@
     podshare nightly [--keep-runs N] [PYTEST ARGS]   in a cluster (the runner image): run, store the reports as a ConfigMap
     podshare fetch --namespace NS DIR   the stored runs of a namespace into DIR, for `podshare history DIR`
     podshare nightly-manifest [--registry HOST/PATH] [--schedule CRON]   the CronJob and its RBAC, for kubectl apply
+    podshare namespace-cap-manifest [--cap N] [--registry HOST/PATH]   the cap on podshare's namespaces, for kubectl apply
+    podshare namespace-cap   in a cluster (the runner image): that cap's admission webhook
     podshare sonobuoy-plugin [--registry HOST/PATH]   the Sonobuoy plugin definition, with the images filled in
     podshare conformance-image   the runner image's default: a run as Hydrophone and Sonobuoy drive one (E2E_* env)
 """
@@ -22,7 +24,7 @@ import tempfile
 
 from pathlib import Path
 
-from . import conformance_image, new_run_id, nightly as nightly_manifest, store
+from . import conformance_image, namespace_cap, new_run_id, nightly as nightly_manifest, store
 from .gc import collect, find_orphans
 from .history import WINDOW, History
 from .images import IMAGES, mirrored
@@ -126,6 +128,16 @@ def main(argv: list[str] | None = None) -> int:
                                "push); by default it must name a digest, NAME@sha256:...")
     for name in IMAGES:
         option(f"--{name}-image").add_to(manifest)
+    cap = sub.add_parser("namespace-cap-manifest", help="the webhook that caps how many podshare namespaces exist "
+                         "at once for the confined identity (docs/security.md): podshare namespace-cap-manifest | "
+                         "kubectl apply -f -")
+    cap.add_argument("--cap", type=int, default=namespace_cap.DEFAULT_CAP,
+                     help="podshare run namespaces that may exist at once (default %(default)s)")
+    option("--registry").add_to(cap)
+    option("--image-pull-policy").add_to(cap)
+    option("--runner-image").add_to(cap)
+    cap.add_argument("--runner-by-tag", action="store_true", help="as for nightly-manifest")
+    sub.add_parser("namespace-cap", help="inside a cluster (the runner image): the namespace cap's admission webhook")
     plugin = sub.add_parser("sonobuoy-plugin", help="the Sonobuoy plugin definition with the images filled in: "
                             "podshare sonobuoy-plugin > podshare.yaml; sonobuoy run --plugin podshare.yaml")
     option("--registry").add_to(plugin)
@@ -176,6 +188,16 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"podshare nightly-manifest: {exc}", file=sys.stderr)
             return 2
+        return 0
+    if args.command == "namespace-cap":
+        return namespace_cap.main()
+    if args.command == "namespace-cap-manifest":
+        image = mirrored(args.runner_image, args.registry)
+        if not (args.runner_by_tag or nightly_manifest.by_digest(image)):
+            print(f"podshare namespace-cap-manifest: the runner image {image} is a tag: name it by digest "
+                  "(NAME@sha256:...), or --runner-by-tag for an image of your own", file=sys.stderr)
+            return 2
+        print(namespace_cap.render(image, cap=args.cap, pull_policy=args.image_pull_policy), end="")
         return 0
     if args.command == "fetch":
         return fetch(args)

@@ -5,13 +5,18 @@ without a word.
 
 The question is a dry run that the admission policy podshare-confinement must
 refuse: an unlabelled namespace (where the identity may create namespaces) and
-an ExternalName Service in the run's namespace. An identity that may do
+an ExternalName Service in the run's namespace; and, where the identity may
+create namespaces, one of the run id that the namespace cap's webhook refuses
+with its count (podshare/namespace_cap.py): without the cap, a leaked token
+makes namespaces without end. An identity that may do
 everything (a cluster administrator) is not what the confinement is for: it
 runs, and the report says so. Anyone else whose dry run is let through stops
 with one line, unless --unconfined; results.json says which (run.confinement)."""
 from __future__ import annotations
 
+from . import MANAGED_BY, RUN_ID_LABEL, namespace_cap
 from .errors import AccessDenied, KubeError
+from .fence import FENCED
 from .kube import Kube
 
 POLICY = "podshare-confinement"
@@ -24,14 +29,14 @@ class NotConfined(KubeError):
     """The policy is not in force for a non-administrator, and --unconfined was not given."""
 
 
-def _let_through(attempt) -> str | None:
-    """None if the policy refused the attempt, else what became of it instead."""
+def _let_through(attempt, refuser: str = f"admission policy {POLICY} ") -> str | None:
+    """None if `refuser` refused the attempt, else what became of it instead."""
     try:
         attempt()
     except AccessDenied as exc:
-        if f"admission policy {POLICY} " in str(exc):
+        if refuser in str(exc):
             return None
-        return f"refused, but not by the policy: {exc}"
+        return f"refused, but not by the {refuser.split()[0]}: {exc}"
     except KubeError as exc:
         return f"{exc}"
     return "admitted"
@@ -45,6 +50,7 @@ class Confinement:
         self.unconfined_allowed = unconfined_allowed
         self.administrator = kube.can_i("*", "*", "", group="*")
         self.holes: list[str] = []
+        self.cap = ""  # the cap's own words: its count and cap
 
     @property
     def verdict(self) -> str:
@@ -53,18 +59,18 @@ class Confinement:
             return ADMINISTRATOR
         if self.holes:
             return f"unconfined: --unconfined ({'; '.join(self.holes)})"
-        return CONFINED
+        return f"{CONFINED}; {self.cap}" if self.cap else CONFINED
 
-    def _expect_refused(self, what: str, attempt) -> None:
-        seen = _let_through(attempt)
+    def _expect_refused(self, what: str, attempt, refuser: str = f"admission policy {POLICY}",
+                        install: str = "apply manifests/rbac.yaml (Kubernetes 1.30+)") -> None:
+        seen = _let_through(attempt, refuser + " ")
         if seen is None:
             return
         self.holes.append(f"{what}: {seen}")
         if not self.unconfined_allowed:
             raise NotConfined(
                 f"the confinement is not in force for {self.kube.whoami()}: {what} was not refused by the "
-                f"admission policy {POLICY} ({seen}); apply manifests/rbac.yaml (Kubernetes 1.30+), "
-                "or run with --unconfined to run without it", 403)
+                f"{refuser} ({seen}); {install}, or run with --unconfined to run without it", 403)
 
     def before_namespace(self) -> None:
         """Where the identity may create namespaces: an unlabelled one must be refused."""
@@ -72,6 +78,21 @@ class Confinement:
             return
         self._expect_refused("a dry-run namespace without podshare's labels",
                              lambda: self.kube.create_namespace(CHECK, {}, dry_run=True))
+        labels = {**MANAGED_BY, RUN_ID_LABEL: namespace_cap.CHECK_RUN_ID, **FENCED,
+                  **{f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "warn", "audit")}}
+
+        def cap_check():
+            try:
+                self.kube.create_namespace(f"podshare-{namespace_cap.CHECK_RUN_ID}", labels, dry_run=True)
+            except AccessDenied as exc:
+                if namespace_cap.IN_FORCE not in str(exc):
+                    raise KubeError(f"refused, but not as the cap's check: {exc}", 403) from None
+                said = str(exc).split(namespace_cap.IN_FORCE, 1)[1].split(" (the run id", 1)[0]
+                self.cap = namespace_cap.IN_FORCE + said
+                raise
+        self._expect_refused(f"a dry-run namespace of the run id {namespace_cap.CHECK_RUN_ID}", cap_check,
+                             refuser=f"admission webhook {namespace_cap.WEBHOOK}",
+                             install="install the namespace cap (podshare namespace-cap-manifest | kubectl apply -f -)")
 
     def in_namespace(self, namespace: str) -> None:
         """In the run's namespace: an ExternalName Service must be refused."""

@@ -235,6 +235,10 @@ class Kube:
               "ClusterRoleBinding": self._rbac.delete_cluster_role_binding}[kind]
         _absent_ok(f"delete {kind} {name}", fn, name)
 
+    def configmap_data(self, namespace: str, name: str) -> dict[str, str]:
+        return api_call(f"read configmap {name} in {namespace}", self.core.read_namespaced_config_map,
+                        name, namespace).data or {}
+
     def update_configmap_data(self, namespace: str, name: str, data: dict[str, str]) -> Any:
         """Replace a ConfigMap's data (a merge patch: keys not in `data` stay)."""
         return api_call(f"update configmap {name} in {namespace}", self.core.patch_namespaced_config_map,

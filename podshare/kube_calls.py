@@ -68,6 +68,12 @@ def _describe(status: int, message: str, action: str) -> str:
         said = str(message).split("denied request: ", 1)[-1]
         return (f"{action}: refused by the admission policy {policy[1] if policy else '?'} ({status}), not by RBAC: "
                 f"{said}")
+    webhook = re.search(r'admission webhook "([^"]+)" denied the request: (.*)', str(message), re.S)
+    if webhook:
+        return f"{action}: refused by the admission webhook {webhook[1]} ({status}), not by RBAC: {webhook[2]}"
+    unreachable = re.search(r'failed calling webhook "([^"]+)"', str(message))
+    if unreachable:  # a webhook that fails closed refuses while it is down
+        return f"{action}: the admission webhook {unreachable[1]} could not be asked ({status}): {message}"
     if status == 403 and "violates PodSecurity" in str(message):
         return (f"{action}: refused by Pod Security admission (403), not by RBAC: {message} "
                 "(a variant that needs this runs with --pod-security privileged)")

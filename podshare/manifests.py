@@ -5,6 +5,7 @@ template with this run's names, labels, images, node and RuntimeClass.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,11 @@ from .records import volume_id, volume_path
 # Inside the package when installed from a wheel; at the top of a checkout otherwise.
 MANIFESTS = next(p for p in (Path(__file__).resolve().parent / "manifests",
                              Path(__file__).resolve().parent.parent / "manifests") if p.is_dir())
+
+
+def fill(text: str, values: dict[str, str]) -> str:
+    """A template's placeholders (whole words, not a YAML key) replaced, comments kept for the reader."""
+    return re.sub(r"\b(" + "|".join(values) + r")\b(?!:)", lambda m: values[m[1]], text)
 
 
 def _manifest_path(name_or_path: str | Path) -> Path:

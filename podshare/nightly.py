@@ -10,7 +10,7 @@ import yaml
 
 from .fence import documents as fence_documents
 from .images import DEFAULTS, mirrored
-from .manifests import MANIFESTS
+from .manifests import MANIFESTS, fill
 
 TEMPLATE = MANIFESTS / "nightly" / "nightly.yaml"
 PLUGIN = MANIFESTS / "sonobuoy" / "podshare.yaml"
@@ -22,11 +22,6 @@ NAMESPACE = "podshare-nightly"
 
 def by_digest(image: str) -> bool:
     return bool(re.search(r"@sha256:[0-9a-f]{64}$", image))
-
-
-def fill(text: str, values: dict[str, str]) -> str:
-    """The placeholders (whole words, not a YAML key) replaced, comments kept for the reader."""
-    return re.sub(r"\b(" + "|".join(values) + r")\b(?!:)", lambda m: values[m[1]], text)
 
 
 def render_plugin(*, images: dict[str, str] | None = None, registry: str | None = None,

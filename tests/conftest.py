@@ -9,8 +9,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from podshare import MANAGED_BY, RUN_ID_LABEL
+from podshare.fence import FENCED_LABEL
 from podshare.manifests import load_manifests
 from podshare.settings import OPTIONS
 
@@ -168,12 +170,48 @@ def confinement(kube):
             if exc.status != 409:  # already there: someone else's, leave it
                 raise
     try:
+        capped = _install_namespace_cap(kube)
         _wait_until_confining(kube)
         _wait_until_fencing(kube)
         yield
     finally:
+        if "capped" in locals():
+            _remove_namespace_cap(kube, capped)
         for delete, name in reversed(made):
             delete(name)
+
+
+def _install_namespace_cap(kube) -> list[dict]:
+    """The namespace cap as `podshare namespace-cap-manifest | kubectl apply -f -`
+    makes it, with this session's runner image; its objects (none if one was there)."""
+    from kubernetes import client, utils
+    from podshare import namespace_cap
+    docs = list(yaml.safe_load_all(namespace_cap.render(
+        os.environ.get("PODSHARE_RUNNER_IMAGE", "podshare.local/runner:dev"),
+        cap=40, pull_policy=os.environ.get("PODSHARE_IMAGE_PULL_POLICY", "IfNotPresent"))))  # CI's own runs beside stay below it
+    webhook = client.AdmissionregistrationV1Api(kube.core.api_client)
+    try:
+        webhook.read_validating_webhook_configuration(namespace_cap.NAME)
+        return []  # someone else's: leave it
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+    for doc in docs:
+        utils.create_from_dict(kube.core.api_client, doc)
+    return docs
+
+
+def _remove_namespace_cap(kube, docs: list[dict]) -> None:
+    """The webhook first: while it exists and cannot be asked, it refuses."""
+    from kubernetes import client
+    from podshare import namespace_cap
+    if not docs:
+        return
+    client.AdmissionregistrationV1Api(kube.core.api_client).delete_validating_webhook_configuration(
+        namespace_cap.NAME)
+    for kind in ("ClusterRoleBinding", "ClusterRole"):
+        kube.delete_cluster_scoped(kind, namespace_cap.NAME)
+    kube.delete_namespace(namespace_cap.NAMESPACE, timeout=120)
 
 
 def _wait_until_fencing(kube) -> None:
@@ -225,16 +263,25 @@ def _wait_until_confining(kube) -> None:
     marked = client.ApiClient(kube.configuration)
     marked.set_default_header("Impersonate-User", user)
 
-    def refused():
-        try:
-            client.CoreV1Api(marked).create_namespace({"metadata": {"name": name}}, dry_run="All")
-        except client.ApiException as exc:
-            if exc.status == 403 and "podshare-confinement" in (exc.body or ""):
-                return
-            raise NotYet(f"{exc.status}: {exc.body}") from None
-        raise NotYet("an unlabelled namespace was admitted")
+    def refused(body, by, what):
+        def attempt():
+            try:
+                client.CoreV1Api(marked).create_namespace(body, dry_run="All")
+            except client.ApiException as exc:
+                if exc.status == 403 and by in (exc.body or ""):
+                    return
+                raise NotYet(f"{exc.status}: {exc.body}") from None
+            raise NotYet(f"{what} was admitted")
+        return attempt
+    from podshare import namespace_cap
+    check = {"metadata": {"name": f"podshare-{namespace_cap.CHECK_RUN_ID}", "labels": {
+        **MANAGED_BY, RUN_ID_LABEL: namespace_cap.CHECK_RUN_ID, FENCED_LABEL: "true", **RESTRICTED}}}
     try:
-        wait_until(refused, timeout=30, what="the confinement policy to be in force")
+        wait_until(refused({"metadata": {"name": name}}, "podshare-confinement", "an unlabelled namespace"),
+                   timeout=30, what="the confinement policy to be in force")
+        # the webhook's pod starts from the runner image: on a loaded machine, a while
+        wait_until(refused(check, namespace_cap.IN_FORCE, "the cap's check"), timeout=180,
+                   what="the namespace cap to be in force")
     finally:
         kube.delete_cluster_scoped("ClusterRoleBinding", name)
         kube.delete_cluster_scoped("ClusterRole", name)

@@ -18,13 +18,14 @@ import ssl
 import subprocess
 import sys
 import uuid
+from contextlib import contextmanager, nullcontext
 
 import pytest
 import urllib3
 import yaml
 from kubernetes import client
 
-from podshare import MANAGED_BY, RUN_ID_LABEL, fence
+from podshare import MANAGED_BY, RUN_ID_LABEL, fence, namespace_cap
 from podshare.errors import AccessDenied
 from podshare.fence import FENCED
 from podshare.kube import Kube
@@ -208,6 +209,18 @@ def network_policy(**spec) -> dict:
 
 
 A_YEAR = 365 * 24 * 3600
+CAP_REACHED = "create a podshare namespace with the namespace cap reached"  # asked with the cap at 0
+
+
+@contextmanager
+def cap_set_to(kube, cap: int):
+    """The namespace cap's ConfigMap says `cap` (the webhook reads it at each request)."""
+    before = kube.configmap_data(namespace_cap.NAMESPACE, namespace_cap.NAME)["cap"]
+    kube.update_configmap_data(namespace_cap.NAMESPACE, namespace_cap.NAME, {"cap": str(cap)})
+    try:
+        yield
+    finally:
+        kube.update_configmap_data(namespace_cap.NAMESPACE, namespace_cap.NAME, {"cap": before})
 
 
 def attempts(victim: str, nightly_ns: str, ns: dict[str, str], priority: str) -> dict[str, tuple]:
@@ -253,6 +266,7 @@ def attempts(victim: str, nightly_ns: str, ns: dict[str, str], priority: str) ->
             "POST", "/api/v1/namespaces?dryRun=All",
             {"metadata": {"name": "podshare-nightly", "labels": {**labels, RUN_ID_LABEL: "nightly"}}}),
         "create a podshare namespace (restricted)": namespace(),
+        CAP_REACHED: namespace(),
         "bind podshare-run to someone else in a podshare namespace": (
             "POST", f"{rbac_path}/{ns['own']}/rolebindings?dryRun=All",
             {"metadata": {"name": "x"}, "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io",
@@ -311,10 +325,13 @@ def attempts(victim: str, nightly_ns: str, ns: dict[str, str], priority: str) ->
 
 
 def answer_of(method: str, path: str, status: int, message: str) -> str:
-    """The refusing layer, in the table's words: RBAC, or the admission policy by name."""
+    """The refusing layer, in the table's words: RBAC, or the admission policy or webhook by name."""
     policy = re.search(r"ValidatingAdmissionPolicy '(podshare-[a-z-]+)'", message)
     if status in (403, 422) and policy:  # 422: a parameter not found (no fence, no quota)
         return f"refused ({policy[1]})"
+    webhook = re.search(r'admission webhook "[^"]+" denied the request: (podshare-[a-z-]+):', message)
+    if status == 403 and webhook:
+        return f"refused ({webhook[1]})"
     if status == 403 and re.search(r'cannot \w+ resource "', message):
         return RBAC
     if status < 300 or (status == 400 and path.split("?")[0].endswith("/exec")):  # exec let through, not upgraded
@@ -322,7 +339,8 @@ def answer_of(method: str, path: str, status: int, message: str) -> str:
     return f"{status}: {message}"
 
 
-def test_the_identity_can_do_exactly_what_the_security_doc_says(identities, victim, podshare_namespaces, high_priority):
+def test_the_identity_can_do_exactly_what_the_security_doc_says(kube, identities, victim, podshare_namespaces,
+                                                                high_priority):
     """Every action of docs/security.md's table as every identity: the API's answer is
     the table's, and a refusal carries the API's reason (RBAC names verb and
     resource; a policy names itself and why)."""
@@ -336,12 +354,43 @@ def test_the_identity_can_do_exactly_what_the_security_doc_says(identities, vict
     for action, (method, path, body, *content_type) in tried.items():
         for name, identity in by_name.items():
             where = path.replace("{own}", own[name])
-            status, message = identity.request(method, where, body, *content_type)
+            with cap_set_to(kube, 0) if action == CAP_REACHED else nullcontext():
+                status, message = identity.request(method, where, body, *content_type)
             seen[action, name] = answer_of(method, where, status, message)
             messages[action, name] = message
     wrong = {key: (got, expected[key[0]][key[1]], messages[key]) for key, got in seen.items()
              if got != expected[key[0]][key[1]]}
     assert not wrong, json.dumps({f"{a} as {n}": v for (a, n), v in wrong.items()}, indent=1)
+
+
+def test_the_identity_makes_no_more_podshare_namespaces_than_the_cap(kube, identities, podshare_session):
+    """The cap counts the run namespaces that exist, the identity's own among them:
+    with room for a few more, the identity makes them, and the next is refused
+    with the count. (Other runs may make and delete theirs meanwhile: the
+    webhook's own count says where it stood.)"""
+    by_name, _, _ = identities
+    user = by_name["ClusterRole user"]
+    existing = len(kube.list_namespaces(namespace_cap.RUN_SELECTOR))
+    made, refusal = [], None
+    try:
+        with cap_set_to(kube, existing + 3):
+            for _ in range(12):
+                run_id = f"capped-{uuid.uuid4().hex[:8]}"
+                status, message = user.request("POST", "/api/v1/namespaces", {"metadata": {
+                    "name": f"podshare-{run_id}", "labels": {**MANAGED_BY, RUN_ID_LABEL: run_id, **FENCED,
+                                                             **RESTRICTED}}})
+                if status != 201:
+                    refusal = status, message
+                    break
+                made.append(f"podshare-{run_id}")
+    finally:
+        for name in made:
+            kube.delete_namespace(name, timeout=120)
+    assert refusal, f"{len(made)} namespaces made, none refused"
+    assert answer_of("POST", "/api/v1/namespaces", *refusal) == "refused (podshare-namespace-cap)", refusal
+    count, cap = map(int, re.search(r"(\d+) podshare run namespaces exist and the cap is (\d+)", refusal[1]).groups())
+    assert cap == existing + 3 and count >= cap, refusal
+    assert made, "the first was refused: the cap was reached by others' runs alone"
 
 
 def test_a_refusal_by_the_policy_reads_as_a_sentence_in_a_run(account, kube, tmp_path):
@@ -477,3 +526,50 @@ def test_an_administrators_run_is_recorded_as_such_and_fences_its_namespace(kube
         assert found == made
     finally:
         kube.delete_namespace(name, timeout=120)
+
+
+def test_a_confined_run_without_the_namespace_cap_stops_unless_unconfined(account, kube, tmp_path):
+    """The cap's webhook removed (as on a cluster where only rbac.yaml was applied):
+    a confined run that may create namespaces stops at the start with one line
+    naming the cap; with --unconfined it runs and results.json says what was let
+    through. The webhook comes back as it was."""
+    api = client.AdmissionregistrationV1Api(kube.core.api_client)
+    saved = api.read_validating_webhook_configuration(namespace_cap.NAME)
+    body = client.ApiClient().sanitize_for_serialization(saved)
+    body["metadata"] = {k: v for k, v in body["metadata"].items() if k in ("name", "labels")}
+    account.bind_cluster_role()
+    as_account = Kube(str(account.kubeconfig()))
+    check = f"podshare-{namespace_cap.CHECK_RUN_ID}"
+    labels = {**MANAGED_BY, RUN_ID_LABEL: namespace_cap.CHECK_RUN_ID, **FENCED, **RESTRICTED}
+
+    def cap_check_admitted():
+        try:
+            as_account.create_namespace(check, labels, dry_run=True)
+        except AccessDenied as exc:
+            raise NotYet(str(exc)) from None
+    claim = ("-k", "test_hostname_is_the_pod_name_in_every_container")
+    api.delete_validating_webhook_configuration(namespace_cap.NAME)
+    try:
+        wait_until(cap_check_admitted, timeout=60, what="the API server to drop the cap's webhook")
+        stopped = run_suites_as(*account.options(), "--reports-dir", str(tmp_path / "stopped"), *claim, timeout=300)
+        ran = run_suites_as(*account.options(), "--unconfined", "--reports-dir", str(tmp_path / "ran"), *claim,
+                            timeout=300)
+    finally:
+        api.create_validating_webhook_configuration(body)
+
+        def cap_check_refused():
+            try:
+                as_account.create_namespace(check, labels, dry_run=True)
+            except AccessDenied as exc:
+                if namespace_cap.IN_FORCE in str(exc):
+                    return
+                raise
+            raise NotYet("the cap's check was admitted")
+        wait_until(cap_check_refused, timeout=60, what="the cap to be in force again")
+    assert stopped.returncode == 2, stopped.stdout[-2000:]
+    assert (f"was not refused by the admission webhook {namespace_cap.WEBHOOK} (admitted); install the namespace cap"
+            in stopped.stdout), stopped.stdout[-2000:]
+    results = json.loads((tmp_path / "ran" / "results.json").read_text())
+    assert ran.returncode == 0, ran.stdout[-2000:]
+    assert results["run"]["confinement"] == (
+        f"unconfined: --unconfined (a dry-run namespace of the run id {namespace_cap.CHECK_RUN_ID}: admitted)")

@@ -6,6 +6,7 @@ namespace (no cluster-scoped permission)."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,6 +29,9 @@ def test_suites_pass_as_a_service_account_with_the_cluster_role(account, tmp_pat
     assert run.returncode == 0, run.stdout[-3000:]
     assert set(by_claim.values()) == {"passed"}
     assert results["run"]["leftovers"] == [] and results["run"]["api_warnings"] == []
+    # its namespace was counted by the namespace cap (the session installs it, as an operator would)
+    assert re.fullmatch(r"confined: podshare-confinement in force; podshare-namespace-cap is in force: "
+                        r"\d+ podshare run namespaces exist and the cap is \d+", results["run"]["confinement"])
 
 
 def test_with_namespace_the_role_alone_suffices(account, kube, podshare_session, tmp_path):
