@@ -220,6 +220,9 @@ def write_configs(ip: str, images: dict[str, str], all_workers: list[workers.Wor
         "serializeImagePulls": False,
         "staticPodPath": "", "syncFrequency": "10s", "fileCheckFrequency": "10s",
         "nodeStatusUpdateFrequency": "5s",
+        # how often a volume's usage is measured (default 1m): an emptyDir over its sizeLimit is
+        # evicted within a run (tests/test_pods_that_end.py); du of a few small volumes, cheap
+        "volumeStatsAggPeriod": "10s",
     }
     kube_proxy = {
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",

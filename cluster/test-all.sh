@@ -23,9 +23,10 @@
 #     machine sat 60% idle). Those that stop a kubelet, freeze a component or cordon
 #     a node run first, alone on the cluster (harness-disruptive); those that need no
 #     step's results and own the cluster-wide confinement policies and fixed names
-#     run beside steps 1-4 (harness-beside); the rest, after them, in three
-#     (harness-after, and the negative controls in two halves that share nothing on
-#     the first node's host). Those that need no cluster (installs on stock Debian,
+#     run beside steps 1-4 (harness-beside); the rest, after them, in five
+#     (harness-after, the negative controls in two halves that share nothing on
+#     the first node's host, runs side by side and pods that end under a run,
+#     and what runs leave behind). Those that need no cluster (installs on stock Debian,
 #     the current stack's builds, probes on the host, the harness's logic) run from
 #     the start on the second core; their output follows the rest.
 set -uo pipefail
@@ -55,16 +56,21 @@ disruptive=(tests/test_disruptions.py::test_kubelet_killed_mid_run_ends_the_run_
             tests/test_nodes.py::test_a_node_whose_kubelet_dies_mid_run_is_not_checked_and_the_others_are)
 # every user of the confinement fixture (its policies live as long as the session that made them:
 # one process) and of the fixed cluster-scoped names of the nightly and confinement tests
-beside=(tests/test_nightly.py tests/test_confinement.py tests/test_clean_failures.py tests/test_pods_that_end.py tests/test_least_privilege.py
-        tests/test_side_by_side.py tests/test_hydrophone.py tests/test_history_and_metrics.py tests/test_images.py
+beside=(tests/test_nightly.py tests/test_confinement.py tests/test_clean_failures.py tests/test_least_privilege.py
+        tests/test_hydrophone.py tests/test_history_and_metrics.py tests/test_images.py
         tests/test_docs.py tests/test_report_golden.py)
-after=(tests/test_no_leftovers.py tests/test_disruptions.py tests/test_nodes.py tests/test_runtime_matrix.py
+after=(tests/test_disruptions.py tests/test_nodes.py tests/test_runtime_matrix.py
        tests/test_user_namespaces.py tests/test_shared_fs.py tests/test_shared_csi.py tests/test_store.py tests/test_probe_delivery.py
        tests/test_channel.py tests/test_local_cluster.py)
+# after the steps too, each in a process of its own (they wait on pods and the kubelet more than
+# they work: side by side they take the after phase's time, not the sum): runs side by side and pods
+# that end under a run (an OOM kill, an eviction); and what runs leave behind
+late=(tests/test_side_by_side.py tests/test_pods_that_end.py)
+leftovers=(tests/test_no_leftovers.py)
 # the negative controls that use the first node's host (its network, IPC objects, paths) are one half
 host_side="host or cannot_schedule or stranger_that_shares or broken_patterns or never_reaches_beta"
 unplaced=$(comm -23 <(ls tests/test_*.py | sort) \
-  <(printf '%s\n' "${offline[@]}" "${beside[@]}" "${after[@]}" tests/test_negative_controls.py | sort -u))
+  <(printf '%s\n' "${offline[@]}" "${beside[@]}" "${after[@]}" "${late[@]}" "${leftovers[@]}" tests/test_negative_controls.py | sort -u))
 if [ -n "$unplaced" ]; then echo "in no group of cluster/test-all.sh, so not run: $unplaced"; rc=1; fi
 harness_tmp=$(mktemp -d /tmp/podshare-harness.XXXXXX)
 trap 'rm -rf "$harness_tmp"' EXIT
@@ -139,9 +145,13 @@ harness negative-controls-host tests/test_negative_controls.py -k "$host_side" >
 nc_host=$!
 harness negative-controls tests/test_negative_controls.py -k "not ($host_side)" > reports/harness-nc.log 2>&1 &
 nc_rest=$!
+harness late "${late[@]}" > reports/harness-late.log 2>&1 &
+late_pid=$!
+harness leftovers "${leftovers[@]}" > reports/harness-leftovers.log 2>&1 &
+leftovers_pid=$!
 harness after "${after[@]}" "${disruptive[@]/#/--deselect=}" || rc=1
-for pid in "$beside_pid" "$nc_host" "$nc_rest"; do wait "$pid" || rc=1; done
-for log in harness-beside harness-nc-host harness-nc; do echo "---- reports/$log.log"; cat "reports/$log.log"; done
+for pid in "$beside_pid" "$nc_host" "$nc_rest" "$late_pid" "$leftovers_pid"; do wait "$pid" || rc=1; done
+for log in harness-beside harness-nc-host harness-nc harness-late harness-leftovers; do echo "---- reports/$log.log"; cat "reports/$log.log"; done
 wait "$offline_pid" || rc=1
 echo "---- the harness tests that need no cluster (reports/harness-offline.log)"
 cat reports/harness-offline.log

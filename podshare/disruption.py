@@ -15,6 +15,7 @@ or node ends at once with the same cause instead of waiting out its timeouts.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -39,6 +40,7 @@ class Disruption:
     node: str | None = None
     everywhere: bool = False
     container: str | None = None  # a container the kubelet restarted: the pod stays, no fresh pod helps
+    by_spec: bool = False  # the pod's own spec caused it (a volume over its sizeLimit): a fresh pod meets it again
     # the node takes no new pod (cordoned, an untolerated taint) but is Ready: its kubelet
     # still confirms deletions, so cleaning up there is waited for as anywhere
     node_ready: bool = False
@@ -112,8 +114,8 @@ def _events(kube: Any, namespace: str, name: str) -> str:
     for r in records:
         if r["reason"] in DISRUPTING_EVENTS:
             messages = grouped.setdefault((r["reason"], _at(r["time"])), [])
-            if r["message"] not in messages:
-                messages.append(r["message"])
+            if r["message"].strip() not in messages:
+                messages.append(r["message"].strip())
     return "; ".join(f"event {reason} at {at}: {', '.join(messages)}"
                      for (reason, at), messages in list(grouped.items())[-3:])
 
@@ -153,11 +155,38 @@ def _pod_gone(kube: Any, pod: Any, live: Any) -> Disruption | None:
         requested = meta.deletion_timestamp - dt.timedelta(seconds=grace)  # the API sets it to request + grace
         details = "; ".join(filter(None, [why, _events(kube, namespace, name)]))
         return Disruption(f"pod {name} was deleted at {_at(requested)}{_with(details)}", pods=scope)
-    if status.phase in ("Failed", "Succeeded") and (status.reason or target):
-        verb = "was evicted" if status.reason == "Evicted" else f"was stopped ({status.reason or target.reason})"
-        details = "; ".join(filter(None, [status.message, why, _events(kube, namespace, name)]))
-        return Disruption(f"pod {name} {verb}{_with(details)}", pods=scope)
-    return None
+    if status.phase not in ("Failed", "Succeeded"):
+        return None
+    events = _events(kube, namespace, name)
+    # An eviction for the pod's own limits whose containers end cleanly on its SIGTERM leaves the
+    # pod Succeeded, with no reason and no DisruptionTarget (kubernetes#120182): only its event says so.
+    evicted = status.reason == "Evicted" or "event Evicted at " in events
+    if not (status.reason or target or evicted):
+        return None
+    verb = "was evicted" if evicted else f"was stopped ({status.reason or target.reason})"
+    details = "; ".join(filter(None, [(status.message or "").strip(), why, events]))
+    phase = (" (the API calls it Succeeded: its containers ended cleanly on the eviction's SIGTERM, "
+             "kubernetes#120182)") if evicted and status.phase == "Succeeded" else ""
+    spec = _spec_limit(details) if evicted else ""
+    return Disruption(f"pod {name} {verb}{_with(details)}{phase}{spec}", pods=scope, by_spec=bool(spec))
+
+
+# The kubelet's eviction messages for a limit the pod's own spec sets (pkg/kubelet/eviction/helpers.go)
+SPEC_LIMITS = ((re.compile(r'Usage of EmptyDir volume "([^"]+)" exceeds the limit "([^"]+)"'),
+                "the pod's own spec limits its volume {0} to {1}"),
+               (re.compile(r'Container (\S+) exceeded its local ephemeral storage limit "([^"]+)"'),
+                "the pod's own spec limits the ephemeral storage of container {0} to {1}"),
+               (re.compile(r"Pod ephemeral local storage usage exceeds the total limit of containers (\S+?)\.? "),
+                "the pod's own spec limits its ephemeral storage to {0}"))
+
+
+def _spec_limit(message: str) -> str:
+    """Where an eviction is for a limit of the pod's own spec: that, said as a finding about the spec."""
+    for pattern, said in SPEC_LIMITS:
+        found = pattern.search(message + " ")
+        if found:
+            return f"; {said.format(*found.groups())}: a finding about the spec, not about what the containers share"
+    return ""
 
 
 def _limit_of(live: Any, container: str) -> str | None:

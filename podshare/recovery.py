@@ -32,8 +32,10 @@ RERUN = pytest.StashKey[tuple]()  # (the first attempt's disruption, what it saw
 
 def _pod_level(disruption: Disruption, probes: ProbeSet) -> bool:
     """The disruption took one of the probe set's own pods (not its node, not the
-    API; not a container the kubelet restarted, which a fresh pod would meet again)."""
+    API; not a container the kubelet restarted, nor an eviction for the pod's own
+    limits, which a fresh pod would meet again)."""
     return (not disruption.everywhere and disruption.node is None and disruption.container is None
+            and not disruption.by_spec
             and any(disruption.covers(p.uid, None) for p in probes.pods))
 
 

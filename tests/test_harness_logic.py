@@ -686,7 +686,24 @@ def test_the_facts_name_the_disruption_and_its_source():
         "pod p was deleted (event Killing at 19:42:15 UTC: Stopping container alpha)")
     evicted = diagnose(ClusterFacts(_live_pod(phase="Failed", reason="Evicted",
                                               message="The node was low on resource: memory.")), [_handle()])
-    assert evicted.cause == "pod p was evicted (The node was low on resource: memory.)"
+    assert evicted.cause == "pod p was evicted (The node was low on resource: memory.)" and not evicted.by_spec
+    over = diagnose(ClusterFacts(_live_pod(phase="Failed", reason="Evicted",
+                                           message='Usage of EmptyDir volume "disk" exceeds the limit "512Ki". ')),
+                    [_handle()])
+    assert over.cause == ('pod p was evicted (Usage of EmptyDir volume "disk" exceeds the limit "512Ki".); the '
+                          "pod's own spec limits its volume disk to 512Ki: a finding about the spec, not about what "
+                          "the containers share") and over.by_spec
+    said = {"type": "Warning", "reason": "Evicted", "message": 'Usage of EmptyDir volume "disk" exceeds the limit '
+            '"512Ki". ', "time": at, "source": "kubelet"}
+    succeeded = diagnose(ClusterFacts(_live_pod(phase="Succeeded"), events=[said]), [_handle()])
+    assert succeeded.cause == ('pod p was evicted (event Evicted at 19:42:15 UTC: Usage of EmptyDir volume "disk" '
+                               'exceeds the limit "512Ki".) (the API calls it Succeeded: its containers ended cleanly '
+                               "on the eviction's SIGTERM, kubernetes#120182); the pod's own spec limits its volume "
+                               "disk to 512Ki: a finding about the spec, not about what the containers share")
+    assert diagnose(ClusterFacts(_live_pod(phase="Succeeded")), [_handle()]) is None
+    container = diagnose(ClusterFacts(_live_pod(phase="Failed", reason="Evicted", message=(
+        'Container beta exceeded its local ephemeral storage limit "1Mi". '))), [_handle()])
+    assert "the pod's own spec limits the ephemeral storage of container beta to 1Mi" in container.cause
     down = diagnose(ClusterFacts(_live_pod(), node_ready=("Unknown", "NodeStatusUnknown", at)), [_handle()])
     assert down.cause == ("node n1 is NotReady (its Ready condition is Unknown) since 19:42:15 UTC (NodeStatusUnknown: "
                           "Kubelet stopped posting node status.)") and down.node == "n1"
@@ -850,7 +867,7 @@ LAYERS = [
      "run_end", "junit", "settings", "options_doc", "cli", "nightly", "__main__", "conformance_image",
      "conformance_select"},
     {"cluster", "factory", "across_pods", "pods", "term_log", "manifests", "waits", "verbs", "channel", "disruption", "delivery",
-     "unpack_probes", "gc", "images", "store", "confinement", "fence"},
+     "unpack_probes", "gc", "images", "store", "confinement", "fence", "namespace_cap"},
     {"kube", "kube_calls", "errors", "retry", "evidence", "node_features", "node_facts"},
     {"report", "findings", "common_causes", "markdown_report", "html_report", "known_divergences", "signatures",
      "metrics", "history"},
@@ -1396,3 +1413,120 @@ def test_a_never_ready_pod_is_said_with_its_not_ready_containers_own_probe_event
                                                          running=client.V1ContainerStateRunning()))
                             for c in ("alpha", "beta")]))
     assert readiness_said(Events(), pod) == "Readiness probe failed: dial tcp 10.0.0.1:7999: refused"
+
+
+# ---------------------------------------------------------------- the namespace cap's webhook
+class CountingKube:
+    """The two reads the cap's webhook makes: the run namespaces, its ConfigMap."""
+
+    def __init__(self, names, cap):
+        self.names, self.cap = set(names), cap
+
+    def list_namespaces(self, selector):
+        assert selector == "app.kubernetes.io/managed-by=podshare,podshare.io/run-id"
+        return [client.V1Namespace(metadata=client.V1ObjectMeta(name=n)) for n in sorted(self.names)]
+
+    def configmap_data(self, namespace, name):
+        return {"cap": str(self.cap)}
+
+
+def namespace_review(run_id, dry_run=False, labels=None):
+    name = f"podshare-{run_id}"
+    return {"uid": "u1", "operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Namespace"},
+            "name": name, "dryRun": dry_run, "object": {"metadata": {"name": name, "labels": labels if labels is not
+                                                                     None else {**MANAGED_BY, RUN_ID_LABEL: run_id}}}}
+
+
+def test_the_cap_refuses_a_run_namespace_beyond_it_with_the_count():
+    from podshare.namespace_cap import Counter
+    counter = Counter(CountingKube({"podshare-a", "podshare-b"}, cap=3))
+    assert counter.review(namespace_review("cccccc")).allowed
+    refused = counter.review(namespace_review("dddddd"))  # c is counted before the list shows it
+    assert not refused.allowed
+    assert refused.message.startswith("podshare-namespace-cap: 3 podshare run namespaces exist and the cap is 3;")
+    assert counter.review(namespace_review("eeeeee", labels={})).allowed  # not a run's: the policy's to refuse
+
+
+def test_the_cap_counts_dry_runs_but_holds_no_place_for_them_and_forgets_a_create_the_list_never_shows():
+    from podshare.namespace_cap import PENDING_FOR, Counter
+    now = [0.0]
+    counter = Counter(CountingKube({"podshare-a"}, cap=2), clock=lambda: now[0])
+    assert counter.review(namespace_review("bbbbbb", dry_run=True)).allowed
+    assert counter.review(namespace_review("cccccc")).allowed
+    assert not counter.review(namespace_review("dddddd")).allowed
+    now[0] = PENDING_FOR + 1  # c never appeared (refused further on): its place is free again
+    assert counter.review(namespace_review("dddddd")).allowed
+
+
+def test_the_caps_check_is_always_refused_with_the_count_and_a_create_of_an_existing_name_is_not_counted_twice():
+    from podshare.namespace_cap import CHECK_RUN_ID, IN_FORCE, Counter
+    counter = Counter(CountingKube({"podshare-a", "podshare-bbbbbb"}, cap=2))
+    check = counter.review(namespace_review(CHECK_RUN_ID, dry_run=True))
+    assert not check.allowed and check.message.startswith(
+        f"{IN_FORCE}: 2 podshare run namespaces exist and the cap is 2")
+    assert counter.review(namespace_review("bbbbbb")).allowed  # the API answers AlreadyExists, not the cap
+
+
+def test_the_caps_webhook_answers_admission_reviews_over_tls(tmp_path):
+    """The server as the API server calls it: HTTPS with the rendered certificate,
+    an AdmissionReview in, one out (the uid echoed, a refusal as a 403 status)."""
+    import base64
+    import socket
+    import ssl
+    import threading
+    import urllib.request
+    from podshare import namespace_cap
+    pem = namespace_cap.certificates(days=1)
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        (tmp_path / name).write_bytes(base64.b64decode(pem[name]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    counter = namespace_cap.Counter(CountingKube({"podshare-a"}, cap=1))
+    threading.Thread(target=namespace_cap.serve, args=(counter, port, tmp_path), daemon=True).start()
+    context = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    context.check_hostname = False  # the certificate names the Service; the test calls 127.0.0.1
+    body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": namespace_review("bbbbbb")}
+
+    def post():
+        request = urllib.request.Request(f"https://127.0.0.1:{port}/namespaces", json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, context=context, timeout=5) as answer:
+            return json.loads(answer.read())
+    answer = wait_until(lambda: _or_not_yet(post), timeout=10, what="the webhook to listen")
+    assert answer["response"]["uid"] == "u1" and answer["response"]["allowed"] is False
+    assert answer["response"]["status"]["code"] == 403
+    assert "1 podshare run namespaces exist and the cap is 1" in answer["response"]["status"]["message"]
+
+
+def _or_not_yet(call):
+    try:
+        return call()
+    except OSError as exc:
+        raise NotYet(str(exc)) from None
+
+
+def test_a_restart_of_all_containers_is_waited_for_until_each_started_after_the_kubelet_ended_them_all():
+    """A "ready" from before the kubelet's AllContainersRestarting turned False is stale."""
+    import datetime as dt
+
+    from podshare.waits import restarted_with_all_ready
+    t = dt.datetime(2026, 12, 4, 13, 45, 20, tzinfo=dt.timezone.utc)
+
+    def pod(condition, beta_started, sidecar_restarts=1):
+        running = lambda at: client.V1ContainerState(running=client.V1ContainerStateRunning(started_at=at))  # noqa: E731
+        return client.V1Pod(status=client.V1PodStatus(
+            conditions=[client.V1PodCondition(type="AllContainersRestarting", status=condition,
+                                              last_transition_time=t)] if condition else [],
+            init_container_statuses=[client.V1ContainerStatus(name="sidecar", ready=True, restart_count=sidecar_restarts,
+                                                              image="i", image_id="", state=running(t))],
+            container_statuses=[client.V1ContainerStatus(name=n, ready=True, restart_count=0, image="i", image_id="",
+                                                         state=running(at)) for n, at in
+                                (("alpha", t), ("beta", beta_started))]))
+    settled = restarted_with_all_ready("sidecar", 0)
+    early = t - dt.timedelta(seconds=30)
+    assert not settled(pod("True", t))
+    assert not settled(pod("False", early))  # beta's ready is its old container's
+    assert settled(pod("False", t + dt.timedelta(seconds=5)))
+    assert settled(pod(None, early))  # no RestartAllContainers rule: nothing to wait for
+    assert not settled(pod(None, early, sidecar_restarts=0))

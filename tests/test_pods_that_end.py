@@ -1,14 +1,14 @@
 """A pod that dies or never starts for a reason the API names is that reason, not a
 broken promise (issue 27): each kind caused by a pod variant on the live cluster
 (tests/variants/pod-ends/), and each run's terminal said for a person, briefly.
-An eviction is not among them: the kubelet measures a volume's usage once a
-minute (volumeStatsAggPeriod), so a variant cannot time one into a run; the
-code names it from the pod's status (tests/test_harness_logic.py)."""
+The eviction's needs the bundled kubelets' volumeStatsAggPeriod of 10 s
+(cluster/configs.py; the default measures a volume once a minute)."""
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from podshare.retry import NotYet, wait_until
+
 from .conftest import PROJECT, run_suites
+from .test_disruptions import _assert_reported_apart, _probe_pod, _rerun_checks, cluster_lock, suite_run  # noqa: F401
 from .test_negative_controls import assert_nothing_left
 
 VARIANTS = Path(__file__).resolve().parent / "variants" / "pod-ends"
@@ -105,3 +108,50 @@ def test_a_probe_pod_that_runs_but_never_becomes_ready_names_the_container_and_i
                      r"connect: connection refused", said[0]), said[0]
     assert "container alpha not ready" not in said[0] and "Traceback" not in output, said[0]
     assert_nothing_left(run_id)
+
+
+def _write_while_paused(kube, run, pod: str, container: str, argv: list[str]) -> None:
+    """With the run paused (SIGSTOP on its pytest, not on the cluster), what an
+    app of the pod would do: `argv` in `container`; then until the kubelet has
+    evicted the pod, so that the next claim meets it however slowly the node acts."""
+    os.kill(run.proc.pid, signal.SIGSTOP)
+    try:
+        stream = kube.exec_stream(run.namespace, pod, container, argv)
+        stream.run_forever(timeout=30)
+        assert stream.returncode == 0, stream.read_all()
+
+        def evicted():  # its phase Failed, or Succeeded where its containers end cleanly (kubernetes#120182)
+            live = kube.read_pod(run.namespace, pod)
+            if live.status.phase not in ("Failed", "Succeeded"):
+                raise NotYet(f"pod {pod}: phase {live.status.phase}, reason {live.status.reason}")
+        wait_until(evicted, timeout=120, what=f"the kubelet to evict {pod}")
+    finally:
+        os.kill(run.proc.pid, signal.SIGCONT)
+
+
+@pytest.mark.usefixtures("kube")
+def test_a_probe_pod_evicted_for_its_own_volume_size_limit_is_the_cause_of_the_claims_after_it(kube, suite_run):
+    """The disk emptyDir's sizeLimit is 512Ki; once the first claim passed (the perf claims
+    that follow take seconds), 1 MiB goes
+    into it: the kubelet evicts the pod. The claims after it could not be checked,
+    with one cause: the eviction in the kubelet's words, and that the pod's own spec
+    set the limit (a finding about the spec). No fresh pod is tried (it would meet
+    the same limit), nothing failed, nothing is left behind."""
+    with cluster_lock(exclusive=False):
+        run = suite_run("-m", "perf or ipc or posix", "--pod-manifest", str(VARIANTS / "disk-over-its-size-limit.yaml"),
+                        "--pod-timeout", "120", *_pinned())
+        run.wait_passed(1)
+        _write_while_paused(kube, run, _probe_pod(kube, run), "alpha",
+                            ["python3", "-c", "open('/data/disk/fill', 'wb').write(bytes(1 << 20))"])
+        results = run.finish()
+    unchecked = _assert_reported_apart(run, results, "was evicted")
+    assert re.fullmatch(r'pod podshare-probe-\S+ was evicted \(.*Usage of EmptyDir volume "disk" exceeds the limit '
+                        r'"512Ki"\..*\)( \(the API calls it Succeeded: .*kubernetes#120182\))?; the pod\'s own spec '
+                        r"limits its volume disk to 512Ki: a finding about the spec, not about what the containers share",
+                        unchecked[0]["cause"]), unchecked[0]["cause"]
+    assert not _rerun_checks(results)
+    lines = run.output.splitlines()
+    assert sum(line.startswith(f"could not check {len(unchecked)} claims: pod podshare-probe-") for line in lines) == 1, \
+        run.output[-3000:]
+    assert "Traceback" not in run.output
+    assert_nothing_left(run.run_id)
