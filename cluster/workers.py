@@ -320,11 +320,15 @@ def kill_cgroups(all_workers: list[Worker], kill_cgroup_tree) -> list[str]:
 
 
 def remove_network(all_workers: list[Worker]) -> list[str]:
-    """Each worker's network namespace (its eth0, the host end of the veth, its
-    routes and its iptables go with it), then the bridge (the host's routes to
+    """Each worker's veth pair, then its network namespace (its routes and its
+    iptables go with it), then the bridge (the host's routes to
     the pod CIDRs go with it)."""
     problems = []
     for w in all_workers:
+        # the veth first, by its host end: a namespace's devices go in the kernel's own time after
+        # `ip netns delete` returns (CI: the check right after still saw psn2), a link delete at once
+        if Path(f"/sys/class/net/psn{w.index}").exists():
+            sh("ip", "link", "delete", f"psn{w.index}", check=False, capture=True)
         if Path(f"/var/run/netns/{w.netns}").exists():
             sh("ip", "netns", "delete", w.netns, check=False, capture=True)
     if Path(f"/sys/class/net/{NODES_BRIDGE}").exists():
