@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import workers
 from .layout import (API_PORT, CLUSTER_CIDR, CONTROL_PLANE, ETCD_PEER_PORT, ETCD_PORT, FIRST_NODE_KUBERNETES, HERE,
-                     NODE, SERVICE_CIDR)
+                     KUBELET_FLAGS, NODE, SERVICE_CIDR)
 from .processes import STATE, sh
 
 
@@ -69,6 +69,6 @@ def component_argv(name: str, bindirs: dict[str, Path], ip: str) -> list:
         "kubelet": [node_bindir / "kubelet", "--config", STATE / "kubelet.yaml",
                     "--kubeconfig", STATE / "kubelet.kubeconfig", "--root-dir", STATE / "kubelet",
                     "--node-ip", ip, "--hostname-override", NODE, "--node-labels", "podshare.io/pool=default",
-                    "--v", "1", "--cert-dir", f"{state}/kubelet-certs"],
+                    "--v", "1", "--cert-dir", f"{state}/kubelet-certs", *KUBELET_FLAGS],
         "kube-proxy": [node_bindir / "kube-proxy", "--config", STATE / "kube-proxy.yaml", "--v", "1"],
     }[name]

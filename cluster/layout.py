@@ -27,3 +27,10 @@ FIRST_NODE_KUBERNETES = "k8s"
 # Started in this order, stopped in the reverse one.
 COMPONENTS = ("containerd", "etcd", "kube-apiserver", "kube-controller-manager",
               "kube-scheduler", "kubelet", "kube-proxy")
+
+# The kubelets' flags beyond their configuration files. cAdvisor's housekeeping (every 10 s by
+# default) counts each open file of each process in each cgroup, a readlink per /proc/PID/fd entry;
+# a gVisor sandbox holds thousands, and in CI the sandboxed node's kubelet spent a fifth of a core on
+# it alone (2026-12-04, pprof). Its figures (containers' CPU and memory) feed no claim, and an eviction
+# reads fresh stats of its own (volumes: volumeStatsAggPeriod in configs.py).
+KUBELET_FLAGS = ("--housekeeping-interval", "30s")

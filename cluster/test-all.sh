@@ -23,11 +23,12 @@
 #     machine sat 60% idle). Those that stop a kubelet, freeze a component or cordon
 #     a node run first, alone on the cluster (harness-disruptive); those that need no
 #     step's results and own the cluster-wide confinement policies and fixed names
-#     run beside steps 1-4 (harness-beside); those that need no step's results but would
-#     crowd the steps, once the built-probe and shared-fs runs are done, beside the
-#     user-namespace run, in six (the negative controls in three, the first node's host
-#     side in one of them, runs side by side, pods a run loses, what runs leave
-#     behind); those that check the steps' results, after them (harness-after).
+#     run beside steps 1-4 (harness-beside); the rest, after them, in six
+#     (harness-after, the negative controls in three, the first node's host side in
+#     one of them, runs side by side and pods that end under a run, and what runs
+#     leave behind). Started any earlier, beside the steps, they slowed the steps as
+#     much as they gained: CPU-bound, the machine is 99% busy from the nodes step on
+#     (reports/cpu-busy.log), and a starved containerd timed out an exec.
 #     Those that need no cluster (installs on stock Debian, the current stack's builds,
 #     probes on the host, the harness's logic) run from
 #     the start on the second core; their output follows the rest.
@@ -61,22 +62,20 @@ disruptive=(tests/test_disruptions.py::test_kubelet_killed_mid_run_ends_the_run_
 beside=(tests/test_nightly.py tests/test_confinement.py tests/test_clean_failures.py tests/test_least_privilege.py
         tests/test_hydrophone.py tests/test_history_and_metrics.py tests/test_images.py
         tests/test_docs.py tests/test_report_golden.py)
-# after the steps: what reads their results
-after=(tests/test_nodes.py tests/test_runtime_matrix.py tests/test_user_namespaces.py tests/test_shared_fs.py
-       tests/test_shared_csi.py tests/test_store.py tests/test_probe_delivery.py tests/test_channel.py tests/test_local_cluster.py)
-# what needs no step's results but would crowd the steps (a starved kubelet misses a ConfigMap update's
-# bound): each in a process of its own once the built-probe and shared-fs runs are done, beside the
-# user-namespace run (they wait on pods and the kubelet more than they work: side by side they take the
-# longest one's time, not the sum): the negative controls in three (those that use the first node's host,
-# its network, IPC objects and paths, in one: they share nothing there), runs side by side, the pods a run
-# loses (deleted, OOM-killed, evicted) and what runs leave behind
-side_by_side=(tests/test_side_by_side.py)
-pods_lost=(tests/test_disruptions.py tests/test_pods_that_end.py)
+after=(tests/test_disruptions.py tests/test_nodes.py tests/test_runtime_matrix.py
+       tests/test_user_namespaces.py tests/test_shared_fs.py tests/test_shared_csi.py tests/test_store.py tests/test_probe_delivery.py
+       tests/test_channel.py tests/test_local_cluster.py)
+# after the steps too, each in a process of its own (they wait on pods and the kubelet more than
+# they work: side by side they take the after phase's time, not the sum): runs side by side and pods
+# that end under a run (an OOM kill, an eviction); and what runs leave behind
+late=(tests/test_side_by_side.py tests/test_pods_that_end.py)
 leftovers=(tests/test_no_leftovers.py)
+# the negative controls in three: those that use the first node's host (its network, IPC objects,
+# paths) in one (they share nothing there), the rest in two of about the same length
 host_side="host or cannot_schedule or stranger_that_shares or broken_patterns or never_reaches_beta"
 split_side="split_pods or volume_names or split_volumes or memory_volume_on_disk"
 unplaced=$(comm -23 <(ls tests/test_*.py | sort) \
-  <(printf '%s\n' "${offline[@]}" "${beside[@]}" "${after[@]}" "${side_by_side[@]}" "${pods_lost[@]}" "${leftovers[@]}" tests/test_negative_controls.py | sort -u))
+  <(printf '%s\n' "${offline[@]}" "${beside[@]}" "${after[@]}" "${late[@]}" "${leftovers[@]}" tests/test_negative_controls.py | sort -u))
 if [ -n "$unplaced" ]; then echo "in no group of cluster/test-all.sh, so not run: $unplaced"; rc=1; fi
 harness_tmp=$(mktemp -d /tmp/podshare-harness.XXXXXX)
 # how busy the machine was, every 30 s (where CI's time goes, and where it idles): reports/cpu-busy.log
@@ -145,14 +144,19 @@ built_probe=$!
 shared_fs=$!
 step userns .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/userns --user-namespaces on \
   --node-selector 'podshare.io/pool in (default,current)' --runtime-class runc --runtime-class crun \
-  --runtime-class youki --runtime-class gvisor --known-divergences "$known" --known-divergences "$known_youki" --workers 2 \
-  "$@" > reports/userns.log 2>&1 &
-userns=$!
+  --runtime-class youki --runtime-class gvisor --known-divergences "$known" --known-divergences "$known_youki" --workers 2 "$@"
+userns_rc=$?
+[ "$userns_rc" -eq 0 ] || [ "$userns_rc" -eq 2 ] || rc=1  # 2: the nodes and classes that refuse them
 wait "$built_probe" || rc=1
 cat reports/built-probe.log
 wait "$shared_fs" || rc=1
 cat reports/shared-fs.log
-pids=()
+export PODSHARE_SHARED_FS_RESULTS="$PWD/reports/shared-fs/results.json"
+export PODSHARE_NODES_RESULTS="$PWD/reports/nodes/results.json"
+export PODSHARE_MATRIX_RESULTS="$PWD/reports/matrix/results.json"
+export PODSHARE_USERNS_RESULTS="$PWD/reports/userns/results.json"
+pids=("$beside_pid")
+groups=(beside)
 background() {  # background NAME PYTEST-ARGS...: a group in its own process, its output in reports/harness-NAME.log
   local name=$1
   shift
@@ -160,23 +164,13 @@ background() {  # background NAME PYTEST-ARGS...: a group in its own process, it
   pids+=($!)
   groups+=("$name")
 }
-groups=(beside)
 background negative-controls-host tests/test_negative_controls.py -k "$host_side"
 background negative-controls-split tests/test_negative_controls.py -k "not ($host_side) and ($split_side)"
 background negative-controls tests/test_negative_controls.py -k "not ($host_side) and not ($split_side)"
-background side-by-side "${side_by_side[@]}"
-background pods-lost "${pods_lost[@]}" "${disruptive[@]/#/--deselect=}"
+background late "${late[@]}"
 background leftovers "${leftovers[@]}"
-wait "$userns"
-userns_rc=$?
-cat reports/userns.log
-[ "$userns_rc" -eq 0 ] || [ "$userns_rc" -eq 2 ] || rc=1  # 2: the nodes and classes that refuse them
-export PODSHARE_SHARED_FS_RESULTS="$PWD/reports/shared-fs/results.json"
-export PODSHARE_NODES_RESULTS="$PWD/reports/nodes/results.json"
-export PODSHARE_MATRIX_RESULTS="$PWD/reports/matrix/results.json"
-export PODSHARE_USERNS_RESULTS="$PWD/reports/userns/results.json"
 harness after "${after[@]}" "${disruptive[@]/#/--deselect=}" || rc=1
-for pid in "$beside_pid" "${pids[@]}"; do wait "$pid" || rc=1; done
+for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
 for name in "${groups[@]}"; do echo "---- reports/harness-$name.log"; cat "reports/harness-$name.log"; done
 wait "$offline_pid" || rc=1
 echo "---- the harness tests that need no cluster (reports/harness-offline.log)"

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .layout import KUBELET_FLAGS
 from .processes import STATE, alive, sh, start, stop
 
 NODES_BRIDGE = "podshare-nodes"  # the host side of the node network
@@ -279,7 +280,7 @@ def kubelet_argv(w: Worker, bindirs: dict[str, Path]) -> list:
     return in_netns(w, bindirs[w.pool.kubernetes] / "kubelet", "--config", w.dir / "kubelet.yaml",
                     "--kubeconfig", w.dir / "kubelet.kubeconfig", "--root-dir", w.kubelet_root,
                     "--node-ip", w.ip, "--hostname-override", w.name, "--node-labels", labels(w),
-                    "--v", "1", "--cert-dir", w.dir / "kubelet-certs")
+                    "--v", "1", "--cert-dir", w.dir / "kubelet-certs", *KUBELET_FLAGS)
 
 
 def kube_proxy_argv(w: Worker, bindirs: dict[str, Path]) -> list:

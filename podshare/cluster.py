@@ -296,8 +296,7 @@ class Cluster:
             return given
         confinement.before_namespace()
         name = f"podshare-{self.run_id}" + (f"-{self.worker}" if self.worker else "")
-        psa = {f"pod-security.kubernetes.io/{mode}": pod_security for mode in ("enforce", "warn", "audit")}
-        self.kube.create_namespace(name, {**self.labels(), **FENCED, **psa})
+        self.kube.create_namespace(name, {**self.labels(), **FENCED, **fence.pod_security(pod_security)})
         self.namespace = name
         try:
             # The ClusterRole podshare grants nothing inside any namespace (docs/security.md):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from . import MANAGED_BY, RUN_ID_LABEL, namespace_cap
 from .errors import AccessDenied, KubeError
-from .fence import FENCED
+from .fence import FENCED, pod_security
 from .kube import Kube
 
 POLICY = "podshare-confinement"
@@ -79,7 +79,7 @@ class Confinement:
         self._expect_refused("a dry-run namespace without podshare's labels",
                              lambda: self.kube.create_namespace(CHECK, {}, dry_run=True))
         labels = {**MANAGED_BY, RUN_ID_LABEL: namespace_cap.CHECK_RUN_ID, **FENCED,
-                  **{f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "warn", "audit")}}
+                  **pod_security("restricted")}
 
         def cap_check():
             try:

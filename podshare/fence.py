@@ -16,6 +16,11 @@ FENCED = {FENCED_LABEL: "true"}
 QUOTA = "podshare-quota"
 
 
+def pod_security(level: str) -> dict[str, str]:
+    """The Pod Security labels that enforce one level on a namespace (and warn and audit it)."""
+    return {f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "warn", "audit")}
+
+
 def documents() -> list[dict]:
     return load_manifests("fence.yaml")
 

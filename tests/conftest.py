@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from podshare import MANAGED_BY, RUN_ID_LABEL
-from podshare.fence import FENCED_LABEL
+from podshare.fence import FENCED_LABEL, pod_security
 from podshare.manifests import load_manifests
 from podshare.settings import OPTIONS
 
@@ -136,7 +136,7 @@ def run_suites_as(*args: str, timeout: float = 600) -> subprocess.CompletedProce
     return run_suites(*args, timeout=timeout, env=env)
 
 
-RESTRICTED = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "warn", "audit")}
+RESTRICTED = pod_security("restricted")
 
 
 def rbac(name: str) -> dict:
