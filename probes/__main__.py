@@ -60,8 +60,9 @@ MAPPED = [PATH, arg("--size", type=int, default=4096), SEED]
 
 
 def rounds(default: int) -> list[tuple[str, dict]]:
-    return [arg("--rounds", type=int, default=default), arg("--seconds", type=float, default=30.0,
-                                                             help="give up after this long")]
+    return [arg("--rounds", type=int, default=default),
+            arg("--seconds", type=float, default=30.0,
+                help="a server: give up after this long; a client: when the other side has not answered for this long")]
 
 
 def ipc_verbs(prefix: str, mod, key: tuple[str, dict]) -> dict[str, tuple]:

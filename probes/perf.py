@@ -25,6 +25,9 @@ from .output import failure, ok, signal_ready
 WARMUP = 10  # first rounds pay for page faults and lazy set-up: not a sample
 MIN_ROUNDS = WARMUP + 30  # the volume ping-pong's rounds before its time box may end it
 ENOUGH = "enough"  # what the volume ping-pong's client writes to end the rounds early
+# A client's --seconds bounds each wait for the other container's answer, not all its
+# rounds together: a starved container (a BestEffort pod on a busy node) answers late,
+# not never (CI on 2026-12-04: a volume ping-pong's first 40 rounds took more than 10 s).
 
 
 def _us(start_ns: int) -> float:
@@ -39,9 +42,14 @@ class Bounded:
 
     def __init__(self, seconds: float) -> None:
         self.stopped_by: str | None = None
+        self.seconds = seconds
         signal.signal(signal.SIGALRM, lambda *_: self._stop("deadline"))
         signal.signal(signal.SIGUSR1, lambda *_: self._stop("release"))
         signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    def answered(self) -> None:
+        """The other side answered: the deadline counts again from now."""
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
 
     def _stop(self, why: str) -> None:
         self.stopped_by = self.stopped_by or why
@@ -112,6 +120,7 @@ def sem_ping(args) -> dict:
                 pong.acquire()
                 if i >= WARMUP:
                     samples.append(_us(start))
+                bound.answered()
         except (sysv_ipc.Error, OSError) as exc:
             return failure(bound.error(exc), key=args.key, rounds_done=len(samples))
         finally:
@@ -241,6 +250,11 @@ def _wait_for(path: str, deadline: float) -> str:
                 raise TimeoutError(errno.ETIMEDOUT, f"{os.path.basename(path)} never appeared") from None
 
 
+def _answer(path: str, seconds: float) -> str:
+    """The other container's answer file, waited for at most `seconds` from now."""
+    return _wait_for(path, time.monotonic() + seconds)
+
+
 def _publish(directory: str, name: str, text: str) -> None:
     tmp = os.path.join(directory, f".{name}.tmp")
     with open(tmp, "w") as f:
@@ -276,7 +290,6 @@ def serve_volume(args) -> dict:
 def volume_ping(args) -> dict:
     """Write ping files and wait for the pong: one round trip through the volume a sample."""
     started = time.monotonic()
-    deadline = started + args.seconds
     samples, time_boxed = [], False
     try:
         for i in range(args.rounds):
@@ -286,11 +299,11 @@ def volume_ping(args) -> dict:
                 # slow down, not the sharing: stop with what was measured, every file
                 # having arrived, and leave the other half of the budget to a slow round.
                 _publish(args.path, f"ping-{i}", ENOUGH)
-                _wait_for(os.path.join(args.path, f"pong-{i}"), deadline)
+                _answer(os.path.join(args.path, f"pong-{i}"), args.seconds)
                 break
             start = time.perf_counter_ns()
             _publish(args.path, f"ping-{i}", str(time.clock_gettime_ns(time.CLOCK_BOOTTIME)))
-            _wait_for(os.path.join(args.path, f"pong-{i}"), deadline)
+            _answer(os.path.join(args.path, f"pong-{i}"), args.seconds)
             if i >= WARMUP:
                 samples.append(_us(start))
     except OSError as exc:
@@ -369,27 +382,26 @@ def lock_ping(args) -> dict:
     from .files import take_lock
     lock = os.path.join(args.path, "handoff.lock")
     started = time.monotonic()
-    deadline = started + args.seconds
     samples, time_boxed = [], False
     try:
         for i in range(args.rounds):
             if i >= LOCK_WARMUP + 10 and time.monotonic() - started > args.seconds / 2:
                 time_boxed = True  # a slow volume (a network file system's polling): what was measured stands
                 _publish(args.path, f"held-{i}", ENOUGH)
-                _wait_for(os.path.join(args.path, f"got-{i}"), deadline)  # beta saw it: the files may go
+                _answer(os.path.join(args.path, f"got-{i}"), args.seconds)  # beta saw it: the files may go
                 break
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 take_lock(fd, args.kind, blocking=False)
                 _publish(args.path, f"held-{i}", "")
-                if _wait_for(os.path.join(args.path, f"waiting-{i}"), deadline) == HELD_HERE:
+                if _answer(os.path.join(args.path, f"waiting-{i}"), args.seconds) == HELD_HERE:
                     return {"ok": False, "path": args.path, "kind": args.kind, "step": "lock", "rounds_done": i,
                             "beta_while_held": True, "detail": "beta took the lock while alpha held it"}
                 time.sleep(LOCK_SETTLE_S)
                 released_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
             finally:
                 os.close(fd)
-            taken_ns = int(_wait_for(os.path.join(args.path, f"got-{i}"), deadline))
+            taken_ns = int(_answer(os.path.join(args.path, f"got-{i}"), args.seconds))
             if i >= LOCK_WARMUP:
                 samples.append((taken_ns - released_ns) / 1000)
     except (OSError, ValueError) as exc:

@@ -15,7 +15,7 @@ from podshare.evidence import describe
 pytestmark = pytest.mark.perf
 
 
-SECONDS = 10  # a measurement whose peer never answers gives up after this long
+SECONDS = 10  # a measurement whose peer has not answered for this long gives up
 # The server's own deadline only backs up its release (measure() releases it
 # whatever the client did), so it must outlast the client's request arriving:
 # with containerd frozen for 20 s (tests/test_disruptions.py) the request came
