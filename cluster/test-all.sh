@@ -8,13 +8,11 @@
 #  2. matrix: runc, crun and youki on the first node (containerd 1.6, kubelet 1.35:
 #     gVisor's shim needs containerd 2), side by side; matrix-current: runc, crun,
 #     youki and gVisor plain on the current pool's node (containerd 2.4, runc 1.5,
-#     kubelet 1.37), with the probe image built from images/probe.Containerfile (every
-#     other step takes the default, the public Python image with the probes delivered
-#     by the run: so each image runs on every runtime, and the built one costs no run
-#     of its own); matrix-hinted: gVisor as GKE Sandbox sets it up (RuntimeClass
+#     kubelet 1.37); matrix-hinted: gVisor as GKE Sandbox sets it up (RuntimeClass
 #     gvisor-hinted, its emptyDir hints) on the sandboxed pool's node;
-#  3. shared-fs: every volume claim on the shared-sshfs class (cluster/shared_fs.py),
-#     beside the user-namespace run;
+#  3. built-probe: the claims once more with the probe image built from
+#     images/probe.Containerfile; side by side with
+#     and beside those, shared-fs: every volume claim on the shared-sshfs class (cluster/shared_fs.py);
 #  4. userns: every claim with user namespaces (hostUsers: false) on the current
 #     pool with its four RuntimeClasses, and on the default pool, whose
 #     containerd 1.6 refuses them: could-not-check, one line per node and class
@@ -119,8 +117,7 @@ print(" ".join(n.metadata.name for n in Kube().nodes("podshare.io/pool=current")
 if [ -n "$current_node" ]; then  # the three-node cluster (PODSHARE_NODES=3, make test's default)
   step matrix-current .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/matrix-current \
     --node "$current_node" \
-    --runtime-class runc --runtime-class crun --runtime-class youki --runtime-class gvisor --probe-image "$PROBE_IMAGE" \
-    --known-divergences "$known" --known-divergences "$known_youki" "$@" || rc=1
+    --runtime-class runc --runtime-class crun --runtime-class youki --runtime-class gvisor --known-divergences "$known" --known-divergences "$known_youki" "$@" || rc=1
   export PODSHARE_MATRIX_CURRENT_RESULTS="$PWD/reports/matrix-current/results.json"
   sandboxed_node=$(.venv/bin/python -c 'from podshare.kube import Kube
 print(" ".join(n.metadata.name for n in Kube().nodes("podshare.io/pool=sandboxed")[:1]))') || rc=1
@@ -129,6 +126,12 @@ print(" ".join(n.metadata.name for n in Kube().nodes("podshare.io/pool=sandboxed
     --known-divergences "$known" --known-divergences "$known_youki" --known-divergences "$known_storage" "$@" || rc=1
   export PODSHARE_MATRIX_HINTED_RESULTS="$PWD/reports/matrix-hinted/results.json"
 fi
+# the built image's run is one node and class: it leaves room for the user-namespace run beside it
+# pinned: a pod the scheduler places could land where a claim's feature is missing (image volumes on containerd 1.6)
+step built-probe .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir reports/built-probe \
+  --node "${current_node:-$first_node}" \
+  --probe-image "$PROBE_IMAGE" "$@" >reports/built-probe.log 2>&1 &
+built_probe=$!
 # the shared file system's StorageClasses (separate sshfs clients of one SFTP export): pinned per node, and
 # ReadWriteMany through the CSI driver (the across-pod claims on two nodes, two clients); beside them
 # then the SQLite pattern on them (one database, an app and its sidecar in one pod: one client)
@@ -144,6 +147,8 @@ step userns .venv/bin/python -m pytest suites -p no:cacheprovider --reports-dir 
   --runtime-class youki --runtime-class gvisor --known-divergences "$known" --known-divergences "$known_youki" --workers 2 "$@"
 userns_rc=$?
 [ "$userns_rc" -eq 0 ] || [ "$userns_rc" -eq 2 ] || rc=1  # 2: the nodes and classes that refuse them
+wait "$built_probe" || rc=1
+cat reports/built-probe.log
 wait "$shared_fs" || rc=1
 cat reports/shared-fs.log
 export PODSHARE_SHARED_FS_RESULTS="$PWD/reports/shared-fs/results.json"

@@ -49,7 +49,10 @@ def test_on_deletion_each_containers_own_process_gets_the_sigterm(shared_pid_pod
     main one (in the one PID namespace) gets a SIGTERM too, or only the end."""
     alpha, beta = shared_pid_pod.container("alpha"), shared_pid_pod.container("beta")
     helper = alpha.start("hold-term-note", path=TERM_LOG, seconds=120).wait_ready()
-    beta.run("read", path=TERM_LOG, text=True)  # its channel opened now: no new exec into a terminating pod
+    # Made now, empty (and beta's channel opened: no new exec into a terminating pod): the
+    # agents' first notes, at once, each creating it, met EACCES in one on gVisor (CI, 2026-12-04).
+    made = beta.run("write", path=TERM_LOG, size=0, seed="term-log")
+    assert made["ok"], could_not("beta", f"the pod's term log {TERM_LOG}", made)
     shared_pid_pod.begin_deletion()
     # the pod's 10 s of grace, and more; a helper's note, if one comes, lands with alpha's
     seen = read_while_terminating(beta, TERM_LOG, {("alpha", "sigterm"), ("beta", "sigterm")}, within=40.0, settle=0.5)
