@@ -297,7 +297,7 @@ def volume_ping(args) -> dict:
                 time_boxed = True
                 # On a starved machine (two pollers spinning for two cores) the rounds
                 # slow down, not the sharing: stop with what was measured, every file
-                # having arrived, and leave the other half of the budget to a slow round.
+                # having arrived (the last round, too, waits its own --seconds for the answer).
                 _publish(args.path, f"ping-{i}", ENOUGH)
                 _answer(os.path.join(args.path, f"pong-{i}"), args.seconds)
                 break
